@@ -1,0 +1,159 @@
+"""Command-line interface: ``convoy run``, ``convoy sim``, ``convoy bench``.
+
+Bad input gets one line naming what was wrong and what is allowed, and exit code 2;
+tracebacks are reserved for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from convoy import __version__
+
+EXIT_BAD_INPUT = 2
+_err = Console(stderr=True)
+_out = Console()
+
+
+class BadInputError(Exception):
+    """Input a person can fix; printed as one line, exit code 2."""
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeRemainingColumn(),
+        console=_err,
+        transient=True,
+        disable=not _err.is_terminal,
+    )
+
+
+def _simulate(scenario_path: str | None, backend: str):  # type: ignore[no-untyped-def]
+    from convoy.sim.engine import simulate
+    from convoy.sim.scenario import ScenarioError, load_scenario
+    from convoy.sim.scenarios import builtin_path
+
+    try:
+        path = Path(scenario_path) if scenario_path else builtin_path("brake-and-recover")
+        if scenario_path and not path.exists() and builtin_path(scenario_path).exists():
+            path = builtin_path(scenario_path)
+        sc = load_scenario(path)
+        with _progress() as bar:
+            task = bar.add_task(f"simulating {sc.name}", total=sc.n_steps)
+            return simulate(
+                sc, backend=backend, progress=lambda d, _t: bar.update(task, completed=d)
+            )
+    except ScenarioError as exc:
+        raise BadInputError(str(exc)) from None
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Run a microscopic experiment and write its FCD."""
+    from convoy.sim.fcd import write_fcd
+    from convoy.sim.report import summarize, summary_table
+
+    t0 = time.perf_counter()
+    res = _simulate(args.scenario, args.backend)
+    wall = time.perf_counter() - t0
+    if args.fcd:
+        write_fcd(res.trace, args.fcd)
+    summary = summarize(res)
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=2))
+    _out.print(summary_table(summary, wall))
+    if args.fcd:
+        _out.print(f"FCD written to [bold]{args.fcd}[/bold]")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job; until the Ordos day exists, the built-in platoon demo with its KPIs."""
+    from convoy.sim.fcd import write_fcd
+    from convoy.sim.report import summarize, summary_table, write_speed_gap_plot
+
+    t0 = time.perf_counter()
+    res = _simulate(args.scenario, args.backend)
+    wall = time.perf_counter() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(res)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_fcd(res.trace, out / "fcd.parquet")
+    write_speed_gap_plot(res.trace, out / "platoon.png", title=res.scenario.name)
+    _out.print(summary_table(summary, wall))
+    _out.print(f"wrote {out / 'summary.json'}, {out / 'fcd.parquet'}, {out / 'platoon.png'}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmarks that run the peer side by side and print the ratio."""
+    from convoy.sim.bench import bench_sim
+
+    if args.what != "sim":
+        raise BadInputError(f"bench {args.what!r}: unknown benchmark; allowed: sim")
+    sizes = [int(s) for s in args.trucks.split(",")] if args.trucks else [1_000, 10_000, 100_000]
+    if any(s < 5 for s in sizes):
+        raise BadInputError(f"--trucks {args.trucks}: each size must be at least 5")
+    results = bench_sim(sizes, sumo=not args.no_sumo, console=_out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all sub-commands."""
+    p = argparse.ArgumentParser(
+        prog="convoy",
+        description="convoy: hybrid-intelligence heavy-truck platoons, from vehicle to cloud.",
+    )
+    p.add_argument("--version", action="version", version=f"convoy {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the main job: run a scenario and write KPIs, FCD and plots")
+    run.add_argument("scenario", nargs="?", help="scenario YAML (default: built-in demo)")
+    run.add_argument("--out", default="out", help="output directory (default: out)")
+    run.add_argument("--backend", default="cpu", help="engine backend (default: cpu)")
+    run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("sim", help="run a microscopic platoon experiment")
+    sim.add_argument("scenario", help="scenario YAML file, or the name of a built-in one")
+    sim.add_argument("--fcd", help="write floating-car data (.csv, or .parquet)")
+    sim.add_argument("--summary", help="write per-truck statistics as JSON")
+    sim.add_argument("--backend", default="cpu", help="engine backend (default: cpu)")
+    sim.set_defaults(func=cmd_sim)
+
+    bench = sub.add_parser("bench", help="benchmarks against the peer (SUMO)")
+    bench.add_argument("what", choices=["sim"], help="which benchmark")
+    bench.add_argument("--trucks", help="comma-separated fleet sizes (default 1000,10000,100000)")
+    bench.add_argument("--no-sumo", action="store_true", help="skip the SUMO side")
+    bench.add_argument("--json", help="also write the figures as JSON")
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``convoy`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BadInputError as exc:
+        _err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

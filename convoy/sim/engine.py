@@ -1,0 +1,426 @@
+"""Build the arrays for a scenario, run them on a backend, and collect the trace.
+
+This is the boundary between typed objects and arrays: a ``Scenario`` is converted once
+into a ``TruckTable`` and an initial ``TruckState``; the backend advances the state many
+steps per call; the recorded rows come back as a ``Trace``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from convoy.sim import kernel
+from convoy.sim.scenario import (
+    AccConfig,
+    CaccSumoConfig,
+    HumanConfig,
+    PathConfig,
+    PloegConfig,
+    Scenario,
+    ScenarioError,
+)
+from convoy.sim.state import (
+    TP_ACTUATOR_LAG_S,
+    TP_CD_A_M2,
+    TP_CRR,
+    TP_EMERGENCY_DECEL_MPS2,
+    TP_LENGTH_M,
+    TP_LIMIT_TRACTION,
+    TP_MASS_KG,
+    TP_MAX_ACCEL_MPS2,
+    TP_MAX_DECEL_MPS2,
+    TP_MAX_SPEED_MPS,
+    TP_MIN_GAP_M,
+    TP_NOISE_MPS2,
+    TP_SENSOR_DELAY_STEPS,
+    TP_SIZE,
+    TruckState,
+    TruckTable,
+)
+from convoy.vehicle.channel import CH_LATENCY_STEPS
+from convoy.vehicle.controllers import (
+    MODEL_NAMES,
+    IdmParams,
+    PathParams,
+    PloegParams,
+)
+from convoy.vehicle.energy import DieselPowertrain, ElectricPowertrain
+from convoy.vehicle.sumo_cfm import SumoAccParams, SumoCaccParams
+
+# A deceleration beyond this counts as a hard brake (a common naturalistic-driving
+# threshold for heavy vehicles is 0.3 g; e.g. Bagdadi 2013 uses 0.3-0.5 g).
+HARD_BRAKE_MPS2 = 3.0
+# Own-sensor emergency braking: time-to-collision below this triggers full braking
+# (Euro NCAP AEB test protocols use TTC of ~1-1.5 s for the last braking phase).
+AEB_TTC_S = 1.0
+# Recorded arrays larger than this are refused with advice instead of exhausting memory.
+MAX_RECORD_CELLS = 400_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """Everything the kernel needs besides the truck table and state.
+
+    Attributes:
+        env: (ENV_SIZE,) float64 environment vector, see ``kernel.ENV_*``.
+        channel: (CH_SIZE,) float64 channel vector.
+        outages: (k, 2) float64 V2V outage windows [s].
+        profile_t_s, profile_v_mps: (p,) float64 speed profile of the platoon heads.
+    """
+
+    env: np.ndarray
+    channel: np.ndarray
+    outages: np.ndarray
+    profile_t_s: np.ndarray
+    profile_v_mps: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Recorded rows of a run.
+
+    Attributes:
+        time_s: (r,) times of the rows.
+        vehicle_id: (n,) ids, ``p{platoon}.{index}`` with index 0 the head.
+        pos_m, speed_mps, accel_mps2, energy_kwh: (r, n) float64.
+        gap_m: (r, n) bumper gap to the predecessor, NaN for a platoon head.
+        mode: (r, n) int8 control mode.
+    """
+
+    time_s: np.ndarray
+    vehicle_id: list[str]
+    pos_m: np.ndarray
+    speed_mps: np.ndarray
+    accel_mps2: np.ndarray
+    gap_m: np.ndarray
+    mode: np.ndarray
+    energy_kwh: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A finished run: the trace, the final state, and the truck table."""
+
+    scenario: Scenario
+    table: TruckTable
+    state: TruckState
+    trace: Trace
+    backend: str
+
+
+class Backend(Protocol):
+    """Advances a state in place; returns the number of rows it recorded."""
+
+    def __call__(
+        self,
+        table: TruckTable,
+        state: TruckState,
+        world: World,
+        n_steps: int,
+        rec_every: int,
+        rec: tuple[np.ndarray, ...],
+    ) -> int: ...
+
+
+def _cpu_backend(
+    table: TruckTable,
+    state: TruckState,
+    world: World,
+    n_steps: int,
+    rec_every: int,
+    rec: tuple[np.ndarray, ...],
+) -> int:
+    """Numba, parallel over trucks, many steps per call."""
+    t, s = table, state
+    run_steps: Any = kernel.run_steps  # a Numba dispatcher; mypy cannot see its signature
+    return int(
+        run_steps(
+            n_steps,
+            rec_every,
+            *rec,
+            t.model,
+            t.leader,
+            t.follower,
+            t.head,
+            t.platoon_size,
+            t.position,
+            t.phys,
+            t.ctrl,
+            t.acc,
+            t.powertrain,
+            world.channel,
+            world.outages,
+            world.profile_t_s,
+            world.profile_v_mps,
+            world.env,
+            s.pos_m,
+            s.speed_mps,
+            s.accel_mps2,
+            s.u_mps2,
+            s.mode,
+            s.ctrl_mode,
+            s.energy_kwh,
+            s.rx_pred,
+            s.rx_head,
+            s.ge_bad,
+            s.hist,
+            s.collided_at_s,
+            s.collision_speed_mps,
+            s.min_gap_m,
+            s.min_ttc_s,
+            s.hard_brakes,
+            s.fallback_steps,
+            s.emergency_steps,
+            s.step,
+        )
+    )
+
+
+BACKENDS: dict[str, Backend] = {"cpu": _cpu_backend}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name``.
+
+    Raises:
+        ScenarioError: for an unknown name, listing the valid ones.
+    """
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        valid = ", ".join(sorted(BACKENDS))
+        raise ScenarioError(f"unknown backend {name!r}; valid backends: {valid}") from None
+
+
+def _control_rows(sc: Scenario) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """Law parameter row, ACC-fallback row, actuator lag, delay and noise of the followers."""
+    c = sc.platoon.controller
+    tr = sc.truck
+    # SUMO's laws read the truck's own braking limits and the predecessor's (same type)
+    truck_limits = {
+        "min_gap_m": tr.min_gap_m,
+        "decel_mps2": tr.max_decel_mps2,
+        "emergency_decel_mps2": tr.emergency_decel_mps2,
+        "pred_decel_mps2": tr.max_decel_mps2,
+    }
+    fallback = getattr(c, "fallback_time_gap_s", 1.5)
+    acc_row = SumoAccParams(time_gap_s=fallback, **truck_limits).to_vector()
+    delay_s = 0.0
+    noise = 0.0
+    if isinstance(c, CaccSumoConfig):
+        row = SumoCaccParams(
+            time_gap_s=c.time_gap_s,
+            acc_fallback_time_gap_s=fallback,
+            acc_fallback=SumoAccParams(time_gap_s=fallback, **truck_limits),
+            **truck_limits,
+        ).to_vector()
+    elif isinstance(c, AccConfig):
+        row = SumoAccParams(time_gap_s=c.time_gap_s, **truck_limits).to_vector()
+        delay_s = c.sensor_delay_s
+    elif isinstance(c, PathConfig):
+        row = PathParams(c.spacing_m, c.c1, c.xi, c.omega_n_radps).to_vector()
+    elif isinstance(c, PloegConfig):
+        row = PloegParams(c.time_gap_s, c.kp_per_s2, c.kd_per_s).to_vector()
+    elif isinstance(c, HumanConfig):
+        row = IdmParams(c.time_gap_s, c.comfort_decel_mps2, c.delta).to_vector()
+        delay_s = c.reaction_time_s
+        noise = c.noise_mps2
+    else:  # pragma: no cover - the discriminated union admits nothing else
+        raise ScenarioError(f"unsupported controller {c!r}")
+    return row, acc_row, c.actuator_lag_s, delay_s, noise
+
+
+def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
+    """Convert a scenario into the engine's arrays (platoon 0 is the front-most)."""
+    p = sc.platoon
+    n, k = sc.n_trucks, p.trucks
+    tr = sc.truck
+    platoon = np.repeat(np.arange(p.count), k)
+    position = np.tile(np.arange(k), p.count).astype(np.int32)
+    rows = np.arange(n, dtype=np.int32)
+    leader = (rows - 1).astype(np.int32)
+    follower = np.where(position < k - 1, rows + 1, -1).astype(np.int32)
+    head = (platoon * k).astype(np.int32)
+
+    # initial positions: heads spaced by the platoon spacing, trucks by the in-platoon gap
+    pitch = tr.length_m + p.initial.gap_m
+    platoon_len = (k - 1) * pitch + tr.length_m
+    head_pos = p.initial.head_pos_m - platoon * (platoon_len + p.spacing_m)
+    pos0 = head_pos - position * pitch
+    if pos0.min() - tr.length_m < 0:
+        need = p.initial.head_pos_m - pos0.min() + tr.length_m
+        raise ScenarioError(
+            f"platoon.initial.head_pos_m = {p.initial.head_pos_m}: too small for "
+            f"{p.count} platoon(s) of {k}; the last truck would start at "
+            f"{pos0.min():.1f} m; allowed: at least {need:.1f}"
+        )
+    if head_pos[0] > sc.road.length_m:
+        raise ScenarioError(
+            f"platoon.initial.head_pos_m = {p.initial.head_pos_m}: beyond the road end "
+            f"(road.length_m = {sc.road.length_m})"
+        )
+
+    row, acc_row, lag_s, delay_s, noise = _control_rows(sc)
+    model_code = MODEL_NAMES[p.controller.model]
+    model = np.full(n, model_code, np.int8)
+    width = max(row.size, acc_row.size)
+    ctrl = np.zeros((n, width))
+    ctrl[:, : row.size] = row
+    acc = np.zeros((n, acc_row.size))
+    acc[:] = acc_row
+
+    pw = tr.powertrain
+    if pw.kind == "electric":
+        el = ElectricPowertrain(battery_kwh=pw.battery_kwh)
+        if pw.motor_power_kw is not None:
+            el = ElectricPowertrain(battery_kwh=pw.battery_kwh, motor_power_kw=pw.motor_power_kw)
+        pt_row = el.to_vector()
+    else:
+        di = DieselPowertrain()
+        if pw.motor_power_kw is not None:
+            di = DieselPowertrain(engine_power_kw=pw.motor_power_kw)
+        pt_row = di.to_vector()
+    powertrain = np.zeros((n, pt_row.size))
+    powertrain[:] = pt_row
+
+    phys = np.zeros((n, TP_SIZE))
+    phys[:, TP_LENGTH_M] = tr.length_m
+    phys[:, TP_MIN_GAP_M] = tr.min_gap_m
+    phys[:, TP_MAX_ACCEL_MPS2] = tr.max_accel_mps2
+    phys[:, TP_MAX_DECEL_MPS2] = tr.max_decel_mps2
+    phys[:, TP_EMERGENCY_DECEL_MPS2] = tr.emergency_decel_mps2
+    phys[:, TP_MAX_SPEED_MPS] = tr.max_speed_mps
+    phys[:, TP_MASS_KG] = tr.mass_kg
+    phys[:, TP_CD_A_M2] = tr.drag_coefficient * tr.frontal_area_m2
+    phys[:, TP_CRR] = tr.rolling_resistance
+    phys[:, TP_LIMIT_TRACTION] = 1.0 if pw.limit_traction else 0.0
+    # heads are driven along the profile; the law's lag, delay and noise are the followers'
+    follower_rows = position > 0
+    phys[follower_rows, TP_ACTUATOR_LAG_S] = lag_s
+    delay_steps = round(delay_s / sc.dt_s)
+    phys[follower_rows, TP_SENSOR_DELAY_STEPS] = delay_steps
+    phys[follower_rows, TP_NOISE_MPS2] = noise
+
+    table = TruckTable(
+        model=model,
+        leader=leader,
+        follower=follower,
+        head=head,
+        platoon_size=np.full(n, k, np.int32),
+        position=position,
+        phys=phys,
+        ctrl=ctrl,
+        acc=acc,
+        powertrain=powertrain,
+    )
+    ch = sc.channel.spec().to_vector(sc.dt_s)
+    history = int(max(ch[CH_LATENCY_STEPS], delay_steps)) + 1
+    state = TruckState.initial(pos0.astype(np.float64), np.full(n, p.initial.speed_mps), history)
+
+    prof = sc.leader.speed_profile or [(0.0, p.initial.speed_mps)]
+    env = np.zeros(kernel.ENV_SIZE)
+    env[kernel.ENV_DT_S] = sc.dt_s
+    env[kernel.ENV_GRADE] = sc.road.grade_pct / 100.0
+    env[kernel.ENV_SPEED_LIMIT_MPS] = sc.road.speed_limit_mps or math.inf
+    env[kernel.ENV_AMBIENT_C] = sc.weather.ambient_c
+    env[kernel.ENV_SEED] = sc.seed
+    env[kernel.ENV_PROFILE_LEAD_S] = sc.dt_s  # setSpeed at t applies over [t, t + dt]
+    env[kernel.ENV_HARD_BRAKE_MPS2] = HARD_BRAKE_MPS2
+    env[kernel.ENV_AEB_TTC_S] = AEB_TTC_S
+    world = World(
+        env=env,
+        channel=ch,
+        outages=sc.channel.spec().outage_array(),
+        profile_t_s=np.array([t for t, _ in prof], dtype=np.float64),
+        profile_v_mps=np.array([v for _, v in prof], dtype=np.float64),
+    )
+    return table, state, world
+
+
+def vehicle_ids(sc: Scenario) -> list[str]:
+    """Ids in row order: ``p{platoon}.{index}``, platoon 0 front-most, index 0 the head."""
+    return [f"p{q}.{k}" for q in range(sc.platoon.count) for k in range(sc.platoon.trucks)]
+
+
+def simulate(
+    sc: Scenario,
+    backend: str = "cpu",
+    record_every_s: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    chunks: int = 50,
+) -> RunResult:
+    """Run a scenario and return its trace.
+
+    Args:
+        sc: the scenario.
+        backend: a name in ``BACKENDS``.
+        record_every_s: recording interval; default the scenario's, else every step.
+        progress: called as ``progress(steps_done, steps_total)`` between kernel calls.
+        chunks: kernel calls the run is split into (for progress reporting).
+
+    Raises:
+        ScenarioError: for an unknown backend or a recording that would not fit in memory.
+    """
+    run = get_backend(backend)
+    table, state, world = build(sc)
+    every_s = record_every_s or sc.output.record_every_s or sc.dt_s
+    rec_every = max(1, round(every_s / sc.dt_s))
+    n, total = table.n, sc.n_steps
+    rows = total // rec_every + 1
+    if rows * n > MAX_RECORD_CELLS:
+        raise ScenarioError(
+            f"output.record_every_s = {every_s}: recording {n} trucks every {every_s} s for "
+            f"{sc.duration_s} s needs {rows * n:,} cells; allowed: at most "
+            f"{MAX_RECORD_CELLS:,}; record less often"
+        )
+    rec = (
+        np.empty((rows, n)),
+        np.empty((rows, n)),
+        np.empty((rows, n)),
+        np.empty((rows, n), np.int8),
+        np.empty((rows, n)),
+    )
+    cur = state.cur
+    rec[0][0] = state.pos_m[cur]
+    rec[1][0] = state.speed_mps[cur]
+    rec[2][0] = state.accel_mps2[cur]
+    rec[3][0] = state.mode
+    rec[4][0] = state.energy_kwh
+    # chunk boundaries on multiples of the recording interval keep rows evenly spaced
+    per_call = max(rec_every, (total // max(chunks, 1)) // rec_every * rec_every)
+    done, row = 0, 1
+    while done < total:
+        steps = min(per_call, total - done)
+        views = tuple(r[row:] for r in rec)
+        row += run(table, state, world, steps, rec_every, views)
+        done += steps
+        if progress is not None:
+            progress(done, total)
+    trace = _trace(sc, table, rec, row, rec_every)
+    return RunResult(scenario=sc, table=table, state=state, trace=trace, backend=backend)
+
+
+def _trace(
+    sc: Scenario, table: TruckTable, rec: tuple[np.ndarray, ...], rows: int, rec_every: int
+) -> Trace:
+    pos, speed, accel, mode, energy = (r[:rows] for r in rec)
+    lead = table.leader
+    gap = np.full_like(pos, np.nan)
+    has = table.position > 0
+    gap[:, has] = pos[:, lead[has]] - table.phys[lead[has], TP_LENGTH_M] - pos[:, has]
+    time_s = np.arange(rows) * rec_every * sc.dt_s
+    return Trace(
+        time_s=time_s,
+        vehicle_id=vehicle_ids(sc),
+        pos_m=pos,
+        speed_mps=speed,
+        accel_mps2=accel,
+        gap_m=gap,
+        mode=mode,
+        energy_kwh=energy,
+    )

@@ -1,0 +1,556 @@
+"""The compiled platoon step: many steps per call, trucks in parallel, no Python per truck.
+
+One step, for every truck ``i`` at once (reads the state at the start of the step, writes
+the other half of the double buffer, so the order of trucks never matters):
+
+1. history: store own pos/speed/accel/command in the ring buffer for delayed readers;
+2. sense: the gap to the truck ahead (optionally delayed by the sensor), collisions;
+3. receive: the predecessor's (and, for PATH, the head's) beacon sent ``latency`` ago;
+4. control: the truck's law from what it sensed and received, fallback when stale,
+   emergency braking on a hazard;
+5. actuate: truck limits, first-order actuator lag, Euler integration as SUMO does
+   (``v += a dt; x += v dt``);
+6. account: energy with the platoon drag multiplier, safety statistics, recording.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from convoy.sim.state import (
+    H_ACCEL_MPS2,
+    H_POS_M,
+    H_SPEED_MPS,
+    H_U_MPS2,
+    RX_ACCEL_MPS2,
+    RX_HAZARD,
+    RX_POS_M,
+    RX_SPEED_MPS,
+    RX_STAMP_S,
+    RX_U_MPS2,
+    TP_ACTUATOR_LAG_S,
+    TP_CD_A_M2,
+    TP_CRR,
+    TP_EMERGENCY_DECEL_MPS2,
+    TP_LENGTH_M,
+    TP_LIMIT_TRACTION,
+    TP_MASS_KG,
+    TP_MAX_ACCEL_MPS2,
+    TP_MAX_DECEL_MPS2,
+    TP_MAX_SPEED_MPS,
+    TP_MIN_GAP_M,
+    TP_NOISE_MPS2,
+    TP_SENSOR_DELAY_STEPS,
+)
+from convoy.vehicle.aero import drag_multiplier
+from convoy.vehicle.channel import (
+    CH_LATENCY_STEPS,
+    CH_PERIOD_STEPS,
+    CH_STALE_AFTER_S,
+    beacon_delivered,
+)
+from convoy.vehicle.controllers import (
+    MODE_ACC_FALLBACK,
+    MODE_COLLIDED,
+    MODE_EMERGENCY,
+    MODE_FOLLOW,
+    MODE_HEAD,
+    MODEL_ACC,
+    MODEL_CACC_PATH,
+    MODEL_CACC_PLOEG,
+    MODEL_CACC_SUMO,
+    MODEL_HUMAN,
+    idm_accel,
+    path_accel,
+    ploeg_accel,
+)
+from convoy.vehicle.energy import max_traction_accel_mps2, step_energy_kwh
+from convoy.vehicle.rng import PURPOSE_DRIVER, uniform
+from convoy.vehicle.sumo_cfm import (
+    acc_next_speed,
+    cacc_next_speed,
+    sumo_finalize_speed,
+    sumo_set_speed,
+)
+
+# Columns of the float64 environment vector.
+ENV_DT_S = 0
+ENV_GRADE = 1
+ENV_SPEED_LIMIT_MPS = 2
+ENV_AMBIENT_C = 3
+ENV_SEED = 4
+ENV_PROFILE_LEAD_S = 5
+ENV_HARD_BRAKE_MPS2 = 6
+ENV_AEB_TTC_S = 7
+ENV_SIZE = 8
+
+# A truck braking at least this hard flags "hazard" in its beacons (emergency brake
+# light, the BSM "brakes" field of T/CSAE 53); followers that receive it brake too.
+HAZARD_DECEL_FRACTION = 0.99
+
+
+@njit(cache=True, inline="always")
+def _profile_speed(t_s: float, times: np.ndarray, speeds: np.ndarray) -> float:
+    """Speed profile, linear between points and flat outside them."""
+    k = times.shape[0]
+    if k == 0:
+        return -1.0
+    if t_s <= times[0]:
+        return speeds[0]
+    if t_s >= times[k - 1]:
+        return speeds[k - 1]
+    j = np.searchsorted(times, t_s, side="right")
+    w = (t_s - times[j - 1]) / (times[j] - times[j - 1])
+    return speeds[j - 1] + w * (speeds[j] - speeds[j - 1])
+
+
+@njit(cache=True, inline="always")
+def _in_outage(t_s: float, outages: np.ndarray) -> bool:
+    for k in range(outages.shape[0]):  # noqa: SIM110 - Numba cannot compile generators
+        if outages[k, 0] <= t_s < outages[k, 1]:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _receive(
+    rx: np.ndarray,
+    link_col: int,
+    i: int,
+    j: int,
+    s: int,
+    cur: int,
+    hist: np.ndarray,
+    pos: np.ndarray,
+    speed: np.ndarray,
+    accel: np.ndarray,
+    u: np.ndarray,
+    mode: np.ndarray,
+    ch: np.ndarray,
+    outages: np.ndarray,
+    dt: float,
+    seed: int,
+    ge_bad: np.ndarray,
+    emergency_decel: float,
+) -> None:
+    """Deliver, if due and not lost, the beacon truck ``j`` sent to ``i`` latency ago."""
+    lat = int(ch[CH_LATENCY_STEPS])
+    sent = s - lat
+    if sent < 0 or sent % int(ch[CH_PERIOD_STEPS]) != 0:
+        return
+    h = hist.shape[0]
+    if lat == 0:
+        pj = pos[cur, j]
+        vj = speed[cur, j]
+        aj = accel[cur, j]
+        uj = u[cur, j]
+        pi = pos[cur, i]
+    else:
+        slot = sent % h
+        pj = hist[slot, H_POS_M, j]
+        vj = hist[slot, H_SPEED_MPS, j]
+        aj = hist[slot, H_ACCEL_MPS2, j]
+        uj = hist[slot, H_U_MPS2, j]
+        pi = hist[slot, H_POS_M, i]
+    link = i * 2 + link_col
+    flat = ge_bad.reshape(-1)
+    if not beacon_delivered(
+        ch, seed, link, sent, abs(pj - pi), _in_outage(sent * dt, outages), flat
+    ):
+        return
+    rx[i, RX_POS_M] = pj
+    rx[i, RX_SPEED_MPS] = vj
+    rx[i, RX_ACCEL_MPS2] = aj
+    rx[i, RX_U_MPS2] = uj
+    rx[i, RX_STAMP_S] = sent * dt
+    hazard = aj <= -HAZARD_DECEL_FRACTION * emergency_decel or mode[j] == MODE_EMERGENCY
+    rx[i, RX_HAZARD] = 1.0 if hazard else 0.0
+
+
+@njit(cache=True)
+def _truck_step(
+    i: int,
+    s: int,
+    model: np.ndarray,
+    leader: np.ndarray,
+    follower: np.ndarray,
+    head: np.ndarray,
+    psize: np.ndarray,
+    ppos: np.ndarray,
+    phys: np.ndarray,
+    ctrl: np.ndarray,
+    accp: np.ndarray,
+    pt: np.ndarray,
+    ch: np.ndarray,
+    outages: np.ndarray,
+    prof_t: np.ndarray,
+    prof_v: np.ndarray,
+    env: np.ndarray,
+    pos: np.ndarray,
+    speed: np.ndarray,
+    accel: np.ndarray,
+    u: np.ndarray,
+    mode: np.ndarray,
+    ctrl_mode: np.ndarray,
+    energy: np.ndarray,
+    rx_pred: np.ndarray,
+    rx_head: np.ndarray,
+    ge_bad: np.ndarray,
+    hist: np.ndarray,
+    collided_at: np.ndarray,
+    collision_speed: np.ndarray,
+    min_gap: np.ndarray,
+    min_ttc: np.ndarray,
+    hard_brakes: np.ndarray,
+    fallback_steps: np.ndarray,
+    emergency_steps: np.ndarray,
+) -> None:
+    dt = env[ENV_DT_S]
+    t = s * dt
+    seed = int(env[ENV_SEED])
+    cur = s & 1
+    nxt = 1 - cur
+    x = pos[cur, i]
+    v = speed[cur, i]
+    a = accel[cur, i]
+    u_prev = u[cur, i]
+    length = phys[i, TP_LENGTH_M]
+    min_gap_m = phys[i, TP_MIN_GAP_M]
+    a_max = phys[i, TP_MAX_ACCEL_MPS2]
+    b_max = phys[i, TP_MAX_DECEL_MPS2]
+    b_emg = phys[i, TP_EMERGENCY_DECEL_MPS2]
+    v_max = min(phys[i, TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS])
+    h = hist.shape[0]
+
+    # history: own state for readers that are delayed by latency, sensors or reaction
+    if h > 1:
+        slot = s % h
+        hist[slot, H_POS_M, i] = x
+        hist[slot, H_SPEED_MPS, i] = v
+        hist[slot, H_ACCEL_MPS2, i] = a
+        hist[slot, H_U_MPS2, i] = u_prev
+
+    # sense: true gap for safety accounting, possibly delayed gap for the controller
+    j = leader[i]
+    gap = np.inf
+    pred_v_radar = v
+    gap_sensed = np.inf
+    if j >= 0:
+        gap = pos[cur, j] - phys[j, TP_LENGTH_M] - x
+        pred_v_radar = speed[cur, j]
+        delay = int(phys[i, TP_SENSOR_DELAY_STEPS])
+        if delay == 0:
+            gap_sensed = gap
+        else:
+            # before ``delay`` steps have passed, the oldest thing seen is the start
+            past = (s - delay) % h if s >= delay else 0
+            gap_sensed = hist[past, H_POS_M, j] - phys[j, TP_LENGTH_M] - hist[past, H_POS_M, i]
+            pred_v_radar = hist[past, H_SPEED_MPS, j]
+        if gap < min_gap[i]:
+            min_gap[i] = gap
+        closing = v - speed[cur, j]
+        if closing > 1e-9:
+            ttc = max(gap, 0.0) / closing
+            if ttc < min_ttc[i]:
+                min_ttc[i] = ttc
+        if gap < 0.0 and math.isnan(collided_at[i]):
+            collided_at[i] = t
+            collision_speed[i] = max(closing, 0.0)
+            if math.isnan(collided_at[j]):
+                collided_at[j] = t
+                collision_speed[j] = max(closing, 0.0)
+
+    # receive: beacons on the predecessor link and, where used, the head link
+    is_head = ppos[i] == 0
+    m = model[i]
+    if not is_head and j >= 0:
+        _receive(
+            rx_pred,
+            0,
+            i,
+            j,
+            s,
+            cur,
+            hist,
+            pos,
+            speed,
+            accel,
+            u,
+            mode,
+            ch,
+            outages,
+            dt,
+            seed,
+            ge_bad,
+            b_emg,
+        )
+        if m == MODEL_CACC_PATH:
+            _receive(
+                rx_head,
+                1,
+                i,
+                head[i],
+                s,
+                cur,
+                hist,
+                pos,
+                speed,
+                accel,
+                u,
+                mode,
+                ch,
+                outages,
+                dt,
+                seed,
+                ge_bad,
+                b_emg,
+            )
+    fresh = t - rx_pred[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
+    fresh_head = t - rx_head[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
+
+    # control: a speed (SUMO laws) or an acceleration command (the others)
+    new_mode = MODE_FOLLOW
+    v_des = -1.0
+    u_cmd = 0.0
+    sumo_law = m in (MODEL_CACC_SUMO, MODEL_ACC)
+    if not math.isnan(collided_at[i]):
+        u_cmd = -b_emg
+        new_mode = MODE_COLLIDED
+    elif is_head:
+        target = _profile_speed(t + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
+        if target < 0.0:
+            target = v
+        target = min(target, v_max)
+        if j >= 0:
+            v_safe, _ = acc_next_speed(accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0)
+            target = min(target, v_safe)
+        v_des = sumo_set_speed(v, target, a_max, b_max, dt)
+        sumo_law = True
+        new_mode = MODE_HEAD
+    elif m == MODEL_CACC_SUMO:
+        pv = rx_pred[i, RX_SPEED_MPS] if fresh else pred_v_radar
+        pa = rx_pred[i, RX_ACCEL_MPS2] if fresh else 0.0
+        v_des, cm = cacc_next_speed(
+            ctrl[i], v, a, gap_sensed, pv, pa, fresh, v_max, dt, ctrl_mode[i]
+        )
+        ctrl_mode[i] = cm
+        # without fresh beacons the law runs its ACC branch, whatever its internal mode
+        new_mode = cm if fresh else MODE_ACC_FALLBACK
+    elif m == MODEL_ACC:
+        v_des, cm = acc_next_speed(ctrl[i], v, a, gap_sensed, pred_v_radar, v_max, dt, ctrl_mode[i])
+        ctrl_mode[i] = cm
+        new_mode = cm
+    elif m == MODEL_HUMAN:
+        u_cmd = idm_accel(ctrl[i], v, gap_sensed, pred_v_radar, v_max, min_gap_m, a_max)
+        noise = phys[i, TP_NOISE_MPS2]
+        if noise > 0.0:
+            u_cmd += noise * (2.0 * uniform(seed, i, s, PURPOSE_DRIVER) - 1.0)
+    elif not fresh or (m == MODEL_CACC_PATH and not fresh_head):
+        v_des, _ = acc_next_speed(accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0)
+        sumo_law = True
+        new_mode = MODE_ACC_FALLBACK
+    elif m == MODEL_CACC_PATH:
+        u_cmd = path_accel(
+            ctrl[i],
+            v,
+            gap_sensed,
+            rx_pred[i, RX_SPEED_MPS],
+            rx_pred[i, RX_ACCEL_MPS2],
+            rx_head[i, RX_SPEED_MPS],
+            rx_head[i, RX_ACCEL_MPS2],
+        )
+    elif m == MODEL_CACC_PLOEG:
+        u_cmd = ploeg_accel(
+            ctrl[i],
+            u_prev,
+            v,
+            a,
+            gap_sensed,
+            min_gap_m,
+            rx_pred[i, RX_SPEED_MPS],
+            rx_pred[i, RX_U_MPS2],
+            dt,
+        )
+
+    # emergency: a hazard beacon from the predecessor, or our own sensor sees a crash coming
+    if new_mode != MODE_COLLIDED and not is_head and j >= 0:
+        closing = v - pred_v_radar
+        hazard = fresh and rx_pred[i, RX_HAZARD] > 0.5
+        imminent = closing > 0.0 and gap_sensed < closing * env[ENV_AEB_TTC_S]
+        if hazard or imminent:
+            u_cmd = -b_emg
+            sumo_law = False
+            new_mode = MODE_EMERGENCY
+
+    # actuate: limits, lag, Euler integration
+    if sumo_law:
+        v_fin = sumo_finalize_speed(v, v_des, a_max, b_max, b_emg, v_max, dt)
+        u_cmd = (v_fin - v) / dt
+    else:
+        lo = -b_emg if new_mode in (MODE_EMERGENCY, MODE_COLLIDED) else -b_max
+        hi = a_max
+        if phys[i, TP_LIMIT_TRACTION] > 0.0:
+            hi = min(
+                hi,
+                max_traction_accel_mps2(
+                    pt[i],
+                    phys[i, TP_MASS_KG],
+                    v,
+                    env[ENV_GRADE],
+                    1.0,
+                    phys[i, TP_CD_A_M2],
+                    phys[i, TP_CRR],
+                ),
+            )
+        u_cmd = min(max(u_cmd, lo), hi)
+        # do not command a speed above the limit
+        if v + u_cmd * dt > v_max:
+            u_cmd = (v_max - v) / dt
+    tau = phys[i, TP_ACTUATOR_LAG_S]
+    a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a) if tau > 0.0 else u_cmd
+    a_new = max(a_new, -b_emg)
+    v_new = v + a_new * dt
+    if v_new < 0.0:
+        v_new = 0.0
+        a_new = -v / dt
+    x_new = x + v_new * dt
+
+    # account: energy (drag by platoon position), safety statistics
+    if ppos[i] == 0:
+        k = follower[i]
+        drag_gap = pos[cur, i] - length - pos[cur, k] if k >= 0 else np.inf
+    else:
+        drag_gap = gap
+    cd_frac = drag_multiplier(psize[i], ppos[i], drag_gap)
+    energy[i] += step_energy_kwh(
+        pt[i],
+        phys[i, TP_MASS_KG],
+        0.5 * (v + v_new),
+        a_new,
+        env[ENV_GRADE],
+        cd_frac,
+        phys[i, TP_CD_A_M2],
+        phys[i, TP_CRR],
+        env[ENV_AMBIENT_C],
+        dt,
+    )
+    if a_new < -env[ENV_HARD_BRAKE_MPS2] and a >= -env[ENV_HARD_BRAKE_MPS2]:
+        hard_brakes[i] += 1
+    if new_mode == MODE_ACC_FALLBACK:
+        fallback_steps[i] += 1
+    if new_mode == MODE_EMERGENCY:
+        emergency_steps[i] += 1
+
+    pos[nxt, i] = x_new
+    speed[nxt, i] = v_new
+    accel[nxt, i] = a_new
+    u[nxt, i] = u_cmd
+    mode[i] = new_mode
+
+
+@njit(cache=True, parallel=True)
+def run_steps(
+    n_steps: int,
+    rec_every: int,
+    rec_pos: np.ndarray,
+    rec_speed: np.ndarray,
+    rec_accel: np.ndarray,
+    rec_mode: np.ndarray,
+    rec_energy: np.ndarray,
+    model: np.ndarray,
+    leader: np.ndarray,
+    follower: np.ndarray,
+    head: np.ndarray,
+    psize: np.ndarray,
+    ppos: np.ndarray,
+    phys: np.ndarray,
+    ctrl: np.ndarray,
+    accp: np.ndarray,
+    pt: np.ndarray,
+    ch: np.ndarray,
+    outages: np.ndarray,
+    prof_t: np.ndarray,
+    prof_v: np.ndarray,
+    env: np.ndarray,
+    pos: np.ndarray,
+    speed: np.ndarray,
+    accel: np.ndarray,
+    u: np.ndarray,
+    mode: np.ndarray,
+    ctrl_mode: np.ndarray,
+    energy: np.ndarray,
+    rx_pred: np.ndarray,
+    rx_head: np.ndarray,
+    ge_bad: np.ndarray,
+    hist: np.ndarray,
+    collided_at: np.ndarray,
+    collision_speed: np.ndarray,
+    min_gap: np.ndarray,
+    min_ttc: np.ndarray,
+    hard_brakes: np.ndarray,
+    fallback_steps: np.ndarray,
+    emergency_steps: np.ndarray,
+    step: np.ndarray,
+) -> int:
+    """Advance ``n_steps`` steps; record every ``rec_every`` steps (0 = never).
+
+    Arrays are those of ``TruckTable`` and ``TruckState`` (see there for shapes and
+    units), updated in place.  Recording writes rows ``0..k-1`` of the ``rec_*`` arrays,
+    each (rows, n); the return value is ``k``.
+    """
+    n = model.shape[0]
+    s0 = step[0]
+    rec = 0
+    for s in range(s0, s0 + n_steps):
+        for i in prange(n):
+            _truck_step(
+                i,
+                s,
+                model,
+                leader,
+                follower,
+                head,
+                psize,
+                ppos,
+                phys,
+                ctrl,
+                accp,
+                pt,
+                ch,
+                outages,
+                prof_t,
+                prof_v,
+                env,
+                pos,
+                speed,
+                accel,
+                u,
+                mode,
+                ctrl_mode,
+                energy,
+                rx_pred,
+                rx_head,
+                ge_bad,
+                hist,
+                collided_at,
+                collision_speed,
+                min_gap,
+                min_ttc,
+                hard_brakes,
+                fallback_steps,
+                emergency_steps,
+            )
+        if rec_every > 0 and (s + 1 - s0) % rec_every == 0:
+            nxt = (s + 1) & 1
+            for i in prange(n):
+                rec_pos[rec, i] = pos[nxt, i]
+                rec_speed[rec, i] = speed[nxt, i]
+                rec_accel[rec, i] = accel[nxt, i]
+                rec_mode[rec, i] = mode[i]
+                rec_energy[rec, i] = energy[i]
+            rec += 1
+    step[0] = s0 + n_steps
+    return rec

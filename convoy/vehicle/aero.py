@@ -1,0 +1,157 @@
+"""Platoon aerodynamics: the drag multiplier of a truck drafting in (or leading) a platoon.
+
+Hussein & Rakha (IEEE T-VT 71(2), 2022) fit the ratio of a truck's drag coefficient in a
+platoon to its drag coefficient alone as a power law of the bumper gap ``h`` [m]::
+
+    Cd_frac(h) = a * h**b + c,  clamped to at most 1, and exactly 1 when h >= g0.
+
+The multiplier scales the aerodynamic term of the road load only (see
+:func:`convoy.vehicle.truck.road_load_force_n`).
+
+Platoon sizes other than those fitted are mapped as follows:
+
+- size 1: a solo truck, multiplier 1;
+- size 2: the 2-truck rows (leader, follower);
+- size >= 3: the 4-truck rows: position 0 uses the leader row, the last position the trail
+  row, and every inner position the middle row.
+
+Gap convention: for the head truck (position 0) ``gap_m`` is the bumper gap to the truck
+behind it; for every follower it is the bumper gap to the truck ahead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numpy.typing import ArrayLike, NDArray
+
+# Columns of HUSSEIN_RAKHA_TABLE.
+HR_A = 0
+HR_B = 1
+HR_C = 2
+HR_G0_M = 3
+
+# Rows of HUSSEIN_RAKHA_TABLE.
+HR_ROW_2_LEADER = 0
+HR_ROW_2_FOLLOWER = 1
+HR_ROW_4_LEADER = 2
+HR_ROW_4_MIDDLE = 3
+HR_ROW_4_TRAIL = 4
+
+# (5, 4) rows as above, columns [a, b, c, g0_m]; g0 = inf where the fit has none.
+# Hussein & Rakha, IEEE T-VT 71(2), 2022, via DESIGN.md "Platoon aerodynamics" table.
+HUSSEIN_RAKHA_TABLE: NDArray[np.float64] = np.array(
+    [
+        [0.7231, 0.0919, 0.0, 34.0],  # 2-truck leader
+        [0.2241, 0.1369, 0.5016, 320.0],  # 2-truck follower
+        [0.0035, 0.5997, 0.9662, np.inf],  # 4-truck leader: no g0, clamp to 1 only
+        [0.1522, 0.2111, 0.5260, 217.27],  # 4-truck middle
+        [0.0726, 0.2842, 0.5794, 480.0],  # 4-truck trail
+    ],
+    dtype=np.float64,
+)
+HUSSEIN_RAKHA_TABLE.setflags(write=False)
+
+
+@njit(cache=True)
+def _table_row(platoon_size: int, position: int) -> int:
+    """Row of HUSSEIN_RAKHA_TABLE for a position in a platoon of size >= 2."""
+    if platoon_size == 2:
+        return HR_ROW_2_LEADER if position == 0 else HR_ROW_2_FOLLOWER
+    if position == 0:
+        return HR_ROW_4_LEADER
+    if position == platoon_size - 1:
+        return HR_ROW_4_TRAIL
+    return HR_ROW_4_MIDDLE
+
+
+@njit(cache=True)
+def drag_multiplier(platoon_size: int, position: int, gap_m: float) -> float:
+    """Drag multiplier (platoon Cd / solo Cd) of one truck, after Hussein & Rakha 2022.
+
+    Args:
+        platoon_size: Number of trucks in the platoon (1 = solo). Sizes 2 and >= 3 are
+            mapped to the 2-truck and 4-truck fits as described in the module docstring.
+        position: 0 for the head truck, ``platoon_size - 1`` for the last.
+        gap_m: Bumper gap [m]: to the truck behind for the head, to the truck ahead for a
+            follower.
+
+    Returns:
+        Multiplier in (0, 1]. It is 1.0 for a solo truck, for a gap at or beyond the fit's
+        g0, and for a gap that is not a finite positive number (NaN: no neighbour known;
+        inf: no neighbour; <= 0: overlapping bumpers, where the power law's h -> 0 limit has
+        no physical meaning).
+
+    Raises:
+        ValueError: if ``position`` is outside ``[0, platoon_size)`` for a platoon of two or
+            more trucks.
+    """
+    if platoon_size <= 1:
+        return 1.0
+    if position < 0 or position >= platoon_size:
+        raise ValueError("drag_multiplier: position must be in [0, platoon_size)")
+    # NaN fails every comparison, so `not (gap_m > 0)` also catches it.
+    if not (gap_m > 0.0) or not np.isfinite(gap_m):
+        return 1.0
+    row = _table_row(platoon_size, position)
+    if gap_m >= HUSSEIN_RAKHA_TABLE[row, HR_G0_M]:
+        return 1.0
+    frac = (
+        HUSSEIN_RAKHA_TABLE[row, HR_A] * gap_m ** HUSSEIN_RAKHA_TABLE[row, HR_B]
+        + HUSSEIN_RAKHA_TABLE[row, HR_C]
+    )
+    return min(frac, 1.0)
+
+
+@njit(cache=True)
+def _drag_multiplier_flat(
+    platoon_size: NDArray[np.int64], position: NDArray[np.int64], gap_m: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    out = np.empty(gap_m.size, dtype=np.float64)
+    for i in range(gap_m.size):
+        out[i] = drag_multiplier(platoon_size[i], position[i], gap_m[i])
+    return out
+
+
+def drag_multiplier_array(
+    platoon_size: ArrayLike, position: ArrayLike, gap_m: ArrayLike
+) -> NDArray[np.float64]:
+    """Vectorised :func:`drag_multiplier` over broadcastable arrays.
+
+    Args:
+        platoon_size: Platoon sizes, any shape broadcastable with the others (integers).
+        position: Positions in their platoons, 0 = head (integers).
+        gap_m: Bumper gaps [m], same convention as :func:`drag_multiplier`.
+
+    Returns:
+        Multipliers, float64, with the broadcast shape of the inputs.
+    """
+    size_b, pos_b, gap_b = np.broadcast_arrays(
+        np.asarray(platoon_size, dtype=np.int64),
+        np.asarray(position, dtype=np.int64),
+        np.asarray(gap_m, dtype=np.float64),
+    )
+    flat = _drag_multiplier_flat(
+        np.ascontiguousarray(size_b).ravel(),
+        np.ascontiguousarray(pos_b).ravel(),
+        np.ascontiguousarray(gap_b).ravel(),
+    )
+    return flat.reshape(gap_b.shape)
+
+
+def platoon_drag_multipliers(gaps_m: ArrayLike) -> NDArray[np.float64]:
+    """Multipliers of every truck in one platoon, head first.
+
+    Args:
+        gaps_m: (n - 1,) bumper gaps [m]; ``gaps_m[k]`` lies between truck k and truck k + 1.
+            An empty array means a solo truck.
+
+    Returns:
+        (n,) multipliers: the head uses ``gaps_m[0]``, follower k uses ``gaps_m[k - 1]``.
+    """
+    gaps = np.asarray(gaps_m, dtype=np.float64).ravel()
+    n = gaps.size + 1
+    if n == 1:
+        return np.ones(1, dtype=np.float64)
+    own_gap_m = np.concatenate((gaps[:1], gaps))
+    return drag_multiplier_array(n, np.arange(n), own_gap_m)
