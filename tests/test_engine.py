@@ -99,16 +99,28 @@ def test_collisions_are_detected_and_reported() -> None:
 
 
 def test_hazard_beacon_triggers_emergency_braking() -> None:
-    """A head braking at the emergency limit flags a hazard; its follower brakes too."""
-    sc = example(
-        "brake-and-recover",
-        truck={"max_decel_mps2": 7.5, "emergency_decel_mps2": 7.5},
-        leader={"speed_profile": [[0, 22], [10, 22], [12.93, 0]]},
-        duration_s=30,
-    )
-    res = simulate(sc)
-    assert (res.trace.mode[:, 1] == MODE_EMERGENCY).any()
-    assert np.isnan(res.state.collided_at_s).all()
+    """A head braking at the emergency limit flags a hazard; its follower brakes too.
+
+    With ``emergency_braking`` off, the SUMO law alone never enters the emergency mode.
+    """
+
+    def run(flag: bool) -> np.ndarray:
+        sc = example(
+            "brake-and-recover",
+            truck={"max_decel_mps2": 7.5, "emergency_decel_mps2": 7.5},
+            platoon={"controller": {"model": "cacc-sumo", "emergency_braking": flag}},
+            leader={"speed_profile": [[0, 22], [10, 22], [12.93, 0]]},
+            duration_s=30,
+        )
+        res = simulate(sc)
+        assert np.isnan(res.state.collided_at_s).all()
+        return res.trace.mode
+
+    on = run(True)
+    first = np.flatnonzero(on[:, 1] == MODE_EMERGENCY)
+    # the head starts braking at 10 s; the 10 Hz beacon reaches the follower within 0.2 s
+    assert first.size and 10.0 <= first[0] * 0.1 <= 10.3
+    assert not (run(False) == MODE_EMERGENCY).any()
 
 
 def test_same_seed_same_run_whatever_the_threads() -> None:

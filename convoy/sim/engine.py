@@ -28,6 +28,7 @@ from convoy.sim.state import (
     TP_ACTUATOR_LAG_S,
     TP_CD_A_M2,
     TP_CRR,
+    TP_EMERGENCY_BRAKING,
     TP_EMERGENCY_DECEL_MPS2,
     TP_LENGTH_M,
     TP_LIMIT_TRACTION,
@@ -305,6 +306,7 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
     delay_steps = round(delay_s / sc.dt_s)
     phys[follower_rows, TP_SENSOR_DELAY_STEPS] = delay_steps
     phys[follower_rows, TP_NOISE_MPS2] = noise
+    phys[follower_rows, TP_EMERGENCY_BRAKING] = 1.0 if p.controller.emergency_braking else 0.0
 
     table = TruckTable(
         model=model,

@@ -65,5 +65,10 @@ def write_fcd(trace: Trace, path: str | Path) -> Path:
         plain = table.set_column(
             1, "vehicle_id", table.column("vehicle_id").cast(pa.string())
         ).set_column(7, "mode", table.column("mode").cast(pa.string()))
-        pacsv.write_csv(plain, p, pacsv.WriteOptions(quoting_style="needed"))
+        # pyarrow quotes header names and strings; ids and mode names hold no commas
+        with p.open("wb") as f:
+            f.write((",".join(plain.column_names) + "\n").encode())
+            pacsv.write_csv(
+                plain, f, pacsv.WriteOptions(include_header=False, quoting_style="none")
+            )
     return p

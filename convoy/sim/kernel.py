@@ -34,6 +34,7 @@ from convoy.sim.state import (
     TP_ACTUATOR_LAG_S,
     TP_CD_A_M2,
     TP_CRR,
+    TP_EMERGENCY_BRAKING,
     TP_EMERGENCY_DECEL_MPS2,
     TP_LENGTH_M,
     TP_LIMIT_TRACTION,
@@ -320,14 +321,21 @@ def _truck_step(
         u_cmd = -b_emg
         new_mode = MODE_COLLIDED
     elif is_head:
+        # driven along the profile like SUMO's setSpeed: the command for the end of the step
         target = _profile_speed(t + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
         if target < 0.0:
             target = v
-        target = min(target, v_max)
         if j >= 0:
-            v_safe, _ = acc_next_speed(accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0)
+            # a platoon behind another keeps its distance with its own law (radar only)
+            if m == MODEL_CACC_SUMO:
+                v_safe, cm = cacc_next_speed(
+                    ctrl[i], v, a, gap_sensed, pred_v_radar, 0.0, True, v_max, dt, ctrl_mode[i]
+                )
+                ctrl_mode[i] = cm
+            else:
+                v_safe, _ = acc_next_speed(accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0)
             target = min(target, v_safe)
-        v_des = sumo_set_speed(v, target, a_max, b_max, dt)
+        v_des = target
         sumo_law = True
         new_mode = MODE_HEAD
     elif m == MODEL_CACC_SUMO:
@@ -376,7 +384,7 @@ def _truck_step(
         )
 
     # emergency: a hazard beacon from the predecessor, or our own sensor sees a crash coming
-    if new_mode != MODE_COLLIDED and not is_head and j >= 0:
+    if phys[i, TP_EMERGENCY_BRAKING] > 0.0 and new_mode != MODE_COLLIDED and not is_head and j >= 0:
         closing = v - pred_v_radar
         hazard = fresh and rx_pred[i, RX_HAZARD] > 0.5
         imminent = closing > 0.0 and gap_sensed < closing * env[ENV_AEB_TTC_S]
@@ -386,33 +394,44 @@ def _truck_step(
             new_mode = MODE_EMERGENCY
 
     # actuate: limits, lag, Euler integration
+    hi = a_max
+    if phys[i, TP_LIMIT_TRACTION] > 0.0:
+        hi = min(
+            hi,
+            max_traction_accel_mps2(
+                pt[i],
+                phys[i, TP_MASS_KG],
+                v,
+                env[ENV_GRADE],
+                1.0,
+                phys[i, TP_CD_A_M2],
+                phys[i, TP_CRR],
+            ),
+        )
+    tau = phys[i, TP_ACTUATOR_LAG_S]
     if sumo_law:
-        v_fin = sumo_finalize_speed(v, v_des, a_max, b_max, b_emg, v_max, dt)
+        # SUMO: setSpeed replaces finalizeSpeed for a commanded head (sumo_cfm docs)
+        if is_head:
+            v_fin = sumo_set_speed(v, v_des, hi, b_max, dt, v_max)
+        else:
+            v_fin = sumo_finalize_speed(v, v_des, hi, b_max, b_emg, v_max, dt)
         u_cmd = (v_fin - v) / dt
+        if tau == 0.0:
+            # exactly SUMO's update: the new speed is the law's, a = dv/dt
+            v_new = v_fin
+            a_new = u_cmd
+        else:
+            a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a)
+            v_new = v + a_new * dt
     else:
         lo = -b_emg if new_mode in (MODE_EMERGENCY, MODE_COLLIDED) else -b_max
-        hi = a_max
-        if phys[i, TP_LIMIT_TRACTION] > 0.0:
-            hi = min(
-                hi,
-                max_traction_accel_mps2(
-                    pt[i],
-                    phys[i, TP_MASS_KG],
-                    v,
-                    env[ENV_GRADE],
-                    1.0,
-                    phys[i, TP_CD_A_M2],
-                    phys[i, TP_CRR],
-                ),
-            )
         u_cmd = min(max(u_cmd, lo), hi)
         # do not command a speed above the limit
         if v + u_cmd * dt > v_max:
             u_cmd = (v_max - v) / dt
-    tau = phys[i, TP_ACTUATOR_LAG_S]
-    a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a) if tau > 0.0 else u_cmd
-    a_new = max(a_new, -b_emg)
-    v_new = v + a_new * dt
+        a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a) if tau > 0.0 else u_cmd
+        a_new = max(a_new, -b_emg)
+        v_new = v + a_new * dt
     if v_new < 0.0:
         v_new = 0.0
         a_new = -v / dt

@@ -100,6 +100,11 @@ class CaccSumoConfig(_Strict):
     time_gap_s: PosFloat = 1.0
     fallback_time_gap_s: PosFloat = 1.5
     actuator_lag_s: NonNegFloat = 0.0
+    emergency_braking: bool = Field(
+        default=False,
+        description="Add convoy's hazard-beacon and TTC emergency braking on top of the law; "
+        "off by default so the law stays exactly SUMO's.",
+    )
 
 
 class AccConfig(_Strict):
@@ -109,6 +114,11 @@ class AccConfig(_Strict):
     time_gap_s: PosFloat = 1.0
     sensor_delay_s: NonNegFloat = 0.0
     actuator_lag_s: NonNegFloat = 0.0
+    emergency_braking: bool = Field(
+        default=False,
+        description="Add convoy's hazard-beacon and TTC emergency braking on top of the law; "
+        "off by default so the law stays exactly SUMO's.",
+    )
 
 
 class PathConfig(_Strict):
@@ -121,6 +131,10 @@ class PathConfig(_Strict):
     omega_n_radps: PosFloat = _PATH.omega_n_radps
     actuator_lag_s: NonNegFloat = _PATH.actuator_lag_s
     fallback_time_gap_s: PosFloat = 1.5
+    emergency_braking: bool = Field(
+        default=True,
+        description="Brake at the emergency limit on a hazard beacon or a TTC under 1 s.",
+    )
 
 
 class PloegConfig(_Strict):
@@ -132,6 +146,10 @@ class PloegConfig(_Strict):
     kd_per_s: PosFloat = _PLOEG.kd_per_s
     actuator_lag_s: NonNegFloat = _PLOEG.actuator_lag_s
     fallback_time_gap_s: PosFloat = 1.5
+    emergency_braking: bool = Field(
+        default=True,
+        description="Brake at the emergency limit on a hazard beacon or a TTC under 1 s.",
+    )
 
 
 class HumanConfig(_Strict):
@@ -144,6 +162,10 @@ class HumanConfig(_Strict):
     reaction_time_s: NonNegFloat = _IDM.reaction_time_s
     noise_mps2: NonNegFloat = _IDM.noise_mps2
     actuator_lag_s: NonNegFloat = _IDM.actuator_lag_s
+    emergency_braking: bool = Field(
+        default=True,
+        description="Brake at the emergency limit on a hazard beacon or a TTC under 1 s.",
+    )
 
 
 ControllerConfig = Annotated[

@@ -25,7 +25,8 @@ TP_ACTUATOR_LAG_S = 9
 TP_SENSOR_DELAY_STEPS = 10
 TP_LIMIT_TRACTION = 11
 TP_NOISE_MPS2 = 12
-TP_SIZE = 13
+TP_EMERGENCY_BRAKING = 13
+TP_SIZE = 14
 
 # Columns of the received-beacon tables (float64).
 RX_POS_M = 0

@@ -36,11 +36,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from convoy.sim.scenario import Scenario
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -482,3 +485,42 @@ def run_sumo_cli(spec: CorridorSpec, workdir: Path, end_s: float) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     return time.perf_counter() - start
+
+
+def corridor_from_scenario(sc: Scenario) -> CorridorSpec:
+    """The SUMO corridor that runs the same trucks, gaps and head profile as ``sc``.
+
+    Raises:
+        ValueError: if the scenario's controller has no SUMO counterpart.
+    """
+    model = {"cacc-sumo": "CACC", "acc": "ACC"}.get(sc.platoon.controller.model)
+    if model is None:
+        raise ValueError(
+            f"controller {sc.platoon.controller.model!r} has no SUMO counterpart; "
+            "allowed: cacc-sumo, acc"
+        )
+    tr, p = sc.truck, sc.platoon
+    profile = sc.leader.speed_profile
+    return CorridorSpec(
+        trucks_per_platoon=p.trucks,
+        platoon_count=p.count,
+        platoon_spacing_m=p.spacing_m,
+        gap_m=p.initial.gap_m,
+        speed_mps=p.initial.speed_mps,
+        head_pos_m=p.initial.head_pos_m,
+        road_length_m=max(
+            sc.road.length_m, p.initial.head_pos_m + sc.duration_s * tr.max_speed_mps + 1
+        ),
+        length_m=tr.length_m,
+        min_gap_m=tr.min_gap_m,
+        max_accel_mps2=tr.max_accel_mps2,
+        max_decel_mps2=tr.max_decel_mps2,
+        emergency_decel_mps2=tr.emergency_decel_mps2,
+        max_speed_mps=tr.max_speed_mps,
+        car_follow_model=model,
+        time_gap_s=getattr(p.controller, "time_gap_s", 1.0),
+        dt_s=sc.dt_s,
+        duration_s=sc.duration_s,
+        speed_profile=tuple((float(t), float(v)) for t, v in profile) if profile else None,
+        lane_speed_limit_mps=sc.road.speed_limit_mps,
+    )

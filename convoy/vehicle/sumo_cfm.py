@@ -18,7 +18,8 @@ moves any):
 2. Follower: ``v_pos, mode[i] = cacc_next_speed(p, speed[i], accel[i], gap_m, speed[pred],
    accel[pred], pred_is_cacc, v_des, dt, mode[i])`` (or ``acc_next_speed``), where
    ``accel[i]`` is the truck's own acceleration of the previous step (see 5) and ``v_des`` the
-   desired speed ``min(lane limit * speedFactor, maxSpeed)``.
+   desired speed ``min(lane limit * speedFactor, maxSpeed)``. An uncommanded front-most truck
+   is handled the same way (``gap_m = inf``: the law returns ``v_des``, i.e. free driving).
 3. Follower: ``new_speed = sumo_finalize_speed(speed[i], v_pos, accel_max, decel_max,
    emergency_decel, max_speed, dt)``.
    Head commanded by TraCI ``setSpeed(v_cmd)``: ``new_speed = sumo_set_speed(speed[i], c,

@@ -1,0 +1,124 @@
+"""The command line as a person uses it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from convoy.sim.scenarios import builtin_names, builtin_path
+
+CONVOY = [sys.executable, "-m", "convoy.cli"]
+FCD_HEAD = ["time_s", "vehicle_id", "pos_m", "speed_mps", "accel_mps2", "gap_m"]
+
+
+def _convoy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CONVOY, *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False
+    )
+
+
+def test_sim_writes_fcd_csv(tmp_path: Path) -> None:
+    out = tmp_path / "fcd.csv"
+    r = _convoy("sim", str(builtin_path("brake-and-recover")), "--fcd", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0].split(",")[:6] == FCD_HEAD
+    # 2001 recorded times x 5 trucks + header
+    assert len(lines) == 2001 * 5 + 1
+    first = lines[1].split(",")
+    assert first[1] == "p0.0" and float(first[2]) == 2000.0 and first[5] == ""
+    second = lines[2].split(",")
+    assert second[1] == "p0.1" and float(second[5]) == pytest.approx(25.0)
+
+
+def test_sim_writes_parquet_by_suffix(tmp_path: Path) -> None:
+    out = tmp_path / "fcd.parquet"
+    r = _convoy("sim", "cold-day", "--fcd", str(out), "--summary", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    t = pq.read_table(out)
+    assert t.column_names[:6] == FCD_HEAD
+    assert t.num_rows == 2001 * 5
+    gap = t.column("gap_m").to_numpy(zero_copy_only=False)
+    assert np.isnan(gap[0]) and gap[1] == pytest.approx(25.0)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["collisions"] == 0 and summary["trucks"] == 5
+
+
+def test_cold_day_costs_more_energy_than_a_mild_one(tmp_path: Path) -> None:
+    cold = _convoy("sim", "cold-day", "--summary", str(tmp_path / "c.json"))
+    mild = _convoy("sim", "brake-and-recover", "--summary", str(tmp_path / "m.json"))
+    assert cold.returncode == mild.returncode == 0
+    c = json.loads((tmp_path / "c.json").read_text())["energy_kwh_per_km"]
+    m = json.loads((tmp_path / "m.json").read_text())["energy_kwh_per_km"]
+    assert 1.15 < c / m < 1.4  # DESIGN.md: 15-40 % winter range loss
+
+
+def test_downhill_loaded_regenerates(tmp_path: Path) -> None:
+    r = _convoy("sim", "downhill-loaded", "--summary", str(tmp_path / "d.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "d.json").read_text())["energy_kwh"] < 0.0
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("name: x\nplatoon: {controller: {model: magic}}\n", "platoon.controller.model"),
+        ("truck: {mass_kg: -49000}\n", "truck.mass_kg"),
+        ("leader: {speed_profile: [[0, 22], [60, 22], [30, 12]]}\n", "leader.speed_profile"),
+        ("platoon: {trucks: 5\n  count: [\n", "malformed YAML"),
+        ("dt_s: 0.1\nduration_s: 10.05\n", "whole number of steps"),
+        ("channel: {loss: 1.5}\n", "channel.loss"),
+        ("trcuk: {}\n", "trcuk"),
+    ],
+)
+def test_bad_scenario_gets_one_clear_line_and_exit_2(
+    tmp_path: Path, yaml_text: str, needle: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml_text)
+    r = _convoy("sim", str(bad))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert needle in r.stderr
+    assert r.stderr.strip().startswith("error:")
+
+
+def test_missing_scenario_file() -> None:
+    r = _convoy("sim", "/no/such/scenario.yaml")
+    assert r.returncode == 2 and "no such scenario file" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_backend_is_bad_input() -> None:
+    r = _convoy("sim", "brake-and-recover", "--backend", "warp")
+    assert r.returncode == 2 and "valid backends: cpu" in r.stderr
+
+
+def test_run_writes_the_main_job_outputs(tmp_path: Path) -> None:
+    r = _convoy("run", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["scenario"] == "brake-and-recover" and s["collisions"] == 0
+    assert (tmp_path / "out" / "fcd.parquet").stat().st_size > 0
+    assert (tmp_path / "out" / "platoon.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_shipped_scenario_is_valid() -> None:
+    from convoy.sim.scenario import load_scenario
+
+    names = builtin_names()
+    assert {
+        "brake-and-recover",
+        "sinusoidal-leader",
+        "cut-off-v2v",
+        "downhill-loaded",
+        "cold-day",
+    } <= set(names)
+    for name in names:
+        assert load_scenario(builtin_path(name)).name == name
