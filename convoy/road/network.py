@@ -186,6 +186,27 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class RoadsideUnit:
+    """A roadside unit (RSU) on an edge.
+
+    Attributes:
+        id: unique id.
+        edge: the edge it stands beside.
+        offset_m: distance from the edge start [m].
+        lon, lat: WGS84 degrees.
+        radius_m: coverage radius [m]; C-V2X PC5 roadside units reach ~300-1,000 m
+            (5GAA, "C-V2X Use Cases", 2020: 300 m typical for RSU broadcast).
+    """
+
+    id: str
+    edge: str
+    offset_m: float
+    lon: float
+    lat: float
+    radius_m: float = 500.0
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkArrays:
     """The network as arrays for the engine, one row per node or edge.
 
@@ -234,6 +255,7 @@ class RoadNetwork:
     nodes: Mapping[str, Node]
     edges: Mapping[str, Edge]
     sites: Mapping[str, Site] = field(default_factory=dict)
+    rsus: Mapping[str, RoadsideUnit] = field(default_factory=dict)
     name: str = "network"
 
     @staticmethod
@@ -242,11 +264,12 @@ class RoadNetwork:
         edges: Iterable[Edge],
         sites: Iterable[Site] = (),
         name: str = "network",
+        rsus: Iterable[RoadsideUnit] = (),
     ) -> RoadNetwork:
         """Index the elements by id and check them.
 
         Raises:
-            NetworkError: duplicate ids, edges or sites naming unknown nodes, non-positive
+            NetworkError: duplicate ids, edges, sites or RSUs naming unknown elements, non-positive
                 lengths or lane counts, or an elevation profile that does not match.
         """
         node_map: dict[str, Node] = {}
@@ -278,7 +301,19 @@ class RoadNetwork:
             if s.node not in node_map:
                 raise NetworkError(f"site {s.id!r} names unknown node {s.node!r}")
             site_map[s.id] = s
-        return RoadNetwork(nodes=node_map, edges=edge_map, sites=site_map, name=name)
+        rsu_map: dict[str, RoadsideUnit] = {}
+        for r in rsus:
+            if r.id in rsu_map:
+                raise NetworkError(f"RSU {r.id!r} is defined twice")
+            if r.edge not in edge_map:
+                raise NetworkError(f"RSU {r.id!r} names unknown edge {r.edge!r}")
+            if not 0 <= r.offset_m <= edge_map[r.edge].length_m:
+                raise NetworkError(
+                    f"RSU {r.id!r}: offset_m = {r.offset_m}; must lie on edge {r.edge!r} "
+                    f"(0..{edge_map[r.edge].length_m})"
+                )
+            rsu_map[r.id] = r
+        return RoadNetwork(nodes=node_map, edges=edge_map, sites=site_map, rsus=rsu_map, name=name)
 
     def out_edges(self, node_id: str) -> list[Edge]:
         """Edges leaving ``node_id``."""
