@@ -111,6 +111,57 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map(args: argparse.Namespace) -> int:
+    """Summarise the built-in Ordos network and write it as GeoJSON and/or a PNG map."""
+    from rich.table import Table
+
+    from convoy.road.geojson import write_geojson
+    from convoy.road.mapplot import network_summary, plot_network
+    from convoy.road.ordos import ordos_network
+
+    def writable(flag: str, value: str | None) -> Path | None:
+        if not value:
+            return None
+        path = Path(value)
+        if path.is_dir():
+            raise BadInputError(f"{flag} {value}: is a directory; give a file name")
+        if not path.parent.is_dir():
+            raise BadInputError(f"{flag} {value}: directory {str(path.parent)!r} does not exist")
+        return path
+
+    geojson, png = writable("--geojson", args.geojson), writable("--png", args.png)
+    net = ordos_network()
+    s = network_summary(net)
+
+    table = Table(title=f"{s.name.capitalize()} network", title_justify="left")
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    for kind, n in s.sites_by_kind.items():
+        table.add_row(f"sites: {kind.replace('_', ' ')}", str(n))
+    table.add_row("[bold]sites[/bold]", f"[bold]{sum(s.sites_by_kind.values())}[/bold]")
+    for cls, km in s.km_by_class.items():
+        table.add_row(f"road: {cls}", f"{km:,.1f} km")
+    table.add_row("[bold]road (two-way counted once)[/bold]", f"[bold]{s.road_km:,.1f} km[/bold]")
+    table.add_row("nodes / directed edges", f"{s.nodes} / {s.edges}")
+    table.add_row("roadside units", str(s.rsus))
+    table.add_row("elevation", f"{s.elevation_min_m:,.0f}-{s.elevation_max_m:,.0f} m")
+    table.add_row("steepest grade", f"{s.max_grade:.1%}")
+    _out.print(table)
+
+    for flag, path in (("--geojson", geojson), ("--png", png)):
+        if path is None:
+            continue
+        try:
+            if flag == "--png":
+                plot_network(net, path)
+            else:
+                write_geojson(net, path)
+        except OSError as exc:
+            raise BadInputError(f"{flag} {path}: cannot write: {exc.strerror or exc}") from None
+        _out.print(f"{'map' if flag == '--png' else 'GeoJSON'} written to [bold]{path}[/bold]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all sub-commands."""
     p = argparse.ArgumentParser(
@@ -139,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-sumo", action="store_true", help="skip the SUMO side")
     bench.add_argument("--json", help="also write the figures as JSON")
     bench.set_defaults(func=cmd_bench)
+
+    map_ = sub.add_parser("map", help="the built-in Ordos network: summary, GeoJSON, PNG map")
+    map_.add_argument("--geojson", metavar="OUT", help="write the network as GeoJSON")
+    map_.add_argument("--png", metavar="OUT", help="draw the network to a PNG")
+    map_.set_defaults(func=cmd_map)
     return p
 
 
