@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from convoy.road.hazards import hazard_table, rsu_table
 from convoy.sim import kernel
 from convoy.sim.scenario import (
     AccConfig,
@@ -72,6 +73,8 @@ class World:
         channel: (CH_SIZE,) float64 channel vector.
         outages: (k, 2) float64 V2V outage windows [s].
         profile_t_s, profile_v_mps: (p,) float64 speed profile of the platoon heads.
+        hazards: (k, HZ_SIZE) float64 hazard table (``convoy.road.hazards``), k = 0 if none.
+        rsus: (m, RSU_SIZE) float64 roadside units along the road, m = 0 if none.
     """
 
     env: np.ndarray
@@ -79,6 +82,8 @@ class World:
     outages: np.ndarray
     profile_t_s: np.ndarray
     profile_v_mps: np.ndarray
+    hazards: np.ndarray
+    rsus: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,8 @@ class Trace:
         pos_m, speed_mps, accel_mps2, energy_kwh: (r, n) float64.
         gap_m: (r, n) bumper gap to the predecessor, NaN for a platoon head.
         mode: (r, n) int8 control mode.
+        odd_flags: (r, n) int32 ODD flags (``convoy.road.hazards.OddFlags``) the truck held
+            during the step that ended at the row's time; 0 in the first row.
     """
 
     time_s: np.ndarray
@@ -101,6 +108,7 @@ class Trace:
     gap_m: np.ndarray
     mode: np.ndarray
     energy_kwh: np.ndarray
+    odd_flags: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,8 @@ def _cpu_backend(
             world.profile_t_s,
             world.profile_v_mps,
             world.env,
+            world.hazards,
+            world.rsus,
             s.pos_m,
             s.speed_mps,
             s.accel_mps2,
@@ -177,6 +187,9 @@ def _cpu_backend(
             s.hard_brakes,
             s.fallback_steps,
             s.emergency_steps,
+            s.hazard_known,
+            s.odd_flags,
+            s.rsi_received_at_s,
             s.step,
         )
     )
@@ -322,7 +335,15 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
     )
     ch = sc.channel.spec().to_vector(sc.dt_s)
     history = int(max(ch[CH_LATENCY_STEPS], delay_steps)) + 1
-    state = TruckState.initial(pos0.astype(np.float64), np.full(n, p.initial.speed_mps), history)
+    hazards = hazard_table([h.event(k) for k, h in enumerate(sc.hazards)])
+    rsus = rsu_table(
+        [r.pos_m for r in sc.rsus],
+        [r.radius_m for r in sc.rsus],
+        [r.alert_range_m for r in sc.rsus],
+    )
+    state = TruckState.initial(
+        pos0.astype(np.float64), np.full(n, p.initial.speed_mps), history, hazards.shape[0]
+    )
 
     prof = sc.leader.speed_profile or [(0.0, p.initial.speed_mps)]
     env = np.zeros(kernel.ENV_SIZE)
@@ -340,6 +361,8 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
         outages=sc.channel.spec().outage_array(),
         profile_t_s=np.array([t for t, _ in prof], dtype=np.float64),
         profile_v_mps=np.array([v for _, v in prof], dtype=np.float64),
+        hazards=hazards,
+        rsus=rsus,
     )
     return table, state, world
 
@@ -386,6 +409,7 @@ def simulate(
         np.empty((rows, n)),
         np.empty((rows, n), np.int8),
         np.empty((rows, n)),
+        np.empty((rows, n), np.int32),
     )
     cur = state.cur
     rec[0][0] = state.pos_m[cur]
@@ -393,6 +417,7 @@ def simulate(
     rec[2][0] = state.accel_mps2[cur]
     rec[3][0] = state.mode
     rec[4][0] = state.energy_kwh
+    rec[5][0] = state.odd_flags
     # chunk boundaries on multiples of the recording interval keep rows evenly spaced
     per_call = max(rec_every, (total // max(chunks, 1)) // rec_every * rec_every)
     done, row = 0, 1
@@ -410,7 +435,7 @@ def simulate(
 def _trace(
     sc: Scenario, table: TruckTable, rec: tuple[np.ndarray, ...], rows: int, rec_every: int
 ) -> Trace:
-    pos, speed, accel, mode, energy = (r[:rows] for r in rec)
+    pos, speed, accel, mode, energy, odd = (r[:rows] for r in rec)
     lead = table.leader
     gap = np.full_like(pos, np.nan)
     has = table.position > 0
@@ -425,4 +450,5 @@ def _trace(
         gap_m=gap,
         mode=mode,
         energy_kwh=energy,
+        odd_flags=odd,
     )

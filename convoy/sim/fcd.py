@@ -1,8 +1,8 @@
 """Floating-car data (FCD) output: CSV or Parquet, in long form (one row per truck and time).
 
 Columns, in order (DESIGN.md contract): ``time_s, vehicle_id, pos_m, speed_mps,
-accel_mps2, gap_m`` (``gap_m`` empty for a platoon head), then ``energy_kwh`` and
-``mode``.
+accel_mps2, gap_m`` (``gap_m`` empty for a platoon head), then ``energy_kwh``, ``mode`` and
+``odd_flags`` (the ``convoy.road.hazards.OddFlags`` bits as an integer).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ FCD_COLUMNS = (
     "gap_m",
     "energy_kwh",
     "mode",
+    "odd_flags",
 )
 
 
@@ -49,6 +50,7 @@ def fcd_table(trace: Trace) -> pa.Table:
             "gap_m": pa.array(gap, mask=np.isnan(gap)),
             "energy_kwh": trace.energy_kwh.reshape(-1),
             "mode": mode,
+            "odd_flags": trace.odd_flags.reshape(-1),
         }
     )
 

@@ -3,8 +3,13 @@
 One step, for every truck ``i`` at once (reads the state at the start of the step, writes
 the other half of the double buffer, so the order of trucks never matters):
 
+0. hazards: what the active weather and road hazards the truck knows of (from its own
+   sensors, or an RSU's RSI broadcast) do to its speed limit, braking and sensor range
+   (``convoy.road.hazards.hazard_effects``, called by ``run_steps``, which hands the step
+   three numbers: all inf, after one cheap check, when there are no hazards);
 1. history: store own pos/speed/accel/command in the ring buffer for delayed readers;
-2. sense: the gap to the truck ahead (optionally delayed by the sensor), collisions;
+2. sense: the gap to the truck ahead (optionally delayed by the sensor; beyond the sensor
+   range the law sees no one), collisions;
 3. receive: the predecessor's (and, for PATH, the head's) beacon sent ``latency`` ago;
 4. control: the truck's law from what it sensed and received, fallback when stale,
    emergency braking on a hazard;
@@ -20,6 +25,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from convoy.road.hazards import hazard_effects
 from convoy.sim.state import (
     H_ACCEL_MPS2,
     H_POS_M,
@@ -208,6 +214,9 @@ def _truck_step(
     hard_brakes: np.ndarray,
     fallback_steps: np.ndarray,
     emergency_steps: np.ndarray,
+    hazard_speed_mps: float,
+    decel_cap: float,
+    sensor_range: float,
 ) -> None:
     dt = env[ENV_DT_S]
     t = s * dt
@@ -221,9 +230,11 @@ def _truck_step(
     length = phys[i, TP_LENGTH_M]
     min_gap_m = phys[i, TP_MIN_GAP_M]
     a_max = phys[i, TP_MAX_ACCEL_MPS2]
-    b_max = phys[i, TP_MAX_DECEL_MPS2]
-    b_emg = phys[i, TP_EMERGENCY_DECEL_MPS2]
-    v_max = min(phys[i, TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS])
+    # the road's friction bounds braking (mu g); a dry road leaves decel_cap at inf
+    b_max = min(phys[i, TP_MAX_DECEL_MPS2], decel_cap)
+    b_emg = min(phys[i, TP_EMERGENCY_DECEL_MPS2], decel_cap)
+    # hazards (run_steps works them out): speed limit with the approach envelope
+    v_max = min(phys[i, TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS], hazard_speed_mps)
     h = hist.shape[0]
 
     # history: own state for readers that are delayed by latency, sensors or reaction
@@ -250,6 +261,10 @@ def _truck_step(
             past = (s - delay) % h if s >= delay else 0
             gap_sensed = hist[past, H_POS_M, j] - phys[j, TP_LENGTH_M] - hist[past, H_POS_M, i]
             pred_v_radar = hist[past, H_SPEED_MPS, j]
+        if gap_sensed > sensor_range:
+            # out of sight (dust): the law sees no one; CACC still has the beacons
+            gap_sensed = np.inf
+            pred_v_radar = v
         if gap < min_gap[i]:
             min_gap[i] = gap
         closing = v - speed[cur, j]
@@ -286,7 +301,7 @@ def _truck_step(
             dt,
             seed,
             ge_bad,
-            b_emg,
+            phys[i, TP_EMERGENCY_DECEL_MPS2],
         )
         if m == MODEL_CACC_PATH:
             _receive(
@@ -307,7 +322,7 @@ def _truck_step(
                 dt,
                 seed,
                 ge_bad,
-                b_emg,
+                phys[i, TP_EMERGENCY_DECEL_MPS2],
             )
     fresh = t - rx_pred[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
     fresh_head = t - rx_head[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
@@ -422,6 +437,8 @@ def _truck_step(
             a_new = u_cmd
         else:
             a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a)
+            if a_new < -b_emg and b_emg < phys[i, TP_EMERGENCY_DECEL_MPS2]:
+                a_new = -b_emg  # on a low-friction road
             v_new = v + a_new * dt
     else:
         lo = -b_emg if new_mode in (MODE_EMERGENCY, MODE_COLLIDED) else -b_max
@@ -479,6 +496,7 @@ def run_steps(
     rec_accel: np.ndarray,
     rec_mode: np.ndarray,
     rec_energy: np.ndarray,
+    rec_odd: np.ndarray,
     model: np.ndarray,
     leader: np.ndarray,
     follower: np.ndarray,
@@ -494,6 +512,8 @@ def run_steps(
     prof_t: np.ndarray,
     prof_v: np.ndarray,
     env: np.ndarray,
+    hz: np.ndarray,
+    rsus: np.ndarray,
     pos: np.ndarray,
     speed: np.ndarray,
     accel: np.ndarray,
@@ -512,19 +532,37 @@ def run_steps(
     hard_brakes: np.ndarray,
     fallback_steps: np.ndarray,
     emergency_steps: np.ndarray,
+    hz_known: np.ndarray,
+    odd_flags: np.ndarray,
+    rsi_received_at: np.ndarray,
     step: np.ndarray,
 ) -> int:
     """Advance ``n_steps`` steps; record every ``rec_every`` steps (0 = never).
 
     Arrays are those of ``TruckTable`` and ``TruckState`` (see there for shapes and
-    units), updated in place.  Recording writes rows ``0..k-1`` of the ``rec_*`` arrays,
-    each (rows, n); the return value is ``k``.
+    units), updated in place; ``hz`` and ``rsus`` are the hazard and RSU tables of
+    ``convoy.road.hazards``, with no rows when there are none.  Recording writes rows
+    ``0..k-1`` of the ``rec_*`` arrays, each (rows, n); the return value is ``k``.
     """
     n = model.shape[0]
     s0 = step[0]
     rec = 0
+    dt = env[ENV_DT_S]
     for s in range(s0, s0 + n_steps):
+        t = s * dt
+        cur = s & 1
         for i in prange(n):
+            # hazards: what the truck knows and what that and the road do to it
+            v_lim = np.inf
+            decel_cap = np.inf
+            sensor_range = np.inf
+            if hz.shape[0] > 0:
+                v_lim, decel_cap, sensor_range, flags, by_rsi = hazard_effects(
+                    pos[cur, i], t, hz, rsus, hz_known[i]
+                )
+                odd_flags[i] = flags
+                if by_rsi and math.isnan(rsi_received_at[i]):
+                    rsi_received_at[i] = t
             _truck_step(
                 i,
                 s,
@@ -561,6 +599,9 @@ def run_steps(
                 hard_brakes,
                 fallback_steps,
                 emergency_steps,
+                v_lim,
+                decel_cap,
+                sensor_range,
             )
         if rec_every > 0 and (s + 1 - s0) % rec_every == 0:
             nxt = (s + 1) & 1
@@ -570,6 +611,7 @@ def run_steps(
                 rec_accel[rec, i] = accel[nxt, i]
                 rec_mode[rec, i] = mode[i]
                 rec_energy[rec, i] = energy[i]
+                rec_odd[rec, i] = odd_flags[i]
             rec += 1
     step[0] = s0 + n_steps
     return rec

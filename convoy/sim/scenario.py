@@ -22,6 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from convoy.road.hazards import (
+    DEFAULT_RSI_ALERT_RANGE_M,
+    CorridorSpan,
+    HazardEvent,
+    HazardKind,
+)
 from convoy.vehicle.channel import ChannelSpec
 from convoy.vehicle.controllers import IdmParams, PathParams, PloegParams
 
@@ -261,6 +267,53 @@ class WeatherConfig(_Strict):
     ambient_c: Annotated[float, Field(ge=-50, le=55)] = 20.0
 
 
+class RsuConfig(_Strict):
+    """A roadside unit beside the road; it broadcasts, as RSI, the hazards within
+    ``alert_range_m`` of it to trucks within ``radius_m`` of it."""
+
+    pos_m: NonNegFloat
+    # C-V2X PC5 RSU broadcast reaches ~300-1,000 m (5GAA 2020: 300 m typical); 500 m as
+    # convoy.road.network.RoadsideUnit
+    radius_m: PosFloat = 500.0
+    alert_range_m: PosFloat = DEFAULT_RSI_ALERT_RANGE_M
+
+
+class HazardConfig(_Strict):
+    """A weather or road hazard over ``[start_m, end_m]`` of the road, active for
+    ``start_s <= t < end_s``; effects left out take the kind's cited defaults
+    (``convoy.road.hazards.KIND_DEFAULTS``)."""
+
+    kind: HazardKind
+    start_m: NonNegFloat
+    end_m: PosFloat
+    start_s: NonNegFloat
+    end_s: PosFloat
+    speed_limit_mps: PosFloat | None = None
+    friction: Annotated[float, Field(gt=0, le=1.5)] | None = None
+    visibility_m: PosFloat | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HazardConfig:
+        if self.end_m <= self.start_m:
+            raise ValueError(f"end_m ({self.end_m}) must be after start_m ({self.start_m})")
+        if self.end_s <= self.start_s:
+            raise ValueError(f"end_s ({self.end_s}) must be after start_s ({self.start_s})")
+        return self
+
+    def event(self, k: int) -> HazardEvent:
+        """The road layer's event, with id ``hazard{k}``."""
+        return HazardEvent.create(
+            f"hazard{k}",
+            self.kind,
+            CorridorSpan(self.start_m, self.end_m),
+            self.start_s,
+            self.end_s,
+            speed_limit_mps=self.speed_limit_mps,
+            visibility_m=self.visibility_m,
+            friction=self.friction,
+        )
+
+
 class OutputConfig(_Strict):
     """What the run records."""
 
@@ -280,6 +333,8 @@ class Scenario(_Strict):
     leader: LeaderConfig = LeaderConfig()
     channel: ChannelConfig = ChannelConfig()
     weather: WeatherConfig = WeatherConfig()
+    rsus: list[RsuConfig] = []
+    hazards: list[HazardConfig] = []
     output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")
@@ -290,6 +345,17 @@ class Scenario(_Strict):
                 f"duration_s ({self.duration_s}) must be a whole number of steps of "
                 f"dt_s ({self.dt_s})"
             )
+        road = self.road.length_m
+        for k, r in enumerate(self.rsus):
+            if r.pos_m > road:
+                raise ValueError(
+                    f"rsus.{k}.pos_m = {r.pos_m}: beyond the road end (road.length_m = {road})"
+                )
+        for k, hz in enumerate(self.hazards):
+            if hz.end_m > road:
+                raise ValueError(
+                    f"hazards.{k}.end_m = {hz.end_m}: beyond the road end (road.length_m = {road})"
+                )
         return self
 
     @property

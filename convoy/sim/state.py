@@ -103,6 +103,11 @@ class TruckState:
         hard_brakes: (n,) int32 steps that began a deceleration beyond 3 m/s².
         fallback_steps: (n,) int32 steps spent in ACC fallback.
         emergency_steps: (n,) int32 steps spent in emergency braking.
+        odd_flags: (n,) int32 ODD flags (``convoy.road.hazards.OddFlags``) of the last step.
+        rsi_received_at_s: (n,) time the truck first learned of a hazard from an RSU's RSI
+            broadcast [s], NaN if never.
+        hazard_known: (n, k) int8 what each truck knows of each of the k hazards
+            (``convoy.road.hazards.KNOWN_*``).
         step: (1,) int64 steps taken so far.
     """
 
@@ -124,6 +129,9 @@ class TruckState:
     hard_brakes: np.ndarray
     fallback_steps: np.ndarray
     emergency_steps: np.ndarray
+    odd_flags: np.ndarray
+    rsi_received_at_s: np.ndarray
+    hazard_known: np.ndarray
     step: np.ndarray
 
     @property
@@ -132,8 +140,11 @@ class TruckState:
         return int(self.step[0] % 2)
 
     @staticmethod
-    def initial(pos_m: np.ndarray, speed_mps: np.ndarray, history_len: int) -> TruckState:
-        """State at rest acceleration with the given positions and speeds (n,)."""
+    def initial(
+        pos_m: np.ndarray, speed_mps: np.ndarray, history_len: int, n_hazards: int = 0
+    ) -> TruckState:
+        """State at rest acceleration with the given positions and speeds (n,), knowing
+        none of ``n_hazards`` hazards."""
         n = pos_m.shape[0]
         two = np.zeros((2, n))
         pos = two.copy()
@@ -164,5 +175,8 @@ class TruckState:
             hard_brakes=np.zeros(n, np.int32),
             fallback_steps=np.zeros(n, np.int32),
             emergency_steps=np.zeros(n, np.int32),
+            odd_flags=np.zeros(n, np.int32),
+            rsi_received_at_s=np.full(n, np.nan),
+            hazard_known=np.zeros((n, n_hazards), np.int8),
             step=np.zeros(1, np.int64),
         )
