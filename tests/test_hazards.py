@@ -136,10 +136,10 @@ def test_dust_flag_is_set_exactly_while_aware_and_not_past(
     assert np.all(res.state.odd_flags == 0), "all trucks have passed the span"
 
 
-def test_fcd_ends_with_odd_flags(with_rsu: RunResult) -> None:
+def test_fcd_ends_with_odd_flags_then_spat_phase(with_rsu: RunResult) -> None:
     table = fcd_table(with_rsu.trace)
     assert table.column_names == list(FCD_COLUMNS)
-    assert FCD_COLUMNS[-1] == "odd_flags"
+    assert FCD_COLUMNS[-2:] == ("odd_flags", "spat_phase")
     col = table.column("odd_flags").to_numpy()
     np.testing.assert_array_equal(col, with_rsu.trace.odd_flags.reshape(-1))
 

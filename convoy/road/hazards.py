@@ -527,7 +527,7 @@ def rsu_table(
     return tab
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def hazard_effects(
     pos_m: float,
     t_s: float,

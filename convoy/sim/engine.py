@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from convoy.road.hazards import hazard_table, rsu_table
-from convoy.sim import kernel
+from convoy.road.signals import signal_table
+from convoy.sim import kernel, kernel_fast
 from convoy.sim.scenario import (
     AccConfig,
     CaccSumoConfig,
@@ -75,6 +76,8 @@ class World:
         profile_t_s, profile_v_mps: (p,) float64 speed profile of the platoon heads.
         hazards: (k, HZ_SIZE) float64 hazard table (``convoy.road.hazards``), k = 0 if none.
         rsus: (m, RSU_SIZE) float64 roadside units along the road, m = 0 if none.
+        signals: (k, SG_SIZE) float64 traffic signals (``convoy.road.signals``), k = 0 if
+            none.
     """
 
     env: np.ndarray
@@ -84,6 +87,7 @@ class World:
     profile_v_mps: np.ndarray
     hazards: np.ndarray
     rsus: np.ndarray
+    signals: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,9 @@ class Trace:
         mode: (r, n) int8 control mode.
         odd_flags: (r, n) int32 ODD flags (``convoy.road.hazards.OddFlags``) the truck held
             during the step that ended at the row's time; 0 in the first row.
+        spat_phase: (r, n) int8 phase the truck knew, during that step, for the nearest
+            traffic signal ahead (``convoy.road.signals.PHASE_*``: 0 green, 1 yellow, 2 red),
+            -1 if it knew of none; -1 in the first row.
     """
 
     time_s: np.ndarray
@@ -109,17 +116,52 @@ class Trace:
     mode: np.ndarray
     energy_kwh: np.ndarray
     odd_flags: np.ndarray
+    spat_phase: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class RoadsideLog:
+    """What each truck received from the roadside and did at traffic signals, for the cloud
+    layer (remote supervision, KPIs).  Every field is (n,), one entry per truck.
+
+    Attributes:
+        rsi_received_at_s: first RSI hazard warning from an RSU [s], NaN if none.
+        spat_received_at_s: first SPAT of a signal from an RSU [s], NaN if none.
+        signal_seen_at_s: first time a signal's light came into sight [s], NaN if never.
+        red_light_stops: int32 halts with the nearest signal ahead known to show red or
+            yellow.
+        red_light_crossings: int32 stop lines crossed on red.
+    """
+
+    rsi_received_at_s: np.ndarray
+    spat_received_at_s: np.ndarray
+    signal_seen_at_s: np.ndarray
+    red_light_stops: np.ndarray
+    red_light_crossings: np.ndarray
+
+    @staticmethod
+    def of(state: TruckState) -> RoadsideLog:
+        """The log held in a state (views of its arrays)."""
+        return RoadsideLog(
+            rsi_received_at_s=state.rsi_received_at_s,
+            spat_received_at_s=state.spat_received_at_s,
+            signal_seen_at_s=state.signal_seen_at_s,
+            red_light_stops=state.red_light_stops,
+            red_light_crossings=state.red_light_crossings,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """A finished run: the trace, the final state, and the truck table."""
+    """A finished run: the trace, the final state, the truck table, and what the trucks
+    received from the roadside."""
 
     scenario: Scenario
     table: TruckTable
     state: TruckState
     trace: Trace
     backend: str
+    roadside: RoadsideLog
 
 
 class Backend(Protocol):
@@ -136,6 +178,14 @@ class Backend(Protocol):
     ) -> int: ...
 
 
+def unhandled_tables(world: World) -> tuple[np.ndarray, ...]:
+    """The world tables ``kernel_fast`` does not handle; each must be empty for it to run.
+
+    RSUs are not among them: without hazards or signals they have nothing to relay.
+    """
+    return (world.hazards, world.signals)
+
+
 def _cpu_backend(
     table: TruckTable,
     state: TruckState,
@@ -144,7 +194,84 @@ def _cpu_backend(
     rec_every: int,
     rec: tuple[np.ndarray, ...],
 ) -> int:
-    """Numba, parallel over trucks, many steps per call."""
+    """Numba, parallel over trucks, many steps per call.
+
+    A scenario that uses none of the features ``kernel_fast`` drops runs there (same
+    results, several times faster); any other runs the general ``kernel``.
+    """
+    t, s = table, state
+    if kernel_fast.eligible(
+        t.model,
+        t.phys,
+        t.ctrl,
+        t.acc,
+        t.powertrain,
+        world.channel,
+        world.outages,
+        s.hist,
+        unhandled_tables(world),
+    ):
+        return _cpu_fast(table, state, world, n_steps, rec_every, rec)
+    return _cpu_general(table, state, world, n_steps, rec_every, rec)
+
+
+def _cpu_fast(
+    table: TruckTable,
+    state: TruckState,
+    world: World,
+    n_steps: int,
+    rec_every: int,
+    rec: tuple[np.ndarray, ...],
+) -> int:
+    t, s = table, state
+    run_steps_cacc: Any = kernel_fast.run_steps_cacc  # a Numba dispatcher
+    # rec[6] (the SPAT phase) keeps the -1 it was filled with: no signals here
+    return int(
+        run_steps_cacc(
+            n_steps,
+            rec_every,
+            *rec[:6],
+            t.leader,
+            t.follower,
+            t.platoon_size,
+            t.position,
+            t.phys,
+            t.ctrl,
+            t.acc,
+            t.powertrain,
+            world.channel,
+            world.profile_t_s,
+            world.profile_v_mps,
+            world.env,
+            s.pos_m,
+            s.speed_mps,
+            s.accel_mps2,
+            s.u_mps2,
+            s.mode,
+            s.ctrl_mode,
+            s.energy_kwh,
+            s.rx_pred,
+            s.collided_at_s,
+            s.collision_speed_mps,
+            s.min_gap_m,
+            s.min_ttc_s,
+            s.hard_brakes,
+            s.fallback_steps,
+            s.odd_flags,
+            s.step,
+        )
+    )
+
+
+def _cpu_general(
+    table: TruckTable,
+    state: TruckState,
+    world: World,
+    n_steps: int,
+    rec_every: int,
+    rec: tuple[np.ndarray, ...],
+) -> int:
+    """The general kernel, whatever the scenario (backend ``cpu-general``)."""
     t, s = table, state
     run_steps: Any = kernel.run_steps  # a Numba dispatcher; mypy cannot see its signature
     return int(
@@ -169,6 +296,7 @@ def _cpu_backend(
             world.env,
             world.hazards,
             world.rsus,
+            world.signals,
             s.pos_m,
             s.speed_mps,
             s.accel_mps2,
@@ -190,12 +318,19 @@ def _cpu_backend(
             s.hazard_known,
             s.odd_flags,
             s.rsi_received_at_s,
+            s.signal_known,
+            s.spat_phase,
+            s.spat_received_at_s,
+            s.signal_seen_at_s,
+            s.red_light_stops,
+            s.red_light_crossings,
             s.step,
         )
     )
 
 
-BACKENDS: dict[str, Backend] = {"cpu": _cpu_backend}
+# "cpu-general" forces the general kernel (to compare, or to rule the fast path out).
+BACKENDS: dict[str, Backend] = {"cpu": _cpu_backend, "cpu-general": _cpu_general}
 
 
 def get_backend(name: str) -> Backend:
@@ -341,8 +476,13 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
         [r.radius_m for r in sc.rsus],
         [r.alert_range_m for r in sc.rsus],
     )
+    signals = signal_table([g.signal(k) for k, g in enumerate(sc.signals)])
     state = TruckState.initial(
-        pos0.astype(np.float64), np.full(n, p.initial.speed_mps), history, hazards.shape[0]
+        pos0.astype(np.float64),
+        np.full(n, p.initial.speed_mps),
+        history,
+        hazards.shape[0],
+        signals.shape[0],
     )
 
     prof = sc.leader.speed_profile or [(0.0, p.initial.speed_mps)]
@@ -363,6 +503,7 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
         profile_v_mps=np.array([v for _, v in prof], dtype=np.float64),
         hazards=hazards,
         rsus=rsus,
+        signals=signals,
     )
     return table, state, world
 
@@ -410,6 +551,8 @@ def simulate(
         np.empty((rows, n), np.int8),
         np.empty((rows, n)),
         np.empty((rows, n), np.int32),
+        # filled with -1 so that a backend without signals need not write it
+        np.full((rows, n), -1, np.int8),
     )
     cur = state.cur
     rec[0][0] = state.pos_m[cur]
@@ -418,6 +561,7 @@ def simulate(
     rec[3][0] = state.mode
     rec[4][0] = state.energy_kwh
     rec[5][0] = state.odd_flags
+    rec[6][0] = state.spat_phase
     # chunk boundaries on multiples of the recording interval keep rows evenly spaced
     per_call = max(rec_every, (total // max(chunks, 1)) // rec_every * rec_every)
     done, row = 0, 1
@@ -429,13 +573,20 @@ def simulate(
         if progress is not None:
             progress(done, total)
     trace = _trace(sc, table, rec, row, rec_every)
-    return RunResult(scenario=sc, table=table, state=state, trace=trace, backend=backend)
+    return RunResult(
+        scenario=sc,
+        table=table,
+        state=state,
+        trace=trace,
+        backend=backend,
+        roadside=RoadsideLog.of(state),
+    )
 
 
 def _trace(
     sc: Scenario, table: TruckTable, rec: tuple[np.ndarray, ...], rows: int, rec_every: int
 ) -> Trace:
-    pos, speed, accel, mode, energy, odd = (r[:rows] for r in rec)
+    pos, speed, accel, mode, energy, odd, spat = (r[:rows] for r in rec)
     lead = table.leader
     gap = np.full_like(pos, np.nan)
     has = table.position > 0
@@ -451,4 +602,5 @@ def _trace(
         mode=mode,
         energy_kwh=energy,
         odd_flags=odd,
+        spat_phase=spat,
     )

@@ -1,8 +1,10 @@
 """Floating-car data (FCD) output: CSV or Parquet, in long form (one row per truck and time).
 
 Columns, in order (DESIGN.md contract): ``time_s, vehicle_id, pos_m, speed_mps,
-accel_mps2, gap_m`` (``gap_m`` empty for a platoon head), then ``energy_kwh``, ``mode`` and
-``odd_flags`` (the ``convoy.road.hazards.OddFlags`` bits as an integer).
+accel_mps2, gap_m`` (``gap_m`` empty for a platoon head), then ``energy_kwh``, ``mode``,
+``odd_flags`` (the ``convoy.road.hazards.OddFlags`` bits as an integer) and ``spat_phase``
+(the phase the truck knows for the nearest traffic signal ahead, ``convoy.road.signals``:
+0 green, 1 yellow, 2 red, -1 none known).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ FCD_COLUMNS = (
     "energy_kwh",
     "mode",
     "odd_flags",
+    "spat_phase",
 )
 
 
@@ -51,6 +54,7 @@ def fcd_table(trace: Trace) -> pa.Table:
             "energy_kwh": trace.energy_kwh.reshape(-1),
             "mode": mode,
             "odd_flags": trace.odd_flags.reshape(-1),
+            "spat_phase": trace.spat_phase.reshape(-1),
         }
     )
 

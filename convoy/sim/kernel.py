@@ -1,12 +1,15 @@
 """The compiled platoon step: many steps per call, trucks in parallel, no Python per truck.
 
 One step, for every truck ``i`` at once (reads the state at the start of the step, writes
-the other half of the double buffer, so the order of trucks never matters):
+the other half of the double buffer, so the order of trucks never matters).  ``run_steps``
+hands the trucks to ``_truck_range`` in blocks of ``CHUNK``, one block per parallel task:
 
-0. hazards: what the active weather and road hazards the truck knows of (from its own
+0. road: what the active weather and road hazards the truck knows of (from its own
    sensors, or an RSU's RSI broadcast) do to its speed limit, braking and sensor range
-   (``convoy.road.hazards.hazard_effects``, called by ``run_steps``, which hands the step
-   three numbers: all inf, after one cheap check, when there are no hazards);
+   (``convoy.road.hazards.hazard_effects``), and what it knows of the traffic signals ahead
+   (an RSU's SPAT, or the light in sight) and, for a platoon head, the stop-line envelope
+   that follows (``convoy.road.signals.signal_effects``); one cheap check each when the
+   road has no hazards or no signals;
 1. history: store own pos/speed/accel/command in the ring buffer for delayed readers;
 2. sense: the gap to the truck ahead (optionally delayed by the sensor; beyond the sensor
    range the law sees no one), collisions;
@@ -15,7 +18,8 @@ the other half of the double buffer, so the order of trucks never matters):
    emergency braking on a hazard;
 5. actuate: truck limits, first-order actuator lag, Euler integration as SUMO does
    (``v += a dt; x += v dt``);
-6. account: energy with the platoon drag multiplier, safety statistics, recording.
+6. account: energy with the platoon drag multiplier, safety statistics (collisions,
+   red-light stops and crossings), recording.
 """
 
 from __future__ import annotations
@@ -26,6 +30,16 @@ import numpy as np
 from numba import njit, prange
 
 from convoy.road.hazards import hazard_effects
+from convoy.road.signals import (
+    HALTING_SPEED_MPS,
+    PHASE_RED,
+    PHASE_UNKNOWN,
+    PHASE_YELLOW,
+    SIGNAL_DECEL_FRACTION,
+    VISUAL_RANGE_M,
+    red_crossings,
+    signal_effects,
+)
 from convoy.sim.state import (
     H_ACCEL_MPS2,
     H_POS_M,
@@ -97,10 +111,42 @@ ENV_SIZE = 8
 # A truck braking at least this hard flags "hazard" in its beacons (emergency brake
 # light, the BSM "brakes" field of T/CSAE 53); followers that receive it brake too.
 HAZARD_DECEL_FRACTION = 0.99
+# Trucks per block of the parallel loop.  Each block is one call with ~50 array arguments,
+# whose reference counting then costs once per block instead of once per truck; 1,024 keeps
+# that negligible while two threads still split a 2,000-truck fleet evenly.
+CHUNK = 1024
 
 
 @njit(cache=True, inline="always")
-def _profile_speed(t_s: float, times: np.ndarray, speeds: np.ndarray) -> float:
+def account_gap(
+    i: int,
+    j: int,
+    gap_m: float,
+    closing_mps: float,
+    t_s: float,
+    min_gap: np.ndarray,
+    min_ttc: np.ndarray,
+    collided_at: np.ndarray,
+    collision_speed: np.ndarray,
+) -> None:
+    """Safety statistics of truck ``i`` behind ``j``: minimum gap and time-to-collision, and
+    the first contact (both trucks, with the closing speed) when the gap goes negative."""
+    if gap_m < min_gap[i]:
+        min_gap[i] = gap_m
+    if closing_mps > 1e-9:
+        ttc = max(gap_m, 0.0) / closing_mps
+        if ttc < min_ttc[i]:
+            min_ttc[i] = ttc
+    if gap_m < 0.0 and math.isnan(collided_at[i]):
+        collided_at[i] = t_s
+        collision_speed[i] = max(closing_mps, 0.0)
+        if math.isnan(collided_at[j]):
+            collided_at[j] = t_s
+            collision_speed[j] = max(closing_mps, 0.0)
+
+
+@njit(cache=True, inline="always")
+def profile_speed(t_s: float, times: np.ndarray, speeds: np.ndarray) -> float:
     """Speed profile, linear between points and flat outside them."""
     k = times.shape[0]
     if k == 0:
@@ -122,7 +168,7 @@ def _in_outage(t_s: float, outages: np.ndarray) -> bool:
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _receive(
     rx: np.ndarray,
     link_col: int,
@@ -140,10 +186,13 @@ def _receive(
     outages: np.ndarray,
     dt: float,
     seed: int,
-    ge_bad: np.ndarray,
+    ge_flat: np.ndarray,
     emergency_decel: float,
 ) -> None:
-    """Deliver, if due and not lost, the beacon truck ``j`` sent to ``i`` latency ago."""
+    """Deliver, if due and not lost, the beacon truck ``j`` sent to ``i`` latency ago.
+
+    ``ge_flat`` is ``ge_bad`` flattened to (2n,), once per ``run_steps`` call.
+    """
     lat = int(ch[CH_LATENCY_STEPS])
     sent = s - lat
     if sent < 0 or sent % int(ch[CH_PERIOD_STEPS]) != 0:
@@ -163,9 +212,8 @@ def _receive(
         uj = hist[slot, H_U_MPS2, j]
         pi = hist[slot, H_POS_M, i]
     link = i * 2 + link_col
-    flat = ge_bad.reshape(-1)
     if not beacon_delivered(
-        ch, seed, link, sent, abs(pj - pi), _in_outage(sent * dt, outages), flat
+        ch, seed, link, sent, abs(pj - pi), _in_outage(sent * dt, outages), ge_flat
     ):
         return
     rx[i, RX_POS_M] = pj
@@ -178,8 +226,9 @@ def _receive(
 
 
 @njit(cache=True)
-def _truck_step(
-    i: int,
+def _truck_range(
+    lo: int,
+    hi: int,
     s: int,
     model: np.ndarray,
     leader: np.ndarray,
@@ -205,7 +254,7 @@ def _truck_step(
     energy: np.ndarray,
     rx_pred: np.ndarray,
     rx_head: np.ndarray,
-    ge_bad: np.ndarray,
+    ge_flat: np.ndarray,
     hist: np.ndarray,
     collided_at: np.ndarray,
     collision_speed: np.ndarray,
@@ -214,101 +263,119 @@ def _truck_step(
     hard_brakes: np.ndarray,
     fallback_steps: np.ndarray,
     emergency_steps: np.ndarray,
-    hazard_speed_mps: float,
-    decel_cap: float,
-    sensor_range: float,
+    hz: np.ndarray,
+    rsus: np.ndarray,
+    hz_known: np.ndarray,
+    odd_flags: np.ndarray,
+    rsi_received_at: np.ndarray,
+    sg: np.ndarray,
+    sig_known: np.ndarray,
+    spat_phase: np.ndarray,
+    spat_received_at: np.ndarray,
+    signal_seen_at: np.ndarray,
+    red_light_stops: np.ndarray,
+    red_light_crossings: np.ndarray,
 ) -> None:
+    """One step (see the module docstring) for trucks ``lo..hi-1``.
+
+    A whole block per call: the ~50 array arguments are reference-counted once per block
+    rather than once per truck, which used to be most of the step's time.
+    """
     dt = env[ENV_DT_S]
     t = s * dt
     seed = int(env[ENV_SEED])
     cur = s & 1
     nxt = 1 - cur
-    x = pos[cur, i]
-    v = speed[cur, i]
-    a = accel[cur, i]
-    u_prev = u[cur, i]
-    length = phys[i, TP_LENGTH_M]
-    min_gap_m = phys[i, TP_MIN_GAP_M]
-    a_max = phys[i, TP_MAX_ACCEL_MPS2]
-    # the road's friction bounds braking (mu g); a dry road leaves decel_cap at inf
-    b_max = min(phys[i, TP_MAX_DECEL_MPS2], decel_cap)
-    b_emg = min(phys[i, TP_EMERGENCY_DECEL_MPS2], decel_cap)
-    # hazards (run_steps works them out): speed limit with the approach envelope
-    v_max = min(phys[i, TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS], hazard_speed_mps)
     h = hist.shape[0]
+    for i in range(lo, hi):
+        # hazards: what the truck knows and what that and the road do to it
+        hazard_speed_mps = np.inf
+        decel_cap = np.inf
+        sensor_range = np.inf
+        if hz.shape[0] > 0:
+            hazard_speed_mps, decel_cap, sensor_range, flags, by_rsi = hazard_effects(
+                pos[cur, i], t, hz, rsus, hz_known[i]
+            )
+            odd_flags[i] = flags
+            if by_rsi and math.isnan(rsi_received_at[i]):
+                rsi_received_at[i] = t
+        x = pos[cur, i]
+        v = speed[cur, i]
+        a = accel[cur, i]
+        u_prev = u[cur, i]
+        length = phys[i, TP_LENGTH_M]
+        min_gap_m = phys[i, TP_MIN_GAP_M]
+        a_max = phys[i, TP_MAX_ACCEL_MPS2]
+        # the road's friction bounds braking (mu g); a dry road leaves decel_cap at inf
+        b_max = min(phys[i, TP_MAX_DECEL_MPS2], decel_cap)
+        b_emg = min(phys[i, TP_EMERGENCY_DECEL_MPS2], decel_cap)
+        # speed limit, with the approach envelope of known hazards
+        v_max = min(phys[i, TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS], hazard_speed_mps)
+        is_head = ppos[i] == 0
 
-    # history: own state for readers that are delayed by latency, sensors or reaction
-    if h > 1:
-        slot = s % h
-        hist[slot, H_POS_M, i] = x
-        hist[slot, H_SPEED_MPS, i] = v
-        hist[slot, H_ACCEL_MPS2, i] = a
-        hist[slot, H_U_MPS2, i] = u_prev
+        # signals: what the truck knows of the lights ahead; for a head, the stop-line cap
+        v_signal = np.inf
+        phase_ahead = PHASE_UNKNOWN
+        if sg.shape[0] > 0:
+            v_signal, phase_ahead, by_spat, by_sight = signal_effects(
+                x,
+                v,
+                t,
+                dt,
+                sg,
+                rsus,
+                sig_known[i],
+                SIGNAL_DECEL_FRACTION * b_max,
+                v_max,
+                min(VISUAL_RANGE_M, sensor_range),
+                is_head,
+            )
+            spat_phase[i] = phase_ahead
+            if by_spat and math.isnan(spat_received_at[i]):
+                spat_received_at[i] = t
+            if by_sight and math.isnan(signal_seen_at[i]):
+                signal_seen_at[i] = t
 
-    # sense: true gap for safety accounting, possibly delayed gap for the controller
-    j = leader[i]
-    gap = np.inf
-    pred_v_radar = v
-    gap_sensed = np.inf
-    if j >= 0:
-        gap = pos[cur, j] - phys[j, TP_LENGTH_M] - x
-        pred_v_radar = speed[cur, j]
-        delay = int(phys[i, TP_SENSOR_DELAY_STEPS])
-        if delay == 0:
-            gap_sensed = gap
-        else:
-            # before ``delay`` steps have passed, the oldest thing seen is the start
-            past = (s - delay) % h if s >= delay else 0
-            gap_sensed = hist[past, H_POS_M, j] - phys[j, TP_LENGTH_M] - hist[past, H_POS_M, i]
-            pred_v_radar = hist[past, H_SPEED_MPS, j]
-        if gap_sensed > sensor_range:
-            # out of sight (dust): the law sees no one; CACC still has the beacons
-            gap_sensed = np.inf
-            pred_v_radar = v
-        if gap < min_gap[i]:
-            min_gap[i] = gap
-        closing = v - speed[cur, j]
-        if closing > 1e-9:
-            ttc = max(gap, 0.0) / closing
-            if ttc < min_ttc[i]:
-                min_ttc[i] = ttc
-        if gap < 0.0 and math.isnan(collided_at[i]):
-            collided_at[i] = t
-            collision_speed[i] = max(closing, 0.0)
-            if math.isnan(collided_at[j]):
-                collided_at[j] = t
-                collision_speed[j] = max(closing, 0.0)
+        # history: own state for readers that are delayed by latency, sensors or reaction
+        if h > 1:
+            slot = s % h
+            hist[slot, H_POS_M, i] = x
+            hist[slot, H_SPEED_MPS, i] = v
+            hist[slot, H_ACCEL_MPS2, i] = a
+            hist[slot, H_U_MPS2, i] = u_prev
 
-    # receive: beacons on the predecessor link and, where used, the head link
-    is_head = ppos[i] == 0
-    m = model[i]
-    if not is_head and j >= 0:
-        _receive(
-            rx_pred,
-            0,
-            i,
-            j,
-            s,
-            cur,
-            hist,
-            pos,
-            speed,
-            accel,
-            u,
-            mode,
-            ch,
-            outages,
-            dt,
-            seed,
-            ge_bad,
-            phys[i, TP_EMERGENCY_DECEL_MPS2],
-        )
-        if m == MODEL_CACC_PATH:
+        # sense: true gap for safety accounting, possibly delayed gap for the controller
+        j = leader[i]
+        gap = np.inf
+        pred_v_radar = v
+        gap_sensed = np.inf
+        if j >= 0:
+            gap = pos[cur, j] - phys[j, TP_LENGTH_M] - x
+            pred_v_radar = speed[cur, j]
+            delay = int(phys[i, TP_SENSOR_DELAY_STEPS])
+            if delay == 0:
+                gap_sensed = gap
+            else:
+                # before ``delay`` steps have passed, the oldest thing seen is the start
+                past = (s - delay) % h if s >= delay else 0
+                gap_sensed = hist[past, H_POS_M, j] - phys[j, TP_LENGTH_M] - hist[past, H_POS_M, i]
+                pred_v_radar = hist[past, H_SPEED_MPS, j]
+            if gap_sensed > sensor_range:
+                # out of sight (dust): the law sees no one; CACC still has the beacons
+                gap_sensed = np.inf
+                pred_v_radar = v
+            account_gap(
+                i, j, gap, v - speed[cur, j], t, min_gap, min_ttc, collided_at, collision_speed
+            )
+
+        # receive: beacons on the predecessor link and, where used, the head link
+        m = model[i]
+        if not is_head and j >= 0:
             _receive(
-                rx_head,
-                1,
+                rx_pred,
+                0,
                 i,
-                head[i],
+                j,
                 s,
                 cur,
                 hist,
@@ -321,170 +388,207 @@ def _truck_step(
                 outages,
                 dt,
                 seed,
-                ge_bad,
+                ge_flat,
                 phys[i, TP_EMERGENCY_DECEL_MPS2],
             )
-    fresh = t - rx_pred[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
-    fresh_head = t - rx_head[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
-
-    # control: a speed (SUMO laws) or an acceleration command (the others)
-    new_mode = MODE_FOLLOW
-    v_des = -1.0
-    u_cmd = 0.0
-    sumo_law = m in (MODEL_CACC_SUMO, MODEL_ACC)
-    if not math.isnan(collided_at[i]):
-        u_cmd = -b_emg
-        new_mode = MODE_COLLIDED
-    elif is_head:
-        # driven along the profile like SUMO's setSpeed: the command for the end of the step
-        target = _profile_speed(t + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
-        if target < 0.0:
-            target = v
-        if j >= 0:
-            # a platoon behind another keeps its distance with its own law (radar only)
-            if m == MODEL_CACC_SUMO:
-                v_safe, cm = cacc_next_speed(
-                    ctrl[i], v, a, gap_sensed, pred_v_radar, 0.0, True, v_max, dt, ctrl_mode[i]
+            if m == MODEL_CACC_PATH:
+                _receive(
+                    rx_head,
+                    1,
+                    i,
+                    head[i],
+                    s,
+                    cur,
+                    hist,
+                    pos,
+                    speed,
+                    accel,
+                    u,
+                    mode,
+                    ch,
+                    outages,
+                    dt,
+                    seed,
+                    ge_flat,
+                    phys[i, TP_EMERGENCY_DECEL_MPS2],
                 )
-                ctrl_mode[i] = cm
+        fresh = t - rx_pred[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
+        fresh_head = t - rx_head[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
+
+        # control: a speed (SUMO laws) or an acceleration command (the others)
+        new_mode = MODE_FOLLOW
+        v_des = -1.0
+        u_cmd = 0.0
+        sumo_law = m in (MODEL_CACC_SUMO, MODEL_ACC)
+        if not math.isnan(collided_at[i]):
+            u_cmd = -b_emg
+            new_mode = MODE_COLLIDED
+        elif is_head:
+            # driven along the profile like SUMO's setSpeed: the command for the end of the step
+            target = profile_speed(t + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
+            if target < 0.0:
+                target = v
+            # a red light ahead is a standing obstacle at its stop line
+            target = min(target, v_signal)
+            if j >= 0:
+                # a platoon behind another keeps its distance with its own law (radar only)
+                if m == MODEL_CACC_SUMO:
+                    v_safe, cm = cacc_next_speed(
+                        ctrl[i], v, a, gap_sensed, pred_v_radar, 0.0, True, v_max, dt, ctrl_mode[i]
+                    )
+                    ctrl_mode[i] = cm
+                else:
+                    v_safe, _ = acc_next_speed(
+                        accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0
+                    )
+                target = min(target, v_safe)
+            v_des = target
+            sumo_law = True
+            new_mode = MODE_HEAD
+        elif m == MODEL_CACC_SUMO:
+            pv = rx_pred[i, RX_SPEED_MPS] if fresh else pred_v_radar
+            pa = rx_pred[i, RX_ACCEL_MPS2] if fresh else 0.0
+            v_des, cm = cacc_next_speed(
+                ctrl[i], v, a, gap_sensed, pv, pa, fresh, v_max, dt, ctrl_mode[i]
+            )
+            ctrl_mode[i] = cm
+            # without fresh beacons the law runs its ACC branch, whatever its internal mode
+            new_mode = cm if fresh else MODE_ACC_FALLBACK
+        elif m == MODEL_ACC:
+            v_des, cm = acc_next_speed(
+                ctrl[i], v, a, gap_sensed, pred_v_radar, v_max, dt, ctrl_mode[i]
+            )
+            ctrl_mode[i] = cm
+            new_mode = cm
+        elif m == MODEL_HUMAN:
+            u_cmd = idm_accel(ctrl[i], v, gap_sensed, pred_v_radar, v_max, min_gap_m, a_max)
+            noise = phys[i, TP_NOISE_MPS2]
+            if noise > 0.0:
+                u_cmd += noise * (2.0 * uniform(seed, i, s, PURPOSE_DRIVER) - 1.0)
+        elif not fresh or (m == MODEL_CACC_PATH and not fresh_head):
+            v_des, _ = acc_next_speed(accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0)
+            sumo_law = True
+            new_mode = MODE_ACC_FALLBACK
+        elif m == MODEL_CACC_PATH:
+            u_cmd = path_accel(
+                ctrl[i],
+                v,
+                gap_sensed,
+                rx_pred[i, RX_SPEED_MPS],
+                rx_pred[i, RX_ACCEL_MPS2],
+                rx_head[i, RX_SPEED_MPS],
+                rx_head[i, RX_ACCEL_MPS2],
+            )
+        elif m == MODEL_CACC_PLOEG:
+            u_cmd = ploeg_accel(
+                ctrl[i],
+                u_prev,
+                v,
+                a,
+                gap_sensed,
+                min_gap_m,
+                rx_pred[i, RX_SPEED_MPS],
+                rx_pred[i, RX_U_MPS2],
+                dt,
+            )
+
+        # emergency: a hazard beacon from the predecessor, or our own sensor sees a crash coming
+        if (
+            phys[i, TP_EMERGENCY_BRAKING] > 0.0
+            and new_mode != MODE_COLLIDED
+            and not is_head
+            and j >= 0
+        ):
+            closing = v - pred_v_radar
+            hazard = fresh and rx_pred[i, RX_HAZARD] > 0.5
+            imminent = closing > 0.0 and gap_sensed < closing * env[ENV_AEB_TTC_S]
+            if hazard or imminent:
+                u_cmd = -b_emg
+                sumo_law = False
+                new_mode = MODE_EMERGENCY
+
+        # actuate: limits, lag, Euler integration
+        a_hi = a_max
+        if phys[i, TP_LIMIT_TRACTION] > 0.0:
+            a_hi = min(
+                a_hi,
+                max_traction_accel_mps2(
+                    pt[i],
+                    phys[i, TP_MASS_KG],
+                    v,
+                    env[ENV_GRADE],
+                    1.0,
+                    phys[i, TP_CD_A_M2],
+                    phys[i, TP_CRR],
+                ),
+            )
+        tau = phys[i, TP_ACTUATOR_LAG_S]
+        if sumo_law:
+            # SUMO: setSpeed replaces finalizeSpeed for a commanded head (sumo_cfm docs)
+            if is_head:
+                v_fin = sumo_set_speed(v, v_des, a_hi, b_max, dt, v_max)
             else:
-                v_safe, _ = acc_next_speed(accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0)
-            target = min(target, v_safe)
-        v_des = target
-        sumo_law = True
-        new_mode = MODE_HEAD
-    elif m == MODEL_CACC_SUMO:
-        pv = rx_pred[i, RX_SPEED_MPS] if fresh else pred_v_radar
-        pa = rx_pred[i, RX_ACCEL_MPS2] if fresh else 0.0
-        v_des, cm = cacc_next_speed(
-            ctrl[i], v, a, gap_sensed, pv, pa, fresh, v_max, dt, ctrl_mode[i]
-        )
-        ctrl_mode[i] = cm
-        # without fresh beacons the law runs its ACC branch, whatever its internal mode
-        new_mode = cm if fresh else MODE_ACC_FALLBACK
-    elif m == MODEL_ACC:
-        v_des, cm = acc_next_speed(ctrl[i], v, a, gap_sensed, pred_v_radar, v_max, dt, ctrl_mode[i])
-        ctrl_mode[i] = cm
-        new_mode = cm
-    elif m == MODEL_HUMAN:
-        u_cmd = idm_accel(ctrl[i], v, gap_sensed, pred_v_radar, v_max, min_gap_m, a_max)
-        noise = phys[i, TP_NOISE_MPS2]
-        if noise > 0.0:
-            u_cmd += noise * (2.0 * uniform(seed, i, s, PURPOSE_DRIVER) - 1.0)
-    elif not fresh or (m == MODEL_CACC_PATH and not fresh_head):
-        v_des, _ = acc_next_speed(accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0)
-        sumo_law = True
-        new_mode = MODE_ACC_FALLBACK
-    elif m == MODEL_CACC_PATH:
-        u_cmd = path_accel(
-            ctrl[i],
-            v,
-            gap_sensed,
-            rx_pred[i, RX_SPEED_MPS],
-            rx_pred[i, RX_ACCEL_MPS2],
-            rx_head[i, RX_SPEED_MPS],
-            rx_head[i, RX_ACCEL_MPS2],
-        )
-    elif m == MODEL_CACC_PLOEG:
-        u_cmd = ploeg_accel(
-            ctrl[i],
-            u_prev,
-            v,
-            a,
-            gap_sensed,
-            min_gap_m,
-            rx_pred[i, RX_SPEED_MPS],
-            rx_pred[i, RX_U_MPS2],
+                v_fin = sumo_finalize_speed(v, v_des, a_hi, b_max, b_emg, v_max, dt)
+            u_cmd = (v_fin - v) / dt
+            if tau == 0.0:
+                # exactly SUMO's update: the new speed is the law's, a = dv/dt
+                v_new = v_fin
+                a_new = u_cmd
+            else:
+                a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a)
+                if a_new < -b_emg and b_emg < phys[i, TP_EMERGENCY_DECEL_MPS2]:
+                    a_new = -b_emg  # on a low-friction road
+                v_new = v + a_new * dt
+        else:
+            a_lo = -b_emg if new_mode in (MODE_EMERGENCY, MODE_COLLIDED) else -b_max
+            u_cmd = min(max(u_cmd, a_lo), a_hi)
+            # do not command a speed above the limit
+            if v + u_cmd * dt > v_max:
+                u_cmd = (v_max - v) / dt
+            a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a) if tau > 0.0 else u_cmd
+            a_new = max(a_new, -b_emg)
+            v_new = v + a_new * dt
+        if v_new < 0.0:
+            v_new = 0.0
+            a_new = -v / dt
+        x_new = x + v_new * dt
+
+        # account: energy (drag by platoon position), safety statistics
+        if ppos[i] == 0:
+            k = follower[i]
+            drag_gap = pos[cur, i] - length - pos[cur, k] if k >= 0 else np.inf
+        else:
+            drag_gap = gap
+        cd_frac = drag_multiplier(psize[i], ppos[i], drag_gap)
+        energy[i] += step_energy_kwh(
+            pt[i],
+            phys[i, TP_MASS_KG],
+            0.5 * (v + v_new),
+            a_new,
+            env[ENV_GRADE],
+            cd_frac,
+            phys[i, TP_CD_A_M2],
+            phys[i, TP_CRR],
+            env[ENV_AMBIENT_C],
             dt,
         )
+        if a_new < -env[ENV_HARD_BRAKE_MPS2] and a >= -env[ENV_HARD_BRAKE_MPS2]:
+            hard_brakes[i] += 1
+        if new_mode == MODE_ACC_FALLBACK:
+            fallback_steps[i] += 1
+        if new_mode == MODE_EMERGENCY:
+            emergency_steps[i] += 1
+        if sg.shape[0] > 0:
+            halted = v_new < HALTING_SPEED_MPS <= v
+            if halted and phase_ahead in (PHASE_RED, PHASE_YELLOW):
+                red_light_stops[i] += 1
+            red_light_crossings[i] += red_crossings(x, x_new, t, dt, sg)
 
-    # emergency: a hazard beacon from the predecessor, or our own sensor sees a crash coming
-    if phys[i, TP_EMERGENCY_BRAKING] > 0.0 and new_mode != MODE_COLLIDED and not is_head and j >= 0:
-        closing = v - pred_v_radar
-        hazard = fresh and rx_pred[i, RX_HAZARD] > 0.5
-        imminent = closing > 0.0 and gap_sensed < closing * env[ENV_AEB_TTC_S]
-        if hazard or imminent:
-            u_cmd = -b_emg
-            sumo_law = False
-            new_mode = MODE_EMERGENCY
-
-    # actuate: limits, lag, Euler integration
-    hi = a_max
-    if phys[i, TP_LIMIT_TRACTION] > 0.0:
-        hi = min(
-            hi,
-            max_traction_accel_mps2(
-                pt[i],
-                phys[i, TP_MASS_KG],
-                v,
-                env[ENV_GRADE],
-                1.0,
-                phys[i, TP_CD_A_M2],
-                phys[i, TP_CRR],
-            ),
-        )
-    tau = phys[i, TP_ACTUATOR_LAG_S]
-    if sumo_law:
-        # SUMO: setSpeed replaces finalizeSpeed for a commanded head (sumo_cfm docs)
-        if is_head:
-            v_fin = sumo_set_speed(v, v_des, hi, b_max, dt, v_max)
-        else:
-            v_fin = sumo_finalize_speed(v, v_des, hi, b_max, b_emg, v_max, dt)
-        u_cmd = (v_fin - v) / dt
-        if tau == 0.0:
-            # exactly SUMO's update: the new speed is the law's, a = dv/dt
-            v_new = v_fin
-            a_new = u_cmd
-        else:
-            a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a)
-            if a_new < -b_emg and b_emg < phys[i, TP_EMERGENCY_DECEL_MPS2]:
-                a_new = -b_emg  # on a low-friction road
-            v_new = v + a_new * dt
-    else:
-        lo = -b_emg if new_mode in (MODE_EMERGENCY, MODE_COLLIDED) else -b_max
-        u_cmd = min(max(u_cmd, lo), hi)
-        # do not command a speed above the limit
-        if v + u_cmd * dt > v_max:
-            u_cmd = (v_max - v) / dt
-        a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a) if tau > 0.0 else u_cmd
-        a_new = max(a_new, -b_emg)
-        v_new = v + a_new * dt
-    if v_new < 0.0:
-        v_new = 0.0
-        a_new = -v / dt
-    x_new = x + v_new * dt
-
-    # account: energy (drag by platoon position), safety statistics
-    if ppos[i] == 0:
-        k = follower[i]
-        drag_gap = pos[cur, i] - length - pos[cur, k] if k >= 0 else np.inf
-    else:
-        drag_gap = gap
-    cd_frac = drag_multiplier(psize[i], ppos[i], drag_gap)
-    energy[i] += step_energy_kwh(
-        pt[i],
-        phys[i, TP_MASS_KG],
-        0.5 * (v + v_new),
-        a_new,
-        env[ENV_GRADE],
-        cd_frac,
-        phys[i, TP_CD_A_M2],
-        phys[i, TP_CRR],
-        env[ENV_AMBIENT_C],
-        dt,
-    )
-    if a_new < -env[ENV_HARD_BRAKE_MPS2] and a >= -env[ENV_HARD_BRAKE_MPS2]:
-        hard_brakes[i] += 1
-    if new_mode == MODE_ACC_FALLBACK:
-        fallback_steps[i] += 1
-    if new_mode == MODE_EMERGENCY:
-        emergency_steps[i] += 1
-
-    pos[nxt, i] = x_new
-    speed[nxt, i] = v_new
-    accel[nxt, i] = a_new
-    u[nxt, i] = u_cmd
-    mode[i] = new_mode
+        pos[nxt, i] = x_new
+        speed[nxt, i] = v_new
+        accel[nxt, i] = a_new
+        u[nxt, i] = u_cmd
+        mode[i] = new_mode
 
 
 @njit(cache=True, parallel=True)
@@ -497,6 +601,7 @@ def run_steps(
     rec_mode: np.ndarray,
     rec_energy: np.ndarray,
     rec_odd: np.ndarray,
+    rec_spat: np.ndarray,
     model: np.ndarray,
     leader: np.ndarray,
     follower: np.ndarray,
@@ -514,6 +619,7 @@ def run_steps(
     env: np.ndarray,
     hz: np.ndarray,
     rsus: np.ndarray,
+    sg: np.ndarray,
     pos: np.ndarray,
     speed: np.ndarray,
     accel: np.ndarray,
@@ -535,36 +641,33 @@ def run_steps(
     hz_known: np.ndarray,
     odd_flags: np.ndarray,
     rsi_received_at: np.ndarray,
+    sig_known: np.ndarray,
+    spat_phase: np.ndarray,
+    spat_received_at: np.ndarray,
+    signal_seen_at: np.ndarray,
+    red_light_stops: np.ndarray,
+    red_light_crossings: np.ndarray,
     step: np.ndarray,
 ) -> int:
     """Advance ``n_steps`` steps; record every ``rec_every`` steps (0 = never).
 
     Arrays are those of ``TruckTable`` and ``TruckState`` (see there for shapes and
     units), updated in place; ``hz`` and ``rsus`` are the hazard and RSU tables of
-    ``convoy.road.hazards``, with no rows when there are none.  Recording writes rows
-    ``0..k-1`` of the ``rec_*`` arrays, each (rows, n); the return value is ``k``.
+    ``convoy.road.hazards`` and ``sg`` the signal table of ``convoy.road.signals``, each
+    with no rows when there are none.  Recording writes rows ``0..k-1`` of the ``rec_*``
+    arrays, each (rows, n); the return value is ``k``.
     """
     n = model.shape[0]
     s0 = step[0]
     rec = 0
-    dt = env[ENV_DT_S]
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    # one flat view for the whole call; a reshape per beacon costs a reference count each
+    ge_flat = ge_bad.reshape(-1)
     for s in range(s0, s0 + n_steps):
-        t = s * dt
-        cur = s & 1
-        for i in prange(n):
-            # hazards: what the truck knows and what that and the road do to it
-            v_lim = np.inf
-            decel_cap = np.inf
-            sensor_range = np.inf
-            if hz.shape[0] > 0:
-                v_lim, decel_cap, sensor_range, flags, by_rsi = hazard_effects(
-                    pos[cur, i], t, hz, rsus, hz_known[i]
-                )
-                odd_flags[i] = flags
-                if by_rsi and math.isnan(rsi_received_at[i]):
-                    rsi_received_at[i] = t
-            _truck_step(
-                i,
+        for c in prange(n_chunks):
+            _truck_range(
+                c * CHUNK,
+                min(n, (c + 1) * CHUNK),
                 s,
                 model,
                 leader,
@@ -590,7 +693,7 @@ def run_steps(
                 energy,
                 rx_pred,
                 rx_head,
-                ge_bad,
+                ge_flat,
                 hist,
                 collided_at,
                 collision_speed,
@@ -599,9 +702,18 @@ def run_steps(
                 hard_brakes,
                 fallback_steps,
                 emergency_steps,
-                v_lim,
-                decel_cap,
-                sensor_range,
+                hz,
+                rsus,
+                hz_known,
+                odd_flags,
+                rsi_received_at,
+                sg,
+                sig_known,
+                spat_phase,
+                spat_received_at,
+                signal_seen_at,
+                red_light_stops,
+                red_light_crossings,
             )
         if rec_every > 0 and (s + 1 - s0) % rec_every == 0:
             nxt = (s + 1) & 1
@@ -612,6 +724,7 @@ def run_steps(
                 rec_mode[rec, i] = mode[i]
                 rec_energy[rec, i] = energy[i]
                 rec_odd[rec, i] = odd_flags[i]
+                rec_spat[rec, i] = spat_phase[i]
             rec += 1
     step[0] = s0 + n_steps
     return rec

@@ -28,6 +28,7 @@ from convoy.road.hazards import (
     HazardEvent,
     HazardKind,
 )
+from convoy.road.signals import FixedTimeSignal
 from convoy.vehicle.channel import ChannelSpec
 from convoy.vehicle.controllers import IdmParams, PathParams, PloegParams
 
@@ -269,7 +270,8 @@ class WeatherConfig(_Strict):
 
 class RsuConfig(_Strict):
     """A roadside unit beside the road; it broadcasts, as RSI, the hazards within
-    ``alert_range_m`` of it to trucks within ``radius_m`` of it."""
+    ``alert_range_m`` of it, and the SPAT of the signals whose stop line lies within
+    ``alert_range_m`` of it, to trucks within ``radius_m`` of it."""
 
     pos_m: NonNegFloat
     # C-V2X PC5 RSU broadcast reaches ~300-1,000 m (5GAA 2020: 300 m typical); 500 m as
@@ -314,6 +316,24 @@ class HazardConfig(_Strict):
         )
 
 
+class SignalConfig(_Strict):
+    """A fixed-time traffic signal with its stop line at ``pos_m``: green, yellow, red, in
+    that order from ``t + offset_s = 0`` (``convoy.road.signals``).  RSUs whose alert range
+    reaches the line relay its SPAT."""
+
+    pos_m: PosFloat
+    green_s: PosFloat
+    yellow_s: PosFloat
+    red_s: PosFloat
+    offset_s: NonNegFloat = 0.0
+
+    def signal(self, k: int) -> FixedTimeSignal:
+        """The road layer's signal, with id ``signal{k}``."""
+        return FixedTimeSignal(
+            f"signal{k}", self.pos_m, self.green_s, self.yellow_s, self.red_s, self.offset_s
+        )
+
+
 class OutputConfig(_Strict):
     """What the run records."""
 
@@ -335,6 +355,7 @@ class Scenario(_Strict):
     weather: WeatherConfig = WeatherConfig()
     rsus: list[RsuConfig] = []
     hazards: list[HazardConfig] = []
+    signals: list[SignalConfig] = []
     output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")
@@ -355,6 +376,12 @@ class Scenario(_Strict):
             if hz.end_m > road:
                 raise ValueError(
                     f"hazards.{k}.end_m = {hz.end_m}: beyond the road end (road.length_m = {road})"
+                )
+        for k, sig in enumerate(self.signals):
+            if sig.pos_m > road:
+                raise ValueError(
+                    f"signals.{k}.pos_m = {sig.pos_m}: beyond the road end "
+                    f"(road.length_m = {road}); allowed: 0 < pos_m <= {road}"
                 )
         return self
 

@@ -108,6 +108,17 @@ class TruckState:
             broadcast [s], NaN if never.
         hazard_known: (n, k) int8 what each truck knows of each of the k hazards
             (``convoy.road.hazards.KNOWN_*``).
+        signal_known: (n, k_sig) int8 what each truck knows of each traffic signal, bits
+            ``convoy.road.signals.SIG_*`` (seen, SPAT received, stopping).
+        spat_phase: (n,) int8 phase the truck knows for the nearest signal ahead
+            (``convoy.road.signals.PHASE_*``) in the last step, -1 if none.
+        spat_received_at_s: (n,) time the truck first received a signal's SPAT from an RSU
+            [s], NaN if never.
+        signal_seen_at_s: (n,) time a signal's light first came into the truck's sight [s],
+            NaN if never.
+        red_light_stops: (n,) int32 times the truck came to a halt with the nearest signal
+            ahead known to show red or yellow (at the line or queued behind).
+        red_light_crossings: (n,) int32 stop lines the front bumper crossed on red.
         step: (1,) int64 steps taken so far.
     """
 
@@ -132,6 +143,12 @@ class TruckState:
     odd_flags: np.ndarray
     rsi_received_at_s: np.ndarray
     hazard_known: np.ndarray
+    signal_known: np.ndarray
+    spat_phase: np.ndarray
+    spat_received_at_s: np.ndarray
+    signal_seen_at_s: np.ndarray
+    red_light_stops: np.ndarray
+    red_light_crossings: np.ndarray
     step: np.ndarray
 
     @property
@@ -141,10 +158,14 @@ class TruckState:
 
     @staticmethod
     def initial(
-        pos_m: np.ndarray, speed_mps: np.ndarray, history_len: int, n_hazards: int = 0
+        pos_m: np.ndarray,
+        speed_mps: np.ndarray,
+        history_len: int,
+        n_hazards: int = 0,
+        n_signals: int = 0,
     ) -> TruckState:
         """State at rest acceleration with the given positions and speeds (n,), knowing
-        none of ``n_hazards`` hazards."""
+        none of ``n_hazards`` hazards and ``n_signals`` traffic signals."""
         n = pos_m.shape[0]
         two = np.zeros((2, n))
         pos = two.copy()
@@ -178,5 +199,11 @@ class TruckState:
             odd_flags=np.zeros(n, np.int32),
             rsi_received_at_s=np.full(n, np.nan),
             hazard_known=np.zeros((n, n_hazards), np.int8),
+            signal_known=np.zeros((n, n_signals), np.int8),
+            spat_phase=np.full(n, -1, np.int8),
+            spat_received_at_s=np.full(n, np.nan),
+            signal_seen_at_s=np.full(n, np.nan),
+            red_light_stops=np.zeros(n, np.int32),
+            red_light_crossings=np.zeros(n, np.int32),
             step=np.zeros(1, np.int64),
         )

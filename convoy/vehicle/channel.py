@@ -98,7 +98,7 @@ class ChannelSpec:
         return np.asarray(self.outages, dtype=np.float64).reshape(-1, 2)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def beacon_delivered(
     ch: np.ndarray,
     seed: int,

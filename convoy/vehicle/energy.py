@@ -242,24 +242,22 @@ class DieselPowertrain:
         return vec
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def heating_kw(pt: NDArray[np.float64], ambient_c: float) -> float:
     """Cabin and pack heating load [kW] of an electric truck; 0 for diesel (waste heat)."""
-    if int(pt[PT_KIND]) != KIND_ELECTRIC:
-        return 0.0
-    return pt[EL_HEATING_KW_PER_K] * max(0.0, pt[EL_COMFORT_C] - ambient_c)
+    heating = pt[EL_HEATING_KW_PER_K] * max(0.0, pt[EL_COMFORT_C] - ambient_c)
+    return heating if int(pt[PT_KIND]) == KIND_ELECTRIC else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def battery_cold_efficiency(pt: NDArray[np.float64], ambient_c: float) -> float:
     """Battery efficiency factor in the cold [-]: 1 at or above the reference temperature."""
-    if int(pt[PT_KIND]) != KIND_ELECTRIC:
-        return 1.0
     loss = pt[EL_BATTERY_COLD_LOSS_PER_K] * max(0.0, pt[EL_BATTERY_REF_C] - ambient_c)
-    return max(1.0 - loss, _MIN_BATTERY_COLD_EFFICIENCY)
+    eta = max(1.0 - loss, _MIN_BATTERY_COLD_EFFICIENCY)
+    return eta if int(pt[PT_KIND]) == KIND_ELECTRIC else 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def step_energy_kwh(
     pt: NDArray[np.float64],
     mass_kg: float,
@@ -301,6 +299,44 @@ def step_energy_kwh(
         ValueError: if ``pt[PT_KIND]`` is not a known kind.
     """
     kind = int(pt[PT_KIND])
+    if kind != KIND_ELECTRIC and kind != KIND_DIESEL:
+        raise ValueError(
+            "step_energy_kwh: pt[PT_KIND] must be KIND_ELECTRIC (0) or KIND_DIESEL (1)"
+        )
+    return step_energy_kwh_unchecked(
+        pt,
+        mass_kg,
+        speed_mps,
+        accel_mps2,
+        grade,
+        drag_mult,
+        cd_a_m2,
+        crr,
+        ambient_c,
+        dt_s,
+        air_density_kgpm3,
+    )
+
+
+@njit(cache=True, error_model="numpy")
+def step_energy_kwh_unchecked(
+    pt: NDArray[np.float64],
+    mass_kg: float,
+    speed_mps: float,
+    accel_mps2: float,
+    grade: float,
+    drag_mult: float,
+    cd_a_m2: float,
+    crr: float,
+    ambient_c: float,
+    dt_s: float,
+    air_density_kgpm3: float = ORDOS_AIR_DENSITY_KGPM3,
+) -> float:
+    """:func:`step_energy_kwh` for a powertrain vector known to be valid, in kWh.
+
+    Without the check, and without jumps (both kinds and both signs of power are computed
+    and the answer selected), so that a loop over many trucks vectorises.
+    """
     wheel_w = (
         tractive_force_n(
             mass_kg,
@@ -315,27 +351,26 @@ def step_energy_kwh(
         )
         * speed_mps
     )
-    if kind == KIND_ELECTRIC:
-        # Motor electrical power: traction, or regen capped at the limit (friction takes the rest).
-        if wheel_w >= 0.0:
-            motor_w = wheel_w / pt[PT_DRIVETRAIN_EFFICIENCY]
-        else:
-            motor_w = max(wheel_w * pt[EL_REGEN_EFFICIENCY], -pt[EL_REGEN_LIMIT_KW] * _W_PER_KW)
-        terminal_w = motor_w + (pt[PT_AUX_KW] + heating_kw(pt, ambient_c)) * _W_PER_KW
-        # Cold battery: internal losses on the way out and on the way in.
-        eta_cold = battery_cold_efficiency(pt, ambient_c)
-        battery_w = terminal_w / eta_cold if terminal_w > 0.0 else terminal_w * eta_cold
-        return battery_w * dt_s / _J_PER_KWH
-    if kind == KIND_DIESEL:
-        if wheel_w < 0.0:
-            return 0.0  # overrun fuel cut-off while braking
-        engine_w = wheel_w / pt[PT_DRIVETRAIN_EFFICIENCY] + pt[PT_AUX_KW] * _W_PER_KW
-        fuel_w = pt[DI_IDLE_FUEL_KW] * _W_PER_KW + engine_w / pt[DI_MARGINAL_EFFICIENCY]
-        return fuel_w * dt_s / _J_PER_KWH
-    raise ValueError("step_energy_kwh: pt[PT_KIND] must be KIND_ELECTRIC (0) or KIND_DIESEL (1)")
+    eta_drive = pt[PT_DRIVETRAIN_EFFICIENCY]
+    aux_w = pt[PT_AUX_KW] * _W_PER_KW
+    # Electric. Motor electrical power: traction, or regen capped at the limit (friction
+    # takes the rest).
+    traction_w = wheel_w / eta_drive
+    regen_w = max(wheel_w * pt[EL_REGEN_EFFICIENCY], -pt[EL_REGEN_LIMIT_KW] * _W_PER_KW)
+    motor_w = traction_w if wheel_w >= 0.0 else regen_w
+    terminal_w = motor_w + (pt[PT_AUX_KW] + heating_kw(pt, ambient_c)) * _W_PER_KW
+    # Cold battery: internal losses on the way out and on the way in.
+    eta_cold = battery_cold_efficiency(pt, ambient_c)
+    battery_w = terminal_w / eta_cold if terminal_w > 0.0 else terminal_w * eta_cold
+    electric_kwh = battery_w * dt_s / _J_PER_KWH
+    # Diesel, with the overrun fuel cut-off while braking.
+    engine_w = wheel_w / eta_drive + aux_w
+    fuel_w = pt[DI_IDLE_FUEL_KW] * _W_PER_KW + engine_w / pt[DI_MARGINAL_EFFICIENCY]
+    diesel_kwh = fuel_w * dt_s / _J_PER_KWH if wheel_w >= 0.0 else 0.0
+    return electric_kwh if int(pt[PT_KIND]) == KIND_ELECTRIC else diesel_kwh
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def max_traction_accel_mps2(
     pt: NDArray[np.float64],
     mass_kg: float,

@@ -328,7 +328,7 @@ class SumoCaccParams:
 # ---------------------------------------------------------------------------------------------
 # Safe speed (MSCFModel.cpp, Euler update).
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def brake_gap_euler(speed_mps: float, decel_mps2: float, dt_s: float) -> float:
     """Distance to stop from ``speed_mps`` braking ``decel_mps2`` in whole Euler steps, m.
 
@@ -336,11 +336,12 @@ def brake_gap_euler(speed_mps: float, decel_mps2: float, dt_s: float) -> float:
     vehicle covers the new speed times ``dt``.
     """
     reduction = decel_mps2 * dt_s
-    steps = int(speed_mps / reduction)
-    return dt_s * (steps * speed_mps - reduction * steps * (steps + 1) / 2.0)
+    # floor, not int(): the same whole number for speeds >= 0, and it vectorises
+    steps = np.floor(speed_mps / reduction)
+    return dt_s * (steps * speed_mps - reduction * steps * (steps + 1.0) / 2.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def maximum_safe_stop_speed_euler(
     gap_m: float, decel_mps2: float, headway_s: float, dt_s: float
 ) -> float:
@@ -350,21 +351,22 @@ def maximum_safe_stop_speed_euler(
     ``headway_s``; the gap is shrunk by ``NUMERICAL_EPS`` to stay clear of rounding overshoot.
     """
     g = gap_m - NUMERICAL_EPS
-    if g < 0.0:
-        return 0.0
     b = decel_mps2 * dt_s
     t = headway_s
     s = dt_s
     # n: whole braking steps that fit; h: the distance they cover; r spreads the remainder.
-    n = math.floor(
+    # Computed for every gap and selected at the end (no branch), so that loops vectorise.
+    n = np.floor(
         0.5 - ((t + (math.sqrt((s * s) + (4.0 * ((s * (2.0 * g / b - t)) + (t * t)))) * -0.5)) / s)
     )
-    h = 0.5 * n * (n - 1) * b * s + n * b * t
-    r = (g - h) / (n * s + t)
-    return n * b + r
+    h = 0.5 * n * (n - 1.0) * b * s + n * b * t
+    stopped = g < 0.0
+    # the divisor may vanish for a negative gap, whose result is not used
+    r = (g - h) / (1.0 if stopped else n * s + t)
+    return 0.0 if stopped else n * b + r
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def calculate_emergency_deceleration(
     gap_m: float,
     speed_mps: float,
@@ -387,7 +389,7 @@ def calculate_emergency_deceleration(
     return 0.5 * (speed_mps * speed_mps - pred_speed_mps * pred_speed_mps) / gap_m
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def maximum_safe_follow_speed(
     net_gap_m: float,
     speed_mps: float,
@@ -416,12 +418,12 @@ def maximum_safe_follow_speed(
         on_insertion: SUMO's ``onInsertion`` flag (see above).
         dt_s: Step length, s.
     """
-    if net_gap_m >= 0.0:
-        # The predecessor's braking distance uses at least our own deceleration (conservative).
-        bg = brake_gap_euler(pred_speed_mps, max(decel_mps2, pred_decel_mps2), dt_s)
-        x = maximum_safe_stop_speed_euler(net_gap_m + bg, decel_mps2, headway_s, dt_s)
-    else:
-        x = max(speed_mps - emergency_decel_mps2 * dt_s, 0.0)
+    # The predecessor's braking distance uses at least our own deceleration (conservative).
+    # Both branches are computed and one selected (no branch), so that loops vectorise.
+    bg = brake_gap_euler(pred_speed_mps, max(decel_mps2, pred_decel_mps2), dt_s)
+    x_stop = maximum_safe_stop_speed_euler(net_gap_m + bg, decel_mps2, headway_s, dt_s)
+    x_overlap = max(speed_mps - emergency_decel_mps2 * dt_s, 0.0)
+    x = x_stop if net_gap_m >= 0.0 else x_overlap
     if decel_mps2 != emergency_decel_mps2 and not on_insertion:
         orig_safe_decel = (speed_mps - x) / dt_s
         if orig_safe_decel > decel_mps2 + NUMERICAL_EPS:
@@ -437,7 +439,7 @@ def maximum_safe_follow_speed(
 # ---------------------------------------------------------------------------------------------
 # ACC (MSCFModel_ACC.cpp).
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _acc_gap_control_accel(
     p: FloatArray,
     o: int,
@@ -479,7 +481,7 @@ def _acc_gap_control_accel(
     return accel, MODE_GAP_CLOSING
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _acc_v(
     p: FloatArray,
     o: int,
@@ -506,7 +508,7 @@ def _acc_v(
     return max(0.0, speed_mps + accel * dt_s), mode
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def acc_next_speed(
     p: FloatArray,
     speed_mps: float,
@@ -561,55 +563,139 @@ def acc_next_speed(
 # ---------------------------------------------------------------------------------------------
 # CACC (MSCFModel_CACC.cpp).
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True)
-def _cacc_gap_control(
+@njit(cache=True, error_model="numpy")
+def cacc_mode(
     p: FloatArray,
-    net_gap_m: float,
     speed_mps: float,
-    accel_mps2: float,
-    pred_speed_mps: float,
+    gap_m: float,
     pred_is_cacc: bool,
     desired_speed_mps: float,
-    v_err_mps: float,
-    dt_s: float,
-) -> tuple[float, int]:
-    """SUMO's ``speedGapControl``: next speed (m/s) and mode."""
+    mode: int,
+) -> int:
+    """The mode SUMO's CACC law drives in this step (the first half of :func:`cacc_next_speed`).
+
+    Speed control, or one of gap control / gap closing / collision avoidance, or the ACC
+    fallback behind a non-CACC predecessor; :data:`MODE_SPEED` without a predecessor. The
+    arguments are those of :func:`cacc_next_speed`.
+    """
+    net_gap = gap_m - p[CACC_MIN_GAP]
+    v_err = speed_mps - desired_speed_mps
+    time_gap = net_gap / max(NUMERICAL_EPS, speed_mps)
+    spacing_err = net_gap - p[CACC_TIME_GAP] * speed_mps
+    speed_control = (time_gap > p[CACC_SPEED_CONTROL_TIME_GAP]) & (
+        spacing_err > p[CACC_SPEED_CONTROL_MIN_GAP]
+    )
+    # between the two thresholds (hysteresis band) the previous law is kept
+    use_gap = (not speed_control) & (
+        (time_gap < p[CACC_GAP_CONTROL_TIME_GAP]) | (mode != MODE_SPEED)
+    )
+    # SUMO's speedGapControl: near the desired gap, inside it, or beyond it
+    near = (
+        (spacing_err > 0.0)
+        & (spacing_err < p[CACC_GAP_MODE_SPACING_ERR])
+        & (v_err < p[CACC_GAP_MODE_SPEED_ERR])
+    )
+    inside = spacing_err < 0.0
+    gap_mode = MODE_GAP if near else (MODE_COLLISION_AVOIDANCE if inside else MODE_GAP_CLOSING)
     if not pred_is_cacc:
-        # SUMO's ACC fallback shares the CACC's per-step update stamp, so it never stores its own
-        # speed/gap control choice: its hysteresis always sees the initial "speed control".
-        return _acc_v(
-            p,
-            CACC_ACC_OFFSET,
-            net_gap_m,
-            speed_mps,
-            pred_speed_mps,
-            desired_speed_mps,
-            dt_s,
-            False,
-        )[0], MODE_ACC_FALLBACK
+        gap_mode = MODE_ACC_FALLBACK
+    free = not gap_m < NO_LEADER_GAP_M
+    return gap_mode if use_gap and not free else MODE_SPEED
+
+
+@njit(cache=True, error_model="numpy")
+def cacc_control_speed(
+    p: FloatArray,
+    speed_mps: float,
+    accel_mps2: float,
+    gap_m: float,
+    pred_speed_mps: float,
+    desired_speed_mps: float,
+    dt_s: float,
+    new_mode: int,
+    v_fallback_mps: float,
+) -> float:
+    """The CACC law's speed for ``new_mode`` (from :func:`cacc_mode`) before the safety cap
+    (:func:`cacc_cap`), m/s; the ACC fallback's speed ``v_fallback_mps`` is passed in and used
+    in :data:`MODE_ACC_FALLBACK` only. The arguments are those of :func:`cacc_next_speed`.
+
+    Every candidate is computed and one selected, without jumps, and the law is split into
+    three small functions, so that LLVM inlines each into a loop over many trucks and
+    vectorises it; the results are those of SUMO's branching form.
+    """
+    net_gap = gap_m - p[CACC_MIN_GAP]
     tau = p[CACC_TIME_GAP]
-    spacing_err = net_gap_m - tau * speed_mps
+    v_err = speed_mps - desired_speed_mps
+    spacing_err = net_gap - tau * speed_mps
     # SUMO 1.28 uses the follower's own previous-step acceleration here (not the predecessor's).
     speed_err = pred_speed_mps - speed_mps - tau * accel_mps2
-    if 0.0 < spacing_err < p[CACC_GAP_MODE_SPACING_ERR] and v_err_mps < p[CACC_GAP_MODE_SPEED_ERR]:
-        v = speed_mps + p[CACC_GAP_GAP_GAIN] * spacing_err + p[CACC_GAP_GAP_DOT_GAIN] * speed_err
-        return v, MODE_GAP
-    if spacing_err < 0.0:
-        v = (
-            speed_mps
-            + p[CACC_COLLISION_AVOIDANCE_GAP_GAIN] * spacing_err
-            + p[CACC_COLLISION_AVOIDANCE_GAP_DOT_GAIN] * speed_err
-        )
-        return v, MODE_COLLISION_AVOIDANCE
-    v = (
-        speed_mps
-        + p[CACC_GAP_CLOSING_GAP_GAIN] * spacing_err
-        + p[CACC_GAP_CLOSING_GAP_DOT_GAIN] * speed_err
+    # all gains are loaded before any is chosen: a load inside a branch stops vectorisation
+    k_gap = p[CACC_GAP_GAP_GAIN]
+    k_dot = p[CACC_GAP_GAP_DOT_GAIN]
+    k_gap_avoid = p[CACC_COLLISION_AVOIDANCE_GAP_GAIN]
+    k_dot_avoid = p[CACC_COLLISION_AVOIDANCE_GAP_DOT_GAIN]
+    k_gap_closing = p[CACC_GAP_CLOSING_GAP_GAIN]
+    k_dot_closing = p[CACC_GAP_CLOSING_GAP_DOT_GAIN]
+    k_speed = p[CACC_SPEED_CONTROL_GAIN]
+    # The gains of the mode, blended with 0/1 weights: exact for finite gains, and unlike
+    # chained selects (which LLVM does not vectorise) plain arithmetic. Mode codes are ordered
+    # SPEED < GAP < GAP_CLOSING < COLLISION_AVOIDANCE < ACC_FALLBACK.
+    closing = 1.0 if new_mode > MODE_GAP else 0.0
+    avoid = 1.0 if new_mode > MODE_GAP_CLOSING else 0.0
+    k_gap = avoid * k_gap_avoid + (1.0 - avoid) * (
+        closing * k_gap_closing + (1.0 - closing) * k_gap
     )
-    return v, MODE_GAP_CLOSING
+    k_dot = avoid * k_dot_avoid + (1.0 - avoid) * (
+        closing * k_dot_closing + (1.0 - closing) * k_dot
+    )
+    v_new = speed_mps + k_gap * spacing_err + k_dot * speed_err
+    v_speed = speed_mps + k_speed * v_err * dt_s
+    if new_mode < MODE_GAP:
+        v_new = v_speed
+    if new_mode > MODE_COLLISION_AVOIDANCE:
+        v_new = v_fallback_mps
+    # The gains are tuned for 0.1 s steps; SUMO rescales the change only for shorter steps.
+    # (``dt_s * 1000 < 99.5`` is SUMO's ``round(dt in ms) < 100`` without a call)
+    accel01 = (v_new - speed_mps) * 10.0
+    v_rescaled = speed_mps + accel01 * dt_s
+    return max(0.0, v_rescaled if dt_s * 1000.0 < 99.5 else v_new)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
+def cacc_cap(
+    p: FloatArray,
+    speed_mps: float,
+    gap_m: float,
+    pred_speed_mps: float,
+    desired_speed_mps: float,
+    dt_s: float,
+    v_cacc_mps: float,
+) -> float:
+    """The CACC law's speed ``v_cacc_mps`` capped at ``max(0, v_safe + min(threshold, g))``;
+    ``desired_speed_mps`` without a predecessor (the last part of :func:`cacc_next_speed`).
+
+    A function of its own so that each part stays small enough for LLVM to inline into a
+    loop, which it then vectorises.
+    """
+    net_gap = gap_m - p[CACC_MIN_GAP]
+    v_safe = maximum_safe_follow_speed(
+        net_gap,
+        speed_mps,
+        pred_speed_mps,
+        p[CACC_PRED_DECEL],
+        p[CACC_DECEL],
+        p[CACC_EMERGENCY_DECEL],
+        p[CACC_TIME_GAP],
+        True,
+        dt_s,
+    )
+    override = min(p[CACC_EMERGENCY_THRESHOLD], net_gap)
+    v_capped = max(0.0, v_safe + override) if v_safe + override < v_cacc_mps else v_cacc_mps
+    # no predecessor: SUMO does not call the law
+    return desired_speed_mps if not gap_m < NO_LEADER_GAP_M else v_capped
+
+
+@njit(cache=True, error_model="numpy")
 def cacc_next_speed(
     p: FloatArray,
     speed_mps: float,
@@ -651,60 +737,40 @@ def cacc_next_speed(
         the mode used. Without predecessor SUMO does not call the law: ``v_pos`` is then
         ``desired_speed_mps`` (free road) and the mode :data:`MODE_SPEED`.
     """
-    if not gap_m < NO_LEADER_GAP_M:
-        return desired_speed_mps, MODE_SPEED
-    net_gap = gap_m - p[CACC_MIN_GAP]
-    tau = p[CACC_TIME_GAP]
-    v_err = speed_mps - desired_speed_mps
-    time_gap = net_gap / max(NUMERICAL_EPS, speed_mps)
-    spacing_err = net_gap - tau * speed_mps
-    if time_gap > p[CACC_SPEED_CONTROL_TIME_GAP] and spacing_err > p[CACC_SPEED_CONTROL_MIN_GAP]:
-        use_gap = False
-    elif time_gap < p[CACC_GAP_CONTROL_TIME_GAP]:
-        use_gap = True
-    else:
-        use_gap = mode != MODE_SPEED  # hysteresis band: keep the previous law
-    if use_gap:
-        v_new, new_mode = _cacc_gap_control(
+    new_mode = cacc_mode(p, speed_mps, gap_m, pred_is_cacc, desired_speed_mps, mode)
+    v_fallback = 0.0
+    if new_mode == MODE_ACC_FALLBACK:
+        # SUMO's ACC fallback shares the CACC's per-step update stamp, so it never stores its
+        # own speed/gap control choice: its hysteresis always sees the initial "speed control".
+        v_fallback = _acc_v(
             p,
-            net_gap,
+            CACC_ACC_OFFSET,
+            gap_m - p[CACC_MIN_GAP],
             speed_mps,
-            accel_mps2,
             pred_speed_mps,
-            pred_is_cacc,
             desired_speed_mps,
-            v_err,
             dt_s,
-        )
-    else:
-        v_new = speed_mps + p[CACC_SPEED_CONTROL_GAIN] * v_err * dt_s
-        new_mode = MODE_SPEED
-    # The gains are tuned for 0.1 s steps; SUMO rescales the change only for shorter steps.
-    if round(dt_s * 1000.0) < 100:
-        accel01 = (v_new - speed_mps) * 10.0
-        v_new = speed_mps + accel01 * dt_s
-    v_cacc = max(0.0, v_new)
-    v_safe = maximum_safe_follow_speed(
-        net_gap,
+            False,
+        )[0]
+    v_cacc = cacc_control_speed(
+        p,
         speed_mps,
+        accel_mps2,
+        gap_m,
         pred_speed_mps,
-        p[CACC_PRED_DECEL],
-        p[CACC_DECEL],
-        p[CACC_EMERGENCY_DECEL],
-        tau,
-        True,
+        desired_speed_mps,
         dt_s,
+        new_mode,
+        v_fallback,
     )
-    override = min(p[CACC_EMERGENCY_THRESHOLD], net_gap)
-    if v_safe + override < v_cacc:
-        return max(0.0, v_safe + override), new_mode
-    return v_cacc, new_mode
+    v_pos = cacc_cap(p, speed_mps, gap_m, pred_speed_mps, desired_speed_mps, dt_s, v_cacc)
+    return v_pos, new_mode
 
 
 # ---------------------------------------------------------------------------------------------
 # Speed finalisation and TraCI setSpeed (MSCFModel::finalizeSpeed, MSVehicle::Influencer).
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sumo_finalize_speed(
     old_speed_mps: float,
     v_pos_mps: float,
@@ -751,7 +817,7 @@ def sumo_finalize_speed(
     return max(v_next, 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sumo_set_speed(
     old_speed_mps: float,
     commanded_speed_mps: float,

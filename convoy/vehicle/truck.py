@@ -123,7 +123,7 @@ class TruckSpec:
         return self.empty_mass_kg + load_fraction * self.payload_kg
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def road_load_force_n(
     mass_kg: float,
     speed_mps: float,
@@ -158,7 +158,7 @@ def road_load_force_n(
     return rolling_n + grade_n + aero_n
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tractive_force_n(
     mass_kg: float,
     speed_mps: float,

@@ -1,0 +1,125 @@
+"""The specialised CACC step (``kernel_fast``) against the general step (``kernel``).
+
+The fast step drops what an eligible scenario cannot use; on such a scenario it must give the
+general step's results to the last bit, in every state array the rest of convoy reads.
+Eligibility must be refused for every feature it drops, or results would silently change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import example
+
+from convoy.sim import engine, kernel_fast
+from convoy.sim.engine import simulate
+from convoy.sim.scenario import Scenario
+
+STATE_FIELDS = (
+    "pos_m",
+    "speed_mps",
+    "accel_mps2",
+    "u_mps2",
+    "mode",
+    "ctrl_mode",
+    "energy_kwh",
+    "rx_pred",
+    "collided_at_s",
+    "collision_speed_mps",
+    "min_gap_m",
+    "min_ttc_s",
+    "hard_brakes",
+    "fallback_steps",
+)
+
+
+def _eligible(sc: Scenario) -> bool:
+    t, s, w = engine.build(sc)
+    return kernel_fast.eligible(
+        t.model, t.phys, t.ctrl, t.acc, t.powertrain, w.channel, w.outages, s.hist,
+        engine.unhandled_tables(w),
+    )  # fmt: skip
+
+
+def _assert_same(sc: Scenario) -> tuple[Any, Any]:
+    assert _eligible(sc)
+    fast = simulate(sc, backend="cpu")
+    general = simulate(sc, backend="cpu-general")
+    for name in STATE_FIELDS:
+        a, b = getattr(general.state, name), getattr(fast.state, name)
+        assert np.array_equal(a, b, equal_nan=True), name
+    for name in ("pos_m", "speed_mps", "accel_mps2", "mode", "energy_kwh"):
+        assert np.array_equal(getattr(general.trace, name), getattr(fast.trace, name)), name
+    return general, fast
+
+
+def test_brake_and_recover_bit_identical() -> None:
+    """Several platoons (heads behind tails use the law too), braking, recovering."""
+    general, _ = _assert_same(
+        example(
+            "brake-and-recover",
+            platoon={"count": 6, "spacing_m": 40.0, "initial": {"head_pos_m": 3000}},
+        )
+    )
+    # the run exercises more than cruising: several CACC modes and real braking
+    assert len(np.unique(general.trace.mode[1:])) >= 3
+    assert general.trace.accel_mps2.min() < -1.5
+
+
+def test_stale_beacons_and_acc_fallback_bit_identical() -> None:
+    """Beyond the beacon range the follower runs on older beacons, then falls back to ACC."""
+    general, _ = _assert_same(
+        example(
+            "brake-and-recover",
+            channel={"rate_hz": 10, "range_m": 41.0, "stale_after_s": 0.3},
+            leader={"speed_profile": [[0, 22], [20, 22], [40, 5], [70, 25]]},
+        )
+    )
+    assert general.state.fallback_steps.sum() > 0
+
+
+def test_stop_and_go_bit_identical() -> None:
+    """Down to a standstill (the zero-speed clamps) and away again."""
+    general, _ = _assert_same(
+        example(
+            "brake-and-recover",
+            leader={"speed_profile": [[0, 22], [10, 0], [40, 0], [60, 20]]},
+            duration_s=90,
+        )
+    )
+    assert general.trace.speed_mps[:, 0].min() == 0.0
+    assert general.trace.speed_mps[-1].min() > 15.0
+
+
+def test_cold_downhill_diesel_bit_identical() -> None:
+    """Energy terms that a flat mild day leaves out: grade, regeneration, cold, diesel."""
+    _assert_same(example("brake-and-recover", road={"grade_pct": -3.0}, weather={"ambient_c": -20}))
+    _assert_same(example("brake-and-recover", truck={"powertrain": {"kind": "diesel"}}))
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"channel": {"rate_hz": 10, "latency_s": 0.1}},
+        {"channel": {"rate_hz": 10, "loss": 0.1}},
+        {"channel": {"rate_hz": 10, "burst": {"loss_bad": 1.0}}},
+        {"channel": {"rate_hz": 5}},
+        {"channel": {"rate_hz": 10, "outages": [[10, 20]]}},
+        {"platoon": {"controller": {"model": "acc"}}},
+        {"platoon": {"controller": {"model": "cacc-ploeg"}}},
+        {"platoon": {"controller": {"model": "cacc-sumo", "actuator_lag_s": 0.3}}},
+        {"platoon": {"controller": {"model": "cacc-sumo", "emergency_braking": True}}},
+        {"truck": {"powertrain": {"limit_traction": True}}},
+        {
+            "hazards": [
+                {"kind": "dust_storm", "start_m": 5e3, "end_m": 6e3, "start_s": 0, "end_s": 60}
+            ]
+        },
+        {"signals": [{"pos_m": 4000, "green_s": 30, "yellow_s": 4, "red_s": 40}]},
+    ],
+)
+def test_features_it_drops_make_a_scenario_ineligible(over: dict[str, Any]) -> None:
+    assert _eligible(example("brake-and-recover"))
+    assert not _eligible(example("brake-and-recover", **over))
