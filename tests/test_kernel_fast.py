@@ -38,7 +38,7 @@ STATE_FIELDS = (
 def _eligible(sc: Scenario) -> bool:
     t, s, w = engine.build(sc)
     return kernel_fast.eligible(
-        t.model, t.phys, t.ctrl, t.acc, t.powertrain, w.channel, w.outages, s.hist,
+        t.model, t.leader, t.phys, t.ctrl, t.acc, t.powertrain, w.channel, w.outages, s.hist,
         engine.unhandled_tables(w),
     )  # fmt: skip
 

@@ -202,6 +202,7 @@ def _cpu_backend(
     t, s = table, state
     if kernel_fast.eligible(
         t.model,
+        t.leader,
         t.phys,
         t.ctrl,
         t.acc,

@@ -216,13 +216,13 @@ def _receive(
         ch, seed, link, sent, abs(pj - pi), _in_outage(sent * dt, outages), ge_flat
     ):
         return
-    rx[i, RX_POS_M] = pj
-    rx[i, RX_SPEED_MPS] = vj
-    rx[i, RX_ACCEL_MPS2] = aj
-    rx[i, RX_U_MPS2] = uj
-    rx[i, RX_STAMP_S] = sent * dt
+    rx[RX_POS_M, i] = pj
+    rx[RX_SPEED_MPS, i] = vj
+    rx[RX_ACCEL_MPS2, i] = aj
+    rx[RX_U_MPS2, i] = uj
+    rx[RX_STAMP_S, i] = sent * dt
     hazard = aj <= -HAZARD_DECEL_FRACTION * emergency_decel or mode[j] == MODE_EMERGENCY
-    rx[i, RX_HAZARD] = 1.0 if hazard else 0.0
+    rx[RX_HAZARD, i] = 1.0 if hazard else 0.0
 
 
 @njit(cache=True)
@@ -412,8 +412,8 @@ def _truck_range(
                     ge_flat,
                     phys[i, TP_EMERGENCY_DECEL_MPS2],
                 )
-        fresh = t - rx_pred[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
-        fresh_head = t - rx_head[i, RX_STAMP_S] <= ch[CH_STALE_AFTER_S]
+        fresh = t - rx_pred[RX_STAMP_S, i] <= ch[CH_STALE_AFTER_S]
+        fresh_head = t - rx_head[RX_STAMP_S, i] <= ch[CH_STALE_AFTER_S]
 
         # control: a speed (SUMO laws) or an acceleration command (the others)
         new_mode = MODE_FOLLOW
@@ -446,8 +446,8 @@ def _truck_range(
             sumo_law = True
             new_mode = MODE_HEAD
         elif m == MODEL_CACC_SUMO:
-            pv = rx_pred[i, RX_SPEED_MPS] if fresh else pred_v_radar
-            pa = rx_pred[i, RX_ACCEL_MPS2] if fresh else 0.0
+            pv = rx_pred[RX_SPEED_MPS, i] if fresh else pred_v_radar
+            pa = rx_pred[RX_ACCEL_MPS2, i] if fresh else 0.0
             v_des, cm = cacc_next_speed(
                 ctrl[i], v, a, gap_sensed, pv, pa, fresh, v_max, dt, ctrl_mode[i]
             )
@@ -474,10 +474,10 @@ def _truck_range(
                 ctrl[i],
                 v,
                 gap_sensed,
-                rx_pred[i, RX_SPEED_MPS],
-                rx_pred[i, RX_ACCEL_MPS2],
-                rx_head[i, RX_SPEED_MPS],
-                rx_head[i, RX_ACCEL_MPS2],
+                rx_pred[RX_SPEED_MPS, i],
+                rx_pred[RX_ACCEL_MPS2, i],
+                rx_head[RX_SPEED_MPS, i],
+                rx_head[RX_ACCEL_MPS2, i],
             )
         elif m == MODEL_CACC_PLOEG:
             u_cmd = ploeg_accel(
@@ -487,8 +487,8 @@ def _truck_range(
                 a,
                 gap_sensed,
                 min_gap_m,
-                rx_pred[i, RX_SPEED_MPS],
-                rx_pred[i, RX_U_MPS2],
+                rx_pred[RX_SPEED_MPS, i],
+                rx_pred[RX_U_MPS2, i],
                 dt,
             )
 
@@ -500,7 +500,7 @@ def _truck_range(
             and j >= 0
         ):
             closing = v - pred_v_radar
-            hazard = fresh and rx_pred[i, RX_HAZARD] > 0.5
+            hazard = fresh and rx_pred[RX_HAZARD, i] > 0.5
             imminent = closing > 0.0 and gap_sensed < closing * env[ENV_AEB_TTC_S]
             if hazard or imminent:
                 u_cmd = -b_emg

@@ -77,7 +77,6 @@ from convoy.vehicle.channel import (
 from convoy.vehicle.controllers import (
     MODE_ACC_FALLBACK,
     MODE_COLLIDED,
-    MODE_EMERGENCY,
     MODE_HEAD,
     MODEL_CACC_SUMO,
 )
@@ -98,6 +97,7 @@ CHUNK = 512
 
 def eligible(
     model: np.ndarray,
+    leader: np.ndarray,
     phys: np.ndarray,
     ctrl: np.ndarray,
     acc: np.ndarray,
@@ -110,13 +110,16 @@ def eligible(
     """Whether ``run_steps_cacc`` computes exactly what ``kernel.run_steps`` would.
 
     Args:
-        model, phys, ctrl, acc, powertrain: the ``TruckTable`` arrays.
+        model, leader, phys, ctrl, acc, powertrain: the ``TruckTable`` arrays.
         channel, outages: the channel vector and outage windows.
         hist: the state's history ring buffer (one slot when nothing is delayed).
         extra_tables: world tables the fast step does not handle (hazards, RSUs, …); each
             must have no rows.
     """
     if model.shape[0] == 0 or not np.all(model == MODEL_CACC_SUMO):
+        return False
+    # one lane, in order: the truck ahead is the row above (pass 1 reads it as a shifted slice)
+    if not np.array_equal(leader, np.arange(leader.shape[0]) - 1):
         return False
     if any(t.shape[0] > 0 for t in extra_tables) or outages.shape[0] > 0 or hist.shape[0] != 1:
         return False
@@ -145,6 +148,64 @@ def eligible(
 _PLAIN = 0  # a follower that heard its predecessor this step: pass 2's law stands
 _SPECIAL_SPEED = 1  # a head, or a follower on older data: pass 3 set the final speed
 _SPECIAL_ACCEL = 2  # collided: pass 3 set speed, acceleration and command
+
+
+@njit(cache=True, error_model="numpy")
+def _sense_block(
+    length_m: float,
+    range_m: float,
+    t_s: float,
+    hazard_accel_mps2: float,
+    pos: np.ndarray,
+    speed: np.ndarray,
+    pos_ahead: np.ndarray,
+    speed_ahead: np.ndarray,
+    accel_ahead: np.ndarray,
+    u_ahead: np.ndarray,
+    follows: np.ndarray,
+    min_gap: np.ndarray,
+    min_ttc: np.ndarray,
+    rx: np.ndarray,
+    gaps: np.ndarray,
+    pred_v: np.ndarray,
+    drag_gaps: np.ndarray,
+    kind: np.ndarray,
+) -> int:
+    """Pass 1 for a block of trucks with the truck ahead one row up (a single lane).
+
+    The gap and speed of the truck ahead, the minimum gap and time-to-collision, the beacon
+    of a follower's predecessor when in range (``rx``: the block's ``(RX_SIZE, m)`` slice),
+    and whether pass 2's law applies as is (``kind``). Every write is a select, so LLVM
+    vectorises the loop. Returns the number of overlapping trucks, for the caller to record.
+    In this regime no truck brakes in MODE_EMERGENCY, so a beacon's hazard flag is its
+    deceleration alone.
+    """
+    contacts = 0
+    for k in range(pos.shape[0]):
+        x = pos[k]
+        v = speed[k]
+        xj = pos_ahead[k]
+        pv = speed_ahead[k]
+        aj = accel_ahead[k]
+        gap = xj - length_m - x
+        closing = v - pv
+        min_gap[k] = gap if gap < min_gap[k] else min_gap[k]
+        ttc = max(gap, 0.0) / closing
+        min_ttc[k] = ttc if closing > 1e-9 and ttc < min_ttc[k] else min_ttc[k]
+        contacts += 1 if gap < 0.0 else 0
+        heard = (follows[k] != 0) & (abs(xj - x) <= range_m)
+        rx[RX_POS_M, k] = xj if heard else rx[RX_POS_M, k]
+        rx[RX_SPEED_MPS, k] = pv if heard else rx[RX_SPEED_MPS, k]
+        rx[RX_ACCEL_MPS2, k] = aj if heard else rx[RX_ACCEL_MPS2, k]
+        rx[RX_U_MPS2, k] = u_ahead[k] if heard else rx[RX_U_MPS2, k]
+        rx[RX_STAMP_S, k] = t_s if heard else rx[RX_STAMP_S, k]
+        hazard = 1.0 if aj <= hazard_accel_mps2 else 0.0
+        rx[RX_HAZARD, k] = hazard if heard else rx[RX_HAZARD, k]
+        gaps[k] = gap
+        pred_v[k] = pv
+        drag_gaps[k] = gap
+        kind[k] = _PLAIN if heard else _SPECIAL_SPEED
+    return contacts
 
 
 @njit(cache=True, error_model="numpy")
@@ -238,6 +299,7 @@ def _cacc_range(
     follower: np.ndarray,
     ppos: np.ndarray,
     drag_rows: np.ndarray,
+    follows: np.ndarray,
     phys0: np.ndarray,
     ctrl0: np.ndarray,
     pt0: np.ndarray,
@@ -294,38 +356,44 @@ def _cacc_range(
     law_mode = iscratch[1]
     kind = iscratch[2]
 
-    # 1. sense and receive
+    # 1. sense and receive: truck 0 has no one ahead; the rest of the block vectorised
+    first = lo
+    if lo == 0:
+        gaps[0] = np.inf
+        pred_v[0] = speed[cur, 0]
+        kind[0] = _SPECIAL_SPEED
+        first = 1
+    contacts = _sense_block(
+        length,
+        range_m,
+        t,
+        hazard_a,
+        pos[cur, first:hi],
+        speed[cur, first:hi],
+        pos[cur, first - 1 : hi - 1],
+        speed[cur, first - 1 : hi - 1],
+        accel[cur, first - 1 : hi - 1],
+        u[cur, first - 1 : hi - 1],
+        follows[first:hi],
+        min_gap[first:hi],
+        min_ttc[first:hi],
+        rx_pred[:, first:hi],
+        gaps[first:hi],
+        pred_v[first:hi],
+        drag_gaps[first:hi],
+        kind[first:hi],
+    )
+    if contacts > 0:
+        # rare: record the contacts (the minima are already up to date)
+        for i in range(first, hi):
+            if gaps[i] < 0.0:
+                v = speed[cur, i]
+                account_gap(
+                    i, i - 1, gaps[i], v - pred_v[i], t, min_gap, min_ttc, collided_at,
+                    collision_speed,
+                )  # fmt: skip
     for i in range(lo, hi):
-        x = pos[cur, i]
-        v = speed[cur, i]
-        j = leader[i]
-        gap = np.inf
-        pv = v
-        heard = False
-        if j >= 0:
-            xj = pos[cur, j]
-            pv = speed[cur, j]
-            gap = xj - length - x
-            account_gap(i, j, gap, v - pv, t, min_gap, min_ttc, collided_at, collision_speed)
-            if ppos[i] != 0 and abs(xj - x) <= range_m:
-                aj = accel[cur, j]
-                rx_pred[i, RX_POS_M] = xj
-                rx_pred[i, RX_SPEED_MPS] = pv
-                rx_pred[i, RX_ACCEL_MPS2] = aj
-                rx_pred[i, RX_U_MPS2] = u[cur, j]
-                rx_pred[i, RX_STAMP_S] = t
-                hazard = aj <= hazard_a or mode[j] == MODE_EMERGENCY
-                rx_pred[i, RX_HAZARD] = 1.0 if hazard else 0.0
-                heard = True
-        drag_gap = gap
-        if ppos[i] == 0:
-            f = follower[i]
-            drag_gap = x - length - pos[cur, f] if f >= 0 else np.inf
-        gaps[i] = gap
-        pred_v[i] = pv
-        drag_gaps[i] = drag_gap
         prev_mode[i] = ctrl_mode[i]
-        kind[i] = _PLAIN if heard else _SPECIAL_SPEED
 
     # 2. the law, vectorised
     _law_block(
@@ -355,6 +423,8 @@ def _cacc_range(
             mode[i] = MODE_COLLIDED
         elif ppos[i] == 0:
             v = speed[cur, i]
+            f = follower[i]
+            drag_gaps[i] = pos[cur, i] - length - pos[cur, f] if f >= 0 else np.inf
             target = head_target if head_target >= 0.0 else v
             if leader[i] >= 0:
                 ctrl_mode[i] = law_mode[i]
@@ -368,15 +438,15 @@ def _cacc_range(
         else:
             v = speed[cur, i]
             a = accel[cur, i]
-            if t - rx_pred[i, RX_STAMP_S] <= stale_s:
+            if t - rx_pred[RX_STAMP_S, i] <= stale_s:
                 # fresh, but from an earlier beacon: the law with what was heard then
                 v_des, cm = cacc_next_speed(
                     ctrl0,
                     v,
                     a,
                     gaps[i],
-                    rx_pred[i, RX_SPEED_MPS],
-                    rx_pred[i, RX_ACCEL_MPS2],
+                    rx_pred[RX_SPEED_MPS, i],
+                    rx_pred[RX_ACCEL_MPS2, i],
                     True,
                     v_max,
                     dt,
@@ -474,8 +544,10 @@ def run_steps_cacc(
     scratch = np.empty((7, n))
     iscratch = np.empty((3, n), np.int64)
     drag_rows = np.empty(n, np.int64)
+    follows = np.empty(n, np.int64)
     for i in range(n):
         drag_rows[i] = drag_row(psize[i], ppos[i])
+        follows[i] = 1 if ppos[i] != 0 else 0
     for s in range(s0, s0 + n_steps):
         target = profile_speed(s * dt + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
         for c in prange(n_chunks):
@@ -488,6 +560,7 @@ def run_steps_cacc(
                 follower,
                 ppos,
                 drag_rows,
+                follows,
                 phys0,
                 ctrl0,
                 pt0,

@@ -92,8 +92,9 @@ class TruckState:
         mode: (n,) int8 control mode, see ``MODE_*``.
         ctrl_mode: (n,) int8 law-internal mode kept between steps (SUMO's ControlMode).
         energy_kwh: (n,) energy drawn since the start (battery, or fuel energy) [kWh].
-        rx_pred: (n, RX_SIZE) newest beacon received from the predecessor.
-        rx_head: (n, RX_SIZE) newest beacon received from the platoon head.
+        rx_pred: (RX_SIZE, n) newest beacon received from the predecessor (one row per
+            field, so that a loop over trucks reads and writes each field contiguously).
+        rx_head: (RX_SIZE, n) newest beacon received from the platoon head.
         ge_bad: (n, 2) int8 Gilbert–Elliott state of the predecessor and head links.
         hist: (h, H_SIZE, n) ring buffer of past pos/speed/accel/u for delays.
         collided_at_s: (n,) time of this truck's first collision [s], NaN if none.
@@ -175,8 +176,8 @@ class TruckState:
         hist = np.zeros((max(history_len, 1), H_SIZE, n))
         hist[:, H_POS_M, :] = pos_m
         hist[:, H_SPEED_MPS, :] = speed_mps
-        rx = np.zeros((n, RX_SIZE))
-        rx[:, RX_STAMP_S] = -np.inf
+        rx = np.zeros((RX_SIZE, n))
+        rx[RX_STAMP_S] = -np.inf
         return TruckState(
             pos_m=pos,
             speed_mps=speed,
