@@ -105,7 +105,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.trucks.split(",")] if args.trucks else [1_000, 10_000, 100_000]
     if any(s < 5 for s in sizes):
         raise BadInputError(f"--trucks {args.trucks}: each size must be at least 5")
-    results = bench_sim(sizes, sumo=not args.no_sumo, console=_out)
+    from convoy.sim.engine import get_backend
+    from convoy.sim.scenario import ScenarioError
+
+    try:
+        get_backend(args.backend)
+    except ScenarioError as exc:  # an unknown name, listed with the valid ones
+        raise BadInputError(f"--backend: {exc}") from None
+    results = bench_sim(sizes, sumo=not args.no_sumo, console=_out, backend=args.backend)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
@@ -188,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["sim"], help="which benchmark")
     bench.add_argument("--trucks", help="comma-separated fleet sizes (default 1000,10000,100000)")
     bench.add_argument("--no-sumo", action="store_true", help="skip the SUMO side")
+    bench.add_argument(
+        "--backend",
+        default="cpu",
+        help="engine backend to time (default cpu; cpu-general forces the general kernel)",
+    )
     bench.add_argument("--json", help="also write the figures as JSON")
     bench.set_defaults(func=cmd_bench)
 

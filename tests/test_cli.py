@@ -98,6 +98,20 @@ def test_missing_scenario_file() -> None:
 def test_unknown_backend_is_bad_input() -> None:
     r = _convoy("sim", "brake-and-recover", "--backend", "warp")
     assert r.returncode == 2 and "valid backends: cpu" in r.stderr
+    r = _convoy("bench", "sim", "--backend", "warp")
+    assert r.returncode == 2 and "valid backends: cpu, cpu-general" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_general_backend_gives_the_same_run(tmp_path: Path) -> None:
+    """cpu picks the fast CACC step for this scenario; cpu-general must agree to the bit."""
+    outs = []
+    for backend in ("cpu", "cpu-general"):
+        out = tmp_path / f"{backend}.csv"
+        r = _convoy("sim", "brake-and-recover", "--fcd", str(out), "--backend", backend)
+        assert r.returncode == 0, r.stderr
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
 
 
 def test_run_writes_the_main_job_outputs(tmp_path: Path) -> None:

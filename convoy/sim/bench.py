@@ -81,7 +81,7 @@ import sys
 from convoy.sim.engine import simulate
 from convoy.sim.scenario import load_scenario
 sc = load_scenario(sys.argv[1])
-simulate(sc, record_every_s=sc.duration_s, chunks=1)
+simulate(sc, backend=sys.argv[2], record_every_s=sc.duration_s, chunks=1)
 """
 
 _STARTUP = """
@@ -312,16 +312,18 @@ def sumo_end_times(trucks: int) -> tuple[float, float]:
     return first, _round_steps(first + span)
 
 
-def _time_convoy(case: BenchCase, steps: int) -> float:
+def _time_convoy(case: BenchCase, steps: int, backend: str) -> float:
     """Wall time of one engine run of ``steps`` steps, recording only its last state."""
     data = scenario_data(case.trucks, steps * DT_S)
     sc = parse_scenario(data, "bench")
     start = time.perf_counter()
-    simulate(sc, record_every_s=sc.duration_s, chunks=1)
+    simulate(sc, backend=backend, record_every_s=sc.duration_s, chunks=1)
     return time.perf_counter() - start
 
 
-def convoy_steady(case: BenchCase, repeats: int = 2) -> tuple[float, int, int]:
+def convoy_steady(
+    case: BenchCase, backend: str = "cpu", repeats: int = 2
+) -> tuple[float, int, int]:
     """Steady-state vehicle-steps/s of the engine and the two step counts timed.
 
     A short run first compiles (or loads from the cache) and estimates the rate; the two
@@ -329,23 +331,23 @@ def convoy_steady(case: BenchCase, repeats: int = 2) -> tuple[float, int, int]:
     best of ``repeats``; building the scenario is in both and cancels out.
     """
     n = case.trucks
-    _time_convoy(case, 2)
+    _time_convoy(case, 2, backend)
     probe = max(10, 2_000_000 // n)
-    rate = probe * n / max(_time_convoy(case, probe), 1e-6)
+    rate = probe * n / max(_time_convoy(case, probe, backend), 1e-6)
     long_steps = max(40, int(CONVOY_TARGET_S * rate / n))
     short_steps = max(10, long_steps // 4)
-    t_short = min(_time_convoy(case, short_steps) for _ in range(repeats))
-    t_long = min(_time_convoy(case, long_steps) for _ in range(repeats))
+    t_short = min(_time_convoy(case, short_steps, backend) for _ in range(repeats))
+    t_long = min(_time_convoy(case, long_steps, backend) for _ in range(repeats))
     vehicle_steps = (long_steps - short_steps) * n
     return vehicle_steps / max(t_long - t_short, 1e-9), short_steps, long_steps
 
 
-def convoy_end_to_end(trucks: int, duration_s: float, workdir: Path) -> float:
+def convoy_end_to_end(trucks: int, duration_s: float, workdir: Path, backend: str = "cpu") -> float:
     """Wall time of a fresh ``python`` that loads the scenario file and runs it, s."""
     path = workdir / f"bench-{trucks}.yaml"
     path.write_text(yaml.safe_dump(scenario_data(trucks, duration_s), sort_keys=False))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _RUN_SCENARIO, str(path)], check=True)
+    subprocess.run([sys.executable, "-c", _RUN_SCENARIO, str(path), backend], check=True)
     return time.perf_counter() - start
 
 
@@ -365,7 +367,7 @@ def startup_s(repeats: int = STARTUP_REPEATS) -> float:
 
 
 def _bench_one(
-    trucks: int, sumo: bool, workdir: Path, step: Callable[[str], None]
+    trucks: int, sumo: bool, workdir: Path, step: Callable[[str], None], backend: str
 ) -> dict[str, Any]:
     first_s, end_s = sumo_end_times(fleet_platoons(trucks) * TRUCKS_PER_PLATOON)
     case = bench_case(trucks, end_s)
@@ -375,15 +377,16 @@ def _bench_one(
         "dt_s": DT_S,
         "e2e_sim_s": end_s,
         "threads": numba.get_num_threads(),
+        "backend": backend,
         # other work on the machine slows the per-step thread barrier; keep it on record
         "load_avg_1min": os.getloadavg()[0],
     }
 
     step(f"{n:,} trucks: convoy steady state")
-    rate, short_steps, long_steps = convoy_steady(case)
+    rate, short_steps, long_steps = convoy_steady(case, backend)
     row |= {"convoy_steady_vsps": rate, "convoy_steps": [short_steps, long_steps]}
     step(f"{n:,} trucks: convoy end to end ({end_s:g} s)")
-    row["convoy_e2e_s"] = convoy_end_to_end(n, end_s, workdir)
+    row["convoy_e2e_s"] = convoy_end_to_end(n, end_s, workdir, backend)
     if not sumo:
         return row
 
@@ -451,7 +454,9 @@ def _table(rows: list[dict[str, Any]], startup: float) -> Table:
     return table
 
 
-def bench_sim(sizes: list[int], sumo: bool, console: Console) -> list[dict[str, Any]]:
+def bench_sim(
+    sizes: list[int], sumo: bool, console: Console, backend: str = "cpu"
+) -> list[dict[str, Any]]:
     """Run the corridor at each fleet size in convoy and (unless ``sumo`` is False) SUMO.
 
     Prints a table of steady-state vehicle-steps/s and end-to-end wall times with their
@@ -463,8 +468,9 @@ def bench_sim(sizes: list[int], sumo: bool, console: Console) -> list[dict[str, 
         end-to-end runs), and with SUMO ``sumo_steady_vsps``, ``sumo_end_s``,
         ``sumo_e2e_s``, ``sumo_lanes``, ``sumo_inserted``, ``sumo_running``,
         ``sumo_reported_ups``, ``steady_ratio`` and ``e2e_ratio`` (SUMO / convoy); every
-        dict also has ``startup_s``, ``threads`` (Numba's) and ``load_avg_1min`` (the
-        machine's load when that size started).
+        dict also has ``startup_s``, ``threads`` (Numba's), ``backend`` (the engine
+        backend timed, ``cpu`` by default) and ``load_avg_1min`` (the machine's load when
+        that size started).
     """
     if sumo:
         try:
@@ -494,7 +500,7 @@ def bench_sim(sizes: list[int], sumo: bool, console: Console) -> list[dict[str, 
 
         startup = startup_s()
         for trucks in sizes:
-            rows.append(_bench_one(trucks, sumo, Path(tmp), step))
+            rows.append(_bench_one(trucks, sumo, Path(tmp), step, backend))
         progress.update(task, completed=started)
     for r in rows:
         r["startup_s"] = startup
