@@ -4,12 +4,13 @@
 and outages, sensor delays, driver noise, actuator lag, traction limits, hazards and RSUs,
 mixed controller models.  Each costs a check, a branch or a memory access per truck and step,
 even when it is off.  When a scenario uses none of them — every truck on SUMO's CACC law
-with the same parameters, beacons every step without latency or random loss, no hazards —
-the step reduces to: gather the predecessor's state, apply the law, integrate, account.
+with the same parameters in one lane, beacons every step without latency or random loss,
+no hazards or signals — the step reduces to: read the truck ahead, apply the law,
+integrate, account.
 
 ``run_steps_cacc`` is that step.  It is a drop-in replacement for ``kernel.run_steps`` on
 such a scenario, with the same state arrays and the same results to the last bit
-(``tests/test_engine.py`` checks this).  What it keeps:
+(``tests/test_kernel_fast.py`` checks this).  What it keeps:
 
 * the beacon range: a predecessor beyond ``CH_RANGE_M`` is not heard, and the last beacon
   stays fresh for ``CH_STALE_AFTER_S``, then the law falls back to ACC, as in the general
@@ -21,9 +22,14 @@ What it drops, because eligibility (``eligible``) rules it out: the history ring
 (no reader is delayed), the random draws (no loss), hazard effects, traction limits and
 actuator lag, the emergency-braking trigger, the Gilbert–Elliott state.
 
-Speed comes from three things: the parameters are scalars hoisted out of the loops (the
-fleet is uniform), trucks are processed in blocks of ``CHUNK`` inside one compiled call
-(no per-truck call boundary, so no reference counting per truck), and every helper inlines.
+Speed comes from vectorisation. Trucks run in blocks of ``CHUNK`` per compiled call, in
+passes over 1-D slices of the block that LLVM turns into AVX2 code, four trucks per
+instruction: ``_sense_block`` (gaps, safety minima, beacons) and ``_step_block`` (the law,
+``setSpeed`` or finalising, integration, energy). Those passes select rather than branch,
+read the truck ahead as the same arrays shifted by one row, keep the mode rows in int64
+working copies, and stay under the number of written arrays past which LLVM gives up. Only
+the first and last truck of the fleet, stale beacons and collisions take the scalar
+``_truck_step``. See docs/benchmarks.md for what each of these was worth.
 """
 
 from __future__ import annotations
@@ -144,10 +150,13 @@ def eligible(
     return all(bool(np.all(a == a[0])) for a in (phys, ctrl, acc, powertrain))
 
 
-# What pass 3 found out about a truck (``kind`` scratch row).
-_PLAIN = 0  # a follower that heard its predecessor this step: pass 2's law stands
-_SPECIAL_SPEED = 1  # a head, or a follower on older data: pass 3 set the final speed
-_SPECIAL_ACCEL = 2  # collided: pass 3 set speed, acceleration and command
+@njit(cache=True, error_model="numpy")
+def _contacts(length_m: float, pos_ahead: np.ndarray, pos: np.ndarray) -> int:
+    """How many trucks overlap the truck ahead (vectorised)."""
+    count = 0
+    for k in range(pos.shape[0]):
+        count += 1 if pos_ahead[k] - length_m - pos[k] < 0.0 else 0
+    return count
 
 
 @njit(cache=True, error_model="numpy")
@@ -165,128 +174,263 @@ def _sense_block(
     follows: np.ndarray,
     min_gap: np.ndarray,
     min_ttc: np.ndarray,
-    rx: np.ndarray,
-    gaps: np.ndarray,
-    pred_v: np.ndarray,
-    drag_gaps: np.ndarray,
-    kind: np.ndarray,
-) -> int:
-    """Pass 1 for a block of trucks with the truck ahead one row up (a single lane).
-
-    The gap and speed of the truck ahead, the minimum gap and time-to-collision, the beacon
-    of a follower's predecessor when in range (``rx``: the block's ``(RX_SIZE, m)`` slice),
-    and whether pass 2's law applies as is (``kind``). Every write is a select, so LLVM
-    vectorises the loop. Returns the number of overlapping trucks, for the caller to record.
-    In this regime no truck brakes in MODE_EMERGENCY, so a beacon's hazard flag is its
-    deceleration alone.
+    rx_pos: np.ndarray,
+    rx_speed: np.ndarray,
+    rx_accel: np.ndarray,
+    rx_u: np.ndarray,
+    rx_stamp: np.ndarray,
+    rx_hazard: np.ndarray,
+) -> None:
+    """Sense and receive for a block (1-D slices, ``*_ahead`` shifted by one truck): the
+    minimum gap and time-to-collision, and a follower's beacon from its predecessor when in
+    range. No one brakes in MODE_EMERGENCY in this regime, so a beacon's hazard flag is its
+    deceleration alone. Selects only, so LLVM vectorises it; kept apart from
+    ``_step_block`` because LLVM gives up on a loop that writes too many arrays.
     """
-    contacts = 0
     for k in range(pos.shape[0]):
         x = pos[k]
-        v = speed[k]
         xj = pos_ahead[k]
         pv = speed_ahead[k]
         aj = accel_ahead[k]
         gap = xj - length_m - x
-        closing = v - pv
+        closing = speed[k] - pv
         min_gap[k] = gap if gap < min_gap[k] else min_gap[k]
         ttc = max(gap, 0.0) / closing
         min_ttc[k] = ttc if closing > 1e-9 and ttc < min_ttc[k] else min_ttc[k]
-        contacts += 1 if gap < 0.0 else 0
         heard = (follows[k] != 0) & (abs(xj - x) <= range_m)
-        rx[RX_POS_M, k] = xj if heard else rx[RX_POS_M, k]
-        rx[RX_SPEED_MPS, k] = pv if heard else rx[RX_SPEED_MPS, k]
-        rx[RX_ACCEL_MPS2, k] = aj if heard else rx[RX_ACCEL_MPS2, k]
-        rx[RX_U_MPS2, k] = u_ahead[k] if heard else rx[RX_U_MPS2, k]
-        rx[RX_STAMP_S, k] = t_s if heard else rx[RX_STAMP_S, k]
+        rx_pos[k] = xj if heard else rx_pos[k]
+        rx_speed[k] = pv if heard else rx_speed[k]
+        rx_accel[k] = aj if heard else rx_accel[k]
+        rx_u[k] = u_ahead[k] if heard else rx_u[k]
+        rx_stamp[k] = t_s if heard else rx_stamp[k]
         hazard = 1.0 if aj <= hazard_accel_mps2 else 0.0
-        rx[RX_HAZARD, k] = hazard if heard else rx[RX_HAZARD, k]
-        gaps[k] = gap
-        pred_v[k] = pv
-        drag_gaps[k] = gap
-        kind[k] = _PLAIN if heard else _SPECIAL_SPEED
-    return contacts
+        rx_hazard[k] = hazard if heard else rx_hazard[k]
 
 
 @njit(cache=True, error_model="numpy")
-def _law_block(
+def _step_block(
+    head_target: float,
     ctrl0: np.ndarray,
-    v_max: float,
-    dt: float,
-    speed: np.ndarray,
-    accel: np.ndarray,
-    gaps: np.ndarray,
-    pred_v: np.ndarray,
-    prev_mode: np.ndarray,
-    v_law: np.ndarray,
-    law_mode: np.ndarray,
-) -> None:
-    """Pass 2: ``cacc_next_speed`` behind a CACC predecessor, in its three parts, for a block.
-
-    All arrays are the block's 1-D slices, indexed alike, so LLVM vectorises the loop.
-    """
-    for k in range(speed.shape[0]):
-        v = speed[k]
-        g = gaps[k]
-        pv = pred_v[k]
-        mk = cacc_mode(ctrl0, v, g, True, v_max, prev_mode[k])
-        v_ctl = cacc_control_speed(ctrl0, v, accel[k], g, pv, v_max, dt, mk, 0.0)
-        v_law[k] = cacc_cap(ctrl0, v, g, pv, v_max, dt, v_ctl)
-        law_mode[k] = mk
-
-
-@njit(cache=True, error_model="numpy")
-def _integrate_block(
     phys0: np.ndarray,
     pt0: np.ndarray,
+    ch: np.ndarray,
     env: np.ndarray,
-    v_max: float,
     pos: np.ndarray,
     speed: np.ndarray,
-    kind: np.ndarray,
-    v_law: np.ndarray,
-    v_fix: np.ndarray,
-    a_fix: np.ndarray,
-    u_fix: np.ndarray,
+    accel: np.ndarray,
+    pos_ahead: np.ndarray,
+    speed_ahead: np.ndarray,
+    pos_behind: np.ndarray,
+    follows: np.ndarray,
     drag_rows: np.ndarray,
-    drag_gaps: np.ndarray,
+    collided_at: np.ndarray,
+    ctrl_mode: np.ndarray,
+    mode: np.ndarray,
     energy: np.ndarray,
     pos_new: np.ndarray,
     speed_new: np.ndarray,
     accel_new: np.ndarray,
     u_new: np.ndarray,
+    exceptions: np.ndarray,
 ) -> None:
-    """Pass 4: finalise the speed, integrate, account energy, for a block (1-D slices)."""
+    """One step for a block of trucks that each have a truck ahead and one behind in the lane.
+
+    All arrays are the block's 1-D slices, indexed alike; ``*_ahead`` and ``pos_behind``
+    are the same rows shifted by one truck. After ``_sense_block``, the step of a head, and
+    of a follower that heard its predecessor this step, is complete here: SUMO's CACC law
+    (``cacc_next_speed`` in its three parts), finalise or ``setSpeed``, integrate, energy.
+    Every branch is computed and one selected, so LLVM vectorises the loop. A follower on
+    older beacons, a collided truck and a truck in contact are flagged in ``exceptions``;
+    for them this pass writes no energy and no mode, and the caller redoes their step
+    (``_truck_step``).
+    """
     dt = env[ENV_DT_S]
+    length = phys0[TP_LENGTH_M]
     a_max = phys0[TP_MAX_ACCEL_MPS2]
     b_max = phys0[TP_MAX_DECEL_MPS2]
     b_emg = phys0[TP_EMERGENCY_DECEL_MPS2]
+    v_max = min(phys0[TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS])
     mass = phys0[TP_MASS_KG]
     cd_a = phys0[TP_CD_A_M2]
     crr = phys0[TP_CRR]
     grade = env[ENV_GRADE]
     ambient = env[ENV_AMBIENT_C]
-    for k in range(speed.shape[0]):
+    range_m = ch[CH_RANGE_M]
+    for k in range(pos.shape[0]):
+        x = pos[k]
         v = speed[k]
-        kk = kind[k]
-        v_fin = sumo_finalize_speed(v, v_law[k], a_max, b_max, b_emg, v_max, dt)
-        v_fin = v_fin if kk == _PLAIN else v_fix[k]
+        a = accel[k]
+        xj = pos_ahead[k]
+        pv = speed_ahead[k]
+        gap = xj - length - x
+        is_follower = follows[k] != 0
+        heard = is_follower & (abs(xj - x) <= range_m)
+        # control: the law behind the truck ahead; a head caps its profile with it
+        mk = cacc_mode(ctrl0, v, gap, True, v_max, ctrl_mode[k])
+        v_ctl = cacc_control_speed(ctrl0, v, a, gap, pv, v_max, dt, mk, 0.0)
+        v_law = cacc_cap(ctrl0, v, gap, pv, v_max, dt, v_ctl)
+        target = min(head_target if head_target >= 0.0 else v, v_law)
+        v_head = sumo_set_speed(v, target, a_max, b_max, dt, v_max)
+        v_follow = sumo_finalize_speed(v, v_law, a_max, b_max, b_emg, v_max, dt)
+        v_fin = v_follow if is_follower else v_head
+        # actuate and integrate as SUMO does
         u_cmd = (v_fin - v) / dt
-        a_new = u_cmd
-        if kk == _SPECIAL_ACCEL:
-            u_cmd = u_fix[k]
-            a_new = a_fix[k]
         stopped = v_fin < 0.0
         v_new = 0.0 if stopped else v_fin
-        a_new = -v / dt if stopped else a_new
-        cd_frac = drag_multiplier_row(drag_rows[k], drag_gaps[k])
-        energy[k] += step_energy_kwh_unchecked(
+        a_new = -v / dt if stopped else u_cmd
+        # account: energy with the drag of the own gap (a head: the gap behind it)
+        drag_gap = gap if is_follower else x - length - pos_behind[k]
+        cd_frac = drag_multiplier_row(drag_rows[k], drag_gap)
+        e_kwh = step_energy_kwh_unchecked(
             pt0, mass, 0.5 * (v + v_new), a_new, grade, cd_frac, cd_a, crr, ambient, dt
         )
-        pos_new[k] = pos[k] + v_new * dt
+        collided = collided_at[k] == collided_at[k]  # not NaN (a time is set), without a call
+        exception = (is_follower & (not heard)) | collided | (gap < 0.0)
+        energy[k] += 0.0 if exception else e_kwh
+        pos_new[k] = x + v_new * dt
         speed_new[k] = v_new
         accel_new[k] = a_new
         u_new[k] = u_cmd
+        ctrl_mode[k] = ctrl_mode[k] if exception else mk
+        mode[k] = mode[k] if exception else (mk if is_follower else MODE_HEAD)
+        exceptions[k] = 1 if exception else 0
+
+
+@njit(cache=True, error_model="numpy")
+def _truck_step(
+    i: int,
+    s: int,
+    head_target: float,
+    follower: np.ndarray,
+    follows: np.ndarray,
+    drag_rows: np.ndarray,
+    phys0: np.ndarray,
+    ctrl0: np.ndarray,
+    pt0: np.ndarray,
+    ch: np.ndarray,
+    env: np.ndarray,
+    pos: np.ndarray,
+    speed: np.ndarray,
+    accel: np.ndarray,
+    u: np.ndarray,
+    mode: np.ndarray,
+    ctrl_mode: np.ndarray,
+    energy: np.ndarray,
+    rx_pred: np.ndarray,
+    collided_at: np.ndarray,
+    collision_speed: np.ndarray,
+    min_gap: np.ndarray,
+    min_ttc: np.ndarray,
+    fallback_steps: np.ndarray,
+) -> None:
+    """The whole step of truck ``i``, scalar: the first and last truck of the fleet (no one
+    ahead, no one behind), and the exceptions of ``_step_block``. Recording a contact and the
+    receive writes repeat ``_step_block``'s with the same values, so running both is exact.
+    """
+    dt = env[ENV_DT_S]
+    t = s * dt
+    cur = s & 1
+    nxt = 1 - cur
+    length = phys0[TP_LENGTH_M]
+    a_max = phys0[TP_MAX_ACCEL_MPS2]
+    b_max = phys0[TP_MAX_DECEL_MPS2]
+    b_emg = phys0[TP_EMERGENCY_DECEL_MPS2]
+    v_max = min(phys0[TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS])
+    x = pos[cur, i]
+    v = speed[cur, i]
+    a = accel[cur, i]
+    gap = np.inf
+    pv = v
+    heard = False
+    if i > 0:
+        j = i - 1
+        xj = pos[cur, j]
+        pv = speed[cur, j]
+        gap = xj - length - x
+        account_gap(i, j, gap, v - pv, t, min_gap, min_ttc, collided_at, collision_speed)
+        if follows[i] != 0 and abs(xj - x) <= ch[CH_RANGE_M]:
+            aj = accel[cur, j]
+            rx_pred[RX_POS_M, i] = xj
+            rx_pred[RX_SPEED_MPS, i] = pv
+            rx_pred[RX_ACCEL_MPS2, i] = aj
+            rx_pred[RX_U_MPS2, i] = u[cur, j]
+            rx_pred[RX_STAMP_S, i] = t
+            hazard = aj <= -HAZARD_DECEL_FRACTION * b_emg
+            rx_pred[RX_HAZARD, i] = 1.0 if hazard else 0.0
+            heard = True
+    sumo_law = True
+    v_fin = v
+    u_cmd = 0.0
+    if not math.isnan(collided_at[i]):
+        u_cmd = min(max(-b_emg, -b_emg), a_max)
+        if v + u_cmd * dt > v_max:
+            u_cmd = (v_max - v) / dt
+        sumo_law = False
+        mode[i] = MODE_COLLIDED
+    elif follows[i] == 0:
+        target = head_target if head_target >= 0.0 else v
+        if i > 0:
+            v_law, cm = cacc_next_speed(ctrl0, v, a, gap, pv, 0.0, True, v_max, dt, ctrl_mode[i])
+            ctrl_mode[i] = cm
+            target = min(target, v_law)
+        v_fin = sumo_set_speed(v, target, a_max, b_max, dt, v_max)
+        mode[i] = MODE_HEAD
+    else:
+        if heard:
+            v_des, cm = cacc_next_speed(ctrl0, v, a, gap, pv, 0.0, True, v_max, dt, ctrl_mode[i])
+            mode[i] = cm
+        elif t - rx_pred[RX_STAMP_S, i] <= ch[CH_STALE_AFTER_S]:
+            # fresh, but from an earlier beacon: the law with what was heard then
+            v_des, cm = cacc_next_speed(
+                ctrl0,
+                v,
+                a,
+                gap,
+                rx_pred[RX_SPEED_MPS, i],
+                rx_pred[RX_ACCEL_MPS2, i],
+                True,
+                v_max,
+                dt,
+                ctrl_mode[i],
+            )
+            mode[i] = cm
+        else:
+            v_des, cm = cacc_next_speed(ctrl0, v, a, gap, pv, 0.0, False, v_max, dt, ctrl_mode[i])
+            mode[i] = MODE_ACC_FALLBACK
+            fallback_steps[i] += 1
+        ctrl_mode[i] = cm
+        v_fin = sumo_finalize_speed(v, v_des, a_max, b_max, b_emg, v_max, dt)
+    if sumo_law:
+        u_cmd = (v_fin - v) / dt
+        v_new = v_fin
+        a_new = u_cmd
+    else:
+        a_new = max(u_cmd, -b_emg)
+        v_new = v + a_new * dt
+    if v_new < 0.0:
+        v_new = 0.0
+        a_new = -v / dt
+    f = follower[i]
+    drag_gap = gap
+    if follows[i] == 0:
+        drag_gap = x - length - pos[cur, f] if f >= 0 else np.inf
+    cd_frac = drag_multiplier_row(drag_rows[i], drag_gap)
+    energy[i] += step_energy_kwh_unchecked(
+        pt0,
+        phys0[TP_MASS_KG],
+        0.5 * (v + v_new),
+        a_new,
+        env[ENV_GRADE],
+        cd_frac,
+        phys0[TP_CD_A_M2],
+        phys0[TP_CRR],
+        env[ENV_AMBIENT_C],
+        dt,
+    )
+    pos[nxt, i] = x + v_new * dt
+    speed[nxt, i] = v_new
+    accel[nxt, i] = a_new
+    u[nxt, i] = u_cmd
 
 
 @njit(cache=True, error_model="numpy")
@@ -295,11 +439,9 @@ def _cacc_range(
     hi: int,
     s: int,
     head_target: float,
-    leader: np.ndarray,
     follower: np.ndarray,
-    ppos: np.ndarray,
-    drag_rows: np.ndarray,
     follows: np.ndarray,
+    drag_rows: np.ndarray,
     phys0: np.ndarray,
     ctrl0: np.ndarray,
     pt0: np.ndarray,
@@ -319,172 +461,83 @@ def _cacc_range(
     min_ttc: np.ndarray,
     hard_brakes: np.ndarray,
     fallback_steps: np.ndarray,
-    scratch: np.ndarray,
-    iscratch: np.ndarray,
+    exceptions: np.ndarray,
 ) -> None:
-    """One step for trucks ``lo..hi-1`` in four passes over the block.
-
-    1. sense and receive (scalar: a gather from the predecessor, rare collision writes);
-    2. the CACC law for every truck, as if it had just heard its predecessor — a loop over
-       contiguous arrays without jumps, which LLVM vectorises;
-    3. the trucks that assumption does not fit (heads, stale beacons, collisions) get their
-       final speed; modes and counters (scalar, mostly a check);
-    4. finalise, integrate, energy for every truck (vectorised);
-    5. count hard brakes (scalar, a compare).
-    """
-    dt = env[ENV_DT_S]
-    t = s * dt
+    """One step for trucks ``lo..hi-1``: the vectorised pass over those with a truck ahead
+    and behind, then the scalar step for the ends of the fleet and the exceptions, then the
+    hard-brake count (an integer, kept out of the vectorised pass)."""
+    n = pos.shape[1]
     cur = s & 1
     nxt = 1 - cur
+    t = s * env[ENV_DT_S]
+    first = max(lo, 1)
+    last = min(hi, n - 1)
+    # contacts first, as the general step does: recording one marks both trucks collided,
+    # and a collided truck brakes in this very step (the pass leaves it to _truck_step)
     length = phys0[TP_LENGTH_M]
-    a_max = phys0[TP_MAX_ACCEL_MPS2]
-    b_max = phys0[TP_MAX_DECEL_MPS2]
-    b_emg = phys0[TP_EMERGENCY_DECEL_MPS2]
-    v_max = min(phys0[TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS])
-    hard = -env[ENV_HARD_BRAKE_MPS2]
-    range_m = ch[CH_RANGE_M]
-    stale_s = ch[CH_STALE_AFTER_S]
-    hazard_a = -HAZARD_DECEL_FRACTION * b_emg
-    gaps = scratch[0]
-    pred_v = scratch[1]
-    drag_gaps = scratch[2]
-    v_law = scratch[3]
-    v_fix = scratch[4]
-    a_fix = scratch[5]
-    u_fix = scratch[6]
-    prev_mode = iscratch[0]
-    law_mode = iscratch[1]
-    kind = iscratch[2]
-
-    # 1. sense and receive: truck 0 has no one ahead; the rest of the block vectorised
-    first = lo
-    if lo == 0:
-        gaps[0] = np.inf
-        pred_v[0] = speed[cur, 0]
-        kind[0] = _SPECIAL_SPEED
-        first = 1
-    contacts = _sense_block(
-        length,
-        range_m,
-        t,
-        hazard_a,
-        pos[cur, first:hi],
-        speed[cur, first:hi],
-        pos[cur, first - 1 : hi - 1],
-        speed[cur, first - 1 : hi - 1],
-        accel[cur, first - 1 : hi - 1],
-        u[cur, first - 1 : hi - 1],
-        follows[first:hi],
-        min_gap[first:hi],
-        min_ttc[first:hi],
-        rx_pred[:, first:hi],
-        gaps[first:hi],
-        pred_v[first:hi],
-        drag_gaps[first:hi],
-        kind[first:hi],
-    )
-    if contacts > 0:
-        # rare: record the contacts (the minima are already up to date)
+    if _contacts(length, pos[cur, first - 1 : hi - 1], pos[cur, first:hi]) > 0:
         for i in range(first, hi):
-            if gaps[i] < 0.0:
-                v = speed[cur, i]
+            gap = pos[cur, i - 1] - length - pos[cur, i]
+            if gap < 0.0:
+                closing = speed[cur, i] - speed[cur, i - 1]
                 account_gap(
-                    i, i - 1, gaps[i], v - pred_v[i], t, min_gap, min_ttc, collided_at,
-                    collision_speed,
-                )  # fmt: skip
-    for i in range(lo, hi):
-        prev_mode[i] = ctrl_mode[i]
-
-    # 2. the law, vectorised
-    _law_block(
-        ctrl0,
-        v_max,
-        dt,
-        speed[cur, lo:hi],
-        accel[cur, lo:hi],
-        gaps[lo:hi],
-        pred_v[lo:hi],
-        prev_mode[lo:hi],
-        v_law[lo:hi],
-        law_mode[lo:hi],
-    )
-
-    # 3. the exceptions; modes and counters
-    for i in range(lo, hi):
-        if not math.isnan(collided_at[i]):
-            v = speed[cur, i]
-            u_cmd = min(max(-b_emg, -b_emg), a_max)
-            if v + u_cmd * dt > v_max:
-                u_cmd = (v_max - v) / dt
-            a_fix[i] = max(u_cmd, -b_emg)
-            v_fix[i] = v + a_fix[i] * dt
-            u_fix[i] = u_cmd
-            kind[i] = _SPECIAL_ACCEL
-            mode[i] = MODE_COLLIDED
-        elif ppos[i] == 0:
-            v = speed[cur, i]
-            f = follower[i]
-            drag_gaps[i] = pos[cur, i] - length - pos[cur, f] if f >= 0 else np.inf
-            target = head_target if head_target >= 0.0 else v
-            if leader[i] >= 0:
-                ctrl_mode[i] = law_mode[i]
-                target = min(target, v_law[i])
-            v_fix[i] = sumo_set_speed(v, target, a_max, b_max, dt, v_max)
-            kind[i] = _SPECIAL_SPEED
-            mode[i] = MODE_HEAD
-        elif kind[i] == _PLAIN:
-            ctrl_mode[i] = law_mode[i]
-            mode[i] = law_mode[i]
-        else:
-            v = speed[cur, i]
-            a = accel[cur, i]
-            if t - rx_pred[RX_STAMP_S, i] <= stale_s:
-                # fresh, but from an earlier beacon: the law with what was heard then
-                v_des, cm = cacc_next_speed(
-                    ctrl0,
-                    v,
-                    a,
-                    gaps[i],
-                    rx_pred[RX_SPEED_MPS, i],
-                    rx_pred[RX_ACCEL_MPS2, i],
-                    True,
-                    v_max,
-                    dt,
-                    ctrl_mode[i],
+                    i, i - 1, gap, closing, t, min_gap, min_ttc, collided_at, collision_speed
                 )
-                mode[i] = cm
-            else:
-                v_des, cm = cacc_next_speed(
-                    ctrl0, v, a, gaps[i], pred_v[i], 0.0, False, v_max, dt, ctrl_mode[i]
-                )
-                mode[i] = MODE_ACC_FALLBACK
-                fallback_steps[i] += 1
-            ctrl_mode[i] = cm
-            v_fix[i] = sumo_finalize_speed(v, v_des, a_max, b_max, b_emg, v_max, dt)
-
-    # 4. finalise, integrate, account, vectorised
-    _integrate_block(
-        phys0,
-        pt0,
-        env,
-        v_max,
-        pos[cur, lo:hi],
-        speed[cur, lo:hi],
-        kind[lo:hi],
-        v_law[lo:hi],
-        v_fix[lo:hi],
-        a_fix[lo:hi],
-        u_fix[lo:hi],
-        drag_rows[lo:hi],
-        drag_gaps[lo:hi],
-        energy[lo:hi],
-        pos[nxt, lo:hi],
-        speed[nxt, lo:hi],
-        accel[nxt, lo:hi],
-        u[nxt, lo:hi],
-    )
-
-    # 5. hard brakes (an integer count: kept out of the vectorised pass 4, which it would stop)
+    if last > first:
+        _sense_block(
+            length,
+            ch[CH_RANGE_M],
+            t,
+            -HAZARD_DECEL_FRACTION * phys0[TP_EMERGENCY_DECEL_MPS2],
+            pos[cur, first:last],
+            speed[cur, first:last],
+            pos[cur, first - 1 : last - 1],
+            speed[cur, first - 1 : last - 1],
+            accel[cur, first - 1 : last - 1],
+            u[cur, first - 1 : last - 1],
+            follows[first:last],
+            min_gap[first:last],
+            min_ttc[first:last],
+            rx_pred[RX_POS_M, first:last],
+            rx_pred[RX_SPEED_MPS, first:last],
+            rx_pred[RX_ACCEL_MPS2, first:last],
+            rx_pred[RX_U_MPS2, first:last],
+            rx_pred[RX_STAMP_S, first:last],
+            rx_pred[RX_HAZARD, first:last],
+        )
+        _step_block(
+            head_target,
+            ctrl0,
+            phys0,
+            pt0,
+            ch,
+            env,
+            pos[cur, first:last],
+            speed[cur, first:last],
+            accel[cur, first:last],
+            pos[cur, first - 1 : last - 1],
+            speed[cur, first - 1 : last - 1],
+            pos[cur, first + 1 : last + 1],
+            follows[first:last],
+            drag_rows[first:last],
+            collided_at[first:last],
+            ctrl_mode[first:last],
+            mode[first:last],
+            energy[first:last],
+            pos[nxt, first:last],
+            speed[nxt, first:last],
+            accel[nxt, first:last],
+            u[nxt, first:last],
+            exceptions[first:last],
+        )
+    for i in range(lo, hi):
+        if i < first or i >= last or exceptions[i] != 0:
+            _truck_step(
+                i, s, head_target, follower, follows, drag_rows, phys0, ctrl0, pt0, ch, env,
+                pos, speed, accel, u, mode, ctrl_mode, energy, rx_pred, collided_at,
+                collision_speed, min_gap, min_ttc, fallback_steps,
+            )  # fmt: skip
+    hard = -env[ENV_HARD_BRAKE_MPS2]
     for i in range(lo, hi):
         if accel[nxt, i] < hard and accel[cur, i] >= hard:
             hard_brakes[i] += 1
@@ -541,13 +594,17 @@ def run_steps_cacc(
     phys0 = phys[0]
     ctrl0 = ctrl[0]
     pt0 = pt[0]
-    scratch = np.empty((7, n))
-    iscratch = np.empty((3, n), np.int64)
+    exceptions = np.empty(n, np.int64)
     drag_rows = np.empty(n, np.int64)
     follows = np.empty(n, np.int64)
+    # int64 working copies of the int8 mode rows: mixed widths keep LLVM from vectorising
+    mode64 = np.empty(n, np.int64)
+    ctrl_mode64 = np.empty(n, np.int64)
     for i in range(n):
         drag_rows[i] = drag_row(psize[i], ppos[i])
         follows[i] = 1 if ppos[i] != 0 else 0
+        mode64[i] = mode[i]
+        ctrl_mode64[i] = ctrl_mode[i]
     for s in range(s0, s0 + n_steps):
         target = profile_speed(s * dt + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
         for c in prange(n_chunks):
@@ -556,11 +613,9 @@ def run_steps_cacc(
                 min(n, (c + 1) * CHUNK),
                 s,
                 target,
-                leader,
                 follower,
-                ppos,
-                drag_rows,
                 follows,
+                drag_rows,
                 phys0,
                 ctrl0,
                 pt0,
@@ -570,8 +625,8 @@ def run_steps_cacc(
                 speed,
                 accel,
                 u,
-                mode,
-                ctrl_mode,
+                mode64,
+                ctrl_mode64,
                 energy,
                 rx_pred,
                 collided_at,
@@ -580,8 +635,7 @@ def run_steps_cacc(
                 min_ttc,
                 hard_brakes,
                 fallback_steps,
-                scratch,
-                iscratch,
+                exceptions,
             )
         if rec_every > 0 and (s + 1 - s0) % rec_every == 0:
             nxt = (s + 1) & 1
@@ -589,9 +643,12 @@ def run_steps_cacc(
                 rec_pos[rec, i] = pos[nxt, i]
                 rec_speed[rec, i] = speed[nxt, i]
                 rec_accel[rec, i] = accel[nxt, i]
-                rec_mode[rec, i] = mode[i]
+                rec_mode[rec, i] = mode64[i]
                 rec_energy[rec, i] = energy[i]
                 rec_odd[rec, i] = odd_flags[i]
             rec += 1
+    for i in range(n):
+        mode[i] = mode64[i]
+        ctrl_mode[i] = ctrl_mode64[i]
     step[0] = s0 + n_steps
     return rec
