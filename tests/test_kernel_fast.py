@@ -16,6 +16,7 @@ from conftest import example
 from convoy.sim import engine, kernel_fast
 from convoy.sim.engine import simulate
 from convoy.sim.scenario import Scenario
+from convoy.vehicle.controllers import MODE_COLLIDED
 
 STATE_FIELDS = (
     "pos_m",
@@ -91,6 +92,24 @@ def test_stop_and_go_bit_identical() -> None:
     )
     assert general.trace.speed_mps[:, 0].min() == 0.0
     assert general.trace.speed_mps[-1].min() > 15.0
+
+
+def test_collisions_bit_identical() -> None:
+    """Trucks that can brake at only 1 m/s², 0.3 m apart on a 0.1 s time gap, behind a head
+    that stops: they collide, and collided trucks brake in the scalar path of the step."""
+    general, _ = _assert_same(
+        example(
+            "brake-and-recover",
+            truck={"max_decel_mps2": 1.0, "emergency_decel_mps2": 1.0},
+            platoon={
+                "initial": {"gap_m": 0.3, "speed_mps": 22, "head_pos_m": 2000},
+                "controller": {"model": "cacc-sumo", "time_gap_s": 0.1},
+            },
+            leader={"speed_profile": [[0, 22], [5, 22], [10, 0]]},
+        )
+    )
+    assert np.isfinite(general.state.collided_at_s).all()
+    assert (general.state.mode == MODE_COLLIDED).all()
 
 
 def test_cold_downhill_diesel_bit_identical() -> None:

@@ -151,12 +151,12 @@ def eligible(
 
 
 @njit(cache=True, error_model="numpy")
-def _contacts(length_m: float, pos_ahead: np.ndarray, pos: np.ndarray) -> int:
-    """How many trucks overlap the truck ahead (vectorised)."""
-    count = 0
-    for k in range(pos.shape[0]):
-        count += 1 if pos_ahead[k] - length_m - pos[k] < 0.0 else 0
-    return count
+def _count_hard_brakes(
+    hard_mps2: float, accel_new: np.ndarray, accel_old: np.ndarray, count: np.ndarray
+) -> None:
+    """Count the steps that start a hard brake (the int64 working copy, vectorised)."""
+    for k in range(count.shape[0]):
+        count[k] += 1 if accel_new[k] < hard_mps2 and accel_old[k] >= hard_mps2 else 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -185,7 +185,9 @@ def _sense_block(
     minimum gap and time-to-collision, and a follower's beacon from its predecessor when in
     range. No one brakes in MODE_EMERGENCY in this regime, so a beacon's hazard flag is its
     deceleration alone. Selects only, so LLVM vectorises it; kept apart from
-    ``_step_block`` because LLVM gives up on a loop that writes too many arrays.
+    ``_step_block`` because LLVM gives up on a loop that writes too many arrays. A truck
+    that overlaps the truck ahead is an exception of ``_step_block``, and ``_truck_step``
+    records the contact.
     """
     for k in range(pos.shape[0]):
         x = pos[k]
@@ -232,7 +234,7 @@ def _step_block(
     accel_new: np.ndarray,
     u_new: np.ndarray,
     exceptions: np.ndarray,
-) -> None:
+) -> int:
     """One step for a block of trucks that each have a truck ahead and one behind in the lane.
 
     All arrays are the block's 1-D slices, indexed alike; ``*_ahead`` and ``pos_behind``
@@ -242,8 +244,9 @@ def _step_block(
     Every branch is computed and one selected, so LLVM vectorises the loop. A follower on
     older beacons, a collided truck and a truck in contact are flagged in ``exceptions``;
     for them this pass writes no energy and no mode, and the caller redoes their step
-    (``_truck_step``).
+    (``_truck_step``). Returns how many.
     """
+    n_exceptions = 0
     dt = env[ENV_DT_S]
     length = phys0[TP_LENGTH_M]
     a_max = phys0[TP_MAX_ACCEL_MPS2]
@@ -294,6 +297,8 @@ def _step_block(
         ctrl_mode[k] = ctrl_mode[k] if exception else mk
         mode[k] = mode[k] if exception else (mk if is_follower else MODE_HEAD)
         exceptions[k] = 1 if exception else 0
+        n_exceptions += 1 if exception else 0
+    return n_exceptions
 
 
 @njit(cache=True, error_model="numpy")
@@ -358,15 +363,14 @@ def _truck_step(
             hazard = aj <= -HAZARD_DECEL_FRACTION * b_emg
             rx_pred[RX_HAZARD, i] = 1.0 if hazard else 0.0
             heard = True
-    sumo_law = True
-    v_fin = v
-    u_cmd = 0.0
     if not math.isnan(collided_at[i]):
-        u_cmd = min(max(-b_emg, -b_emg), a_max)
-        if v + u_cmd * dt > v_max:
-            u_cmd = (v_max - v) / dt
-        sumo_law = False
+        # as the general step does for SUMO's laws: a negative speed bound, so the truck
+        # brakes as hard as it may (a head through setSpeed, a follower through finalizeSpeed)
         mode[i] = MODE_COLLIDED
+        if follows[i] == 0:
+            v_fin = sumo_set_speed(v, -1.0, a_max, b_max, dt, v_max)
+        else:
+            v_fin = sumo_finalize_speed(v, -1.0, a_max, b_max, b_emg, v_max, dt)
     elif follows[i] == 0:
         target = head_target if head_target >= 0.0 else v
         if i > 0:
@@ -400,13 +404,9 @@ def _truck_step(
             fallback_steps[i] += 1
         ctrl_mode[i] = cm
         v_fin = sumo_finalize_speed(v, v_des, a_max, b_max, b_emg, v_max, dt)
-    if sumo_law:
-        u_cmd = (v_fin - v) / dt
-        v_new = v_fin
-        a_new = u_cmd
-    else:
-        a_new = max(u_cmd, -b_emg)
-        v_new = v + a_new * dt
+    u_cmd = (v_fin - v) / dt
+    v_new = v_fin
+    a_new = u_cmd
     if v_new < 0.0:
         v_new = 0.0
         a_new = -v / dt
@@ -472,17 +472,8 @@ def _cacc_range(
     t = s * env[ENV_DT_S]
     first = max(lo, 1)
     last = min(hi, n - 1)
-    # contacts first, as the general step does: recording one marks both trucks collided,
-    # and a collided truck brakes in this very step (the pass leaves it to _truck_step)
     length = phys0[TP_LENGTH_M]
-    if _contacts(length, pos[cur, first - 1 : hi - 1], pos[cur, first:hi]) > 0:
-        for i in range(first, hi):
-            gap = pos[cur, i - 1] - length - pos[cur, i]
-            if gap < 0.0:
-                closing = speed[cur, i] - speed[cur, i - 1]
-                account_gap(
-                    i, i - 1, gap, closing, t, min_gap, min_ttc, collided_at, collision_speed
-                )
+    n_exceptions = 0
     if last > first:
         _sense_block(
             length,
@@ -505,7 +496,8 @@ def _cacc_range(
             rx_pred[RX_STAMP_S, first:last],
             rx_pred[RX_HAZARD, first:last],
         )
-        _step_block(
+    if last > first:
+        n_exceptions = _step_block(
             head_target,
             ctrl0,
             phys0,
@@ -530,17 +522,17 @@ def _cacc_range(
             u[nxt, first:last],
             exceptions[first:last],
         )
+    # the scalar step: the ends of the fleet, and the exceptions if there are any
     for i in range(lo, hi):
-        if i < first or i >= last or exceptions[i] != 0:
+        if i < first or i >= last or (n_exceptions > 0 and exceptions[i] != 0):
             _truck_step(
                 i, s, head_target, follower, follows, drag_rows, phys0, ctrl0, pt0, ch, env,
                 pos, speed, accel, u, mode, ctrl_mode, energy, rx_pred, collided_at,
                 collision_speed, min_gap, min_ttc, fallback_steps,
             )  # fmt: skip
-    hard = -env[ENV_HARD_BRAKE_MPS2]
-    for i in range(lo, hi):
-        if accel[nxt, i] < hard and accel[cur, i] >= hard:
-            hard_brakes[i] += 1
+    _count_hard_brakes(
+        -env[ENV_HARD_BRAKE_MPS2], accel[nxt, lo:hi], accel[cur, lo:hi], hard_brakes[lo:hi]
+    )
 
 
 @njit(cache=True, parallel=True)
@@ -597,14 +589,17 @@ def run_steps_cacc(
     exceptions = np.empty(n, np.int64)
     drag_rows = np.empty(n, np.int64)
     follows = np.empty(n, np.int64)
-    # int64 working copies of the int8 mode rows: mixed widths keep LLVM from vectorising
+    # int64 working copies of the int8 mode rows and the int32 hard-brake counts: mixed
+    # widths keep LLVM from vectorising
     mode64 = np.empty(n, np.int64)
     ctrl_mode64 = np.empty(n, np.int64)
+    hard_brakes64 = np.empty(n, np.int64)
     for i in range(n):
         drag_rows[i] = drag_row(psize[i], ppos[i])
         follows[i] = 1 if ppos[i] != 0 else 0
         mode64[i] = mode[i]
         ctrl_mode64[i] = ctrl_mode[i]
+        hard_brakes64[i] = hard_brakes[i]
     for s in range(s0, s0 + n_steps):
         target = profile_speed(s * dt + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
         for c in prange(n_chunks):
@@ -633,7 +628,7 @@ def run_steps_cacc(
                 collision_speed,
                 min_gap,
                 min_ttc,
-                hard_brakes,
+                hard_brakes64,
                 fallback_steps,
                 exceptions,
             )
@@ -650,5 +645,6 @@ def run_steps_cacc(
     for i in range(n):
         mode[i] = mode64[i]
         ctrl_mode[i] = ctrl_mode64[i]
+        hard_brakes[i] = hard_brakes64[i]
     step[0] = s0 + n_steps
     return rec
