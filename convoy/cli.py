@@ -67,7 +67,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     res = _simulate(args.scenario, args.backend)
     wall = time.perf_counter() - t0
     if args.fcd:
-        write_fcd(res.trace, args.fcd)
+        write_fcd(res.trace, args.fcd, grade=res.scenario.road.grade_pct / 100.0)
     summary = summarize(res)
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))
@@ -186,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="run a microscopic platoon experiment")
     sim.add_argument("scenario", help="scenario YAML file, or the name of a built-in one")
-    sim.add_argument("--fcd", help="write floating-car data (.csv, or .parquet)")
+    sim.add_argument(
+        "--fcd", help="write floating-car data (.csv, .parquet, or .xml: SUMO's FCD format)"
+    )
     sim.add_argument("--summary", help="write per-truck statistics as JSON")
     sim.add_argument("--backend", default="cpu", help="engine backend (default: cpu)")
     sim.set_defaults(func=cmd_sim)
