@@ -351,22 +351,28 @@ def step_energy_kwh_unchecked(
         )
         * speed_mps
     )
-    eta_drive = pt[PT_DRIVETRAIN_EFFICIENCY]
+    # Efficiencies and the step length enter as reciprocals and one factor, computed once
+    # per run where the function is inlined into a loop: divisions are the slowest part of
+    # the step, and the results move by at most an ulp.
+    per_eta_drive = 1.0 / pt[PT_DRIVETRAIN_EFFICIENCY]
+    per_eta_marginal = 1.0 / pt[DI_MARGINAL_EFFICIENCY]
+    kwh_per_ws = dt_s / _J_PER_KWH
     aux_w = pt[PT_AUX_KW] * _W_PER_KW
     # Electric. Motor electrical power: traction, or regen capped at the limit (friction
     # takes the rest).
-    traction_w = wheel_w / eta_drive
+    traction_w = wheel_w * per_eta_drive
     regen_w = max(wheel_w * pt[EL_REGEN_EFFICIENCY], -pt[EL_REGEN_LIMIT_KW] * _W_PER_KW)
     motor_w = traction_w if wheel_w >= 0.0 else regen_w
     terminal_w = motor_w + (pt[PT_AUX_KW] + heating_kw(pt, ambient_c)) * _W_PER_KW
     # Cold battery: internal losses on the way out and on the way in.
     eta_cold = battery_cold_efficiency(pt, ambient_c)
-    battery_w = terminal_w / eta_cold if terminal_w > 0.0 else terminal_w * eta_cold
-    electric_kwh = battery_w * dt_s / _J_PER_KWH
+    per_eta_cold = 1.0 / eta_cold
+    battery_w = terminal_w * per_eta_cold if terminal_w > 0.0 else terminal_w * eta_cold
+    electric_kwh = battery_w * kwh_per_ws
     # Diesel, with the overrun fuel cut-off while braking.
-    engine_w = wheel_w / eta_drive + aux_w
-    fuel_w = pt[DI_IDLE_FUEL_KW] * _W_PER_KW + engine_w / pt[DI_MARGINAL_EFFICIENCY]
-    diesel_kwh = fuel_w * dt_s / _J_PER_KWH if wheel_w >= 0.0 else 0.0
+    engine_w = traction_w + aux_w
+    fuel_w = pt[DI_IDLE_FUEL_KW] * _W_PER_KW + engine_w * per_eta_marginal
+    diesel_kwh = fuel_w * kwh_per_ws if wheel_w >= 0.0 else 0.0
     return electric_kwh if int(pt[PT_KIND]) == KIND_ELECTRIC else diesel_kwh
 
 
