@@ -68,6 +68,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     if args.fcd:
         write_fcd(res.trace, args.fcd, grade=res.scenario.road.grade_pct / 100.0)
+    if args.events:
+        from convoy.sim.events import write_events
+
+        write_events(res, args.events)
     summary = summarize(res)
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))
@@ -189,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--fcd", help="write floating-car data (.csv, .parquet, or .xml: SUMO's FCD format)"
     )
+    sim.add_argument("--events", help="write the event log as JSON lines")
     sim.add_argument("--summary", help="write per-truck statistics as JSON")
     sim.add_argument("--backend", default="cpu", help="engine backend (default: cpu)")
     sim.set_defaults(func=cmd_sim)
