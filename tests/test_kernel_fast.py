@@ -69,6 +69,25 @@ def test_brake_and_recover_bit_identical() -> None:
     assert general.trace.accel_mps2.min() < -1.5
 
 
+def test_a_fleet_of_many_blocks_bit_identical() -> None:
+    """1,250 trucks: several blocks of the fast step (and two of the general one), whose
+    first trucks read the truck ahead from another block; braking, and ACC fallback beyond
+    the beacon range."""
+    assert 2 * kernel_fast.CHUNK < 1_250
+    general, _ = _assert_same(
+        example(
+            "brake-and-recover",
+            duration_s=70.3,
+            platoon={"count": 250, "spacing_m": 30.0, "initial": {"head_pos_m": 60_000}},
+            channel={"rate_hz": 10, "range_m": 41.0, "stale_after_s": 0.3},
+            leader={"speed_profile": [[0, 22], [20, 22], [40, 5], [70, 25]]},
+            output={"record_every_s": 0.7},
+        )
+    )
+    assert general.state.fallback_steps.sum() > 0
+    assert general.trace.accel_mps2.min() < -1.5
+
+
 def test_stale_beacons_and_acc_fallback_bit_identical() -> None:
     """Beyond the beacon range the follower runs on older beacons, then falls back to ACC."""
     general, _ = _assert_same(
