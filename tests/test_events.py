@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import example
+from conftest import collision_course, example
 
 from convoy.sim.engine import simulate
 from convoy.sim.events import run_events
@@ -34,17 +34,7 @@ def test_v2v_outage_starts_and_ends_the_acc_fallback() -> None:
 
 
 def test_collisions_are_logged_once_per_truck_at_first_contact() -> None:
-    res = simulate(
-        example(
-            "brake-and-recover",
-            truck={"max_decel_mps2": 1.0, "emergency_decel_mps2": 1.0},
-            platoon={
-                "initial": {"gap_m": 0.3, "speed_mps": 22, "head_pos_m": 2000},
-                "controller": {"model": "cacc-sumo", "time_gap_s": 0.1},
-            },
-            leader={"speed_profile": [[0, 22], [5, 22], [10, 0]]},
-        )
-    )
+    res = simulate(collision_course())
     hits = _of(run_events(res), "collision")
     assert sorted(e["vehicle_id"] for e in hits) == [f"p0.{k}" for k in range(5)]
     by_id = {e["vehicle_id"]: e for e in hits}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import example
+from conftest import collision_course, example
 
 from convoy.sim import engine, kernel_fast
 from convoy.sim.engine import simulate
@@ -37,11 +37,8 @@ STATE_FIELDS = (
 
 
 def _eligible(sc: Scenario) -> bool:
-    t, s, w = engine.build(sc)
-    return kernel_fast.eligible(
-        t.model, t.leader, t.phys, t.ctrl, t.acc, t.powertrain, w.channel, w.outages, s.hist,
-        engine.unhandled_tables(w),
-    )  # fmt: skip
+    """Whether ``engine.build`` chose the fast step (``kernel_fast.eligible``)."""
+    return engine.build(sc)[2].fast_cacc
 
 
 def _assert_same(sc: Scenario) -> tuple[Any, Any]:
@@ -116,17 +113,7 @@ def test_stop_and_go_bit_identical() -> None:
 def test_collisions_bit_identical() -> None:
     """Trucks that can brake at only 1 m/s², 0.3 m apart on a 0.1 s time gap, behind a head
     that stops: they collide, and collided trucks brake in the scalar path of the step."""
-    general, _ = _assert_same(
-        example(
-            "brake-and-recover",
-            truck={"max_decel_mps2": 1.0, "emergency_decel_mps2": 1.0},
-            platoon={
-                "initial": {"gap_m": 0.3, "speed_mps": 22, "head_pos_m": 2000},
-                "controller": {"model": "cacc-sumo", "time_gap_s": 0.1},
-            },
-            leader={"speed_profile": [[0, 22], [5, 22], [10, 0]]},
-        )
-    )
+    general, _ = _assert_same(collision_course())
     assert np.isfinite(general.state.collided_at_s).all()
     assert (general.state.mode == MODE_COLLIDED).all()
 

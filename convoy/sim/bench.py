@@ -50,6 +50,7 @@ from convoy.sim.sumo_peer import (
     EDGE_ID,
     CorridorSpec,
     corridor_from_scenario,
+    netconvert,
     sumo_binary,
     write_sumo_files,
 )
@@ -214,22 +215,8 @@ def write_bench_sumo(case: BenchCase, workdir: Path, end_s: float) -> Path:
         )
     (workdir / "corridor.nod.xml").write_text("\n".join([*nodes, "</nodes>"]) + "\n")
     (workdir / "corridor.edg.xml").write_text("\n".join([*edges, "</edges>"]) + "\n")
-    subprocess.run(
-        [
-            sumo_binary("netconvert"),
-            "--node-files",
-            str(workdir / "corridor.nod.xml"),
-            "--edge-files",
-            str(workdir / "corridor.edg.xml"),
-            "--output-file",
-            str(workdir / "corridor.net.xml"),
-            "--no-turnarounds",
-            "true",
-            "--no-warnings",
-            "true",
-        ],
-        check=True,
-        capture_output=True,
+    netconvert(
+        workdir / "corridor.nod.xml", workdir / "corridor.edg.xml", workdir / "corridor.net.xml"
     )
     rou = workdir / "corridor.rou.xml"
     out: list[str] = []

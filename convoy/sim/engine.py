@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -78,6 +78,8 @@ class World:
         rsus: (m, RSU_SIZE) float64 roadside units along the road, m = 0 if none.
         signals: (k, SG_SIZE) float64 traffic signals (``convoy.road.signals``), k = 0 if
             none.
+        fast_cacc: whether ``kernel_fast`` runs this fleet (``kernel_fast.eligible``, decided
+            once by ``build`` rather than on every backend call).
     """
 
     env: np.ndarray
@@ -88,6 +90,7 @@ class World:
     hazards: np.ndarray
     rsus: np.ndarray
     signals: np.ndarray
+    fast_cacc: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,19 +202,7 @@ def _cpu_backend(
     A scenario that uses none of the features ``kernel_fast`` drops runs there (same
     results, several times faster); any other runs the general ``kernel``.
     """
-    t, s = table, state
-    if kernel_fast.eligible(
-        t.model,
-        t.leader,
-        t.phys,
-        t.ctrl,
-        t.acc,
-        t.powertrain,
-        world.channel,
-        world.outages,
-        s.hist,
-        unhandled_tables(world),
-    ):
+    if world.fast_cacc:
         return _cpu_fast(table, state, world, n_steps, rec_every, rec)
     return _cpu_general(table, state, world, n_steps, rec_every, rec)
 
@@ -506,7 +497,19 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
         rsus=rsus,
         signals=signals,
     )
-    return table, state, world
+    fast = kernel_fast.eligible(
+        table.model,
+        table.leader,
+        table.phys,
+        table.ctrl,
+        table.acc,
+        table.powertrain,
+        world.channel,
+        world.outages,
+        state.hist,
+        unhandled_tables(world),
+    )
+    return table, state, replace(world, fast_cacc=fast)
 
 
 def vehicle_ids(sc: Scenario) -> list[str]:

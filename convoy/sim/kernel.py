@@ -216,12 +216,27 @@ def _receive(
         ch, seed, link, sent, abs(pj - pi), _in_outage(sent * dt, outages), ge_flat
     ):
         return
-    rx[RX_POS_M, i] = pj
-    rx[RX_SPEED_MPS, i] = vj
-    rx[RX_ACCEL_MPS2, i] = aj
-    rx[RX_U_MPS2, i] = uj
-    rx[RX_STAMP_S, i] = sent * dt
     hazard = aj <= -HAZARD_DECEL_FRACTION * emergency_decel or mode[j] == MODE_EMERGENCY
+    store_beacon(rx, i, pj, vj, aj, uj, sent * dt, hazard)
+
+
+@njit(cache=True, inline="always")
+def store_beacon(
+    rx: np.ndarray,
+    i: int,
+    pos_m: float,
+    speed_mps: float,
+    accel_mps2: float,
+    u_mps2: float,
+    stamp_s: float,
+    hazard: bool,
+) -> None:
+    """Keep a delivered beacon as truck ``i``'s newest (the ``RX_*`` rows of ``rx``)."""
+    rx[RX_POS_M, i] = pos_m
+    rx[RX_SPEED_MPS, i] = speed_mps
+    rx[RX_ACCEL_MPS2, i] = accel_mps2
+    rx[RX_U_MPS2, i] = u_mps2
+    rx[RX_STAMP_S, i] = stamp_s
     rx[RX_HAZARD, i] = 1.0 if hazard else 0.0
 
 

@@ -49,6 +49,7 @@ from convoy.sim.kernel import (
     HAZARD_DECEL_FRACTION,
     account_gap,
     profile_speed,
+    store_beacon,
 )
 from convoy.sim.state import (
     RX_ACCEL_MPS2,
@@ -346,7 +347,6 @@ def _truck_step(
     a = accel[cur, i]
     gap = np.inf
     pv = v
-    heard = False
     if i > 0:
         j = i - 1
         xj = pos[cur, j]
@@ -355,14 +355,8 @@ def _truck_step(
         account_gap(i, j, gap, v - pv, t, min_gap, min_ttc, collided_at, collision_speed)
         if follows[i] != 0 and abs(xj - x) <= ch[CH_RANGE_M]:
             aj = accel[cur, j]
-            rx_pred[RX_POS_M, i] = xj
-            rx_pred[RX_SPEED_MPS, i] = pv
-            rx_pred[RX_ACCEL_MPS2, i] = aj
-            rx_pred[RX_U_MPS2, i] = u[cur, j]
-            rx_pred[RX_STAMP_S, i] = t
             hazard = aj <= -HAZARD_DECEL_FRACTION * b_emg
-            rx_pred[RX_HAZARD, i] = 1.0 if hazard else 0.0
-            heard = True
+            store_beacon(rx_pred, i, xj, pv, aj, u[cur, j], t, hazard)
     if not math.isnan(collided_at[i]):
         # as the general step does for SUMO's laws: a negative speed bound, so the truck
         # brakes as hard as it may (a head through setSpeed, a follower through finalizeSpeed)
@@ -380,11 +374,8 @@ def _truck_step(
         v_fin = sumo_set_speed(v, target, a_max, b_max, dt, v_max)
         mode[i] = MODE_HEAD
     else:
-        if heard:
-            v_des, cm = cacc_next_speed(ctrl0, v, a, gap, pv, 0.0, True, v_max, dt, ctrl_mode[i])
-            mode[i] = cm
-        elif t - rx_pred[RX_STAMP_S, i] <= ch[CH_STALE_AFTER_S]:
-            # fresh, but from an earlier beacon: the law with what was heard then
+        if t - rx_pred[RX_STAMP_S, i] <= ch[CH_STALE_AFTER_S]:
+            # fresh: heard now, or from an earlier beacon; the law with what was heard
             v_des, cm = cacc_next_speed(
                 ctrl0,
                 v,
@@ -496,7 +487,6 @@ def _cacc_range(
             rx_pred[RX_STAMP_S, first:last],
             rx_pred[RX_HAZARD, first:last],
         )
-    if last > first:
         n_exceptions = _step_block(
             head_target,
             ctrl0,

@@ -240,6 +240,28 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
+def netconvert(nodes: Path, edges: Path, net: Path) -> None:
+    """Build the SUMO network ``net`` from plain node and edge files, with SUMO's
+    ``netconvert`` (no turnarounds at the ends, warnings off)."""
+    subprocess.run(
+        [
+            sumo_binary("netconvert"),
+            "--node-files",
+            str(nodes),
+            "--edge-files",
+            str(edges),
+            "--output-file",
+            str(net),
+            "--no-turnarounds",
+            "true",
+            "--no-warnings",
+            "true",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
 def write_sumo_files(spec: CorridorSpec, workdir: Path, fcd: bool = False) -> Path:
     """Write the network, routes and configuration of ``spec`` into ``workdir``.
 
@@ -270,23 +292,7 @@ def write_sumo_files(spec: CorridorSpec, workdir: Path, fcd: bool = False) -> Pa
         f"speed={quoteattr(_fmt(spec.speed_limit_mps))}/>\n"
         "</edges>\n"
     )
-    subprocess.run(
-        [
-            sumo_binary("netconvert"),
-            "--node-files",
-            str(nod),
-            "--edge-files",
-            str(edg),
-            "--output-file",
-            str(net),
-            "--no-turnarounds",
-            "true",
-            "--no-warnings",
-            "true",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    netconvert(nod, edg, net)
 
     vtype = f"truck_{spec.car_follow_model}"
     head_vtype = f"head_{spec.head_model}"

@@ -112,14 +112,10 @@ def drag_multiplier(platoon_size: int, position: int, gap_m: float) -> float:
         ValueError: if ``position`` is outside ``[0, platoon_size)`` for a platoon of two or
             more trucks.
     """
-    if platoon_size <= 1:
-        return 1.0
-    if position < 0 or position >= platoon_size:
+    if platoon_size > 1 and (position < 0 or position >= platoon_size):
         raise ValueError("drag_multiplier: position must be in [0, platoon_size)")
-    # NaN fails every comparison, so `not (gap_m > 0)` also catches it.
-    if not (gap_m > 0.0) or not np.isfinite(gap_m):
-        return 1.0
-    return drag_multiplier_row(_table_row(platoon_size, position), gap_m)
+    # the row form returns 1.0 for a solo truck and for a gap that is not finite and positive
+    return drag_multiplier_row(drag_row(platoon_size, position), gap_m)
 
 
 @njit(cache=True)
