@@ -1,0 +1,1087 @@
+"""Compiled step of the network engine: many vehicles on many edges and lanes.
+
+One step, for every instance of the batch at once (an instance is an independent copy of
+the world; vehicles carry their instance in ``inst`` and never see another instance's
+vehicles):
+
+1. **Sort.** Every vehicle on the road has a lane key ``(inst * E + edge) * L + lane``
+   (``L`` the most lanes any edge has). A stable counting sort by key, then an insertion
+   sort by position inside each lane, gives the lanes in order, front-most first. The
+   previous step's order is the starting point, so the insertion sort only repairs the
+   few vehicles that entered a lane or overtook: O(N + K) per step, no O(N²) anywhere.
+2. **Sweep.** Each vehicle's leader is the one before it in its lane; the lane's head
+   looks along its route into the next edges. The same sweep finds collisions: a negative
+   bumper gap is a collision, reported and counted; both vehicles leave the road (SUMO's
+   ``--collision.action remove``), nothing is silently resolved.
+3. **Stop lines.** Near the end of its edge a lane head may have to stop at the line: a red
+   signal, a minor road yielding to a major one at a priority junction, a lane that ends,
+   a full site at the end of its trip. A merge (two incoming edges that feed the same next
+   edge) orders the lane heads by arrival time and the later one follows the earlier one
+   projected onto its own approach (SUMO's virtual leader at a zipper).
+4. **Control.** Human drivers and background cars: IDM (Treiber, Hennecke & Helbing 2000).
+   Platoon followers: SUMO's CACC law, which falls back to ACC when the vehicle ahead is not
+   its platoon predecessor (a car that cut in) or its beacons are stale. Solo L4 trucks:
+   SUMO's ACC law. Speeds are finalised as SUMO does (``sumo_finalize_speed``).
+5. **Lane changes** (every ``lc_period`` steps, staggered by vehicle): MOBIL (Kesting,
+   Treiber & Helbing, TRR 1999, 2007) for cars and solo trucks, with a keep-right bias and a
+   mandatory change where the lane ends. A car may cut into a platoon gap only with a
+   probability that grows with the gap. Platoons keep their lane and change as one unit,
+   decided by the head when the whole platoon fits in the target lane.
+6. **Move.** ``pos += v_next * dt`` (SUMO's Euler update); a vehicle that passes the end of
+   its edge moves to the next edge of its route, or arrives at the site at the route's end
+   (dwell, then its next leg) or leaves the network.
+
+Positions are float64 metres from the start of the vehicle's current edge (centimetre
+precision on any route length). Random draws come from the counter-based generator keyed
+by (seed, vehicle, step, purpose), so results do not depend on thread scheduling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from convoy.road.signals import PHASE_GREEN, PHASE_RED, PHASE_YELLOW
+from convoy.vehicle.aero import drag_multiplier_row
+from convoy.vehicle.energy import step_energy_kwh_unchecked
+from convoy.vehicle.rng import PURPOSE_LOSS, uniform
+from convoy.vehicle.sumo_cfm import (
+    acc_next_speed,
+    cacc_next_speed,
+    sumo_finalize_speed,
+)
+
+# --- vehicle status --------------------------------------------------------------------------
+ST_WAITING = 0  # not yet on the road (before departure, or queued at a site)
+ST_DRIVING = 1
+ST_DWELLING = 2  # at a site, loading or unloading
+ST_DONE = 3  # trip plan finished, off the network
+ST_REMOVED = 4  # removed after a collision
+
+# --- vehicle-type table columns --------------------------------------------------------------
+VT_LENGTH_M = 0
+VT_MIN_GAP_M = 1
+VT_ACCEL_MPS2 = 2
+VT_DECEL_MPS2 = 3
+VT_EMERGENCY_DECEL_MPS2 = 4
+VT_MAX_SPEED_MPS = 5
+VT_MODEL = 6
+VT_TIME_GAP_S = 7  # IDM's T
+VT_IDM_DELTA = 8
+VT_IS_TRUCK = 9
+VT_MASS_KG = 10
+VT_CD_A_M2 = 11
+VT_CRR = 12
+VT_SPEED_FACTOR = 13
+VT_CAN_CHANGE_LANE = 14
+VT_SIZE = 15
+
+# Models of the network engine (the vehicle layer's codes where they coincide).
+NM_IDM = 0
+NM_ACC = 1
+NM_CACC = 2
+
+# --- event codes -----------------------------------------------------------------------------
+EV_DEPART = 0
+EV_ARRIVE_SITE = 1
+EV_LEAVE_SITE = 2
+EV_FINISH = 3
+EV_COLLISION = 4
+EV_CUT_IN = 5
+EV_LANE_CHANGE = 6
+EV_PLATOON_LANE_CHANGE = 7
+EV_SIZE = 6  # step, code, vehicle, other, edge, lane
+
+EVENT_NAMES = (
+    "depart",
+    "arrive-site",
+    "leave-site",
+    "finish",
+    "collision",
+    "cut-in",
+    "lane-change",
+    "platoon-lane-change",
+)
+
+# --- junction types (the road layer's order) -------------------------------------------------
+JT_PRIORITY = 0
+JT_SIGNAL = 1
+
+# --- behaviour constants ---------------------------------------------------------------------
+#: Lane heads look this far along their route for a leader [m] (SUMO looks as far as it can
+#: brake; 600 m covers a truck's stopping distance from 25 m/s with a wide margin).
+LOOKAHEAD_M = 600.0
+#: At most this many edges ahead.
+LOOKAHEAD_EDGES = 4
+#: Critical gap a minor-road vehicle accepts at a priority junction [s] (HCM 6th ed.,
+#: Exhibit 20-11: 6.2-7.1 s for minor-street turns; 4 s for a merge, Troutbeck 1986).
+CRITICAL_GAP_S = 5.0
+#: Distance within which junction rules are checked [m].
+JUNCTION_ZONE_M = 150.0
+#: MOBIL politeness, switching threshold, safe deceleration and keep-right bias (Kesting,
+#: Treiber & Helbing 2007, Table 1: p = 0.5... 1, a_th = 0.1 m/s², b_safe = 4 m/s²,
+#: a_bias = 0.3 m/s²).
+MOBIL_POLITENESS = 0.5
+MOBIL_THRESHOLD_MPS2 = 0.1
+MOBIL_SAFE_DECEL_MPS2 = 4.0
+MOBIL_BIAS_RIGHT_MPS2 = 0.3
+#: No lane change closer than this to the start of an edge unless a follower in the target
+#: lane is in sight on the same edge [m]: vehicles still on the edges behind are not seen.
+LC_EDGE_START_M = 60.0
+#: A lane that ends forces a change within this distance of the edge end [m].
+MANDATORY_LC_ZONE_M = 400.0
+#: A platoon needs this much free road ahead of its head and behind its tail in the target
+#: lane to change lanes as one unit [m].
+PLATOON_LC_MARGIN_M = 30.0
+#: A car cuts into a platoon gap with probability ``(gap - lo) / (hi - lo)`` clipped to
+#: [0, CUT_IN_MAX_P] (an engineering choice: tighter gaps deter cut-ins; Lu & Shladover 2017
+#: observed drivers cutting into ACC gaps above ~1.3 s and rarely below).
+CUT_IN_GAP_LO_M = 15.0
+CUT_IN_GAP_HI_M = 60.0
+CUT_IN_MAX_P = 0.5
+#: Beacon age beyond which a CACC follower falls back to ACC [s] (the vehicle layer's default).
+STALE_BEACON_S = 0.5
+#: Hard braking threshold [m/s²] (the vehicle layer's event log uses the same).
+HARD_BRAKE_MPS2 = 3.0
+#: Insertion: a departing vehicle needs this time gap to the vehicle ahead on its lane [s].
+INSERT_TIME_GAP_S = 1.0
+PURPOSE_CUT_IN = 11
+NO_GAP = 1.0e9
+
+
+@njit(cache=True, inline="always")
+def _idm_accel(
+    v: float,
+    gap_m: float,
+    v_lead: float,
+    v0: float,
+    s0: float,
+    t_gap: float,
+    a: float,
+    b: float,
+    delta: float,
+) -> float:
+    """IDM acceleration (Treiber et al. 2000) with ``gap_m`` the bumper gap."""
+    v0 = max(v0, 0.1)
+    free = 1.0 - (v / v0) ** delta
+    if gap_m >= NO_GAP:
+        return a * free
+    s_star = s0 + max(0.0, v * t_gap + v * (v - v_lead) / (2.0 * math.sqrt(a * b)))
+    s = max(gap_m, 0.01)
+    return a * (free - (s_star / s) ** 2)
+
+
+@njit(cache=True, inline="always")
+def lane_key(inst: int, edge: int, lane: int, n_edges: int, max_lanes: int) -> int:
+    """Bucket of a lane in the sorted order."""
+    return (inst * n_edges + edge) * max_lanes + lane
+
+
+@njit(cache=True)
+def sort_lanes(
+    keys: np.ndarray,
+    pos_m: np.ndarray,
+    order: np.ndarray,
+    bucket_start: np.ndarray,
+    scratch: np.ndarray,
+) -> None:
+    """Order vehicles by lane key, then front-most first, starting from the previous order.
+
+    ``keys[i] == K`` (the number of buckets) puts a vehicle off the road, after all lanes.
+    ``bucket_start`` (K + 2,) receives the first index of each bucket in ``order``.
+    """
+    n = order.shape[0]
+    nb = bucket_start.shape[0] - 1
+    bucket_start[:] = 0
+    for i in range(n):
+        bucket_start[keys[i] + 1] += 1
+    for k in range(nb):
+        bucket_start[k + 1] += bucket_start[k]
+    # stable scatter of the previous order
+    fill = scratch
+    fill[:nb] = bucket_start[:nb]
+    old = order.copy()
+    for r in range(n):
+        i = old[r]
+        k = keys[i]
+        order[fill[k]] = i
+        fill[k] += 1
+    # insertion sort inside each on-road bucket, front-most (largest pos) first
+    for k in range(nb - 1):
+        lo = bucket_start[k]
+        hi = bucket_start[k + 1]
+        for r in range(lo + 1, hi):
+            i = order[r]
+            p = pos_m[i]
+            s = r - 1
+            while s >= lo and (pos_m[order[s]] < p or (pos_m[order[s]] == p and order[s] > i)):
+                order[s + 1] = order[s]
+                s -= 1
+            order[s + 1] = i
+
+
+@njit(cache=True, inline="always")
+def _signal_state(t_s: float, sig: np.ndarray, e: int) -> int:
+    """Phase of the signal at the end of edge ``e`` (PHASE_GREEN if there is none)."""
+    cycle = sig[e, 0]
+    if cycle <= 0.0:
+        return PHASE_GREEN
+    tau = (t_s + sig[e, 1]) % cycle
+    if sig[e, 2] <= tau < sig[e, 3]:
+        return PHASE_GREEN
+    if sig[e, 3] <= tau < sig[e, 3] + sig[e, 4]:
+        return PHASE_YELLOW
+    return PHASE_RED
+
+
+@njit(cache=True, parallel=True)
+def _lane_heads(order: np.ndarray, bucket_start: np.ndarray, head_of: np.ndarray) -> None:
+    """``head_of[k]``: the front-most vehicle of lane bucket k, -1 if the lane is empty."""
+    nb = bucket_start.shape[0] - 2
+    for k in prange(nb):
+        lo = bucket_start[k]
+        head_of[k] = order[lo] if bucket_start[k + 1] > lo else -1
+
+
+@njit(cache=True, inline="always")
+def _eta_s(dist_m: float, speed_mps: float) -> float:
+    """Time to cover ``dist_m`` at the present speed (at least 0.5 m/s) [s]."""
+    return dist_m / max(speed_mps, 0.5)
+
+
+@njit(cache=True, parallel=True)
+def run_net_steps(
+    # network
+    edge_len_m: np.ndarray,
+    edge_lanes: np.ndarray,
+    edge_speed_mps: np.ndarray,
+    edge_grade: np.ndarray,
+    edge_to: np.ndarray,
+    edge_rank: np.ndarray,
+    edge_cap_mps: np.ndarray,
+    node_junction: np.ndarray,
+    node_max_rank: np.ndarray,
+    pred_ptr: np.ndarray,
+    pred_edge: np.ndarray,
+    sig: np.ndarray,
+    max_lanes: int,
+    # types
+    vt: np.ndarray,
+    cacc_p: np.ndarray,
+    acc_p: np.ndarray,
+    pt: np.ndarray,
+    # routes and plans
+    route_edges: np.ndarray,
+    leg_route_lo: np.ndarray,
+    leg_route_hi: np.ndarray,
+    leg_dwell_s: np.ndarray,
+    leg_site: np.ndarray,
+    site_capacity: np.ndarray,
+    site_load: np.ndarray,
+    # vehicles
+    inst: np.ndarray,
+    vtype: np.ndarray,
+    status: np.ndarray,
+    edge: np.ndarray,
+    lane: np.ndarray,
+    pos_m: np.ndarray,
+    speed_mps: np.ndarray,
+    accel_mps2: np.ndarray,
+    route_ptr: np.ndarray,
+    leg: np.ndarray,
+    leg_end: np.ndarray,
+    ready_s: np.ndarray,
+    platoon: np.ndarray,
+    pred: np.ndarray,
+    plat_next: np.ndarray,
+    drag_row: np.ndarray,
+    mode: np.ndarray,
+    beacon_age_s: np.ndarray,
+    extra_gap_m: np.ndarray,
+    speed_cap_mps: np.ndarray,
+    energy_kwh: np.ndarray,
+    distance_m: np.ndarray,
+    min_ttc_s: np.ndarray,
+    hard_brakes: np.ndarray,
+    lane_changes: np.ndarray,
+    # platoon table
+    plat_head: np.ndarray,
+    plat_lc: np.ndarray,
+    # scratch
+    order: np.ndarray,
+    bucket_start: np.ndarray,
+    scratch: np.ndarray,
+    head_of: np.ndarray,
+    keys: np.ndarray,
+    v_next: np.ndarray,
+    gap_now: np.ndarray,
+    leader: np.ndarray,
+    lc_target: np.ndarray,
+    inserted_at: np.ndarray,
+    # run
+    step0: int,
+    n_steps: int,
+    dt_s: float,
+    seed: int,
+    loss_p: float,
+    beacon_period_steps: int,
+    lc_period_steps: int,
+    ambient_c: float,
+    n_inst: int,
+    record_every: int,
+    fcd: np.ndarray,
+    fcd_veh: np.ndarray,
+    fcd_n0: int,
+    events: np.ndarray,
+    ev_n0: int,
+) -> tuple[int, int, int]:
+    """Advance ``n_steps`` steps (fewer if an output buffer fills); see the module docstring.
+
+    Returns:
+        ``(steps done, FCD rows written in total, events written in total)``.
+    """
+    n = inst.shape[0]
+    n_edges = edge_len_m.shape[0]
+    nb = n_inst * n_edges * max_lanes
+    fcd_n = fcd_n0
+    ev_n = ev_n0
+    fcd_cap = fcd.shape[0]
+    ev_cap = events.shape[0]
+    steps_done = 0
+    for s in range(n_steps):
+        step = step0 + s
+        t_s = step * dt_s
+        # stop early when the buffers might not hold this step's output
+        if fcd_n + n > fcd_cap and step % record_every == 0:
+            break
+        if ev_n + 4 * n + 16 > ev_cap:
+            break
+        # ---- 0. departures and site releases -------------------------------------------
+        for i in range(n):
+            st = status[i]
+            if st == ST_DWELLING and t_s >= ready_s[i]:
+                lg = leg[i]
+                site = leg_site[lg]
+                if site >= 0:
+                    site_load[inst[i], site] -= 1
+                if lg + 1 < leg_end[i]:
+                    leg[i] = lg + 1
+                    route_ptr[i] = leg_route_lo[lg + 1]
+                    status[i] = ST_WAITING
+                    ready_s[i] = t_s
+                    _push(events, ev_n, step, EV_LEAVE_SITE, i, site, -1, -1)
+                    ev_n += 1
+                else:
+                    status[i] = ST_DONE
+                    _push(events, ev_n, step, EV_FINISH, i, site, -1, -1)
+                    ev_n += 1
+        # keys for the sort (inserted vehicles join next step's order through keys below)
+        for i in prange(n):
+            if status[i] == ST_DRIVING:
+                keys[i] = lane_key(inst[i], edge[i], lane[i], n_edges, max_lanes)
+            else:
+                keys[i] = nb
+        sort_lanes(keys, pos_m, order, bucket_start, scratch)
+        _lane_heads(order, bucket_start, head_of)
+        # insertion of waiting vehicles whose time has come (serial: they compete for lanes)
+        for i in range(n):
+            if status[i] != ST_WAITING or ready_s[i] > t_s:
+                continue
+            p = pred[i]
+            if p >= 0 and status[p] == ST_WAITING:
+                continue  # platoon members enter in order
+            e = route_edges[route_ptr[i]]
+            ty = vtype[i]
+            ln = 0
+            k = lane_key(inst[i], e, ln, n_edges, max_lanes)
+            if inserted_at[k] == step:
+                continue
+            tail = -1
+            if bucket_start[k + 1] > bucket_start[k]:
+                tail = order[bucket_start[k + 1] - 1]
+            v_ins = min(edge_speed_mps[e], vt[ty, VT_MAX_SPEED_MPS])
+            if tail >= 0:
+                room = pos_m[tail] - vt[vtype[tail], VT_LENGTH_M] - vt[ty, VT_MIN_GAP_M]
+                v_ins = min(v_ins, speed_mps[tail])
+                if room < v_ins * INSERT_TIME_GAP_S + 1.0:
+                    if room < 1.0:
+                        continue
+                    v_ins = max(0.0, (room - 1.0) / INSERT_TIME_GAP_S)
+            status[i] = ST_DRIVING
+            edge[i] = e
+            lane[i] = ln
+            pos_m[i] = 0.0
+            speed_mps[i] = v_ins
+            accel_mps2[i] = 0.0
+            mode[i] = 0
+            beacon_age_s[i] = 0.0
+            inserted_at[k] = step
+            _push(events, ev_n, step, EV_DEPART, i, e, ln, -1)
+            ev_n += 1
+        # ---- 1. leaders, stop lines, control -------------------------------------------
+        for i in prange(n):
+            leader[i] = -1
+            lc_target[i] = -1
+            if status[i] != ST_DRIVING:
+                continue
+            ty = vtype[i]
+            e = edge[i]
+            ln = lane[i]
+            k = lane_key(inst[i], e, ln, n_edges, max_lanes)
+            gap = NO_GAP
+            v_lead = 0.0
+            ld = -1
+            r = _rank_of(order, bucket_start, k, i, pos_m)
+            if r > bucket_start[k]:
+                ld = order[r - 1]
+                gap = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[i]
+                v_lead = speed_mps[ld]
+            else:
+                # look along the route
+                dist = edge_len_m[e] - pos_m[i]
+                rp = route_ptr[i]
+                hops = 0
+                lg = leg[i]
+                while dist < LOOKAHEAD_M and hops < LOOKAHEAD_EDGES:
+                    rp += 1
+                    if rp >= leg_route_hi[lg]:
+                        break
+                    e2 = route_edges[rp]
+                    l2 = min(ln, edge_lanes[e2] - 1)
+                    k2 = lane_key(inst[i], e2, l2, n_edges, max_lanes)
+                    if bucket_start[k2 + 1] > bucket_start[k2]:
+                        ld = order[bucket_start[k2 + 1] - 1]
+                        gap = dist + pos_m[ld] - vt[vtype[ld], VT_LENGTH_M]
+                        v_lead = speed_mps[ld]
+                        break
+                    dist += edge_len_m[e2]
+                    hops += 1
+            leader[i] = ld
+            gap_now[i] = gap
+            if ld >= 0 and speed_mps[i] > speed_mps[ld]:
+                ttc = gap / (speed_mps[i] - speed_mps[ld])
+                if ttc < min_ttc_s[i]:
+                    min_ttc_s[i] = ttc
+            # stop line at the end of this edge
+            d_end = edge_len_m[e] - pos_m[i]
+            stop = False
+            if r == bucket_start[k] and d_end < max(JUNCTION_ZONE_M, speed_mps[i] * 6.0):
+                rp = route_ptr[i]
+                lg = leg[i]
+                last = rp + 1 >= leg_route_hi[lg]
+                node = edge_to[e]
+                ph = _signal_state(t_s, sig, e)
+                brake_m = speed_mps[i] * speed_mps[i] / (2.0 * vt[ty, VT_DECEL_MPS2])
+                if ph == PHASE_RED or (ph == PHASE_YELLOW and d_end > brake_m):
+                    stop = True
+                if last:
+                    site = leg_site[lg]
+                    if site >= 0 and site_load[inst[i], site] >= site_capacity[site]:
+                        stop = True
+                else:
+                    e_next = route_edges[rp + 1]
+                    if ln >= edge_lanes[e_next]:
+                        stop = True
+                    if not stop:
+                        # junction rules: yield to major roads, zipper with equal ones
+                        for q in range(pred_ptr[node], pred_ptr[node + 1]):
+                            e_o = pred_edge[q]
+                            if e_o == e or sig[e_o, 0] > 0.0:
+                                continue
+                            for l_o in range(edge_lanes[e_o]):
+                                j = head_of[lane_key(inst[i], e_o, l_o, n_edges, max_lanes)]
+                                if j < 0:
+                                    continue
+                                d_o = edge_len_m[e_o] - pos_m[j]
+                                if d_o > JUNCTION_ZONE_M + speed_mps[j] * 6.0:
+                                    continue
+                                eta_o = _eta_s(d_o, speed_mps[j])
+                                if node_junction[node] == JT_PRIORITY and (
+                                    edge_rank[e] < edge_rank[e_o]
+                                ):
+                                    if eta_o < CRITICAL_GAP_S and sig[e, 0] <= 0.0:
+                                        stop = True
+                                    continue
+                                if edge_rank[e] > edge_rank[e_o]:
+                                    continue
+                                # equal rank: merge only when both feed the same edge
+                                rj = route_ptr[j] + 1
+                                if rj >= leg_route_hi[leg[j]] or route_edges[rj] != e_next:
+                                    continue
+                                # the one nearer the junction goes first (a zipper)
+                                if d_o < d_end or (d_o == d_end and j < i):
+                                    g_v = d_end - d_o - vt[vtype[j], VT_LENGTH_M]
+                                    if g_v < gap:
+                                        gap = g_v
+                                        v_lead = speed_mps[j]
+                                        ld = -2
+            if stop:
+                g_s = d_end + vt[ty, VT_MIN_GAP_M] - 0.5
+                if g_s < gap:
+                    gap = g_s
+                    v_lead = 0.0
+                    ld = -2
+            # desired speed
+            v_des = min(
+                edge_speed_mps[e] * vt[ty, VT_SPEED_FACTOR],
+                vt[ty, VT_MAX_SPEED_MPS],
+                edge_cap_mps[e],
+                speed_cap_mps[i],
+            )
+            v = speed_mps[i]
+            gap_ctl = gap - extra_gap_m[i] if gap < NO_GAP else gap
+            model = int(vt[ty, VT_MODEL])
+            if model == NM_IDM:
+                a = _idm_accel(
+                    v,
+                    gap_ctl,
+                    v_lead,
+                    v_des,
+                    vt[ty, VT_MIN_GAP_M],
+                    vt[ty, VT_TIME_GAP_S],
+                    vt[ty, VT_ACCEL_MPS2],
+                    vt[ty, VT_DECEL_MPS2],
+                    vt[ty, VT_IDM_DELTA],
+                )
+                a = max(a, -vt[ty, VT_EMERGENCY_DECEL_MPS2])
+                vn = max(0.0, v + a * dt_s)
+                vn = min(vn, max(v_des, v - vt[ty, VT_DECEL_MPS2] * dt_s))
+                m = 6
+            else:
+                g_law = gap_ctl if gap_ctl < NO_GAP else math.inf
+                if model == NM_CACC:
+                    coop = ld >= 0 and ld == pred[i] and beacon_age_s[i] <= STALE_BEACON_S
+                    v_pos, m = cacc_next_speed(
+                        cacc_p[ty],
+                        v,
+                        accel_mps2[i],
+                        g_law,
+                        v_lead,
+                        0.0,
+                        coop,
+                        v_des,
+                        dt_s,
+                        mode[i],
+                    )
+                else:
+                    v_pos, m = acc_next_speed(
+                        acc_p[ty], v, accel_mps2[i], g_law, v_lead, v_des, dt_s, mode[i]
+                    )
+                vn = sumo_finalize_speed(
+                    v,
+                    v_pos,
+                    vt[ty, VT_ACCEL_MPS2],
+                    vt[ty, VT_DECEL_MPS2],
+                    vt[ty, VT_EMERGENCY_DECEL_MPS2],
+                    max(v_des, 0.0),
+                    dt_s,
+                )
+            v_next[i] = vn
+            mode[i] = m
+            if ld != -2:
+                leader[i] = ld
+        # ---- 2. collisions: the sorted sweep ---------------------------------------------
+        for i in range(n):
+            if status[i] != ST_DRIVING:
+                continue
+            ld = leader[i]
+            if ld >= 0 and gap_now[i] < 0.0 and status[ld] == ST_DRIVING:
+                _push(events, ev_n, step, EV_COLLISION, i, ld, edge[i], lane[i])
+                ev_n += 1
+                status[i] = ST_REMOVED
+                status[ld] = ST_REMOVED
+        # ---- 3. lane changes -------------------------------------------------------------
+        if lc_period_steps > 0 and max_lanes > 1:
+            # changes go one way per period (left, then right), so two vehicles never
+            # change into the same place from both sides in one step
+            dir_allowed = 1 if (step // lc_period_steps) % 2 == 0 else -1
+            for i in prange(n):
+                if status[i] != ST_DRIVING:
+                    continue
+                if (i + step) % lc_period_steps != 0:
+                    continue
+                ty = vtype[i]
+                if vt[ty, VT_CAN_CHANGE_LANE] <= 0.0 or platoon[i] >= 0:
+                    continue
+                lc_target[i] = _mobil(
+                    i,
+                    step,
+                    seed,
+                    t_s,
+                    inst,
+                    vtype,
+                    status,
+                    edge,
+                    lane,
+                    pos_m,
+                    speed_mps,
+                    platoon,
+                    pred,
+                    vt,
+                    edge_len_m,
+                    edge_lanes,
+                    edge_speed_mps,
+                    edge_cap_mps,
+                    route_edges,
+                    route_ptr,
+                    leg,
+                    leg_route_hi,
+                    order,
+                    bucket_start,
+                    n_edges,
+                    max_lanes,
+                    gap_now[i],
+                    speed_mps[leader[i]] if leader[i] >= 0 else 0.0,
+                    dir_allowed,
+                )
+            # platoons as a unit: the head decides where its lane ends
+            for i in range(n):
+                if dir_allowed > 0:
+                    break
+                if status[i] != ST_DRIVING or platoon[i] < 0 or plat_head[platoon[i]] != i:
+                    continue
+                plat_lc[platoon[i]] = _platoon_lane_change(
+                    i,
+                    inst,
+                    vtype,
+                    status,
+                    edge,
+                    lane,
+                    pos_m,
+                    plat_next,
+                    vt,
+                    edge_len_m,
+                    edge_lanes,
+                    route_edges,
+                    route_ptr,
+                    leg,
+                    leg_route_hi,
+                    order,
+                    bucket_start,
+                    n_edges,
+                    max_lanes,
+                )
+            for i in range(n):
+                if status[i] != ST_DRIVING:
+                    continue
+                tgt = lc_target[i]
+                pl = platoon[i]
+                if pl >= 0 and plat_lc[pl] >= 0:
+                    tgt = plat_lc[pl]
+                if tgt < 0 or tgt == lane[i]:
+                    continue
+                lane[i] = tgt
+                lane_changes[i] += 1
+                code = EV_LANE_CHANGE if pl < 0 else EV_PLATOON_LANE_CHANGE
+                if tgt >= 100:  # a cut-in into a platoon gap, flagged by _mobil
+                    lane[i] = tgt - 100
+                    code = EV_CUT_IN
+                _push(events, ev_n, step, code, i, edge[i], lane[i], -1)
+                ev_n += 1
+            for p_ in range(plat_lc.shape[0]):
+                plat_lc[p_] = -1
+        # ---- 4. move, energy, stats ------------------------------------------------------
+        for i in prange(n):
+            if status[i] != ST_DRIVING:
+                continue
+            ty = vtype[i]
+            v0 = speed_mps[i]
+            vn = v_next[i]
+            a = (vn - v0) / dt_s
+            e = edge[i]
+            if vt[ty, VT_IS_TRUCK] > 0.0:
+                g_d = gap_now[i] if (leader[i] >= 0 and leader[i] == pred[i]) else math.nan
+                if pred[i] < 0 and plat_next[i] >= 0:
+                    g_d = gap_now[plat_next[i]]
+                energy_kwh[i] += step_energy_kwh_unchecked(
+                    pt[ty],
+                    vt[ty, VT_MASS_KG],
+                    vn,
+                    a,
+                    edge_grade[e],
+                    drag_multiplier_row(drag_row[i], g_d),
+                    vt[ty, VT_CD_A_M2],
+                    vt[ty, VT_CRR],
+                    ambient_c,
+                    dt_s,
+                )
+            if a < -HARD_BRAKE_MPS2 and accel_mps2[i] >= -HARD_BRAKE_MPS2:
+                hard_brakes[i] += 1
+            accel_mps2[i] = a
+            speed_mps[i] = vn
+            pos_m[i] += vn * dt_s
+            distance_m[i] += vn * dt_s
+            beacon_age_s[i] += dt_s
+            p = pred[i]
+            beacon_due = p >= 0 and (step + p) % beacon_period_steps == 0
+            if beacon_due and (loss_p <= 0.0 or uniform(seed, i, step, PURPOSE_LOSS) >= loss_p):
+                beacon_age_s[i] = 0.0
+        # edge transitions and arrivals (serial: sites are shared)
+        for i in range(n):
+            if status[i] != ST_DRIVING:
+                continue
+            e = edge[i]
+            while pos_m[i] >= edge_len_m[e]:
+                lg = leg[i]
+                if route_ptr[i] + 1 >= leg_route_hi[lg]:
+                    site = leg_site[lg]
+                    if site >= 0:
+                        site_load[inst[i], site] += 1
+                    status[i] = ST_DWELLING
+                    ready_s[i] = t_s + dt_s + leg_dwell_s[lg]
+                    _push(events, ev_n, step, EV_ARRIVE_SITE, i, site, e, -1)
+                    ev_n += 1
+                    break
+                pos_m[i] -= edge_len_m[e]
+                route_ptr[i] += 1
+                e = route_edges[route_ptr[i]]
+                edge[i] = e
+                lane[i] = min(lane[i], edge_lanes[e] - 1)
+        steps_done += 1
+        # ---- 5. output ---------------------------------------------------------------
+        if (step + 1) % record_every == 0:
+            for i in range(n):
+                if status[i] != ST_DRIVING:
+                    continue
+                fcd_veh[fcd_n] = i
+                fcd[fcd_n, 0] = (step + 1) * dt_s
+                fcd[fcd_n, 1] = edge[i]
+                fcd[fcd_n, 2] = lane[i]
+                fcd[fcd_n, 3] = pos_m[i]
+                fcd[fcd_n, 4] = speed_mps[i]
+                fcd[fcd_n, 5] = accel_mps2[i]
+                fcd[fcd_n, 6] = gap_now[i] if gap_now[i] < NO_GAP and leader[i] >= 0 else np.nan
+                fcd[fcd_n, 7] = energy_kwh[i]
+                fcd[fcd_n, 8] = mode[i]
+                fcd_n += 1
+    return steps_done, fcd_n, ev_n
+
+
+FCD_COLUMNS = (
+    "time_s",
+    "edge",
+    "lane",
+    "pos_m",
+    "speed_mps",
+    "accel_mps2",
+    "gap_m",
+    "energy_kwh",
+    "mode",
+)
+
+
+@njit(cache=True, inline="always")
+def _push(
+    events: np.ndarray, r: int, step: int, code: int, veh: int, a: int, b: int, c: int
+) -> None:
+    events[r, 0] = step
+    events[r, 1] = code
+    events[r, 2] = veh
+    events[r, 3] = a
+    events[r, 4] = b
+    events[r, 5] = c
+
+
+@njit(cache=True, inline="always")
+def _rank_of(order: np.ndarray, bucket_start: np.ndarray, k: int, i: int, pos_m: np.ndarray) -> int:
+    """Index of vehicle ``i`` in ``order`` (binary search on position inside bucket ``k``)."""
+    lo = bucket_start[k]
+    hi = bucket_start[k + 1]
+    p = pos_m[i]
+    # first index whose position is <= p (positions decrease along the bucket)
+    a = lo
+    b = hi
+    while a < b:
+        m = (a + b) // 2
+        if pos_m[order[m]] > p:
+            a = m + 1
+        else:
+            b = m
+    r = a
+    while r < hi and order[r] != i:
+        r += 1
+    return r
+
+
+@njit(cache=True, inline="always")
+def _first_behind(order: np.ndarray, lo: int, hi: int, pos_m: np.ndarray, p: float) -> int:
+    """First index in a bucket (front-most first) whose vehicle is at or behind ``p``."""
+    a = lo
+    b = hi
+    while a < b:
+        m = (a + b) // 2
+        if pos_m[order[m]] > p:
+            a = m + 1
+        else:
+            b = m
+    return a
+
+
+@njit(cache=True)
+def _mobil(
+    i: int,
+    step: int,
+    seed: int,
+    t_s: float,
+    inst: np.ndarray,
+    vtype: np.ndarray,
+    status: np.ndarray,
+    edge: np.ndarray,
+    lane: np.ndarray,
+    pos_m: np.ndarray,
+    speed_mps: np.ndarray,
+    platoon: np.ndarray,
+    pred: np.ndarray,
+    vt: np.ndarray,
+    edge_len_m: np.ndarray,
+    edge_lanes: np.ndarray,
+    edge_speed_mps: np.ndarray,
+    edge_cap_mps: np.ndarray,
+    route_edges: np.ndarray,
+    route_ptr: np.ndarray,
+    leg: np.ndarray,
+    leg_route_hi: np.ndarray,
+    order: np.ndarray,
+    bucket_start: np.ndarray,
+    n_edges: int,
+    max_lanes: int,
+    gap_cur: float,
+    v_lead_cur: float,
+    dir_allowed: int,
+) -> int:
+    """MOBIL's choice for vehicle ``i``: the target lane, -1 to stay, ``100 + lane`` for a
+    change that cuts into a platoon gap."""
+    e = edge[i]
+    ln = lane[i]
+    ty = vtype[i]
+    v = speed_mps[i]
+    length = vt[ty, VT_LENGTH_M]
+    v_des = min(
+        edge_speed_mps[e] * vt[ty, VT_SPEED_FACTOR], vt[ty, VT_MAX_SPEED_MPS], edge_cap_mps[e]
+    )
+    s0 = vt[ty, VT_MIN_GAP_M]
+    T = vt[ty, VT_TIME_GAP_S]
+    a_max = vt[ty, VT_ACCEL_MPS2]
+    b = vt[ty, VT_DECEL_MPS2]
+    dl = vt[ty, VT_IDM_DELTA]
+    # must the vehicle leave its lane (it ends at the end of this edge)?
+    rp = route_ptr[i]
+    mandatory = False
+    if rp + 1 < leg_route_hi[leg[i]]:
+        e_next = route_edges[rp + 1]
+        if ln >= edge_lanes[e_next] and edge_len_m[e] - pos_m[i] < MANDATORY_LC_ZONE_M:
+            mandatory = True
+    a_cur = _idm_accel(v, gap_cur, v_lead_cur, v_des, s0, T, a_max, b, dl)
+    # the current follower, before and after
+    k_cur = lane_key(inst[i], e, ln, n_edges, max_lanes)
+    r = _rank_of(order, bucket_start, k_cur, i, pos_m)
+    f_old = order[r + 1] if r + 1 < bucket_start[k_cur + 1] else -1
+    d_old_follower = 0.0
+    if f_old >= 0:
+        tf = vtype[f_old]
+        vf = speed_mps[f_old]
+        vf_des = min(edge_speed_mps[e] * vt[tf, VT_SPEED_FACTOR], vt[tf, VT_MAX_SPEED_MPS])
+        g_before = pos_m[i] - length - pos_m[f_old]
+        a_before = _idm_accel(
+            vf,
+            g_before,
+            v,
+            vf_des,
+            vt[tf, VT_MIN_GAP_M],
+            vt[tf, VT_TIME_GAP_S],
+            vt[tf, VT_ACCEL_MPS2],
+            vt[tf, VT_DECEL_MPS2],
+            vt[tf, VT_IDM_DELTA],
+        )
+        if r > bucket_start[k_cur]:
+            ldc = order[r - 1]
+            g_after = pos_m[ldc] - vt[vtype[ldc], VT_LENGTH_M] - pos_m[f_old]
+            v_after = speed_mps[ldc]
+        else:
+            g_after = NO_GAP
+            v_after = 0.0
+        a_after = _idm_accel(
+            vf,
+            g_after,
+            v_after,
+            vf_des,
+            vt[tf, VT_MIN_GAP_M],
+            vt[tf, VT_TIME_GAP_S],
+            vt[tf, VT_ACCEL_MPS2],
+            vt[tf, VT_DECEL_MPS2],
+            vt[tf, VT_IDM_DELTA],
+        )
+        d_old_follower = a_after - a_before
+    best = -1
+    best_gain = -1.0e18
+    cut_in = False
+    for dirn in (-1, 1):
+        tl = ln + dirn
+        if tl < 0 or tl >= edge_lanes[e]:
+            continue
+        if dirn != dir_allowed or (mandatory and dirn > 0):
+            continue
+        # the target lane must continue on the next edge of the route
+        ends = rp + 1 < leg_route_hi[leg[i]] and tl >= edge_lanes[route_edges[rp + 1]]
+        if ends and not mandatory:
+            continue
+        k = lane_key(inst[i], e, tl, n_edges, max_lanes)
+        lo = bucket_start[k]
+        hi = bucket_start[k + 1]
+        q = _first_behind(order, lo, hi, pos_m, pos_m[i])
+        ld = order[q - 1] if q > lo else -1
+        fw = order[q] if q < hi else -1
+        g_new = NO_GAP
+        v_ld = 0.0
+        if ld >= 0:
+            g_new = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[i]
+            v_ld = speed_mps[ld]
+        elif rp + 1 < leg_route_hi[leg[i]]:
+            # the target lane's leader may already be on the next edge
+            e2 = route_edges[rp + 1]
+            k2 = lane_key(inst[i], e2, min(tl, edge_lanes[e2] - 1), n_edges, max_lanes)
+            if bucket_start[k2 + 1] > bucket_start[k2]:
+                j = order[bucket_start[k2 + 1] - 1]
+                g_new = edge_len_m[e] - pos_m[i] + pos_m[j] - vt[vtype[j], VT_LENGTH_M]
+                v_ld = speed_mps[j]
+        if g_new < s0 * 0.5:
+            continue
+        if fw < 0 and pos_m[i] - length < LC_EDGE_START_M:
+            continue  # followers on the edges behind are not in this lane's bucket
+        a_new = _idm_accel(v, g_new, v_ld, v_des, s0, T, a_max, b, dl)
+        d_new_follower = 0.0
+        if fw >= 0:
+            tf = vtype[fw]
+            vf = speed_mps[fw]
+            g_fw = pos_m[i] - length - pos_m[fw]
+            if g_fw < vt[tf, VT_MIN_GAP_M] * 0.5:
+                continue
+            vf_des = min(edge_speed_mps[e] * vt[tf, VT_SPEED_FACTOR], vt[tf, VT_MAX_SPEED_MPS])
+            a_fw_new = _idm_accel(
+                vf,
+                g_fw,
+                v,
+                vf_des,
+                vt[tf, VT_MIN_GAP_M],
+                vt[tf, VT_TIME_GAP_S],
+                vt[tf, VT_ACCEL_MPS2],
+                vt[tf, VT_DECEL_MPS2],
+                vt[tf, VT_IDM_DELTA],
+            )
+            if a_fw_new < -MOBIL_SAFE_DECEL_MPS2:
+                continue
+            if ld >= 0:
+                g_fw_old = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[fw]
+                a_fw_old = _idm_accel(
+                    vf,
+                    g_fw_old,
+                    v_ld,
+                    vf_des,
+                    vt[tf, VT_MIN_GAP_M],
+                    vt[tf, VT_TIME_GAP_S],
+                    vt[tf, VT_ACCEL_MPS2],
+                    vt[tf, VT_DECEL_MPS2],
+                    vt[tf, VT_IDM_DELTA],
+                )
+            else:
+                a_fw_old = _idm_accel(
+                    vf,
+                    NO_GAP,
+                    0.0,
+                    vf_des,
+                    vt[tf, VT_MIN_GAP_M],
+                    vt[tf, VT_TIME_GAP_S],
+                    vt[tf, VT_ACCEL_MPS2],
+                    vt[tf, VT_DECEL_MPS2],
+                    vt[tf, VT_IDM_DELTA],
+                )
+            d_new_follower = a_fw_new - a_fw_old
+        if a_new < -MOBIL_SAFE_DECEL_MPS2:
+            continue
+        bias = MOBIL_BIAS_RIGHT_MPS2 if dirn < 0 else -MOBIL_BIAS_RIGHT_MPS2
+        gain = a_new - a_cur + MOBIL_POLITENESS * (d_new_follower + d_old_follower) + bias
+        if mandatory:
+            gain = 1.0e6
+        if gain <= MOBIL_THRESHOLD_MPS2:
+            continue
+        # a gap inside a platoon: cut in only with a probability that grows with the gap
+        into_platoon = ld >= 0 and fw >= 0 and platoon[fw] >= 0 and pred[fw] == ld
+        if into_platoon:
+            g_pl = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[fw]
+            p_cut = (g_pl - CUT_IN_GAP_LO_M) / (CUT_IN_GAP_HI_M - CUT_IN_GAP_LO_M)
+            p_cut = min(max(p_cut, 0.0), 1.0) * CUT_IN_MAX_P
+            if uniform(seed, i, step, PURPOSE_CUT_IN) >= p_cut:
+                continue
+        if gain > best_gain:
+            best_gain = gain
+            best = tl
+            cut_in = into_platoon
+    if best >= 0 and cut_in:
+        return 100 + best
+    return best
+
+
+@njit(cache=True)
+def _platoon_lane_change(
+    head: int,
+    inst: np.ndarray,
+    vtype: np.ndarray,
+    status: np.ndarray,
+    edge: np.ndarray,
+    lane: np.ndarray,
+    pos_m: np.ndarray,
+    plat_next: np.ndarray,
+    vt: np.ndarray,
+    edge_len_m: np.ndarray,
+    edge_lanes: np.ndarray,
+    route_edges: np.ndarray,
+    route_ptr: np.ndarray,
+    leg: np.ndarray,
+    leg_route_hi: np.ndarray,
+    order: np.ndarray,
+    bucket_start: np.ndarray,
+    n_edges: int,
+    max_lanes: int,
+) -> int:
+    """Target lane of a platoon whose lane ends ahead, -1 to stay.
+
+    The head decides; the platoon moves only when every member is on the head's edge and
+    lane and the target lane is free from ``PLATOON_LC_MARGIN_M`` ahead of the head to
+    ``PLATOON_LC_MARGIN_M`` behind the tail.
+    """
+    e = edge[head]
+    ln = lane[head]
+    rp = route_ptr[head]
+    if rp + 1 >= leg_route_hi[leg[head]] or ln == 0:
+        return -1
+    if ln < edge_lanes[route_edges[rp + 1]]:
+        return -1
+    if edge_len_m[e] - pos_m[head] > MANDATORY_LC_ZONE_M * 2.0:
+        return -1
+    tail = head
+    j = plat_next[head]
+    while j >= 0:
+        if status[j] != ST_DRIVING or edge[j] != e or lane[j] != ln:
+            return -1
+        tail = j
+        j = plat_next[j]
+    front = pos_m[head] + PLATOON_LC_MARGIN_M
+    back = pos_m[tail] - vt[vtype[tail], VT_LENGTH_M] - PLATOON_LC_MARGIN_M
+    tl = ln - 1
+    k = lane_key(inst[head], e, tl, n_edges, max_lanes)
+    lo = bucket_start[k]
+    hi = bucket_start[k + 1]
+    q = _first_behind(order, lo, hi, pos_m, front + 1000.0)
+    while q < hi:
+        o = order[q]
+        p_front = pos_m[o]
+        p_back = p_front - vt[vtype[o], VT_LENGTH_M]
+        if p_back > front:
+            q += 1
+            continue
+        if p_front < back:
+            break
+        return -1
+    return tl

@@ -1,0 +1,740 @@
+"""The network engine: fleets on the road network, with lanes, junctions, sites and platoons.
+
+Build a :class:`NetSim` from a :class:`~convoy.road.network.RoadNetwork`, vehicle types and
+a demand (trips of trucks and platoons, flows of background traffic), then :meth:`NetSim.run`.
+The step itself is compiled (``net_kernel.run_net_steps``) and runs many steps per call;
+Python only comes back to flush outputs, apply a change of the world (a hazard starting or
+ending) or advance a platoon manoeuvre.
+
+A batch of independent instances of the same world runs as one array computation:
+``NetSim(..., instances=k)`` copies the demand ``k`` times (each copy with its own random
+draws), and every per-vehicle output carries its instance.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from convoy.road.network import JunctionType, RoadClass, RoadNetwork
+from convoy.sim import net_kernel as nk
+from convoy.vehicle.aero import drag_row as _drag_row
+from convoy.vehicle.energy import ElectricPowertrain
+from convoy.vehicle.sumo_cfm import SumoAccParams, SumoCaccParams
+
+ModelName = Literal["idm", "acc", "cacc"]
+_MODEL_CODE = {"idm": nk.NM_IDM, "acc": nk.NM_ACC, "cacc": nk.NM_CACC}
+# Road classes ranked for right of way at priority junctions (higher wins).
+_RANK = {
+    RoadClass.MOTORWAY: 5,
+    RoadClass.TRUNK: 4,
+    RoadClass.PRIMARY: 3,
+    RoadClass.SECONDARY: 2,
+    RoadClass.TERTIARY: 1,
+    RoadClass.SERVICE: 0,
+}
+
+
+class NetSimError(ValueError):
+    """Bad input to the network engine; the message names the field, value and what is allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleType:
+    """A kind of vehicle.
+
+    Attributes:
+        name: id used by trips and flows.
+        model: ``idm`` (human drivers), ``acc`` (SUMO ACC, solo L4 trucks) or ``cacc``
+            (SUMO CACC, platoon followers).
+        length_m, min_gap_m: body length and standstill gap.
+        accel_mps2, decel_mps2, emergency_decel_mps2: limits.
+        max_speed_mps: top speed.
+        time_gap_s: IDM's desired time headway T (the ACC/CACC laws use their own).
+        idm_delta: IDM's acceleration exponent.
+        is_truck: trucks book energy (the vehicle layer's powertrain model).
+        mass_kg, cd_a_m2, crr: truck body, for the energy.
+        speed_factor: share of the speed limit the driver aims for.
+        can_change_lane: MOBIL lane changes (never for platoon members, which change as one).
+    """
+
+    name: str
+    model: ModelName = "idm"
+    length_m: float = 5.0
+    min_gap_m: float = 2.5
+    accel_mps2: float = 2.6
+    decel_mps2: float = 4.5
+    emergency_decel_mps2: float = 9.0
+    max_speed_mps: float = 33.3
+    time_gap_s: float = 1.0
+    idm_delta: float = 4.0
+    is_truck: bool = False
+    mass_kg: float = 1_500.0
+    cd_a_m2: float = 0.7
+    crr: float = 0.01
+    speed_factor: float = 1.0
+    can_change_lane: bool = True
+
+    def check(self) -> None:
+        """Raise :class:`NetSimError` naming the first field out of range."""
+        if self.model not in _MODEL_CODE:
+            raise NetSimError(
+                f"vehicle type {self.name!r}: model = {self.model!r}; allowed: idm, acc, cacc"
+            )
+        for f in (
+            "length_m",
+            "accel_mps2",
+            "decel_mps2",
+            "emergency_decel_mps2",
+            "max_speed_mps",
+            "time_gap_s",
+            "mass_kg",
+            "speed_factor",
+        ):
+            v = getattr(self, f)
+            if not (math.isfinite(v) and v > 0):
+                raise NetSimError(f"vehicle type {self.name!r}: {f} = {v}; must be > 0")
+        if not self.min_gap_m >= 0:
+            raise NetSimError(
+                f"vehicle type {self.name!r}: min_gap_m = {self.min_gap_m}; must be >= 0"
+            )
+
+
+#: A passenger car: SUMO's passenger defaults (length 5 m, minGap 2.5 m, accel 2.6, decel
+#: 4.5, emergencyDecel 9 m/s²) with IDM's T = 1.0 s (Treiber & Kesting 2013, Table 11.2, car).
+CAR = VehicleType("car")
+#: A human-driven heavy truck (a platoon's lead truck, or a conventional truck): IDM with
+#: T = 1.5 s and b = 2 m/s² (Treiber & Kesting 2013, Table 11.2, truck), DESIGN.md's body.
+TRUCK_HUMAN = VehicleType(
+    "truck-human",
+    model="idm",
+    length_m=16.5,
+    min_gap_m=2.5,
+    accel_mps2=1.0,
+    decel_mps2=2.0,
+    emergency_decel_mps2=7.5,
+    max_speed_mps=25.0,
+    time_gap_s=1.5,
+    is_truck=True,
+    mass_kg=49_000.0,
+    cd_a_m2=6.0,
+    crr=0.006,
+    can_change_lane=True,
+)
+#: A driverless follower: SUMO's CACC law (its default gains), DESIGN.md's body.
+TRUCK_L4 = VehicleType(
+    "truck-l4",
+    model="cacc",
+    length_m=16.5,
+    min_gap_m=2.5,
+    accel_mps2=1.0,
+    decel_mps2=4.0,
+    emergency_decel_mps2=7.5,
+    max_speed_mps=25.0,
+    time_gap_s=1.0,
+    is_truck=True,
+    mass_kg=49_000.0,
+    cd_a_m2=6.0,
+    crr=0.006,
+    can_change_lane=False,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """Part of a trip: a route of edges, then a stop at a site.
+
+    Attributes:
+        route: edge ids in driving order (non-empty).
+        dwell_s: time at the site at the route's end (loading, unloading, charging).
+        site: the site id at the end (its capacity limits how many dwell at once), or
+            ``None`` to leave the network there.
+    """
+
+    route: tuple[str, ...]
+    dwell_s: float = 0.0
+    site: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """One vehicle's day: legs driven one after another from ``depart_s``."""
+
+    vehicle_id: str
+    vtype: str
+    legs: tuple[Leg, ...]
+    depart_s: float = 0.0
+    speed_cap_mps: float = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Platoon:
+    """Vehicles (by id, head first) that drive as one platoon; all share the same legs."""
+
+    id: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Background traffic: ``veh_per_h`` vehicles of ``vtype`` along ``route`` (Poisson)."""
+
+    id: str
+    route: tuple[str, ...]
+    veh_per_h: float
+    vtype: str = "car"
+    begin_s: float = 0.0
+    end_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedCap:
+    """A speed limit on some edges for a while (a dust storm, ice, road works)."""
+
+    edges: tuple[str, ...]
+    start_s: float
+    end_s: float
+    cap_mps: float
+
+
+@dataclass
+class NetResult:
+    """What a run produced.
+
+    Attributes:
+        vehicle_ids: (n,) ids; row i of every per-vehicle array.
+        instance: (n,) the batch instance of each vehicle.
+        edge_ids: edge ids, indexed by the FCD's ``edge`` column.
+        fcd: dict of column -> array (``FCD_COLUMNS`` plus ``vehicle``), one row per vehicle on
+            the road per record time.
+        events: list of dicts (time_s, kind, vehicle_id, ...).
+        energy_kwh, distance_m, min_ttc_s, hard_brakes, lane_changes: (n,) per vehicle.
+        status: (n,) final status (``net_kernel.ST_*``).
+        collisions: number of collisions.
+        steps: steps run; wall_s: seconds spent in the compiled step.
+    """
+
+    vehicle_ids: list[str]
+    instance: NDArray[np.int32]
+    edge_ids: tuple[str, ...]
+    fcd: dict[str, NDArray[np.float64]]
+    events: list[dict[str, object]]
+    energy_kwh: NDArray[np.float64]
+    distance_m: NDArray[np.float64]
+    min_ttc_s: NDArray[np.float64]
+    hard_brakes: NDArray[np.int32]
+    lane_changes: NDArray[np.int32]
+    status: NDArray[np.int8]
+    collisions: int
+    steps: int
+    wall_s: float = 0.0
+
+
+def _signal_rows(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.float64]:
+    """(E, 5) cycle, offset, green start, green end, yellow length per incoming edge."""
+    sig = np.zeros((len(edge_ids), 5))
+    for k, eid in enumerate(edge_ids):
+        node = network.nodes[network.edges[eid].to_node]
+        if node.junction != JunctionType.TRAFFIC_SIGNAL or node.signal is None:
+            continue
+        plan = node.signal
+        t = 0.0
+        g0 = g1 = -1.0
+        yellow = 0.0
+        for ph in plan.phases:
+            if eid in ph.green_edges:
+                if g0 < 0:
+                    g0 = t
+                g1 = t + ph.duration_s
+            elif g1 >= 0 and not ph.green_edges and yellow == 0.0 and abs(t - g1) < 1e-9:
+                yellow = ph.duration_s
+            t += ph.duration_s
+        if g0 < 0:
+            g0 = g1 = 0.0  # never green: a closed approach
+        sig[k] = (plan.cycle_s, plan.offset_s, g0, g1, yellow)
+    return sig
+
+
+@dataclass
+class _Vehicles:
+    ids: list[str] = field(default_factory=list)
+    vtype: list[int] = field(default_factory=list)
+    inst: list[int] = field(default_factory=list)
+    depart_s: list[float] = field(default_factory=list)
+    leg_lo: list[int] = field(default_factory=list)
+    leg_hi: list[int] = field(default_factory=list)
+    cap: list[float] = field(default_factory=list)
+
+
+class NetSim:
+    """A network-scale simulation, ready to run."""
+
+    def __init__(
+        self,
+        network: RoadNetwork,
+        trips: Sequence[Trip] = (),
+        flows: Sequence[Flow] = (),
+        platoons: Sequence[Platoon] = (),
+        vtypes: Sequence[VehicleType] = (CAR, TRUCK_HUMAN, TRUCK_L4),
+        dt_s: float = 0.1,
+        seed: int = 0,
+        instances: int = 1,
+        loss: float = 0.0,
+        beacon_hz: float = 10.0,
+        lane_change_period_s: float = 1.0,
+        ambient_c: float = 15.0,
+        speed_caps: Sequence[SpeedCap] = (),
+        record_every_s: float = 1.0,
+        site_capacity: Mapping[str, int] | None = None,
+    ) -> None:
+        if not (dt_s > 0 and math.isfinite(dt_s)):
+            raise NetSimError(f"dt_s = {dt_s}; must be a finite number > 0")
+        if instances < 1:
+            raise NetSimError(f"instances = {instances}; must be >= 1")
+        if not 0.0 <= loss < 1.0:
+            raise NetSimError(f"loss = {loss}; allowed: 0 <= loss < 1")
+        self.network = network
+        self.dt_s = dt_s
+        self.seed = seed
+        self.instances = instances
+        self.loss = loss
+        self.ambient_c = ambient_c
+        self.speed_caps = tuple(speed_caps)
+        self.beacon_period_steps = max(1, round(1.0 / (beacon_hz * dt_s)))
+        self.lc_period_steps = max(1, round(lane_change_period_s / dt_s))
+        self.record_every = max(1, round(record_every_s / dt_s))
+        self._types = {t.name: t for t in vtypes}
+        for t in vtypes:
+            t.check()
+        arrays = network.to_arrays()
+        self.edge_ids = arrays.edge_ids
+        self._edge_row = {e: k for k, e in enumerate(arrays.edge_ids)}
+        self._node_row = {v: k for k, v in enumerate(arrays.node_ids)}
+        self._arrays = arrays
+        self._net = self._network_tables(network, arrays)
+        self._vt, self._cacc, self._acc, self._pt = self._type_tables(vtypes)
+        self._site_ids = tuple(network.sites)
+        self._site_row = {s: k for k, s in enumerate(self._site_ids)}
+        caps = dict(site_capacity or {})
+        for s in caps:
+            if s not in self._site_row:
+                raise NetSimError(f"site_capacity names unknown site {s!r}")
+        self._site_capacity = np.array(
+            [int(caps.get(s, 1_000_000)) for s in self._site_ids] or [0], dtype=np.int64
+        )
+        self._build_demand(trips, flows, platoons)
+
+    # --- tables ---------------------------------------------------------------------------
+    def _network_tables(self, network: RoadNetwork, arrays: object) -> dict[str, np.ndarray]:
+        a = self._arrays
+        n_nodes = len(a.node_ids)
+        edge_rank = np.array([_RANK[network.edges[e].road_class] for e in a.edge_ids], np.int32)
+        order = np.argsort(a.edge_to, kind="stable").astype(np.int32)
+        counts = np.bincount(a.edge_to, minlength=n_nodes)
+        pred_ptr = np.zeros(n_nodes + 1, dtype=np.int32)
+        np.cumsum(counts, out=pred_ptr[1:])
+        node_junction = np.array(
+            [
+                nk.JT_SIGNAL
+                if network.nodes[v].junction == JunctionType.TRAFFIC_SIGNAL
+                else nk.JT_PRIORITY
+                for v in a.node_ids
+            ],
+            dtype=np.int32,
+        )
+        node_max_rank = np.zeros(n_nodes, dtype=np.int32)
+        np.maximum.at(node_max_rank, a.edge_to, edge_rank)
+        return {
+            "edge_len_m": a.edge_length_m.copy(),
+            "edge_lanes": a.edge_lanes.astype(np.int32),
+            "edge_speed_mps": a.edge_speed_mps.copy(),
+            "edge_grade": a.edge_grade.copy(),
+            "edge_to": a.edge_to.astype(np.int32),
+            "edge_rank": edge_rank,
+            "node_junction": node_junction,
+            "node_max_rank": node_max_rank,
+            "pred_ptr": pred_ptr,
+            "pred_edge": order,
+            "sig": _signal_rows(network, a.edge_ids),
+        }
+
+    def _type_tables(
+        self, vtypes: Sequence[VehicleType]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self._type_row = {t.name: k for k, t in enumerate(vtypes)}
+        nt = len(vtypes)
+        vt = np.zeros((nt, nk.VT_SIZE))
+        cacc = np.zeros((nt, len(SumoCaccParams().to_vector())))
+        acc = np.zeros((nt, len(SumoAccParams().to_vector())))
+        pt_row = ElectricPowertrain().to_vector()
+        pt = np.zeros((nt, pt_row.shape[0]))
+        for k, t in enumerate(vtypes):
+            vt[k, nk.VT_LENGTH_M] = t.length_m
+            vt[k, nk.VT_MIN_GAP_M] = t.min_gap_m
+            vt[k, nk.VT_ACCEL_MPS2] = t.accel_mps2
+            vt[k, nk.VT_DECEL_MPS2] = t.decel_mps2
+            vt[k, nk.VT_EMERGENCY_DECEL_MPS2] = t.emergency_decel_mps2
+            vt[k, nk.VT_MAX_SPEED_MPS] = t.max_speed_mps
+            vt[k, nk.VT_MODEL] = _MODEL_CODE[t.model]
+            vt[k, nk.VT_TIME_GAP_S] = t.time_gap_s
+            vt[k, nk.VT_IDM_DELTA] = t.idm_delta
+            vt[k, nk.VT_IS_TRUCK] = 1.0 if t.is_truck else 0.0
+            vt[k, nk.VT_MASS_KG] = t.mass_kg
+            vt[k, nk.VT_CD_A_M2] = t.cd_a_m2
+            vt[k, nk.VT_CRR] = t.crr
+            vt[k, nk.VT_SPEED_FACTOR] = t.speed_factor
+            vt[k, nk.VT_CAN_CHANGE_LANE] = 1.0 if t.can_change_lane else 0.0
+            limits = {
+                "min_gap_m": t.min_gap_m,
+                "decel_mps2": t.decel_mps2,
+                "emergency_decel_mps2": t.emergency_decel_mps2,
+                "pred_decel_mps2": t.decel_mps2,
+            }
+            cacc[k] = SumoCaccParams(acc_fallback=SumoAccParams(**limits), **limits).to_vector()
+            acc[k] = SumoAccParams(**limits).to_vector()
+            pt[k] = pt_row
+        return vt, cacc, acc, pt
+
+    def _route_rows(self, where: str, route: Sequence[str]) -> list[int]:
+        if not route:
+            raise NetSimError(f"{where}: route is empty; allowed: one or more edge ids")
+        rows = []
+        for e in route:
+            if e not in self._edge_row:
+                raise NetSimError(f"{where}: route names unknown edge {e!r}")
+            rows.append(self._edge_row[e])
+        a = self._arrays
+        for x, y in itertools.pairwise(rows):
+            if a.edge_to[x] != a.edge_from[y]:
+                raise NetSimError(
+                    f"{where}: edges {a.edge_ids[x]!r} and {a.edge_ids[y]!r} are not connected"
+                )
+        return rows
+
+    def _build_demand(
+        self, trips: Sequence[Trip], flows: Sequence[Flow], platoons: Sequence[Platoon]
+    ) -> None:
+        route_edges: list[int] = []
+        leg_lo: list[int] = []
+        leg_hi: list[int] = []
+        leg_dwell: list[float] = []
+        leg_site: list[int] = []
+        veh = _Vehicles()
+        rng = np.random.default_rng(self.seed)
+        all_trips = list(trips)
+        for f in flows:
+            if not (f.veh_per_h >= 0 and f.end_s >= f.begin_s):
+                raise NetSimError(
+                    f"flow {f.id!r}: veh_per_h = {f.veh_per_h}, begin_s..end_s = "
+                    f"{f.begin_s}..{f.end_s}; need veh_per_h >= 0 and end_s >= begin_s"
+                )
+            t = f.begin_s
+            k = 0
+            while f.veh_per_h > 0:
+                t += rng.exponential(3600.0 / f.veh_per_h)
+                if t >= f.end_s:
+                    break
+                all_trips.append(Trip(f"{f.id}.{k}", f.vtype, (Leg(f.route),), t))
+                k += 1
+        seen: set[str] = set()
+        for inst in range(self.instances):
+            for tr in all_trips:
+                if inst == 0:
+                    if tr.vehicle_id in seen:
+                        raise NetSimError(f"vehicle id {tr.vehicle_id!r} appears twice")
+                    seen.add(tr.vehicle_id)
+                    if tr.vtype not in self._type_row:
+                        raise NetSimError(
+                            f"trip {tr.vehicle_id!r}: vtype = {tr.vtype!r}; allowed: "
+                            f"{sorted(self._type_row)}"
+                        )
+                    if not tr.legs:
+                        raise NetSimError(f"trip {tr.vehicle_id!r}: no legs")
+                veh.ids.append(tr.vehicle_id if self.instances == 1 else f"{tr.vehicle_id}#{inst}")
+                veh.vtype.append(self._type_row[tr.vtype])
+                veh.inst.append(inst)
+                veh.depart_s.append(tr.depart_s)
+                veh.cap.append(tr.speed_cap_mps)
+                veh.leg_lo.append(len(leg_lo))
+                for lg in tr.legs:
+                    rows = self._route_rows(f"trip {tr.vehicle_id!r}", lg.route)
+                    if lg.site is not None and lg.site not in self._site_row:
+                        raise NetSimError(f"trip {tr.vehicle_id!r}: unknown site {lg.site!r}")
+                    leg_lo.append(len(route_edges))
+                    route_edges.extend(rows)
+                    leg_hi.append(len(route_edges))
+                    leg_dwell.append(lg.dwell_s)
+                    leg_site.append(-1 if lg.site is None else self._site_row[lg.site])
+                veh.leg_hi.append(len(leg_lo))
+        n = len(veh.ids)
+        self.n = n
+        self.vehicle_ids = veh.ids
+        self._route_edges = np.array(route_edges or [0], dtype=np.int32)
+        self._leg_lo = np.array(leg_lo or [0], dtype=np.int32)
+        self._leg_hi = np.array(leg_hi or [0], dtype=np.int32)
+        self._leg_dwell = np.array(leg_dwell or [0.0], dtype=np.float64)
+        self._leg_site = np.array(leg_site or [-1], dtype=np.int32)
+        row_of = {v: k for k, v in enumerate(veh.ids)}
+        s: dict[str, np.ndarray] = {}
+        s["inst"] = np.array(veh.inst, dtype=np.int32)
+        s["vtype"] = np.array(veh.vtype, dtype=np.int32)
+        s["status"] = np.full(n, nk.ST_WAITING, dtype=np.int8)
+        s["edge"] = np.zeros(n, dtype=np.int32)
+        s["lane"] = np.zeros(n, dtype=np.int32)
+        s["pos_m"] = np.zeros(n)
+        s["speed_mps"] = np.zeros(n)
+        s["accel_mps2"] = np.zeros(n)
+        s["leg"] = np.array(veh.leg_lo, dtype=np.int32)
+        s["leg_end"] = np.array(veh.leg_hi, dtype=np.int32)
+        s["route_ptr"] = self._leg_lo[s["leg"]] if n else np.zeros(0, np.int32)
+        s["route_ptr"] = s["route_ptr"].astype(np.int32)
+        s["ready_s"] = np.array(veh.depart_s, dtype=np.float64)
+        s["platoon"] = np.full(n, -1, dtype=np.int32)
+        s["pred"] = np.full(n, -1, dtype=np.int32)
+        s["plat_next"] = np.full(n, -1, dtype=np.int32)
+        s["drag_row"] = np.full(n, -1, dtype=np.int64)
+        s["mode"] = np.zeros(n, dtype=np.int32)
+        s["beacon_age_s"] = np.zeros(n)
+        s["extra_gap_m"] = np.zeros(n)
+        s["speed_cap_mps"] = np.array(veh.cap, dtype=np.float64)
+        s["energy_kwh"] = np.zeros(n)
+        s["distance_m"] = np.zeros(n)
+        s["min_ttc_s"] = np.full(n, np.inf)
+        s["hard_brakes"] = np.zeros(n, dtype=np.int32)
+        s["lane_changes"] = np.zeros(n, dtype=np.int32)
+        heads: list[int] = []
+        self.platoon_ids: list[str] = []
+        for inst in range(self.instances):
+            for p in platoons:
+                if len(p.members) < 1:
+                    raise NetSimError(f"platoon {p.id!r}: no members")
+                rows = []
+                for m in p.members:
+                    key = m if self.instances == 1 else f"{m}#{inst}"
+                    if key not in row_of:
+                        raise NetSimError(f"platoon {p.id!r} names unknown vehicle {m!r}")
+                    rows.append(row_of[key])
+                pid = len(heads)
+                self.platoon_ids.append(p.id if self.instances == 1 else f"{p.id}#{inst}")
+                heads.append(rows[0])
+                size = len(rows)
+                for pos, r in enumerate(rows):
+                    if s["platoon"][r] >= 0:
+                        raise NetSimError(f"vehicle {veh.ids[r]!r} is in two platoons")
+                    s["platoon"][r] = pid
+                    s["pred"][r] = rows[pos - 1] if pos > 0 else -1
+                    s["plat_next"][r] = rows[pos + 1] if pos + 1 < size else -1
+                    s["drag_row"][r] = _drag_row(size, pos)
+                    if pos > 0:
+                        # members leave together: depart with (just after) the head
+                        s["ready_s"][r] = s["ready_s"][rows[0]]
+        self._plat_head = np.array(heads or [-1], dtype=np.int32)
+        self._plat_lc = np.full(max(len(heads), 1), -1, dtype=np.int32)
+        self.state = s
+        self._site_load = np.zeros((self.instances, len(self._site_capacity)), dtype=np.int64)
+        self._order = np.arange(n, dtype=np.int64)
+        max_lanes = int(self._net["edge_lanes"].max()) if len(self.edge_ids) else 1
+        self.max_lanes = max_lanes
+        nb = self.instances * len(self.edge_ids) * max_lanes
+        self._bucket_start = np.zeros(nb + 2, dtype=np.int64)
+        self._scratch = np.zeros(nb + 2, dtype=np.int64)
+        self._head_of = np.full(nb + 1, -1, dtype=np.int64)
+        self._keys = np.zeros(n, dtype=np.int64)
+        self._v_next = np.zeros(n)
+        self._gap_now = np.full(n, nk.NO_GAP)
+        self._leader = np.full(n, -1, dtype=np.int64)
+        self._lc_target = np.full(n, -1, dtype=np.int64)
+        self._inserted_at = np.full(nb + 1, -1, dtype=np.int64)
+        self.step = 0
+
+    # --- running --------------------------------------------------------------------------
+    def _edge_caps(self, t_s: float) -> np.ndarray:
+        cap = np.full(len(self.edge_ids), np.inf)
+        for c in self.speed_caps:
+            if c.start_s <= t_s < c.end_s:
+                for e in c.edges:
+                    cap[self._edge_row[e]] = min(cap[self._edge_row[e]], c.cap_mps)
+        return cap
+
+    def _change_times(self) -> list[float]:
+        return sorted({t for c in self.speed_caps for t in (c.start_s, c.end_s)})
+
+    def run(
+        self,
+        until_s: float,
+        progress: Callable[[float], None] | None = None,
+        chunk_steps: int = 600,
+        fcd_rows: int = 2_000_000,
+    ) -> NetResult:
+        """Run until ``until_s``; ``progress(t_s)`` is called after each compiled chunk."""
+        import time
+
+        end_step = round(until_s / self.dt_s)
+        n = self.n
+        cap = max(fcd_rows, n + 1)
+        fcd = np.zeros((cap, len(nk.FCD_COLUMNS)))
+        fcd_veh = np.zeros(cap, dtype=np.int64)
+        ev = np.zeros((max(16 * n + 64, 4096), nk.EV_SIZE), dtype=np.int64)
+        fcd_parts: list[tuple[np.ndarray, np.ndarray]] = []
+        ev_parts: list[np.ndarray] = []
+        changes = [round(t / self.dt_s) for t in self._change_times()]
+        s = self.state
+        net = self._net
+        wall = 0.0
+        while self.step < end_step:
+            nxt = min(end_step, self.step + chunk_steps)
+            for c in changes:
+                if self.step < c < nxt:
+                    nxt = c
+            caps = self._edge_caps(self.step * self.dt_s)
+            t0 = time.perf_counter()
+            done, fcd_n, ev_n = nk.run_net_steps(
+                net["edge_len_m"],
+                net["edge_lanes"],
+                net["edge_speed_mps"],
+                net["edge_grade"],
+                net["edge_to"],
+                net["edge_rank"],
+                caps,
+                net["node_junction"],
+                net["node_max_rank"],
+                net["pred_ptr"],
+                net["pred_edge"],
+                net["sig"],
+                self.max_lanes,
+                self._vt,
+                self._cacc,
+                self._acc,
+                self._pt,
+                self._route_edges,
+                self._leg_lo,
+                self._leg_hi,
+                self._leg_dwell,
+                self._leg_site,
+                self._site_capacity,
+                self._site_load,
+                s["inst"],
+                s["vtype"],
+                s["status"],
+                s["edge"],
+                s["lane"],
+                s["pos_m"],
+                s["speed_mps"],
+                s["accel_mps2"],
+                s["route_ptr"],
+                s["leg"],
+                s["leg_end"],
+                s["ready_s"],
+                s["platoon"],
+                s["pred"],
+                s["plat_next"],
+                s["drag_row"],
+                s["mode"],
+                s["beacon_age_s"],
+                s["extra_gap_m"],
+                s["speed_cap_mps"],
+                s["energy_kwh"],
+                s["distance_m"],
+                s["min_ttc_s"],
+                s["hard_brakes"],
+                s["lane_changes"],
+                self._plat_head,
+                self._plat_lc,
+                self._order,
+                self._bucket_start,
+                self._scratch,
+                self._head_of,
+                self._keys,
+                self._v_next,
+                self._gap_now,
+                self._leader,
+                self._lc_target,
+                self._inserted_at,
+                self.step,
+                nxt - self.step,
+                self.dt_s,
+                self.seed,
+                self.loss,
+                self.beacon_period_steps,
+                self.lc_period_steps,
+                self.ambient_c,
+                self.instances,
+                self.record_every,
+                fcd,
+                fcd_veh,
+                0,
+                ev,
+                0,
+            )
+            wall += time.perf_counter() - t0
+            self.step += done
+            if fcd_n:
+                fcd_parts.append((fcd[:fcd_n].copy(), fcd_veh[:fcd_n].copy()))
+            if ev_n:
+                ev_parts.append(ev[:ev_n].copy())
+            if progress is not None:
+                progress(self.step * self.dt_s)
+            if done == 0 and fcd_n == 0 and ev_n == 0:
+                raise RuntimeError("network engine made no progress (output buffers too small)")
+        return self._result(fcd_parts, ev_parts, wall)
+
+    def _result(
+        self,
+        fcd_parts: list[tuple[np.ndarray, np.ndarray]],
+        ev_parts: list[np.ndarray],
+        wall: float,
+    ) -> NetResult:
+        s = self.state
+        if fcd_parts:
+            rows = np.concatenate([p[0] for p in fcd_parts])
+            vehs = np.concatenate([p[1] for p in fcd_parts])
+        else:
+            rows = np.zeros((0, len(nk.FCD_COLUMNS)))
+            vehs = np.zeros(0, dtype=np.int64)
+        fcd = {c: rows[:, k] for k, c in enumerate(nk.FCD_COLUMNS)}
+        fcd["vehicle"] = vehs.astype(np.float64)
+        evs = np.concatenate(ev_parts) if ev_parts else np.zeros((0, nk.EV_SIZE), np.int64)
+        events = [self._event_dict(r) for r in evs]
+        collisions = int(np.sum(evs[:, 1] == nk.EV_COLLISION)) if len(evs) else 0
+        return NetResult(
+            vehicle_ids=self.vehicle_ids,
+            instance=s["inst"].copy(),
+            edge_ids=self.edge_ids,
+            fcd=fcd,
+            events=events,
+            energy_kwh=s["energy_kwh"].copy(),
+            distance_m=s["distance_m"].copy(),
+            min_ttc_s=s["min_ttc_s"].copy(),
+            hard_brakes=s["hard_brakes"].copy(),
+            lane_changes=s["lane_changes"].copy(),
+            status=s["status"].copy(),
+            collisions=collisions,
+            steps=self.step,
+            wall_s=wall,
+        )
+
+    def _event_dict(self, r: np.ndarray) -> dict[str, object]:
+        step, code, veh, a, b, c = (int(x) for x in r)
+        d: dict[str, object] = {
+            "time_s": round(step * self.dt_s, 6),
+            "kind": nk.EVENT_NAMES[code],
+            "vehicle_id": self.vehicle_ids[veh],
+        }
+        if code in (nk.EV_ARRIVE_SITE, nk.EV_LEAVE_SITE, nk.EV_FINISH):
+            d["site"] = self._site_ids[a] if a >= 0 else None
+        elif code == nk.EV_COLLISION:
+            d["other_id"] = self.vehicle_ids[a]
+            d["edge"] = self.edge_ids[b]
+            d["lane"] = c
+        elif code in (nk.EV_DEPART, nk.EV_CUT_IN, nk.EV_LANE_CHANGE, nk.EV_PLATOON_LANE_CHANGE):
+            d["edge"] = self.edge_ids[a]
+            d["lane"] = b
+        if self.instances > 1:
+            d["instance"] = int(self.state["inst"][veh])
+        return d
