@@ -284,7 +284,8 @@ class SupervisionCentre:
 
     Times passed in must not go backwards (``SupervisionError`` otherwise).  See the
     module docstring for the order of things at one instant: call ``claim`` before
-    ``advance`` for the same time.
+    ``advance`` for the same time.  ``events`` is in call order; an MRM is logged at its
+    deadline, which may be before the ``advance`` call that found it.
     """
 
     def __init__(self, operators: int, config: SupervisionConfig | None = None) -> None:
@@ -385,9 +386,8 @@ class SupervisionCentre:
         """``operator`` takes ``request`` at ``time_s``; in time up to and at its deadline."""
         self._check_operator(operator)
         req = self._get(request)
-        if self._busy[operator] is not None:
-            busy = self._busy[operator]
-            assert busy is not None
+        busy = self._busy[operator]
+        if busy is not None:
             raise SupervisionError(
                 f"operator {operator} is busy with request {busy.request_id}; resolve it first"
             )
