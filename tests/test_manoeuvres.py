@@ -80,7 +80,7 @@ class PointMassRoad:
         return S0_M + H_S * float(self.v[follower])
 
     # ---- physics ----
-    def advance(self) -> None:
+    def advance(self, dt_s: float = DT_S) -> None:
         reg, n = self.reg, len(self.pos)
         acc = np.zeros(n)
         for i in range(n):
@@ -92,18 +92,18 @@ class PointMassRoad:
                 err = self.gap_m(i, j) - self.desired_gap_m(i) - reg.extra_gap_m[i]
                 a = min(a, 0.2 * err + 0.7 * (self.v[j] - self.v[i]))
             acc[i] = min(max(a, -6.0), 2.0)
-        self.v = np.minimum(np.maximum(self.v + acc * DT_S, 0.0), reg.speed_cap_mps)
-        self.pos = self.pos + self.v * DT_S
+        self.v = np.minimum(np.maximum(self.v + acc * dt_s, 0.0), reg.speed_cap_mps)
+        self.pos = self.pos + self.v * dt_s
         for i in range(n):
             if reg.lane_change_out[i] and self.lanes[i] + 1 < self.n_lanes:
-                self.lc_timer[i] += DT_S
+                self.lc_timer[i] += dt_s
                 if self.lc_timer[i] >= LANE_CHANGE_S - 1e-9:
                     self.lanes[i] += 1
                     self.lc_timer[i] = 0.0
             else:
                 self.lc_timer[i] = 0.0
         self.step_no += 1
-        self.time_s = self.step_no * DT_S
+        self.time_s = round(self.time_s + dt_s, 9)
 
 
 def column(head_pos_m: float, count: int, gap_m: float = DESIRED_M) -> list[float]:
@@ -173,7 +173,9 @@ def test_join_completes_on_a_perfect_link_in_computable_time() -> None:
     reg, road, p, j = join_world(gap_to_joiner_m=100.0)
     mgr = ManoeuvreManager(reg)
     mid = mgr.request_join(j, p)
+    version = reg.version
     ev = run(road, mgr, V2VLink.perfect(DT_S))
+    assert reg.version > version  # the engine rebuilds its platoon tables
     assert types(ev) == ["join_request", "join_accept", "join_complete"]
     # request at tick 0, heard at 0.1 s, accept heard at 0.2 s (one step per hop)
     assert [e["t_s"] for e in ev[:2]] == [0.0, 0.2]
@@ -186,12 +188,29 @@ def test_join_completes_on_a_perfect_link_in_computable_time() -> None:
     # 2/kd ≈ 3 s to come within 1 m of it
     assert earliest_s - 1e-9 <= ev[-1]["t_s"] <= earliest_s + 10.0
     assert reg.members(p) == (0, 1, 2, 3)
-    assert reg.pred_of[j] == 2 and reg.platoon_of[j] == p
+    assert reg.pred_of[j] == 2 and reg.platoon_of[j] == p and reg.position(j) == 3
     assert reg.extra_gap_m[j] == 0.0 and math.isinf(reg.speed_cap_mps[j])
     assert np.isnan(reg.set_speed_mps[j])
     assert abs(road.gap_m(j, 2) - road.desired_gap_m(j)) <= par.couple_tolerance_m
     assert mgr.status(mid).state == "done" and mgr.status(mid).finished
     reg.check()
+
+
+def test_manager_may_tick_slower_than_the_physics() -> None:
+    """Physics at 0.02 s, manoeuvres at the 0.1 s control tick: same protocol timings, and
+    the join still completes (ramps use elapsed time)."""
+    reg, road, p, j = join_world(gap_to_joiner_m=60.0)
+    mgr = ManoeuvreManager(reg)
+    link = V2VLink.perfect(DT_S)
+    mgr.request_join(j, p)
+    events: list[dict[str, Any]] = []
+    while mgr.active() and road.time_s < 200.0:
+        events += mgr.step(road.time_s, road, link)
+        for _ in range(5):
+            road.advance(0.02)
+    assert types(events) == ["join_request", "join_accept", "join_complete"]
+    assert events[1]["t_s"] == 0.2
+    assert reg.members(p) == (0, 1, 2, 3)
 
 
 def test_join_approach_caps_speed_at_tail_plus_margin() -> None:

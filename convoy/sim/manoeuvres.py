@@ -12,7 +12,10 @@ The module is engine-agnostic.  An engine integrates it in four steps:
 2. Implement ``VehicleView`` over its state (gaps, speeds, lanes, an along-route coordinate).
 3. Each control tick while ``ManoeuvreManager.active() > 0`` call
    ``events = manager.step(t_s, view, link)`` once, before integrating the physics, and append
-   the events to the run's event log.
+   the events to the run's event log.  The control tick is the link's ``dt_s``; it may be
+   coarser than the physics step (e.g. 0.1 s, the BSM period, over a 0.01 s step): ramps and
+   timers use elapsed time, so a compiled engine can run ten steps per return to Python.
+   With no manoeuvre active the engine need not call ``step`` at all.
 4. Each step read the registry's per-vehicle arrays:
 
    ==================  ========  ==========================================================
@@ -30,8 +33,10 @@ The module is engine-agnostic.  An engine integrates it in four steps:
    ==================  ========  ==========================================================
 
    ``registry.version`` increases whenever ``platoon_of``/``pred_of`` change, so the engine can
-   rebuild its platoon tables (head, position, follower) only then.  The other four arrays change
-   on most ticks of an active manoeuvre and are meant to be read in place.
+   rebuild its platoon tables (head, position, follower) only then.  A truck with
+   ``platoon_of >= 0`` and ``pred_of == -1`` is a head and drives by its head law (the human
+   driver); one with ``pred_of >= 0`` follows that truck by CACC, whoever drives it.  The
+   other four arrays change on most ticks of an active manoeuvre; read them in place.
 
 Protocols (``->`` a message through the link, ``=>`` a reliable exchange: request, reply,
 resend on timeout, abort after ``max_retries`` resends):
@@ -165,7 +170,11 @@ class PlatoonRegistry:
         n = int(hd.shape[0])
         if n >= 2**_ID_BITS:
             raise ManoeuvreError(f"human_driven: {n} vehicles; at most {2**_ID_BITS - 1} allowed")
-        if int(max_followers) < 1:
+        if (
+            isinstance(max_followers, bool)
+            or not isinstance(max_followers, int)
+            or max_followers < 1
+        ):
             raise ManoeuvreError(f"max_followers: {max_followers!r}; must be an integer >= 1")
         if vehicle_ids is not None and len(vehicle_ids) != n:
             raise ManoeuvreError(
