@@ -57,8 +57,8 @@ resend on timeout, abort after ``max_retries`` resends):
 
       REQUEST   v => h  LEAVE_REQUEST / LEAVE_RESPONSE  (k = 0 needs a human-driven member 1:
                                                          else new_head_driverless)
-      OPEN      h => b  GAP_OPEN / GAP_ACK, then extra_gap_m[b] = leave_gap_m; wait until
-                gap(b, v) >= desired_gap(b) + leave_gap_m - couple_tolerance_m
+      OPEN      h => b  GAP_OPEN / GAP_ACK (b sets extra_gap_m[b] = leave_gap_m on hearing
+                it); wait until gap(b, v) >= desired_gap(b) + leave_gap_m - couple_tolerance_m
       EXIT      lane_change_out[v] = True (a tail also gets speed_cap = speed(a) - drop-back);
                 wait until v is off the platoon's lane (or, as tail, leave_clear_gap_m behind a)
       RELINK    registry: v removed, pred_of[b] = a (or b heads the platoon if k = 0)
@@ -708,7 +708,7 @@ class _Ctx:
     def send(self, msg: Message) -> None:
         self.mgr._send(msg, self)
 
-    def emit(self, type_: str, vehicle: int, **fields: Any) -> None:
+    def emit(self, type_: str, vehicle: int, fields: dict[str, Any]) -> None:
         self.mgr._emit(self.t_s, type_, vehicle, fields)
 
 
@@ -779,8 +779,14 @@ class _Manoeuvre:
             )
             self._ex_req = again
             self._ex_sent_s = ctx.t_s
-            ctx.emit(f"{self.KIND}_retry", self.initiator, platoon=self.platoon,
-                     attempt=again.attempt, message=again.kind.name.lower())  # fmt: skip
+            self._event(
+                ctx,
+                f"{self.KIND}_retry",
+                self.initiator,
+                platoon=self.platoon,
+                attempt=again.attempt,
+                message=again.kind.name.lower(),
+            )
             ctx.send(again)
         if not self.finished:
             self._tick(ctx, dt_s)
@@ -822,8 +828,18 @@ class _Manoeuvre:
                     return
                 self._decisions[msg.exchange] = decision
             ok, why = decision
-            ctx.send(Message(self.ANSWERS[msg.kind], msg.receiver, msg.sender, self.id,
-                             msg.exchange, msg.attempt, ok, why))  # fmt: skip
+            ctx.send(
+                Message(
+                    self.ANSWERS[msg.kind],
+                    msg.receiver,
+                    msg.sender,
+                    self.id,
+                    msg.exchange,
+                    msg.attempt,
+                    ok,
+                    why,
+                )
+            )
         # anything else is stale (a late copy of an exchange already finished): ignored
 
     def lock(self, ctx: _Ctx, platoon: int) -> bool:
@@ -849,14 +865,25 @@ class _Manoeuvre:
         self._release(ctx)
         self.reason = reason
         self.state = self.State.ABORTED
-        ctx.emit(f"{self.KIND}_abort", self.initiator, platoon=self.platoon, reason=reason,
-                 **self._fields())  # fmt: skip
+        self._event(
+            ctx,
+            f"{self.KIND}_abort",
+            self.initiator,
+            platoon=self.platoon,
+            reason=reason,
+            **self._fields(),
+        )
 
     def complete(self, ctx: _Ctx) -> None:
         """End successfully."""
         self._release(ctx)
         self._goto(self.State.DONE, ctx)
-        ctx.emit(f"{self.KIND}_complete", self.initiator, platoon=self.platoon, **self._fields())
+        self._event(
+            ctx, f"{self.KIND}_complete", self.initiator, platoon=self.platoon, **self._fields()
+        )
+
+    def _event(self, ctx: _Ctx, type_: str, vehicle: int, **fields: Any) -> None:
+        ctx.emit(type_, vehicle, {"manoeuvre": self.id, **fields})
 
     # ---- hooks ----
 
@@ -985,7 +1012,7 @@ class _RearApproach(_Manoeuvre):
                 return
             self.extra_m = max(0.0, ctx.view.gap_m(m, self.tail) - ctx.view.desired_gap_m(m))
             self._goto(self.State.APPROACH, ctx)
-            ctx.emit(f"{self.KIND}_accept", m, platoon=self.platoon, **self._fields())
+            self._event(ctx, f"{self.KIND}_accept", m, platoon=self.platoon, **self._fields())
             _approach_target(ctx, m, self.tail, self.extra_m, 0.0)
         else:  # the head confirmed the coupling
             _clear_vehicle(ctx.reg, self.initiator)
@@ -1039,7 +1066,7 @@ class _Join(_RearApproach):
 
     def _begin(self, ctx: _Ctx) -> None:
         self._goto(JoinState.REQUEST, ctx)
-        ctx.emit("join_request", self.initiator, platoon=self.platoon)
+        self._event(ctx, "join_request", self.initiator, platoon=self.platoon)
         if not ctx.reg.exists(self.platoon):
             self.abort(ctx, "no_platoon")
             return
@@ -1087,7 +1114,9 @@ class _Merge(_RearApproach):
     def _begin(self, ctx: _Ctx) -> None:
         reg = ctx.reg
         self._goto(MergeState.REQUEST, ctx)
-        ctx.emit("merge_request", self.initiator, platoon=self.platoon, rear_platoon=self.rear)
+        self._event(
+            ctx, "merge_request", self.initiator, platoon=self.platoon, rear_platoon=self.rear
+        )
         if not (reg.exists(self.platoon) and reg.exists(self.rear)):
             self.abort(ctx, "no_platoon")
             return
@@ -1144,7 +1173,7 @@ class _Leave(_Manoeuvre):
 
     def _begin(self, ctx: _Ctx) -> None:
         self._goto(LeaveState.REQUEST, ctx)
-        ctx.emit("leave_request", self.initiator, platoon=self.platoon)
+        self._event(ctx, "leave_request", self.initiator, platoon=self.platoon)
         if ctx.reg.platoon_of[self.initiator] != self.platoon:
             self.abort(ctx, "incompatible")
             return
@@ -1182,7 +1211,7 @@ class _Leave(_Manoeuvre):
         k = mem.index(self.initiator)
         self.ahead = mem[k - 1] if k > 0 else -1
         self.behind = mem[k + 1] if k + 1 < len(mem) else -1
-        ctx.emit("leave_accept", self.initiator, platoon=self.platoon)
+        self._event(ctx, "leave_accept", self.initiator, platoon=self.platoon)
         if self.behind >= 0 and self.ahead >= 0:
             self._goto(LeaveState.OPEN, ctx)
             head = mem[0]
@@ -1287,7 +1316,9 @@ class _Split(_Manoeuvre):
     def _begin(self, ctx: _Ctx) -> None:
         reg = ctx.reg
         self._goto(SplitState.COMMAND, ctx)
-        ctx.emit("split_request", self.initiator, platoon=self.platoon, at_index=self.at_index)
+        self._event(
+            ctx, "split_request", self.initiator, platoon=self.platoon, at_index=self.at_index
+        )
         if not reg.exists(self.platoon):
             self.abort(ctx, "no_platoon")
             return
@@ -1308,7 +1339,9 @@ class _Split(_Manoeuvre):
         return (True, None) if msg.receiver == self.new_head else None
 
     def _on_reply(self, msg: Message, ctx: _Ctx) -> None:
-        ctx.emit("split_accept", self.initiator, platoon=self.platoon, at_index=self.at_index)
+        self._event(
+            ctx, "split_accept", self.initiator, platoon=self.platoon, at_index=self.at_index
+        )
         self.new_platoon = ctx.reg._split(self.platoon, self.at_index)
         self.complete(ctx)
 
