@@ -33,7 +33,8 @@ vehicles):
 
 Positions are float64 metres from the start of the vehicle's current edge (centimetre
 precision on any route length). Random draws come from the counter-based generator keyed
-by (seed, vehicle, step, purpose), so results do not depend on thread scheduling.
+by (seed of the instance, vehicle number in its instance, step, purpose), so results do not
+depend on thread scheduling, and instance 0 of a batch is the unbatched run.
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ HARD_BRAKE_MPS2 = 3.0
 #: Insertion: a departing vehicle needs this time gap to the vehicle ahead on its lane [s].
 INSERT_TIME_GAP_S = 1.0
 PURPOSE_CUT_IN = 11
+#: Instance k of a batch draws with seed ``seed + k * INSTANCE_SEED_STRIDE`` and numbers its
+#: vehicles from 0, so instance 0 is the same run as an unbatched one with the same seed.
+INSTANCE_SEED_STRIDE = 1_000_003
 NO_GAP = 1.0e9
 
 
@@ -282,6 +286,7 @@ def run_net_steps(
     site_load: np.ndarray,
     # vehicles
     inst: np.ndarray,
+    local: np.ndarray,
     vtype: np.ndarray,
     status: np.ndarray,
     edge: np.ndarray,
@@ -403,12 +408,11 @@ def run_net_steps(
                 tail = order[bucket_start[k + 1] - 1]
             v_ins = min(edge_speed_mps[e], vt[ty, VT_MAX_SPEED_MPS])
             if tail >= 0:
+                # enter at the tail's speed (at most the limit) with the own time gap to it
                 room = pos_m[tail] - vt[vtype[tail], VT_LENGTH_M] - vt[ty, VT_MIN_GAP_M]
                 v_ins = min(v_ins, speed_mps[tail])
-                if room < v_ins * INSERT_TIME_GAP_S + 1.0:
-                    if room < 1.0:
-                        continue
-                    v_ins = max(0.0, (room - 1.0) / INSERT_TIME_GAP_S)
+                if room < v_ins * max(vt[ty, VT_TIME_GAP_S], INSERT_TIME_GAP_S) + 0.5:
+                    continue
             status[i] = ST_DRIVING
             edge[i] = e
             lane[i] = ln
@@ -449,8 +453,9 @@ def run_net_steps(
                     if rp >= leg_route_hi[lg]:
                         break
                     e2 = route_edges[rp]
-                    l2 = min(ln, edge_lanes[e2] - 1)
-                    k2 = lane_key(inst[i], e2, l2, n_edges, max_lanes)
+                    if ln >= edge_lanes[e2]:
+                        break  # the lane ends: its stop line is the obstacle, not the next edge
+                    k2 = lane_key(inst[i], e2, ln, n_edges, max_lanes)
                     if bucket_start[k2 + 1] > bucket_start[k2]:
                         ld = order[bucket_start[k2 + 1] - 1]
                         gap = dist + pos_m[ld] - vt[vtype[ld], VT_LENGTH_M]
@@ -600,7 +605,7 @@ def run_net_steps(
             for i in prange(n):
                 if status[i] != ST_DRIVING:
                     continue
-                if (i + step) % lc_period_steps != 0:
+                if (local[i] + step) % lc_period_steps != 0:
                     continue
                 ty = vtype[i]
                 if vt[ty, VT_CAN_CHANGE_LANE] <= 0.0 or platoon[i] >= 0:
@@ -608,7 +613,8 @@ def run_net_steps(
                 lc_target[i] = _mobil(
                     i,
                     step,
-                    seed,
+                    seed + inst[i] * INSTANCE_SEED_STRIDE,
+                    local[i],
                     t_s,
                     inst,
                     vtype,
@@ -715,8 +721,9 @@ def run_net_steps(
             distance_m[i] += vn * dt_s
             beacon_age_s[i] += dt_s
             p = pred[i]
-            beacon_due = p >= 0 and (step + p) % beacon_period_steps == 0
-            if beacon_due and (loss_p <= 0.0 or uniform(seed, i, step, PURPOSE_LOSS) >= loss_p):
+            beacon_due = p >= 0 and (step + local[p]) % beacon_period_steps == 0
+            draw = uniform(seed + inst[i] * INSTANCE_SEED_STRIDE, local[i], step, PURPOSE_LOSS)
+            if beacon_due and (loss_p <= 0.0 or draw >= loss_p):
                 beacon_age_s[i] = 0.0
         # edge transitions and arrivals (serial: sites are shared)
         for i in range(n):
@@ -824,6 +831,7 @@ def _mobil(
     i: int,
     step: int,
     seed: int,
+    local_i: int,
     t_s: float,
     inst: np.ndarray,
     vtype: np.ndarray,
@@ -970,7 +978,15 @@ def _mobil(
                 vt[tf, VT_DECEL_MPS2],
                 vt[tf, VT_IDM_DELTA],
             )
-            if a_fw_new < -MOBIL_SAFE_DECEL_MPS2:
+            if platoon[fw] >= 0:
+                # a platoon truck answers a cut-in with its ACC fallback, not with IDM's
+                # harsh reaction: the car judges safety by the closing speed (the braking
+                # that stops the closing within the gap, Gipps 1986's criterion)
+                closing = vf - v
+                need = closing * closing / (2.0 * max(g_fw - vt[tf, VT_MIN_GAP_M], 0.01))
+                if g_fw < vt[tf, VT_MIN_GAP_M] or (closing > 0.0 and need > MOBIL_SAFE_DECEL_MPS2):
+                    continue
+            elif a_fw_new < -MOBIL_SAFE_DECEL_MPS2:
                 continue
             if ld >= 0:
                 g_fw_old = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[fw]
@@ -1002,17 +1018,21 @@ def _mobil(
             continue
         bias = MOBIL_BIAS_RIGHT_MPS2 if dirn < 0 else -MOBIL_BIAS_RIGHT_MPS2
         gain = a_new - a_cur + MOBIL_POLITENESS * (d_new_follower + d_old_follower) + bias
+        # a gap inside a platoon: drivers who cut in ignore the automated truck's comfort
+        # (politeness 0 towards it; its safety is checked above), and they do so only with a
+        # probability that grows with the gap
+        into_platoon = ld >= 0 and fw >= 0 and platoon[fw] >= 0 and pred[fw] == ld
+        if into_platoon:
+            gain -= MOBIL_POLITENESS * d_new_follower
         if mandatory:
             gain = 1.0e6
         if gain <= MOBIL_THRESHOLD_MPS2:
             continue
-        # a gap inside a platoon: cut in only with a probability that grows with the gap
-        into_platoon = ld >= 0 and fw >= 0 and platoon[fw] >= 0 and pred[fw] == ld
         if into_platoon:
             g_pl = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[fw]
             p_cut = (g_pl - CUT_IN_GAP_LO_M) / (CUT_IN_GAP_HI_M - CUT_IN_GAP_LO_M)
             p_cut = min(max(p_cut, 0.0), 1.0) * CUT_IN_MAX_P
-            if uniform(seed, i, step, PURPOSE_CUT_IN) >= p_cut:
+            if uniform(seed, local_i, step, PURPOSE_CUT_IN) >= p_cut:
                 continue
         if gain > best_gain:
             best_gain = gain

@@ -56,7 +56,7 @@ class VehicleType:
         length_m, min_gap_m: body length and standstill gap.
         accel_mps2, decel_mps2, emergency_decel_mps2: limits.
         max_speed_mps: top speed.
-        time_gap_s: IDM's desired time headway T (the ACC/CACC laws use their own).
+        time_gap_s: desired time headway: IDM's T, and SUMO's tau for the ACC/CACC laws.
         idm_delta: IDM's acceleration exponent.
         is_truck: trucks book energy (the vehicle layer's powertrain model).
         mass_kg, cd_a_m2, crr: truck body, for the energy.
@@ -396,8 +396,11 @@ class NetSim:
                 "emergency_decel_mps2": t.emergency_decel_mps2,
                 "pred_decel_mps2": t.decel_mps2,
             }
-            cacc[k] = SumoCaccParams(acc_fallback=SumoAccParams(**limits), **limits).to_vector()
-            acc[k] = SumoAccParams(**limits).to_vector()
+            # SUMO's tau: the ACC/CACC time gap is the type's time gap
+            cacc[k] = SumoCaccParams(
+                time_gap_s=t.time_gap_s, acc_fallback=SumoAccParams(**limits), **limits
+            ).to_vector()
+            acc[k] = SumoAccParams(time_gap_s=t.time_gap_s, **limits).to_vector()
             pt[k] = pt_row
         return vt, cacc, acc, pt
 
@@ -483,6 +486,8 @@ class NetSim:
         row_of = {v: k for k, v in enumerate(veh.ids)}
         s: dict[str, np.ndarray] = {}
         s["inst"] = np.array(veh.inst, dtype=np.int32)
+        per_inst = n // self.instances if n else 0
+        s["local"] = (np.arange(n) - s["inst"].astype(np.int64) * per_inst).astype(np.int32)
         s["vtype"] = np.array(veh.vtype, dtype=np.int32)
         s["status"] = np.full(n, nk.ST_WAITING, dtype=np.int8)
         s["edge"] = np.zeros(n, dtype=np.int32)
@@ -620,6 +625,7 @@ class NetSim:
                 self._site_capacity,
                 self._site_load,
                 s["inst"],
+                s["local"],
                 s["vtype"],
                 s["status"],
                 s["edge"],

@@ -1,0 +1,338 @@
+"""The network engine: known outcomes on small hand-built networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convoy.road.network import (
+    Edge,
+    JunctionType,
+    Node,
+    RoadClass,
+    RoadNetwork,
+    SignalPhase,
+    SignalPlan,
+    Site,
+    SiteKind,
+)
+from convoy.sim import net_kernel as nk
+from convoy.sim.network import (
+    CAR,
+    TRUCK_HUMAN,
+    Flow,
+    Leg,
+    NetSim,
+    NetSimError,
+    Platoon,
+    SpeedCap,
+    Trip,
+    VehicleType,
+)
+from convoy.vehicle.sumo_cfm import MODE_ACC_FALLBACK
+
+
+def _corridor(lanes: tuple[int, ...] = (1, 1, 1), length_m: float = 1000.0) -> RoadNetwork:
+    nodes = [Node(f"n{k}", 109.0 + 0.01 * k, 39.0) for k in range(len(lanes) + 1)]
+    edges = [
+        Edge(f"e{k}", f"n{k}", f"n{k + 1}", length_m, lanes=ln, speed_limit_mps=25.0)
+        for k, ln in enumerate(lanes)
+    ]
+    sites = [Site("end", SiteKind.POWER_PLANT, "End", "终", f"n{len(lanes)}", 109.1, 39.0)]
+    return RoadNetwork.build(nodes, edges, sites)
+
+
+def _route(n: int) -> tuple[str, ...]:
+    return tuple(f"e{k}" for k in range(n))
+
+
+def _platoon_trips(k: int, legs: tuple[Leg, ...], depart_s: float = 0.0) -> list[Trip]:
+    return [
+        Trip(f"t{j}", "truck-human" if j == 0 else "truck-l4", legs, depart_s) for j in range(k)
+    ]
+
+
+def test_free_vehicle_travel_time_is_length_over_speed() -> None:
+    """A lone car enters at the speed limit and keeps it: 3 km at 25 m/s take 120 s."""
+    net = _corridor()
+    sim = NetSim(net, [Trip("c", "car", (Leg(_route(3)),), 0.0)])
+    res = sim.run(200.0)
+    arrive = [e for e in res.events if e["kind"] == "arrive-site"]
+    assert len(arrive) == 1
+    # the car crosses the 3,000 m mark during the step that ends at 120.0 s
+    assert arrive[0]["time_s"] == pytest.approx(119.9, abs=0.11)
+    assert res.distance_m[0] == pytest.approx(3000.0, abs=2.5)
+    assert res.status[0] == nk.ST_DONE
+
+
+def test_platoon_keeps_cacc_gaps_and_followers_save_energy() -> None:
+    """1+4 on one lane: followers settle at SUMO-CACC gap control (time gap 1 s at 25 m/s:
+    about 25 m + min gap), nobody collides, and the drafting followers use less energy per
+    km than the head once all move at the same speed."""
+    net = _corridor(lanes=(1, 1, 1), length_m=5000.0)
+    trips = _platoon_trips(5, (Leg(_route(3)),))
+    sim = NetSim(net, trips, platoons=[Platoon("p", tuple(t.vehicle_id for t in trips))])
+    res = sim.run(400.0)
+    assert res.collisions == 0
+    f = res.fcd
+    late = (f["time_s"] >= 300.0) & (f["time_s"] <= 500.0) & (f["vehicle"] > 0)
+    gaps = f["gap_m"][late]
+    assert gaps.size > 0
+    assert np.all((gaps > 20.0) & (gaps < 32.0))
+    # energy between t = 300 s and the last record, per km
+    per_km = []
+    for v in range(5):
+        m = (f["vehicle"] == v) & (f["time_s"] >= 300.0)
+        e = f["energy_kwh"][m]
+        x = f["time_s"][m]
+        speed = f["speed_mps"][m]
+        dist_km = np.sum(speed[1:] * np.diff(x)) / 1000.0
+        per_km.append((e[-1] - e[0]) / dist_km)
+    assert all(per_km[k] < per_km[0] for k in range(1, 5))
+
+
+def test_red_signal_stops_the_queue_at_the_line() -> None:
+    """A signal red for the first 60 s of each 120 s cycle holds a car at the line."""
+    nodes = [
+        Node("a", 109.0, 39.0),
+        Node(
+            "b",
+            109.01,
+            39.0,
+            junction=JunctionType.TRAFFIC_SIGNAL,
+            signal=SignalPlan((SignalPhase(60.0, ()), SignalPhase(60.0, ("ab",)))),
+        ),
+        Node("c", 109.02, 39.0),
+    ]
+    edges = [Edge("ab", "a", "b", 500.0), Edge("bc", "b", "c", 500.0)]
+    net = RoadNetwork.build(nodes, edges)
+    res = NetSim(net, [Trip("c", "car", (Leg(("ab", "bc")),), 0.0)]).run(100.0)
+    f = res.fcd
+    on_ab = f["edge"] == 0
+    # never past the line while red, standing still at it before the green
+    assert np.all(f["pos_m"][on_ab] <= 500.0)
+    held = (f["time_s"] >= 50.0) & (f["time_s"] <= 60.0)
+    assert np.all(f["speed_mps"][held] == 0.0)
+    assert np.all((f["pos_m"][held] > 490.0) & (f["edge"][held] == 0))
+    # and it goes on green
+    assert np.any((f["edge"] == 1) & (f["time_s"] < 100.0))
+
+
+def test_minor_road_yields_to_the_major_road() -> None:
+    """At a priority junction the service road waits for a motorway truck that arrives within
+    the critical gap, then enters behind it."""
+    nodes = [
+        Node("m0", 109.0, 39.0),
+        Node("s0", 109.01, 38.99),
+        Node("j", 109.01, 39.0),
+        Node("x", 109.02, 39.0),
+    ]
+    edges = [
+        Edge("major", "m0", "j", 1000.0, road_class=RoadClass.MOTORWAY, speed_limit_mps=25.0),
+        Edge("minor", "s0", "j", 300.0, road_class=RoadClass.SERVICE, speed_limit_mps=10.0),
+        Edge("out", "j", "x", 2000.0, road_class=RoadClass.MOTORWAY, speed_limit_mps=25.0),
+    ]
+    net = RoadNetwork.build(nodes, edges)
+    trips = [
+        Trip("major-car", "car", (Leg(("major", "out")),), 0.0),
+        Trip("minor-car", "car", (Leg(("minor", "out")),), 10.0),
+    ]
+    res = NetSim(net, trips).run(150.0)
+    assert res.collisions == 0
+    # the major car reaches j at t = 40 s; the minor car (at 10 m/s from t = 10 s) would be
+    # there at 40 s too: it must wait and be on "out" only after the major car
+    f = res.fcd
+    first_out = {}
+    for v in (0, 1):
+        m = (f["vehicle"] == v) & (f["edge"] == 2)
+        first_out[v] = f["time_s"][m].min()
+    assert first_out[1] > first_out[0]
+    on_minor = (f["vehicle"] == 1) & (f["edge"] == 1)
+    assert f["speed_mps"][on_minor].min() < 7.0  # it braked (from 10 m/s) for the major car
+
+
+def test_equal_roads_merge_like_a_zipper_without_collisions() -> None:
+    """Two equal roads feed one: dense flows on both merge in turn, nobody collides, every
+    car leaves the network."""
+    nodes = [
+        Node("a", 109.0, 39.01),
+        Node("b", 109.0, 38.99),
+        Node("j", 109.01, 39.0),
+        Node("x", 109.03, 39.0),
+    ]
+    edges = [Edge("aj", "a", "j", 800.0), Edge("bj", "b", "j", 800.0), Edge("jx", "j", "x", 2000.0)]
+    net = RoadNetwork.build(nodes, edges)
+    flows = [
+        Flow("fa", ("aj", "jx"), 700.0, "car", 0, 300),
+        Flow("fb", ("bj", "jx"), 700.0, "car", 0, 300),
+    ]
+    sim = NetSim(net, flows=flows, seed=3)
+    res = sim.run(600.0)
+    assert res.collisions == 0
+    assert sim.n > 80
+    assert np.all(res.status == nk.ST_DONE)
+
+
+def test_lane_drop_platoon_changes_lane_as_one_unit() -> None:
+    """Two lanes narrow to one: a platoon driving in the left lane moves right together."""
+    net = _corridor(lanes=(2, 2, 1), length_m=1500.0)
+    trips = _platoon_trips(3, (Leg(_route(3)),))
+    sim = NetSim(net, trips, platoons=[Platoon("p", ("t0", "t1", "t2"))])
+    # put the platoon in the left lane on the second edge at cruise speed
+    s = sim.state
+    for k, pos in enumerate((900.0, 870.0, 840.0)):
+        s["status"][k] = nk.ST_DRIVING
+        s["edge"][k] = 1
+        s["lane"][k] = 1
+        s["pos_m"][k] = pos
+        s["speed_mps"][k] = 22.0
+        s["route_ptr"][k] = 1
+    res = sim.run(200.0)
+    assert res.collisions == 0
+    changes = [e for e in res.events if e["kind"] == "platoon-lane-change"]
+    assert sorted(e["vehicle_id"] for e in changes) == ["t0", "t1", "t2"]
+    assert len({e["time_s"] for e in changes}) == 1
+    assert all(e["lane"] == 0 for e in changes)
+
+
+def test_cut_ins_happen_into_wide_platoon_gaps_only() -> None:
+    """A car stuck behind a slow car in the left lane moves right into a platoon gap when the
+    gap is wide (2 s: 42.5 m at 20 m/s, cut-in chance 0.3 per decision; the platoon passes the
+    car at 3 m/s, so it has several tries) and never into a tight
+    one (0.3 s: 8.5 m, less than a car and below CUT_IN_GAP_LO_M). After a cut-in the truck
+    behind the car falls back to ACC (it gets no beacons from a car) and nobody collides."""
+
+    def run(time_gap_s: float) -> tuple[int, set[int]]:
+        net = _corridor(lanes=(2, 2, 2), length_m=3000.0)
+        l4 = VehicleType(**_l4_fields(time_gap_s))  # type: ignore[arg-type]
+        trips = [
+            Trip(
+                f"t{j}",
+                "truck-human" if j == 0 else "truck-l4",
+                (Leg(_route(3)),),
+                speed_cap_mps=20.0,
+            )
+            for j in range(5)
+        ]
+        trips += [
+            Trip("slow", "car", (Leg(_route(3)),), speed_cap_mps=15.0),
+            Trip("car", "car", (Leg(_route(3)),), speed_cap_mps=22.0),
+        ]
+        sim = NetSim(
+            net,
+            trips,
+            platoons=[Platoon("p", tuple(f"t{j}" for j in range(5)))],
+            vtypes=(CAR, TRUCK_HUMAN, l4),
+            seed=5,
+        )
+        s = sim.state
+        spacing = 16.5 + 2.5 + time_gap_s * 20.0
+        head = 600.0
+        for k in range(5):
+            s["status"][k] = nk.ST_DRIVING
+            s["pos_m"][k] = head - k * spacing
+            s["speed_mps"][k] = 20.0
+        for k, (pos, v) in (
+            (5, (head - 1.5 * spacing + 25.0, 10.0)),
+            (6, (head - 1.5 * spacing, 10.0)),
+        ):
+            s["status"][k] = nk.ST_DRIVING
+            s["lane"][k] = 1
+            s["pos_m"][k] = pos
+            s["speed_mps"][k] = v
+        res = sim.run(60.0)
+        assert res.collisions == 0
+        cut = sum(e["kind"] == "cut-in" for e in res.events)
+        behind_modes = set(res.fcd["mode"][res.fcd["vehicle"] == 2].astype(int).tolist())
+        return cut, behind_modes
+
+    cut_wide, modes_wide = run(2.0)
+    assert cut_wide >= 1
+    assert MODE_ACC_FALLBACK in modes_wide
+    cut_tight, _ = run(0.3)
+    assert cut_tight == 0
+
+
+def _l4_fields(time_gap_s: float) -> dict[str, object]:
+    return {
+        "name": "truck-l4",
+        "model": "cacc",
+        "length_m": 16.5,
+        "min_gap_m": 2.5,
+        "accel_mps2": 1.0,
+        "decel_mps2": 4.0,
+        "emergency_decel_mps2": 7.5,
+        "max_speed_mps": 25.0,
+        "time_gap_s": time_gap_s,
+        "is_truck": True,
+        "mass_kg": 49_000.0,
+        "cd_a_m2": 6.0,
+        "crr": 0.006,
+        "can_change_lane": False,
+    }
+
+
+def test_overlap_is_reported_as_a_collision_never_resolved_silently() -> None:
+    net = _corridor()
+    sim = NetSim(net, [Trip("a", "car", (Leg(_route(3)),)), Trip("b", "car", (Leg(_route(3)),))])
+    s = sim.state
+    for k, pos in enumerate((100.0, 97.0)):  # b's front is 2 m inside a's 5 m body
+        s["status"][k] = nk.ST_DRIVING
+        s["edge"][k] = 0
+        s["pos_m"][k] = pos
+        s["speed_mps"][k] = 10.0
+    res = sim.run(1.0)
+    hits = [e for e in res.events if e["kind"] == "collision"]
+    assert res.collisions == 1
+    assert hits[0]["vehicle_id"] == "b" and hits[0]["other_id"] == "a"
+    assert list(res.status[:2]) == [nk.ST_REMOVED, nk.ST_REMOVED]
+
+
+def test_site_capacity_queues_the_second_truck() -> None:
+    """A site with room for one: the second truck waits until the first has dwelt 60 s."""
+    net = _corridor()
+    legs = (Leg(_route(3), dwell_s=60.0, site="end"),)
+    trips = [Trip("a", "truck-human", legs, 0.0), Trip("b", "truck-human", legs, 5.0)]
+    res = NetSim(net, trips, site_capacity={"end": 1}).run(400.0)
+    arr = {e["vehicle_id"]: e["time_s"] for e in res.events if e["kind"] == "arrive-site"}
+    fin = {e["vehicle_id"]: e["time_s"] for e in res.events if e["kind"] == "finish"}
+    assert fin["a"] == pytest.approx(arr["a"] + 60.0, abs=0.21)
+    assert arr["b"] >= fin["a"] - 1e-9
+    assert fin["b"] == pytest.approx(arr["b"] + 60.0, abs=0.21)
+
+
+def test_speed_cap_from_a_dust_storm_slows_traffic_on_its_edges() -> None:
+    net = _corridor(length_m=3000.0)
+    cap = SpeedCap(("e1",), 0.0, 1e9, 10.0)
+    res = NetSim(net, [Trip("c", "car", (Leg(_route(3)),))], speed_caps=[cap]).run(500.0)
+    f = res.fcd
+    mid = (f["edge"] == 1) & (f["pos_m"] > 800.0)
+    assert np.all(f["speed_mps"][mid] <= 10.0 + 1e-9)
+    assert f["speed_mps"][(f["edge"] == 0) & (f["pos_m"] < 2000.0)].max() > 24.0
+
+
+def test_batch_instances_equal_separate_runs_and_same_seed_same_result() -> None:
+    net = _corridor(lanes=(2, 2, 1), length_m=1500.0)
+    flows = [Flow("f", _route(3), 1200.0, "car", 0.0, 200.0)]
+    one = NetSim(net, flows=flows, seed=7).run(300.0)
+    again = NetSim(net, flows=flows, seed=7).run(300.0)
+    np.testing.assert_array_equal(one.fcd["pos_m"], again.fcd["pos_m"])
+    many = NetSim(net, flows=flows, seed=7, instances=3).run(300.0)
+    n = len(one.vehicle_ids)
+    for k in range(3):
+        rows = many.instance == k
+        np.testing.assert_allclose(many.distance_m[rows], one.distance_m, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(many.lane_changes[rows], one.lane_changes)
+    assert len(many.vehicle_ids) == 3 * n
+
+
+def test_bad_input_names_the_field() -> None:
+    net = _corridor()
+    with pytest.raises(NetSimError, match="unknown edge 'nope'"):
+        NetSim(net, [Trip("c", "car", (Leg(("e0", "nope")),))])
+    with pytest.raises(NetSimError, match="not connected"):
+        NetSim(net, [Trip("c", "car", (Leg(("e0", "e2")),))])
+    with pytest.raises(NetSimError, match="vtype = 'bus'"):
+        NetSim(net, [Trip("c", "bus", (Leg(("e0",)),))])
+    with pytest.raises(NetSimError, match="dt_s"):
+        NetSim(net, dt_s=0.0)
