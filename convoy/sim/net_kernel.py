@@ -148,6 +148,8 @@ STALE_BEACON_S = 0.5
 HARD_BRAKE_MPS2 = 3.0
 #: Insertion: a departing vehicle needs this time gap to the vehicle ahead on its lane [s].
 INSERT_TIME_GAP_S = 1.0
+#: ... and waits while a vehicle on an incoming edge will reach the node within this [s].
+INSERT_YIELD_S = 4.0
 PURPOSE_CUT_IN = 11
 #: Instance k of a batch draws with seed ``seed + k * INSTANCE_SEED_STRIDE`` and numbers its
 #: vehicles from 0, so instance 0 is the same run as an unbatched one with the same seed.
@@ -262,6 +264,7 @@ def run_net_steps(
     edge_lanes: np.ndarray,
     edge_speed_mps: np.ndarray,
     edge_grade: np.ndarray,
+    edge_from: np.ndarray,
     edge_to: np.ndarray,
     edge_rank: np.ndarray,
     edge_cap_mps: np.ndarray,
@@ -407,6 +410,25 @@ def run_net_steps(
             if bucket_start[k + 1] > bucket_start[k]:
                 tail = order[bucket_start[k + 1] - 1]
             v_ins = min(edge_speed_mps[e], vt[ty, VT_MAX_SPEED_MPS])
+            if _through_traffic_near(
+                e,
+                inst[i],
+                edge_from,
+                edge_len_m,
+                edge_lanes,
+                pred_ptr,
+                pred_edge,
+                head_of,
+                route_edges,
+                route_ptr,
+                leg,
+                leg_route_hi,
+                pos_m,
+                speed_mps,
+                n_edges,
+                max_lanes,
+            ):
+                continue  # a vehicle about to cross the node into this edge has the way
             if tail >= 0:
                 # enter at the tail's speed (at most the limit) with the own time gap to it
                 room = pos_m[tail] - vt[vtype[tail], VT_LENGTH_M] - vt[ty, VT_MIN_GAP_M]
@@ -592,11 +614,18 @@ def run_net_steps(
             if status[i] != ST_DRIVING:
                 continue
             ld = leader[i]
-            if ld >= 0 and gap_now[i] < 0.0 and status[ld] == ST_DRIVING:
-                _push(events, ev_n, step, EV_COLLISION, i, ld, edge[i], lane[i])
-                ev_n += 1
-                status[i] = ST_REMOVED
-                status[ld] = ST_REMOVED
+            if ld < 0 or gap_now[i] >= 0.0 or status[ld] != ST_DRIVING:
+                continue
+            if edge[ld] != edge[i]:
+                # a leader across the node that came from another approach has not cleared
+                # the junction yet: the vehicle waits at its line, the paths have not met
+                rp_l = route_ptr[ld]
+                if rp_l <= leg_route_lo[leg[ld]] or route_edges[rp_l - 1] != edge[i]:
+                    continue
+            _push(events, ev_n, step, EV_COLLISION, i, ld, edge[i], lane[i])
+            ev_n += 1
+            status[i] = ST_REMOVED
+            status[ld] = ST_REMOVED
         # ---- 3. lane changes -------------------------------------------------------------
         if lc_period_steps > 0 and max_lanes > 1:
             # changes go one way per period (left, then right), so two vehicles never
@@ -789,6 +818,42 @@ def _push(
     events[r, 3] = a
     events[r, 4] = b
     events[r, 5] = c
+
+
+@njit(cache=True)
+def _through_traffic_near(
+    e: int,
+    inst_i: int,
+    edge_from: np.ndarray,
+    edge_len_m: np.ndarray,
+    edge_lanes: np.ndarray,
+    pred_ptr: np.ndarray,
+    pred_edge: np.ndarray,
+    head_of: np.ndarray,
+    route_edges: np.ndarray,
+    route_ptr: np.ndarray,
+    leg: np.ndarray,
+    leg_route_hi: np.ndarray,
+    pos_m: np.ndarray,
+    speed_mps: np.ndarray,
+    n_edges: int,
+    max_lanes: int,
+) -> bool:
+    """Whether a vehicle will cross the start node of edge ``e`` into ``e`` within
+    ``INSERT_YIELD_S`` (a departing vehicle waits for it, as SUMO's insertion does)."""
+    node = edge_from[e]
+    for q in range(pred_ptr[node], pred_ptr[node + 1]):
+        e_o = pred_edge[q]
+        for l_o in range(edge_lanes[e_o]):
+            j = head_of[lane_key(inst_i, e_o, l_o, n_edges, max_lanes)]
+            if j < 0:
+                continue
+            rj = route_ptr[j] + 1
+            if rj >= leg_route_hi[leg[j]] or route_edges[rj] != e:
+                continue
+            if edge_len_m[e_o] - pos_m[j] < speed_mps[j] * INSERT_YIELD_S + 20.0:
+                return True
+    return False
 
 
 @njit(cache=True, inline="always")
