@@ -1,0 +1,325 @@
+"""The operating day: orders -> plan -> the digital twin drives it -> supervision -> KPIs.
+
+``run_day`` is what ``convoy run`` does with no scenario: the built-in Ordos day.
+
+1. The day's coal orders and the operator's fleet (``orders``), a least-cost day plan of
+   hybrid 1+N platoons (``dispatch.plan_day``).
+2. Every planned platoon movement becomes a platoon in the network engine
+   (``convoy.sim.network``): the human-driven lead truck (IDM) and its driverless followers
+   (SUMO's CACC), released at the planned time on the planned route, loaded or empty.
+3. One weather event: a dust storm over the busiest corridor for three hours caps speeds
+   there; every driverless truck that meets it leaves its operating design domain and asks
+   the remote centre for a takeover, as do trucks with injected sensor faults
+   (``supervision``); unanswered requests end in a minimal-risk manoeuvre.
+4. KPIs from what the twin measured (distance, energy, safety) and what the plan carried
+   (tonnes, drivers), and the cost against conventional solo diesel haulage (``kpi``,
+   ``costs``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convoy.cloud.costs import compare_costs
+from convoy.cloud.dispatch import DayPlan, LegKind, PlanParams, plan_day
+from convoy.cloud.kpi import SafetyRecord, SoloReference, TripRecord, compute_kpis, with_extra
+from convoy.cloud.orders import ordos_day_orders, ordos_fleet
+from convoy.cloud.supervision import (
+    SupervisionResult,
+    TakeoverCause,
+    TakeoverTrigger,
+    inject_sensor_faults,
+    operators_for,
+    simulate,
+)
+from convoy.road.hazards import speed_limit_for_visibility_mps
+from convoy.road.network import RoadNetwork
+from convoy.road.ordos import ordos_network
+from convoy.sim.network import (
+    TRUCK_HUMAN,
+    TRUCK_L4,
+    Leg,
+    NetResult,
+    NetSim,
+    Platoon,
+    SpeedCap,
+    Trip,
+    VehicleType,
+)
+
+
+class DayError(ValueError):
+    """Bad settings for the day; the message names the field, value and what is allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class DayConfig:
+    """Settings of an operating day.
+
+    Attributes:
+        hours: simulated hours from midnight (the plan covers the whole day).
+        seed: seeds orders, planning draws, sensor faults and the engine.
+        n_trucks: fleet size; 400 is the reference operator's (DESIGN.md).
+        max_followers: driverless trucks per lead truck (1+4 by default; "1+5" is legal in
+            Beijing, DESIGN.md).
+        dt_s: engine step.
+        record_every_s: FCD interval.
+        storm_start_s, storm_hours: the dust storm (afternoon, when Ordos dust storms peak:
+            China Meteorological Administration, spring dust climatology).
+        storm_visibility_m: visibility in the storm; the speed cap follows the road layer's
+            visibility rule.
+        storm_edges: how many of the busiest edges the storm covers.
+        sensor_faults_per_truck_hour: injected sensor faults (an assumption to exercise the
+            remote centre; no public rate exists).
+        ambient_c: air temperature for the energy model.
+    """
+
+    hours: float = 24.0
+    seed: int = 0
+    n_trucks: int = 400
+    max_followers: int = 4
+    dt_s: float = 0.1
+    record_every_s: float = 10.0
+    storm_start_s: float = 13.0 * 3600.0
+    storm_hours: float = 3.0
+    storm_visibility_m: float = 150.0
+    storm_edges: int = 8
+    sensor_faults_per_truck_hour: float = 0.002
+    ambient_c: float = 10.0
+
+    def check(self) -> None:
+        """Raise :class:`DayError` naming the first setting out of range."""
+        if not (0 < self.hours <= 24.0):
+            raise DayError(f"hours = {self.hours}; allowed: 0 < hours <= 24")
+        if self.n_trucks < 2:
+            raise DayError(f"n_trucks = {self.n_trucks}; allowed: >= 2")
+        if not 1 <= self.max_followers <= 5:
+            raise DayError(f"max_followers = {self.max_followers}; allowed: 1..5")
+        if not (0 < self.dt_s <= 1.0):
+            raise DayError(f"dt_s = {self.dt_s}; allowed: 0 < dt_s <= 1")
+
+
+def _types() -> tuple[VehicleType, ...]:
+    """Lead and follower trucks, loaded (49 t) and empty (18 t): DESIGN.md's truck."""
+    out = []
+    for base in (TRUCK_HUMAN, TRUCK_L4):
+        for load, mass in (("loaded", 49_000.0), ("empty", 18_000.0)):
+            fields = {f: getattr(base, f) for f in base.__slots__}  # type: ignore[attr-defined]
+            fields.update(name=f"{base.name}-{load}", mass_kg=mass)
+            out.append(VehicleType(**fields))
+    return tuple(out)
+
+
+@dataclass
+class DayResult:
+    """Everything a day produced; ``summary`` is what goes to ``summary.json``."""
+
+    config: DayConfig
+    network: RoadNetwork
+    plan: DayPlan
+    sim: NetSim
+    result: NetResult
+    supervision: SupervisionResult
+    trip_records: list[TripRecord]
+    vehicle_trip: dict[str, tuple[str, str, int]]  # engine vehicle -> (truck, trip, position)
+    storm_edges: tuple[str, ...]
+    summary: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _busiest_edges(plan: DayPlan, start_s: float, end_s: float, k: int) -> tuple[str, ...]:
+    use: Counter[str] = Counter()
+    for p in plan.platoons:
+        if p.release_s < end_s and p.arrival_s > start_s:
+            use.update(p.route_edge_ids)
+    return tuple(e for e, _ in use.most_common(k))
+
+
+def _solo_reference(network: RoadNetwork, plan: DayPlan, cfg: DayConfig) -> SoloReference:
+    """Solo trucks' energy per km on the most used loaded route: the drafting baseline."""
+    loaded = [p for p in plan.platoons if p.kind == LegKind.LOADED and p.route_edge_ids]
+    route = Counter(p.route_edge_ids for p in loaded).most_common(1)[0][0]
+    per_km = []
+    for load in ("loaded", "empty"):
+        trip = Trip(f"solo-{load}", f"truck-human-{load}", (Leg(route),), 0.0)
+        sim = NetSim(network, [trip], vtypes=_types(), dt_s=cfg.dt_s, ambient_c=cfg.ambient_c,
+                     record_every_s=3600.0)
+        res = sim.run(sum(network.edges[e].length_m for e in route) / 5.0 + 600.0)
+        per_km.append(float(res.energy_kwh[0]) / max(float(res.distance_m[0]) / 1000.0, 1e-9))
+    return SoloReference(loaded_kwh_per_km=per_km[0], empty_kwh_per_km=per_km[1])
+
+
+def run_day(
+    cfg: DayConfig | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> DayResult:
+    """Plan and drive an operating day; ``progress(stage, fraction)`` reports as it goes."""
+    cfg = cfg or DayConfig()
+    cfg.check()
+    say = progress or (lambda _s, _f: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    network = ordos_network()
+    orders = ordos_day_orders(cfg.seed, n_trucks=cfg.n_trucks, network=network)
+    fleet = ordos_fleet(cfg.n_trucks, cfg.max_followers, network=network)
+    say("planning", 0.0)
+    plan = plan_day(orders, fleet, network, PlanParams(max_followers=cfg.max_followers))
+    timings["plan_s"] = time.perf_counter() - t0
+    end_s = cfg.hours * 3600.0
+
+    # --- the plan, as platoons in the engine ----------------------------------------------
+    tonnes_of = {(t.truck_id, t.trip_id): t.tonnes for t in plan.truck_trips}
+    trips: list[Trip] = []
+    platoons: list[Platoon] = []
+    vehicle_trip: dict[str, tuple[str, str, int]] = {}
+    for p in plan.platoons:
+        if not p.route_edge_ids or p.release_s >= end_s:
+            continue
+        load = "loaded" if p.kind == LegKind.LOADED else "empty"
+        members = []
+        for pos, truck in enumerate(p.truck_ids):
+            vid = f"{truck}@{p.id}"
+            kind = "truck-human" if pos == 0 else "truck-l4"
+            trips.append(Trip(vid, f"{kind}-{load}", (Leg(p.route_edge_ids),), p.release_s))
+            members.append(vid)
+            vehicle_trip[vid] = (truck, p.id, pos)
+        platoons.append(Platoon(p.id, tuple(members)))
+    storm_end = cfg.storm_start_s + cfg.storm_hours * 3600.0
+    storm = _busiest_edges(plan, cfg.storm_start_s, storm_end, cfg.storm_edges)
+    cap = speed_limit_for_visibility_mps(cfg.storm_visibility_m) or 0.0
+    caps = [SpeedCap(storm, cfg.storm_start_s, storm_end, cap)] if storm and cap > 0 else []
+    sim = NetSim(
+        network, trips, platoons=platoons, vtypes=_types(), dt_s=cfg.dt_s, seed=cfg.seed,
+        ambient_c=cfg.ambient_c, speed_caps=caps, record_every_s=cfg.record_every_s,
+    )
+    t1 = time.perf_counter()
+    result = sim.run(end_s, progress=lambda t: say("driving", t / end_s))
+    timings["drive_s"] = time.perf_counter() - t1
+    timings["drive_engine_s"] = result.wall_s
+
+    # --- remote supervision ----------------------------------------------------------------
+    t2 = time.perf_counter()
+    driverless = sorted({vehicle_trip[v][0] for v in vehicle_trip if vehicle_trip[v][2] > 0})
+    triggers = _storm_triggers(result, storm, cfg.storm_start_s, storm_end, vehicle_trip)
+    triggers += inject_sensor_faults(
+        driverless, 0.0, end_s, cfg.sensor_faults_per_truck_hour, seed=cfg.seed
+    )
+    sup = simulate(triggers, operators_for(len(driverless)), start_s=0.0, end_s=end_s)
+    timings["supervise_s"] = time.perf_counter() - t2
+
+    # --- KPIs and cost ---------------------------------------------------------------------
+    finish = {e["vehicle_id"]: float(e["time_s"]) for e in result.events if e["kind"] == "finish"}
+    finish.update(
+        {e["vehicle_id"]: float(e["time_s"]) for e in result.events if e["kind"] == "arrive-site"}
+    )
+    depart = {e["vehicle_id"]: float(e["time_s"]) for e in result.events if e["kind"] == "depart"}
+    due = {o.id: o.delivery.end_s for o in plan.orders}
+    ptrip = {p.id: p for p in plan.platoons}
+    records: list[TripRecord] = []
+    safety: dict[str, SafetyRecord] = {}
+    collided = Counter(
+        e["vehicle_id"] for e in result.events if e["kind"] == "collision"
+    ) + Counter(e["other_id"] for e in result.events if e["kind"] == "collision")
+    for k, vid in enumerate(result.vehicle_ids):
+        truck, trip_id, pos = vehicle_trip[vid]
+        if vid not in depart:
+            continue
+        p = ptrip[trip_id]
+        loaded = p.kind == LegKind.LOADED
+        tonnes = float(tonnes_of.get((truck, trip_id), 0.0)) if loaded else 0.0
+        dues = [due[o] for o in p.order_ids if o in due]
+        records.append(
+            TripRecord(
+                truck_id=truck,
+                distance_km=float(result.distance_m[k]) / 1000.0,
+                energy_kwh=float(result.energy_kwh[k]),
+                loaded=loaded and tonnes > 0,
+                tonnes=tonnes if tonnes > 0 else 0.0,
+                platoon_id=trip_id,
+                position_in_platoon=pos,
+                driver_id=p.driver_id if pos == 0 else None,
+                departure_s=depart[vid],
+                arrival_s=finish.get(vid, end_s),
+                due_s=min(dues) if (loaded and dues and vid in finish) else None,
+            )
+        )
+        prev = safety.get(truck)
+        ttc = float(result.min_ttc_s[k])
+        hb = int(result.hard_brakes[k])
+        col = int(collided.get(vid, 0))
+        if prev is not None:
+            ttc = min(ttc, prev.min_ttc_s)
+            hb += prev.hard_brakes
+            col += prev.collisions
+        safety[truck] = SafetyRecord(truck, min_ttc_s=ttc, hard_brakes=hb, collisions=col)
+    solo = _solo_reference(network, plan, cfg)
+    kpis = compute_kpis(records, list(safety.values()), sup.stats, solo)
+    cost = compare_costs(records, period_days=cfg.hours / 24.0)
+    summary = with_extra(kpis, cost.summary()).to_dict()
+    summary.update(
+        {
+            "hours": cfg.hours,
+            "seed": cfg.seed,
+            "fleet_trucks": cfg.n_trucks,
+            "platoon_format": f"1+{cfg.max_followers}",
+            "plan_method": plan.method,
+            "orders": len(plan.orders),
+            "tonnes_ordered": plan.summary().tonnes_ordered,
+            "tonnes_unserved_in_plan": plan.summary().tonnes_unserved,
+            "platoon_trips_driven": len(platoons),
+            "remote_operators": operators_for(len(driverless)),
+            "takeover_requests": len(sup.requests),
+            "minimal_risk_manoeuvres": len(sup.mrms),
+            "dust_storm_edges": list(storm),
+            "dust_storm_speed_cap_mps": cap,
+            "engine_vehicle_steps": _vehicle_steps(result, cfg),
+            "wall_s": {k: round(v, 3) for k, v in timings.items()},
+        }
+    )
+    return DayResult(
+        config=cfg, network=network, plan=plan, sim=sim, result=result, supervision=sup,
+        trip_records=records, vehicle_trip=vehicle_trip, storm_edges=storm, summary=summary,
+        timings_s=timings,
+    )
+
+
+def _vehicle_steps(result: NetResult, cfg: DayConfig) -> int:
+    """Vehicle-steps driven: total driven time over all vehicles / dt (from the FCD records)."""
+    n_rows = result.fcd["time_s"].shape[0]
+    return int(round(n_rows * cfg.record_every_s / cfg.dt_s))
+
+
+def _storm_triggers(
+    result: NetResult,
+    storm: tuple[str, ...],
+    start_s: float,
+    end_s: float,
+    vehicle_trip: dict[str, tuple[str, str, int]],
+) -> list[TakeoverTrigger]:
+    """A takeover request from each driverless truck the first time it is seen in the storm."""
+    if not storm:
+        return []
+    rows = {result.edge_ids.index(e) for e in storm}
+    f = result.fcd
+    inside = np.isin(f["edge"].astype(np.int64), list(rows)) & (f["time_s"] >= start_s) & (
+        f["time_s"] < end_s
+    )
+    seen: dict[str, float] = {}
+    for t, v in zip(f["time_s"][inside], f["vehicle"][inside].astype(np.int64), strict=True):
+        vid = result.vehicle_ids[int(v)]
+        truck, _, pos = vehicle_trip[vid]
+        if pos == 0 or truck in seen:
+            continue
+        seen[truck] = float(t)
+    return [
+        TakeoverTrigger(t, truck, TakeoverCause.ODD_WEATHER)
+        for truck, t in sorted(seen.items(), key=lambda kv: kv[1])
+        if math.isfinite(t)
+    ]
