@@ -82,21 +82,52 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job; until the Ordos day exists, the built-in platoon demo with its KPIs."""
-    from convoy.sim.fcd import write_fcd
-    from convoy.sim.report import summarize, summary_table, write_speed_gap_plot
+    """The main job: an operating day (default: the built-in Ordos day) and its outputs."""
+    from rich.table import Table
 
+    from convoy.cloud.day import DayError, load_day_config, run_day
+    from convoy.cloud.day_report import write_day_outputs
+
+    try:
+        cfg = load_day_config(args.scenario, hours=args.hours, seed=args.seed)
+    except DayError as exc:
+        raise BadInputError(str(exc)) from None
     t0 = time.perf_counter()
-    res = _simulate(args.scenario, args.backend)
+    with _progress() as bar:
+        task = bar.add_task("planning the day", total=1000)
+
+        def show(stage: str, fraction: float) -> None:
+            bar.update(task, description=stage, completed=round(1000 * fraction))
+
+        day = run_day(cfg, show)
+    paths = write_day_outputs(day, Path(args.out))
     wall = time.perf_counter() - t0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(res)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_fcd(res.trace, out / "fcd.parquet")
-    write_speed_gap_plot(res.trace, out / "platoon.png", title=res.scenario.name)
-    _out.print(summary_table(summary, wall))
-    _out.print(f"wrote {out / 'summary.json'}, {out / 'fcd.parquet'}, {out / 'platoon.png'}")
+    s = day.summary
+    table = Table(
+        title=f"Ordos day: {cfg.n_trucks} trucks, 1+{cfg.max_followers}, {cfg.hours:g} h",
+        title_justify="left",
+    )
+    table.add_column("KPI")
+    table.add_column("value", justify="right")
+    rows = [
+        ("tonnes delivered", f"{s['tonnes_t']:,.0f} t"),
+        ("tonne-km", f"{s['tonne_km']:,.0f}"),
+        ("truck-km", f"{s['truck_km']:,.0f} km (empty {s['empty_km_share']:.0%})"),
+        ("energy per tonne-km", f"{s['energy_per_tonne_km_kwh'] or 0:.3f} kWh"),
+        ("trucks per driver", f"{s['trucks_per_driver']:.2f}"),
+        ("on-time share", f"{(s['on_time_share'] or 0):.0%}"),
+        ("takeovers per 1,000 km", f"{s['takeovers_per_1000_km'] or 0:.2f}"),
+        ("minimal-risk manoeuvres", str(s["minimal_risk_manoeuvres"])),
+        ("min time-to-collision", f"{s['min_ttc_s'] or float('nan'):.1f} s"),
+        ("hard brakes / collisions", f"{s['hard_brakes']} / {s['collisions']}"),
+        ("cost per tonne-km, hybrid", f"{s['cost_per_tonne_km_cny']:.3f} CNY"),
+        ("cost per tonne-km, solo diesel", f"{s['solo_diesel_cost_per_tonne_km_cny']:.3f} CNY"),
+        ("wall time", f"{wall:.1f} s"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    _out.print(table)
+    _out.print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
@@ -104,8 +135,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks that run the peer side by side and print the ratio."""
     from convoy.sim.bench import bench_sim
 
+    if args.what == "network":
+        return _bench_network(args)
     if args.what != "sim":
-        raise BadInputError(f"bench {args.what!r}: unknown benchmark; allowed: sim")
+        raise BadInputError(f"bench {args.what!r}: unknown benchmark; allowed: sim, network")
     sizes = [int(s) for s in args.trucks.split(",")] if args.trucks else [1_000, 10_000, 100_000]
     if any(s < 5 for s in sizes):
         raise BadInputError(f"--trucks {args.trucks}: each size must be at least 5")
@@ -117,6 +150,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ScenarioError as exc:  # an unknown name, listed with the valid ones
         raise BadInputError(f"--backend: {exc}") from None
     results = bench_sim(sizes, sumo=not args.no_sumo, console=_out, backend=args.backend)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _bench_network(args: argparse.Namespace) -> int:
+    """``convoy bench network``: the network engine and SUMO on the same network and trucks."""
+    from convoy.sim.bench_network import NetBenchError, bench_network
+
+    try:
+        sizes = [int(s) for s in args.trucks.split(",")] if args.trucks else [1_000, 10_000]
+        lanes = [int(s) for s in args.lanes.split(",")]
+    except ValueError:
+        raise BadInputError(
+            f"--trucks {args.trucks!r}, --lanes {args.lanes!r}: give comma-separated integers"
+        ) from None
+    if args.backend != "cpu":
+        raise BadInputError(f"--backend {args.backend}: bench network has one; allowed: cpu")
+    try:
+        results = bench_network(sizes, lanes, sumo=not args.no_sumo, console=_out)
+    except NetBenchError as exc:
+        raise BadInputError(str(exc)) from None
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
@@ -182,10 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"convoy {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="the main job: run a scenario and write KPIs, FCD and plots")
-    run.add_argument("scenario", nargs="?", help="scenario YAML (default: built-in demo)")
+    run = sub.add_parser(
+        "run", help="the main job: an operating day (default: the built-in Ordos day)"
+    )
+    run.add_argument(
+        "scenario", nargs="?", help="day settings YAML (default: the built-in Ordos day)"
+    )
     run.add_argument("--out", default="out", help="output directory (default: out)")
-    run.add_argument("--backend", default="cpu", help="engine backend (default: cpu)")
+    run.add_argument("--hours", type=float, help="simulated hours from midnight (default 24)")
+    run.add_argument("--seed", type=int, help="random seed (default 0)")
     run.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("sim", help="run a microscopic platoon experiment")
@@ -199,8 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_sim)
 
     bench = sub.add_parser("bench", help="benchmarks against the peer (SUMO)")
-    bench.add_argument("what", choices=["sim"], help="which benchmark")
-    bench.add_argument("--trucks", help="comma-separated fleet sizes (default 1000,10000,100000)")
+    bench.add_argument("what", choices=["sim", "network"], help="which benchmark")
+    bench.add_argument(
+        "--trucks",
+        help="comma-separated fleet sizes (default 1000,10000,100000; network: 1000,10000)",
+    )
+    bench.add_argument(
+        "--lanes", default="1,2", help="network: comma-separated lanes per direction (default 1,2)"
+    )
     bench.add_argument("--no-sumo", action="store_true", help="skip the SUMO side")
     bench.add_argument(
         "--backend",

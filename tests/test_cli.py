@@ -115,12 +115,33 @@ def test_general_backend_gives_the_same_run(tmp_path: Path) -> None:
 
 
 def test_run_writes_the_main_job_outputs(tmp_path: Path) -> None:
-    r = _convoy("run", "--out", str(tmp_path / "out"))
+    """``convoy run`` drives the built-in Ordos day (here its first 9 hours) and writes the
+    four contract files; the summary's tonnes are the delivered loads, never more than the
+    orders, and nobody collides."""
+    r = _convoy("run", "--hours", "9", "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
-    s = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert s["scenario"] == "brake-and-recover" and s["collisions"] == 0
-    assert (tmp_path / "out" / "fcd.parquet").stat().st_size > 0
-    assert (tmp_path / "out" / "platoon.png").read_bytes()[:4] == b"\x89PNG"
+    out = tmp_path / "out"
+    s = json.loads((out / "summary.json").read_text())
+    assert s["collisions"] == 0
+    assert 0 < s["tonnes_t"] <= s["tonnes_ordered"]
+    assert s["platoon_format"] == "1+4" and s["fleet_trucks"] == 400
+    assert s["cost_per_tonne_km_cny"] < s["solo_diesel_cost_per_tonne_km_cny"]
+    assert (out / "fcd.parquet").read_bytes()[:4] == b"PAR1"
+    first = json.loads((out / "events.jsonl").read_text().splitlines()[0])
+    assert "t_s" in first and "type" in first
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 6
+
+
+def test_run_rejects_a_bad_day_file(tmp_path: Path) -> None:
+    bad = tmp_path / "day.yaml"
+    bad.write_text("hours: 30\n")
+    r = _convoy("run", str(bad), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2
+    assert "hours = 30.0" in r.stderr and "Traceback" not in r.stderr
+    bad.write_text("trucks: 5\n")
+    r = _convoy("run", str(bad), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "unknown setting 'trucks'" in r.stderr
 
 
 def test_every_shipped_scenario_is_valid() -> None:

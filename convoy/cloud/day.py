@@ -111,7 +111,7 @@ def _types() -> tuple[VehicleType, ...]:
     out = []
     for base in (TRUCK_HUMAN, TRUCK_L4):
         for load, mass in (("loaded", 49_000.0), ("empty", 18_000.0)):
-            fields = {f: getattr(base, f) for f in base.__slots__}  # type: ignore[attr-defined]
+            fields = {f: getattr(base, f) for f in base.__slots__}
             fields.update(name=f"{base.name}-{load}", mass_kg=mass)
             out.append(VehicleType(**fields))
     return tuple(out)
@@ -149,8 +149,14 @@ def _solo_reference(network: RoadNetwork, plan: DayPlan, cfg: DayConfig) -> Solo
     per_km = []
     for load in ("loaded", "empty"):
         trip = Trip(f"solo-{load}", f"truck-human-{load}", (Leg(route),), 0.0)
-        sim = NetSim(network, [trip], vtypes=_types(), dt_s=cfg.dt_s, ambient_c=cfg.ambient_c,
-                     record_every_s=3600.0)
+        sim = NetSim(
+            network,
+            [trip],
+            vtypes=_types(),
+            dt_s=cfg.dt_s,
+            ambient_c=cfg.ambient_c,
+            record_every_s=3600.0,
+        )
         res = sim.run(sum(network.edges[e].length_m for e in route) / 5.0 + 600.0)
         per_km.append(float(res.energy_kwh[0]) / max(float(res.distance_m[0]) / 1000.0, 1e-9))
     return SoloReference(loaded_kwh_per_km=per_km[0], empty_kwh_per_km=per_km[1])
@@ -196,8 +202,15 @@ def run_day(
     cap = speed_limit_for_visibility_mps(cfg.storm_visibility_m) or 0.0
     caps = [SpeedCap(storm, cfg.storm_start_s, storm_end, cap)] if storm and cap > 0 else []
     sim = NetSim(
-        network, trips, platoons=platoons, vtypes=_types(), dt_s=cfg.dt_s, seed=cfg.seed,
-        ambient_c=cfg.ambient_c, speed_caps=caps, record_every_s=cfg.record_every_s,
+        network,
+        trips,
+        platoons=platoons,
+        vtypes=_types(),
+        dt_s=cfg.dt_s,
+        seed=cfg.seed,
+        ambient_c=cfg.ambient_c,
+        speed_caps=caps,
+        record_every_s=cfg.record_every_s,
     )
     t1 = time.perf_counter()
     result = sim.run(end_s, progress=lambda t: say("driving", t / end_s))
@@ -211,15 +224,16 @@ def run_day(
     triggers += inject_sensor_faults(
         driverless, 0.0, end_s, cfg.sensor_faults_per_truck_hour, seed=cfg.seed
     )
-    sup = simulate(triggers, operators_for(len(driverless)), start_s=0.0, end_s=end_s)
+    operators = operators_for(len(plan.fleet.l4_trucks))
+    sup = simulate(triggers, operators, start_s=0.0, end_s=end_s)
     timings["supervise_s"] = time.perf_counter() - t2
 
     # --- KPIs and cost ---------------------------------------------------------------------
-    finish = {e["vehicle_id"]: float(e["time_s"]) for e in result.events if e["kind"] == "finish"}
-    finish.update(
-        {e["vehicle_id"]: float(e["time_s"]) for e in result.events if e["kind"] == "arrive-site"}
-    )
-    depart = {e["vehicle_id"]: float(e["time_s"]) for e in result.events if e["kind"] == "depart"}
+    when: dict[str, dict[str, float]] = {"depart": {}, "arrive-site": {}}
+    for e in result.events:
+        if e["kind"] in when:
+            when[str(e["kind"])][str(e["vehicle_id"])] = float(e["time_s"])  # type: ignore[arg-type]
+    depart, finish = when["depart"], when["arrive-site"]
     due = {o.id: o.delivery.end_s for o in plan.orders}
     ptrip = {p.id: p for p in plan.platoons}
     records: list[TripRecord] = []
@@ -274,7 +288,7 @@ def run_day(
             "tonnes_ordered": plan.summary().tonnes_ordered,
             "tonnes_unserved_in_plan": plan.summary().tonnes_unserved,
             "platoon_trips_driven": len(platoons),
-            "remote_operators": operators_for(len(driverless)),
+            "remote_operators": operators,
             "takeover_requests": len(sup.requests),
             "minimal_risk_manoeuvres": len(sup.mrms),
             "dust_storm_edges": list(storm),
@@ -284,8 +298,16 @@ def run_day(
         }
     )
     return DayResult(
-        config=cfg, network=network, plan=plan, sim=sim, result=result, supervision=sup,
-        trip_records=records, vehicle_trip=vehicle_trip, storm_edges=storm, summary=summary,
+        config=cfg,
+        network=network,
+        plan=plan,
+        sim=sim,
+        result=result,
+        supervision=sup,
+        trip_records=records,
+        vehicle_trip=vehicle_trip,
+        storm_edges=storm,
+        summary=summary,
         timings_s=timings,
     )
 
@@ -293,7 +315,7 @@ def run_day(
 def _vehicle_steps(result: NetResult, cfg: DayConfig) -> int:
     """Vehicle-steps driven: total driven time over all vehicles / dt (from the FCD records)."""
     n_rows = result.fcd["time_s"].shape[0]
-    return int(round(n_rows * cfg.record_every_s / cfg.dt_s))
+    return round(n_rows * cfg.record_every_s / cfg.dt_s)
 
 
 def _storm_triggers(
@@ -308,8 +330,10 @@ def _storm_triggers(
         return []
     rows = {result.edge_ids.index(e) for e in storm}
     f = result.fcd
-    inside = np.isin(f["edge"].astype(np.int64), list(rows)) & (f["time_s"] >= start_s) & (
-        f["time_s"] < end_s
+    inside = (
+        np.isin(f["edge"].astype(np.int64), list(rows))
+        & (f["time_s"] >= start_s)
+        & (f["time_s"] < end_s)
     )
     seen: dict[str, float] = {}
     for t, v in zip(f["time_s"][inside], f["vehicle"][inside].astype(np.int64), strict=True):
@@ -323,3 +347,49 @@ def _storm_triggers(
         for truck, t in sorted(seen.items(), key=lambda kv: kv[1])
         if math.isfinite(t)
     ]
+
+
+def load_day_config(
+    path: str | None, hours: float | None = None, seed: int | None = None
+) -> DayConfig:
+    """A day's settings: the defaults, overridden by a YAML mapping file and then by
+    ``hours``/``seed`` (the command line).
+
+    Raises:
+        DayError: unreadable or malformed file, an unknown key, or a value out of range.
+    """
+    import dataclasses
+
+    import yaml
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(open(path, encoding="utf-8").read())  # noqa: SIM115
+        except OSError as exc:
+            raise DayError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise DayError(f"{path}: not valid YAML: {exc}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise DayError(f"{path}: must be a mapping of day settings, got {type(raw).__name__}")
+        known = {f.name: f for f in dataclasses.fields(DayConfig)}
+        for key, value in raw.items():
+            if key not in known:
+                raise DayError(
+                    f"{path}: unknown setting {key!r}; allowed: {', '.join(sorted(known))}"
+                )
+            want = int if known[key].type in ("int", int) else float
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DayError(f"{path}: {key} = {value!r}; allowed: a number")
+            if want is int and value != int(value):
+                raise DayError(f"{path}: {key} = {value!r}; allowed: a whole number")
+            values[key] = want(value)
+    if hours is not None:
+        values["hours"] = float(hours)
+    if seed is not None:
+        values["seed"] = int(seed)
+    cfg = DayConfig(**values)
+    cfg.check()
+    return cfg

@@ -593,6 +593,7 @@ class NetSim:
         s = self.state
         net = self._net
         wall = 0.0
+        step_fn = nk.run_net_steps_parallel if n >= nk.PARALLEL_MIN_VEHICLES else nk.run_net_steps
         while self.step < end_step:
             nxt = min(end_step, self.step + chunk_steps)
             for c in changes:
@@ -600,7 +601,7 @@ class NetSim:
                     nxt = c
             caps = self._edge_caps(self.step * self.dt_s)
             t0 = time.perf_counter()
-            done, fcd_n, ev_n = nk.run_net_steps(
+            done, fcd_n, ev_n = step_fn(
                 net["edge_len_m"],
                 net["edge_lanes"],
                 net["edge_speed_mps"],
