@@ -321,8 +321,49 @@ def _cpu_general(
     )
 
 
+def _backend_jax() -> Any:
+    """The JAX backend module, imported on first use (JAX is an optional dependency)."""
+    try:
+        from convoy.sim import backend_jax
+    except ImportError as exc:
+        raise ScenarioError(
+            f"backends 'jax' and 'gpu' need JAX ({exc}); install it (pip install jax), or "
+            "for an NVIDIA GPU convoy's gpu extra (JAX for CUDA 12)"
+        ) from None
+    return backend_jax
+
+
+def _jax(
+    table: TruckTable,
+    state: TruckState,
+    world: World,
+    n_steps: int,
+    rec_every: int,
+    rec: tuple[np.ndarray, ...],
+) -> int:
+    """JAX, float64, on JAX's default device (``backend_jax``)."""
+    return _backend_jax().jax_backend(table, state, world, n_steps, rec_every, rec)
+
+
+def _gpu(
+    table: TruckTable,
+    state: TruckState,
+    world: World,
+    n_steps: int,
+    rec_every: int,
+    rec: tuple[np.ndarray, ...],
+) -> int:
+    """JAX, float32 with relative positions, on the first GPU; a clear error without one."""
+    return _backend_jax().gpu_backend(table, state, world, n_steps, rec_every, rec)
+
+
 # "cpu-general" forces the general kernel (to compare, or to rule the fast path out).
-BACKENDS: dict[str, Backend] = {"cpu": _cpu_backend, "cpu-general": _cpu_general}
+BACKENDS: dict[str, Backend] = {
+    "cpu": _cpu_backend,
+    "cpu-general": _cpu_general,
+    "jax": _jax,
+    "gpu": _gpu,
+}
 
 
 def get_backend(name: str) -> Backend:
