@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--trucks = {args.trucks}: allowed: a multiple of --lane-trucks")
     if args.steps <= 0 or args.repeats <= 0:
         ap.error("--steps and --repeats: allowed: positive integers")
-    device = jax.devices()[0] if args.device == "default" else jax.devices(args.device)[0]
+    try:
+        device = jax.devices()[0] if args.device == "default" else jax.devices(args.device)[0]
+    except RuntimeError:
+        ap.error(f"--device = {args.device}: JAX sees no such device, only {jax.devices()}")
     lanes = args.trucks // args.lane_trucks
     relative = args.precision == "float32"
 
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             out: bj.LaneState = compiled(lp, lay, st, targets, jnp.int32(n))
             return out
 
-        hlo = compiled.as_text()
+        hlo = compiled.as_text() or ""
         if args.dump_hlo:
             args.dump_hlo.write_text(hlo)
         jax.block_until_ready(run(args.steps))  # warm: first execution, allocations
