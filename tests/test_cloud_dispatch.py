@@ -458,3 +458,46 @@ def test_replan_for_a_late_truck(small: DayPlan) -> None:
     assert any(p.crew_id == crew for p in moving)  # its crew went on without it
     with pytest.raises(DispatchError, match=r"TruckDelay.truck_id = 'nope'"):
         replan(small, TruckDelay("nope", 60.0), T_S)
+
+
+def test_a_load_in_progress_is_delivered_after_a_replan(small: DayPlan) -> None:
+    """Loading began before t_s and the loaded leg leaves after it: the re-plan keeps the load
+    and delivers the same cargo on the same route."""
+    loads = {(s.crew_id, s.cycle): s for s in small.stops if s.kind == StopKind.LOAD}
+    trip = next(
+        p
+        for p in small.platoons
+        if p.kind == LegKind.LOADED and p.release_s - loads[(p.crew_id, p.cycle)].start_s > 60
+    )
+    t_s = loads[(trip.crew_id, trip.cycle)].start_s + 30.0
+    station = next(iter(small.fleet.stations))
+    after = replan(small, StationOutage(station, until_s=t_s + H), t_s)
+    check_plan(after)
+    _kept_unchanged(small, after, t_s)
+    again = [
+        p
+        for p in after.platoons
+        if (p.crew_id, p.cycle, p.kind) == (trip.crew_id, trip.cycle, LegKind.LOADED)
+    ]
+    assert len(again) == 1
+    assert again[0].order_tonnes == trip.order_tonnes
+    assert again[0].route_edge_ids == trip.route_edge_ids
+    assert again[0].release_s >= t_s
+
+
+def test_replans_chain(small: DayPlan) -> None:
+    """A late truck split off its crew, then an urgent order an hour later: the second re-plan
+    keeps the first one's split and the truck stays in one crew."""
+    truck = next(p for p in small.platoons if p.release_s >= T_S + H).follower_ids[0]
+    first = replan(small, TruckDelay(truck, 3 * H), T_S)
+    urgent = _order("URGENT", 62.0, "heidaigou-mine", "xuejiawan-ps",
+                    pickup=(T_S + 2 * H, T_S + 5 * H), priority=2)  # fmt: skip
+    second = replan(first, UrgentOrder(urgent), T_S + H)
+    check_plan(second)
+    _kept_unchanged(first, second, T_S + H)
+    late = [c for c in second.crews if c.id.endswith("-late")]
+    assert [c.truck_ids for c in late] == [(truck,)]
+    assert late[0].ready_s >= T_S + 3 * H
+    moving = [p for p in second.platoons if T_S <= p.release_s < T_S + 3 * H]
+    assert all(truck not in p.truck_ids for p in moving)
+    assert second.delivered_tonnes()["URGENT"] == pytest.approx(62.0)

@@ -439,11 +439,25 @@ class SolveReport:
 
 @dataclass(frozen=True, slots=True)
 class Crew:
-    """A crew as formed at the start of the day: lead truck first, then followers."""
+    """A crew: lead truck first, then followers.
+
+    ``DayPlan.crews`` lists the crews formed at the start of the day, then every change a
+    re-plan made: a crew held for a late truck, or split from it (the late truck becomes a crew
+    of its own). The last record of an id decided at or before a time is the crew then.
+
+    Attributes:
+        id: crew id.
+        hub: the hub its trucks and drivers belong to.
+        truck_ids: lead truck, then followers.
+        changed_s: when the record was decided (the re-plan's ``t_s``; -inf at the start).
+        ready_s: the crew starts nothing new before this [s] (-inf: no hold).
+    """
 
     id: str
     hub: str
     truck_ids: tuple[str, ...]
+    changed_s: float = -_INF
+    ready_s: float = -_INF
 
 
 @dataclass(frozen=True, slots=True)
@@ -2006,12 +2020,16 @@ def _restore(planner: _Planner, plan: DayPlan, t_s: float) -> None:
     ctx = planner.ctx
     idx = ctx.idx
     trucks = ctx.fleet.trucks
+    current: dict[str, Crew] = {}
     for c in plan.crews:
+        if c.changed_s <= t_s:
+            current[c.id] = c
+    for c in current.values():
         home = ctx.fleet.hubs[c.hub].site_id
         soc = {
             t: trucks[t].soc * trucks[t].battery_kwh for t in c.truck_ids if trucks[t].is_electric
         }
-        planner.crews[c.id] = _CrewState(c.id, c.hub, list(c.truck_ids), idx[home], -_INF, soc)
+        planner.crews[c.id] = _CrewState(c.id, c.hub, list(c.truck_ids), idx[home], c.ready_s, soc)
     # A load that started before t_s is completed: keep its cycle's loaded leg and unload.
     loads_started = {
         (s.crew_id, s.cycle) for s in plan.stops if s.kind == StopKind.LOAD and s.start_s < t_s
@@ -2043,7 +2061,7 @@ def _restore(planner: _Planner, plan: DayPlan, t_s: float) -> None:
     planner.visits = [v for v in plan.station_visits if v.start_s < t_s]
     planner.solves = list(plan.solves)
     planner._trip_no = max((int(tr.id.rsplit("-", 1)[1]) for tr in plan.platoons), default=0)
-    planner.crew_list = list(plan.crews)
+    planner.crew_list = [c for c in plan.crews if c.changed_s <= t_s]
     # Calendars: kept services hold their servers.
     for v in sorted(planner.visits, key=lambda v: v.start_s):
         planner.calendars[v.station_id].hold(v.mode, v.start_s, v.end_s)
@@ -2051,32 +2069,34 @@ def _restore(planner: _Planner, plan: DayPlan, t_s: float) -> None:
     for tr in kept_trips:
         for o, t in tr.order_tonnes:
             planner.demand.left[o] -= t
-    # Crew states from the kept records.
-    last_cycle: dict[str, int] = defaultdict(lambda: -1)
-    for tr in kept_trips:
-        crew = planner.crews[tr.crew_id]
-        crew.members = list(tr.truck_ids)
-        last_cycle[tr.crew_id] = max(last_cycle[tr.crew_id], tr.cycle)
-    by_crew_end: dict[str, float] = defaultdict(lambda: -_INF)
-    for tr in kept_trips:
-        if tr.arrival_s >= by_crew_end[tr.crew_id]:
-            by_crew_end[tr.crew_id] = tr.arrival_s
-            planner.crews[tr.crew_id].pos = idx[tr.destination_site]
-    for s in planner.stops:
-        by_crew_end[s.crew_id] = max(by_crew_end[s.crew_id], s.end_s)
-        last_cycle[s.crew_id] = max(last_cycle[s.crew_id], s.cycle)
-    for v in planner.visits:
-        by_crew_end[v.crew_id] = max(by_crew_end[v.crew_id], v.end_s)
+    # Crew states from the kept records: each truck's last place, charge and time, and the
+    # crew's last cycle.
+    last_cycle: dict[str, int] = {}
+    for cid, cyc in [(r.crew_id, r.cycle) for r in kept_trips] + [
+        (r.crew_id, r.cycle) for r in planner.stops
+    ]:
+        last_cycle[cid] = max(last_cycle.get(cid, -1), cyc)
+    crew_end: dict[str, float] = defaultdict(lambda: -_INF)
+    for s_ in planner.stops:
+        crew_end[s_.crew_id] = max(crew_end[s_.crew_id], s_.end_s)
+    truck_at: dict[str, tuple[float, str]] = {}  # truck -> (free from, site)
     soc_at: dict[str, tuple[float, float]] = {}
     for tt in planner.truck_trips:
+        if tt.arrive_s >= truck_at.get(tt.truck_id, (-_INF, ""))[0]:
+            truck_at[tt.truck_id] = (tt.arrive_s, tt.destination_site)
         if not math.isnan(tt.soc_arrive) and tt.arrive_s >= soc_at.get(tt.truck_id, (-_INF, 0))[0]:
             soc_at[tt.truck_id] = (tt.arrive_s, tt.soc_arrive)
     for v in planner.visits:
         if v.end_s >= soc_at.get(v.truck_id, (-_INF, 0))[0]:
             soc_at[v.truck_id] = (v.end_s, v.soc_after)
+        at = truck_at.get(v.truck_id, (-_INF, v.site_id))
+        truck_at[v.truck_id] = (max(at[0], v.end_s), at[1])
     for crew in planner.crews.values():
-        crew.free_s = by_crew_end[crew.id]
-        crew.cycle = last_cycle[crew.id] + 1 if crew.id in last_cycle else 0
+        placed = [truck_at[t] for t in crew.members if t in truck_at]
+        if placed:
+            crew.pos = idx[max(placed)[1]]
+        crew.free_s = max([crew.free_s, crew_end[crew.id], *(p[0] for p in placed)])
+        crew.cycle = last_cycle.get(crew.id, -1) + 1
         for tid in crew.soc:
             if tid in soc_at:
                 crew.soc[tid] = soc_at[tid][1] * trucks[tid].battery_kwh
@@ -2103,6 +2123,7 @@ def _restore(planner: _Planner, plan: DayPlan, t_s: float) -> None:
             continue
         crew.cycle = cyc
         crew.members = list(tr.truck_ids)
+        crew.soc = {t: v for t, v in crew.soc.items() if t in crew.members}
         tonnes = {t.truck_id: t.tonnes for t in plan.truck_trips if t.trip_id == tr.id}
         ops: list[_LegOp | _StopOp | _VisitOp] = []
         clock = crew.duty.clock
@@ -2133,9 +2154,14 @@ def _apply_delay(planner: _Planner, dl: TruckDelay, t_s: float) -> None:
     ready = max(crew.free_s, t_s) + dl.delay_s
     if dl.delay_s <= planner.p.max_hold_for_late_truck_s or len(crew.members) == 1:
         crew.free_s = ready
+        planner.crew_list.append(Crew(crew.id, crew.hub, tuple(crew.members), t_s, ready))
         return
     crew.members.remove(dl.truck_id)
     soc = {dl.truck_id: crew.soc.pop(dl.truck_id)} if dl.truck_id in crew.soc else {}
-    alone = _CrewState(f"{crew.id}-late", crew.hub, [dl.truck_id], crew.pos, ready, soc)
+    late_id = f"{crew.id}-late"
+    while late_id in planner.crews:
+        late_id += "-late"
+    alone = _CrewState(late_id, crew.hub, [dl.truck_id], crew.pos, ready, soc)
     planner.crews[alone.id] = alone
-    planner.crew_list.append(Crew(alone.id, alone.hub, (dl.truck_id,)))
+    planner.crew_list.append(Crew(crew.id, crew.hub, tuple(crew.members), t_s))
+    planner.crew_list.append(Crew(alone.id, alone.hub, (dl.truck_id,), t_s, ready))
