@@ -42,6 +42,7 @@ from convoy.cloud.supervision import (
 from convoy.road.hazards import speed_limit_for_visibility_mps
 from convoy.road.network import RoadNetwork
 from convoy.road.ordos import ordos_network
+from convoy.sim import net_kernel as nk
 from convoy.sim.network import (
     TRUCK_HUMAN,
     TRUCK_L4,
@@ -78,6 +79,8 @@ class DayConfig:
         storm_edges: how many of the busiest edges the storm covers.
         sensor_faults_per_truck_hour: injected sensor faults (an assumption to exercise the
             remote centre; no public rate exists).
+        trucks_per_operator: driverless trucks per remote operator (DESIGN.md: industry
+            reports 1 per 15-20; 20 by default).
         ambient_c: air temperature for the energy model.
     """
 
@@ -92,6 +95,7 @@ class DayConfig:
     storm_visibility_m: float = 150.0
     storm_edges: int = 8
     sensor_faults_per_truck_hour: float = 0.002
+    trucks_per_operator: float = 20.0
     ambient_c: float = 10.0
 
     def check(self) -> None:
@@ -185,7 +189,8 @@ def run_day(
     trips: list[Trip] = []
     platoons: list[Platoon] = []
     vehicle_trip: dict[str, tuple[str, str, int]] = {}
-    for p in plan.platoons:
+    last_of: dict[str, str] = {}  # truck -> its latest engine vehicle
+    for p in sorted(plan.platoons, key=lambda q: q.release_s):
         if not p.route_edge_ids or p.release_s >= end_s:
             continue
         load = "loaded" if p.kind == LegKind.LOADED else "empty"
@@ -193,7 +198,16 @@ def run_day(
         for pos, truck in enumerate(p.truck_ids):
             vid = f"{truck}@{p.id}"
             kind = "truck-human" if pos == 0 else "truck-l4"
-            trips.append(Trip(vid, f"{kind}-{load}", (Leg(p.route_edge_ids),), p.release_s))
+            trips.append(
+                Trip(
+                    vid,
+                    f"{kind}-{load}",
+                    (Leg(p.route_edge_ids),),
+                    p.release_s,
+                    after=last_of.get(truck),
+                )
+            )
+            last_of[truck] = vid
             members.append(vid)
             vehicle_trip[vid] = (truck, p.id, pos)
         platoons.append(Platoon(p.id, tuple(members)))
@@ -213,23 +227,20 @@ def run_day(
         record_every_s=cfg.record_every_s,
     )
     t1 = time.perf_counter()
-    result = sim.run(end_s, progress=lambda t: say("driving", t / end_s))
+    driverless = sorted({vehicle_trip[v][0] for v in vehicle_trip if vehicle_trip[v][2] > 0})
+    operators = operators_for(len(plan.fleet.l4_trucks), cfg.trucks_per_operator)
+    faults = inject_sensor_faults(
+        driverless, 0.0, end_s, cfg.sensor_faults_per_truck_hour, seed=cfg.seed
+    )
+    result, sup = _drive_and_supervise(
+        sim, vehicle_trip, storm, cfg.storm_start_s, storm_end, faults, operators, end_s, say
+    )
     timings["drive_s"] = time.perf_counter() - t1
     timings["drive_engine_s"] = result.wall_s
 
-    # --- remote supervision ----------------------------------------------------------------
-    t2 = time.perf_counter()
-    driverless = sorted({vehicle_trip[v][0] for v in vehicle_trip if vehicle_trip[v][2] > 0})
-    triggers = _storm_triggers(result, storm, cfg.storm_start_s, storm_end, vehicle_trip)
-    triggers += inject_sensor_faults(
-        driverless, 0.0, end_s, cfg.sensor_faults_per_truck_hour, seed=cfg.seed
-    )
-    operators = operators_for(len(plan.fleet.l4_trucks))
-    sup = simulate(triggers, operators, start_s=0.0, end_s=end_s)
-    timings["supervise_s"] = time.perf_counter() - t2
-
     # --- KPIs and cost ---------------------------------------------------------------------
     when: dict[str, dict[str, float]] = {"depart": {}, "arrive-site": {}}
+    stopped = {str(e["vehicle_id"]) for e in result.events if e["kind"] == "minimal-risk-stop"}
     for e in result.events:
         if e["kind"] in when:
             when[str(e["kind"])][str(e["vehicle_id"])] = float(e["time_s"])  # type: ignore[arg-type]
@@ -246,7 +257,9 @@ def run_day(
         if vid not in depart:
             continue
         p = ptrip[trip_id]
-        loaded = p.kind == LegKind.LOADED
+        # a leg counts its tonnes when it arrived; one cut short (a minimal-risk stop, or the
+        # end of the simulated hours) counts its kilometres only
+        loaded = p.kind == LegKind.LOADED and vid in finish and vid not in stopped
         tonnes = float(tonnes_of.get((truck, trip_id), 0.0)) if loaded else 0.0
         dues = [due[o] for o in p.order_ids if o in due]
         records.append(
@@ -291,6 +304,7 @@ def run_day(
             "remote_operators": operators,
             "takeover_requests": len(sup.requests),
             "minimal_risk_manoeuvres": len(sup.mrms),
+            "minimal_risk_stops_driven": len(stopped),
             "dust_storm_edges": list(storm),
             "dust_storm_speed_cap_mps": cap,
             "engine_vehicle_steps": _vehicle_steps(result, cfg),
@@ -312,6 +326,104 @@ def run_day(
     )
 
 
+#: Longest stretch the engine runs before supervision looks at the road again [s].
+SUPERVISION_TICK_S = 60.0
+
+
+def _drive_and_supervise(
+    sim: NetSim,
+    vehicle_trip: dict[str, tuple[str, str, int]],
+    storm: tuple[str, ...],
+    storm_start_s: float,
+    storm_end_s: float,
+    faults: list[TakeoverTrigger],
+    operators: int,
+    end_s: float,
+    say: Callable[[str, float], None],
+) -> tuple[NetResult, SupervisionResult]:
+    """Drive the day in stretches; between them, raise takeover requests for what the trucks
+    met, run the remote centre on every request so far, and execute each minimal-risk
+    manoeuvre at its time: the truck brakes to a stop in its lane and is then moved to the
+    shoulder (status ``ST_SHOULDER``), so the trucks behind it drive on; it stays there for
+    the rest of the simulated day (recovery is not modelled) and its later legs are cancelled.
+
+    A stretch never runs past the next predicted manoeuvre: requests that come later can only
+    delay an expiry (operators serve earliest deadline first), never bring it forward, so a
+    manoeuvre is executed at the step it is due.
+    """
+    parts: list[NetResult] = []
+    triggers: list[TakeoverTrigger] = []
+    seen: set[str] = set()
+    executed: set[int] = set()
+    braking: dict[int, float] = {}  # engine row -> time its manoeuvre began
+    rows_of: dict[str, list[int]] = {}
+    for k, vid in enumerate(sim.vehicle_ids):
+        rows_of.setdefault(vehicle_trip[vid][0], []).append(k)
+    storm_rows = {sim.edge_ids.index(e) for e in storm}
+    st = sim.state
+    t = 0.0
+    sup = simulate([], max(operators, 1), start_s=0.0, end_s=end_s)
+    while t < end_s - 1e-9:
+        nxt = min(end_s, t + SUPERVISION_TICK_S)
+        for b in (storm_start_s, storm_end_s):
+            if t < b < nxt:
+                nxt = b
+        for m in sup.mrms:
+            if m.request_id not in executed and t < m.time_s < nxt:
+                # the first step that ends at or after it
+                nxt = math.ceil(m.time_s / sim.dt_s - 1e-9) * sim.dt_s
+        part = sim.run(nxt)
+        parts.append(part)
+        t = sim.step * sim.dt_s
+        say("driving", t / end_s)
+        # what the trucks met: the storm (from the FCD), and injected faults that are due
+        new = _storm_triggers(part, storm_rows, storm_start_s, storm_end_s, vehicle_trip, seen)
+        new += [f for f in faults if f.time_s <= t and f.vehicle_id not in seen]
+        seen.update(f.vehicle_id for f in new if f.cause != TakeoverCause.ODD_WEATHER)
+        if new:
+            triggers += new
+            triggers.sort(key=lambda x: x.time_s)
+            sup = simulate(triggers, max(operators, 1), start_s=0.0, end_s=end_s)
+        # execute the manoeuvres that are due: brake to a stop, then the shoulder
+        for m in sup.mrms:
+            if m.request_id in executed or m.time_s > t + 1e-9:
+                continue
+            executed.add(m.request_id)
+            for k in rows_of.get(m.vehicle_id, []):
+                if st["status"][k] == nk.ST_DRIVING:
+                    st["speed_cap_mps"][k] = 0.0
+                    braking[k] = m.time_s
+        for k in [
+            k for k in braking if st["speed_mps"][k] == 0.0 or st["status"][k] != nk.ST_DRIVING
+        ]:
+            if st["status"][k] == nk.ST_DRIVING:
+                st["status"][k] = nk.ST_SHOULDER
+                parts[-1].events.append(
+                    {
+                        "time_s": round(t, 6),
+                        "kind": "minimal-risk-stop",
+                        "vehicle_id": sim.vehicle_ids[k],
+                        "edge": sim.edge_ids[int(st["edge"][k])],
+                        "lane": int(st["lane"][k]),
+                    }
+                )
+                # the truck waits there for recovery: its later legs are not driven
+                truck = vehicle_trip[sim.vehicle_ids[k]][0]
+                for j in rows_of[truck]:
+                    if st["status"][j] == nk.ST_WAITING:
+                        st["status"][j] = nk.ST_DONE
+                        parts[-1].events.append(
+                            {
+                                "time_s": round(t, 6),
+                                "kind": "leg-cancelled",
+                                "vehicle_id": sim.vehicle_ids[j],
+                                "reason": "minimal-risk stop",
+                            }
+                        )
+            del braking[k]
+    return NetResult.concat(parts), sup
+
+
 def _vehicle_steps(result: NetResult, cfg: DayConfig) -> int:
     """Vehicle-steps driven: total driven time over all vehicles / dt (from the FCD records)."""
     n_rows = result.fcd["time_s"].shape[0]
@@ -319,34 +431,32 @@ def _vehicle_steps(result: NetResult, cfg: DayConfig) -> int:
 
 
 def _storm_triggers(
-    result: NetResult,
-    storm: tuple[str, ...],
+    part: NetResult,
+    storm_rows: set[int],
     start_s: float,
     end_s: float,
     vehicle_trip: dict[str, tuple[str, str, int]],
+    seen: set[str],
 ) -> list[TakeoverTrigger]:
-    """A takeover request from each driverless truck the first time it is seen in the storm."""
-    if not storm:
+    """A takeover request from each driverless truck the first time it is seen in the storm
+    (``seen`` collects the trucks already asked for)."""
+    if not storm_rows:
         return []
-    rows = {result.edge_ids.index(e) for e in storm}
-    f = result.fcd
+    f = part.fcd
     inside = (
-        np.isin(f["edge"].astype(np.int64), list(rows))
+        np.isin(f["edge"].astype(np.int64), list(storm_rows))
         & (f["time_s"] >= start_s)
         & (f["time_s"] < end_s)
     )
-    seen: dict[str, float] = {}
+    out = []
     for t, v in zip(f["time_s"][inside], f["vehicle"][inside].astype(np.int64), strict=True):
-        vid = result.vehicle_ids[int(v)]
-        truck, _, pos = vehicle_trip[vid]
-        if pos == 0 or truck in seen:
+        truck, _, pos = vehicle_trip[part.vehicle_ids[int(v)]]
+        key = f"storm:{truck}"
+        if pos == 0 or key in seen:
             continue
-        seen[truck] = float(t)
-    return [
-        TakeoverTrigger(t, truck, TakeoverCause.ODD_WEATHER)
-        for truck, t in sorted(seen.items(), key=lambda kv: kv[1])
-        if math.isfinite(t)
-    ]
+        seen.add(key)
+        out.append(TakeoverTrigger(float(t), truck, TakeoverCause.ODD_WEATHER))
+    return out
 
 
 def load_day_config(

@@ -63,6 +63,7 @@ ST_DRIVING = 1
 ST_DWELLING = 2  # at a site, loading or unloading
 ST_DONE = 3  # trip plan finished, off the network
 ST_REMOVED = 4  # removed after a collision
+ST_SHOULDER = 5  # stopped on the shoulder after a minimal-risk manoeuvre, off the lanes
 
 # --- vehicle-type table columns --------------------------------------------------------------
 VT_LENGTH_M = 0
@@ -305,6 +306,7 @@ def run_net_steps_py(
     ready_s: np.ndarray,
     platoon: np.ndarray,
     pred: np.ndarray,
+    after: np.ndarray,
     plat_next: np.ndarray,
     drag_row: np.ndarray,
     mode: np.ndarray,
@@ -402,6 +404,9 @@ def run_net_steps_py(
             p = pred[i]
             if p >= 0 and status[p] == ST_WAITING:
                 continue  # platoon members enter in order
+            a = after[i]
+            if a >= 0 and (status[a] == ST_WAITING or status[a] == ST_DRIVING):
+                continue  # the same truck's previous trip has not arrived yet
             e = route_edges[route_ptr[i]]
             ty = vtype[i]
             ln = 0

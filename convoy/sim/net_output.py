@@ -68,8 +68,22 @@ NET_FCD_COLUMNS = (
 )
 
 #: Names of the engine's final vehicle states (``net_kernel.ST_*``), indexed by code.
-STATUS_NAMES = ("waiting", "driving", "dwelling", "done", "removed")
-assert (nk.ST_WAITING, nk.ST_DRIVING, nk.ST_DWELLING, nk.ST_DONE, nk.ST_REMOVED) == (0, 1, 2, 3, 4)
+STATUS_NAMES = ("waiting", "driving", "dwelling", "done", "removed", "shoulder")
+assert (
+    nk.ST_WAITING,
+    nk.ST_DRIVING,
+    nk.ST_DWELLING,
+    nk.ST_DONE,
+    nk.ST_REMOVED,
+    nk.ST_SHOULDER,
+) == (
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+)
 
 #: Decimals of lon/lat in the FCD XML (SUMO's ``--precision.geo``; SUMO's default is 6,
 #: about 0.1 m; 8 keeps millimetres, below the engine's centimetre positions).

@@ -171,6 +171,7 @@ class Trip:
     legs: tuple[Leg, ...]
     depart_s: float = 0.0
     speed_cap_mps: float = math.inf
+    after: str | None = None  # a vehicle (the same truck's previous trip) that must arrive first
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +235,29 @@ class NetResult:
     collisions: int
     steps: int
     wall_s: float = 0.0
+
+    @staticmethod
+    def concat(parts: Sequence[NetResult]) -> NetResult:
+        """One result from consecutive ``run`` calls of the same simulation: outputs joined
+        in order, per-vehicle totals and status from the last part."""
+        last = parts[-1]
+        fcd = {k: np.concatenate([p.fcd[k] for p in parts]) for k in last.fcd}
+        return NetResult(
+            vehicle_ids=last.vehicle_ids,
+            instance=last.instance,
+            edge_ids=last.edge_ids,
+            fcd=fcd,
+            events=[e for p in parts for e in p.events],
+            energy_kwh=last.energy_kwh,
+            distance_m=last.distance_m,
+            min_ttc_s=last.min_ttc_s,
+            hard_brakes=last.hard_brakes,
+            lane_changes=last.lane_changes,
+            status=last.status,
+            collisions=sum(p.collisions for p in parts),
+            steps=last.steps,
+            wall_s=sum(p.wall_s for p in parts),
+        )
 
 
 def _signal_rows(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.float64]:
@@ -310,6 +334,8 @@ class NetSim:
         self.lc_period_steps = max(1, round(lane_change_period_s / dt_s))
         self.record_every = max(1, round(record_every_s / dt_s))
         self._types = {t.name: t for t in vtypes}
+        #: type names by row of ``state["vtype"]``
+        self.vtype_names = [t.name for t in vtypes]
         for t in vtypes:
             t.check()
         arrays = network.to_arrays()
@@ -503,6 +529,14 @@ class NetSim:
         s["ready_s"] = np.array(veh.depart_s, dtype=np.float64)
         s["platoon"] = np.full(n, -1, dtype=np.int32)
         s["pred"] = np.full(n, -1, dtype=np.int32)
+        s["after"] = np.full(n, -1, dtype=np.int32)
+        for k, tr in enumerate(all_trips * self.instances):
+            if tr.after is None:
+                continue
+            key = tr.after if self.instances == 1 else f"{tr.after}#{s['inst'][k]}"
+            if key not in row_of:
+                raise NetSimError(f"trip {tr.vehicle_id!r}: after = {tr.after!r} is not a vehicle")
+            s["after"][k] = row_of[key]
         s["plat_next"] = np.full(n, -1, dtype=np.int32)
         s["drag_row"] = np.full(n, -1, dtype=np.int64)
         s["mode"] = np.zeros(n, dtype=np.int32)
@@ -541,6 +575,8 @@ class NetSim:
                         # members leave together: depart with (just after) the head
                         s["ready_s"][r] = s["ready_s"][rows[0]]
         self._plat_head = np.array(heads or [-1], dtype=np.int32)
+        #: the head vehicle (row) of each platoon, by row of ``state["platoon"]``
+        self.platoon_heads = self._plat_head
         self._plat_lc = np.full(max(len(heads), 1), -1, dtype=np.int32)
         self.state = s
         self._site_load = np.zeros((self.instances, len(self._site_capacity)), dtype=np.int64)
@@ -642,6 +678,7 @@ class NetSim:
                 s["ready_s"],
                 s["platoon"],
                 s["pred"],
+                s["after"],
                 s["plat_next"],
                 s["drag_row"],
                 s["mode"],
