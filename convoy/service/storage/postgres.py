@@ -26,12 +26,23 @@ import psycopg
 from psycopg import pq
 
 from convoy.service.storage.base import StorageError
-from convoy.service.storage.sql import STATE_COLS, Cursor, SqlStorage
+from convoy.service.storage.sql import MERGE_LATEST_FROM, STATE_COLS, Cursor, SqlStorage
 
 #: How long opening a connection may take [s].
 CONNECT_TIMEOUT_S = 10
 
 _COPY_STATES = f"COPY vehicle_states ({STATE_COLS}) FROM STDIN (FORMAT BINARY)"
+# Each connection's staging table for the newest sample per truck of a batch: COPY into it,
+# then one set-based upsert. Row-by-row upserts cost more than the COPY itself once a batch
+# holds thousands of trucks.
+_LATEST_IN = "convoy_latest_in"
+_CREATE_LATEST_IN = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_LATEST_IN} (vehicle_id TEXT, t_s FLOAT8, "
+    "lon FLOAT8, lat FLOAT8, speed_mps FLOAT8, heading_deg FLOAT8, accel_mps2 FLOAT8, "
+    "edge TEXT, lane INT4, soc FLOAT8, mode TEXT) ON COMMIT DELETE ROWS"
+)
+_COPY_LATEST_IN = f"COPY {_LATEST_IN} ({STATE_COLS}) FROM STDIN (FORMAT BINARY)"
+_MERGE_LATEST = MERGE_LATEST_FROM.format(source=_LATEST_IN)
 _STATE_TYPES = [
     "text",  # vehicle_id
     "float8",  # t_s
@@ -95,9 +106,11 @@ class PostgresStorage(SqlStorage):
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(
+            conn = psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
             )
+            conn.execute(_CREATE_LATEST_IN)
+            return conn
         except psycopg.Error as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise StorageError(f"cannot connect to PostgreSQL at {self.url}: {reason}") from None
@@ -121,6 +134,14 @@ class PostgresStorage(SqlStorage):
             copy.set_types(_STATE_TYPES)
             for row in rows:
                 copy.write_row(row)
+
+    def _upsert_latest(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+        assert isinstance(cur, _QmarkCursor)
+        with cur.raw.copy(_COPY_LATEST_IN) as copy:
+            copy.set_types(_STATE_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        cur.raw.execute(_MERGE_LATEST)
 
     def _table_exists(self, cur: Cursor, table: str) -> bool:
         # to_regclass resolves the name on the search_path, as the other statements do.

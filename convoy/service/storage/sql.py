@@ -126,12 +126,20 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-_UPSERT_LATEST = (
-    f"INSERT INTO vehicle_latest ({STATE_COLS}) VALUES ({_marks(len(STATE_FIELDS))}) "
+_ON_CONFLICT_LATEST = (
     "ON CONFLICT (vehicle_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in STATE_FIELDS[1:])
     # A late, older sample never replaces a newer one; an equal time is the later write.
     + " WHERE excluded.t_s >= vehicle_latest.t_s"
+)
+UPSERT_LATEST = (
+    f"INSERT INTO vehicle_latest ({STATE_COLS}) VALUES ({_marks(len(STATE_FIELDS))}) "
+    + _ON_CONFLICT_LATEST
+)
+#: The set-based form: merge the rows of ``{source}`` (one per truck) in one statement.
+MERGE_LATEST_FROM = (
+    f"INSERT INTO vehicle_latest ({STATE_COLS}) SELECT {STATE_COLS} FROM {{source}} "
+    + _ON_CONFLICT_LATEST
 )
 
 
@@ -273,6 +281,11 @@ class SqlStorage(Storage):
     def _insert_states(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
         """Bulk-insert rows of ``STATE_FIELDS`` into ``vehicle_states``."""
 
+    def _upsert_latest(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+        """Merge each truck's newest sample of a batch (rows of ``STATE_FIELDS``, one per
+        truck) into ``vehicle_latest``; an older sample never replaces a newer one."""
+        cur.executemany(UPSERT_LATEST, rows)
+
     @abstractmethod
     def _table_exists(self, cur: Cursor, table: str) -> bool: ...
 
@@ -333,7 +346,7 @@ class SqlStorage(Storage):
                 latest[s.vehicle_id] = s
         with self._tx(durable=False) as cur:
             self._insert_states(cur, rows)
-            cur.executemany(_UPSERT_LATEST, [_state_row(s) for s in latest.values()])
+            self._upsert_latest(cur, [_state_row(s) for s in latest.values()])
         return len(rows)
 
     def states(
