@@ -336,3 +336,45 @@ def test_bad_input_names_the_field() -> None:
         NetSim(net, [Trip("c", "bus", (Leg(("e0",)),))])
     with pytest.raises(NetSimError, match="dt_s"):
         NetSim(net, dt_s=0.0)
+
+
+def test_a_loaded_truck_climbs_at_its_power_limited_speed() -> None:
+    """On a long 5 % climb a loaded 49 t electric truck settles where full motor power just
+    balances grade, rolling and air resistance (the speed where the powertrain's largest
+    acceleration is zero), well below the 25 m/s limit; an empty truck climbs faster."""
+    from convoy.vehicle.energy import ElectricPowertrain, max_traction_accel_mps2
+
+    length_m = 8000.0
+    nodes = [Node("a", 109.0, 39.0, elevation_m=1000.0), Node("b", 109.1, 39.0, elevation_m=1400.0)]
+    edges = [
+        Edge(
+            "up",
+            "a",
+            "b",
+            length_m,
+            speed_limit_mps=25.0,
+            stations_m=(0.0, length_m),
+            elevation_m=(1000.0, 1400.0),
+        )
+    ]
+    net = RoadNetwork.build(nodes, edges)
+    empty = VehicleType(**{**_l4_fields(1.5), "name": "empty", "model": "idm", "mass_kg": 18_000.0})  # type: ignore[arg-type]
+    trips = [  # the empty truck goes first, so nothing holds it up
+        Trip("loaded", "truck-human", (Leg(("up",)),), 60.0),
+        Trip("empty", "empty", (Leg(("up",)),), 0.0),
+    ]
+    res = NetSim(net, trips, vtypes=(CAR, TRUCK_HUMAN, empty)).run(600.0)
+    pt = ElectricPowertrain().to_vector()
+    lo, hi = 1.0, 25.0
+    for _ in range(60):  # bisection for the sustained speed
+        mid = 0.5 * (lo + hi)
+        if max_traction_accel_mps2(pt, 49_000.0, mid, 0.05, 1.0, 6.0, 0.006) > 0:
+            lo = mid
+        else:
+            hi = mid
+    f = res.fcd
+    late = (f["vehicle"] == 0) & (f["pos_m"] > 6000.0)
+    assert lo < 20.0
+    np.testing.assert_allclose(f["speed_mps"][late], lo, atol=0.3)
+    empty_late = (f["vehicle"] == 1) & (f["pos_m"] > 6000.0)
+    assert f["speed_mps"][empty_late].min() > lo + 3.0

@@ -49,7 +49,7 @@ from numba import njit, prange
 
 from convoy.road.signals import PHASE_GREEN, PHASE_RED, PHASE_YELLOW
 from convoy.vehicle.aero import drag_multiplier_row
-from convoy.vehicle.energy import step_energy_kwh_unchecked
+from convoy.vehicle.energy import max_traction_accel_mps2, step_energy_kwh_unchecked
 from convoy.vehicle.rng import PURPOSE_LOSS, uniform
 from convoy.vehicle.sumo_cfm import (
     acc_next_speed,
@@ -567,6 +567,21 @@ def run_net_steps_py(
             v = speed_mps[i]
             gap_ctl = gap - extra_gap_m[i] if gap < NO_GAP else gap
             model = int(vt[ty, VT_MODEL])
+            # a truck climbs only as fast as its motor's power allows on this grade
+            a_max = vt[ty, VT_ACCEL_MPS2]
+            if vt[ty, VT_IS_TRUCK] > 0.0:
+                a_max = min(
+                    a_max,
+                    max_traction_accel_mps2(
+                        pt[ty],
+                        vt[ty, VT_MASS_KG],
+                        v,
+                        edge_grade[e],
+                        1.0,
+                        vt[ty, VT_CD_A_M2],
+                        vt[ty, VT_CRR],
+                    ),
+                )
             if model == NM_IDM:
                 a = _idm_accel(
                     v,
@@ -575,11 +590,11 @@ def run_net_steps_py(
                     v_des,
                     vt[ty, VT_MIN_GAP_M],
                     vt[ty, VT_TIME_GAP_S],
-                    vt[ty, VT_ACCEL_MPS2],
+                    max(a_max, 0.05),
                     vt[ty, VT_DECEL_MPS2],
                     vt[ty, VT_IDM_DELTA],
                 )
-                a = max(a, -vt[ty, VT_EMERGENCY_DECEL_MPS2])
+                a = min(max(a, -vt[ty, VT_EMERGENCY_DECEL_MPS2]), a_max)
                 vn = max(0.0, v + a * dt_s)
                 vn = min(vn, max(v_des, v - vt[ty, VT_DECEL_MPS2] * dt_s))
                 m = 6
@@ -606,7 +621,7 @@ def run_net_steps_py(
                 vn = sumo_finalize_speed(
                     v,
                     v_pos,
-                    vt[ty, VT_ACCEL_MPS2],
+                    a_max,
                     vt[ty, VT_DECEL_MPS2],
                     vt[ty, VT_EMERGENCY_DECEL_MPS2],
                     max(v_des, 0.0),
