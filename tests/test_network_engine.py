@@ -378,3 +378,54 @@ def test_a_loaded_truck_climbs_at_its_power_limited_speed() -> None:
     np.testing.assert_allclose(f["speed_mps"][late], lo, atol=0.3)
     empty_late = (f["vehicle"] == 1) & (f["pos_m"] > 6000.0)
     assert f["speed_mps"][empty_late].min() > lo + 3.0
+
+
+def _manoeuvre_sim(lanes: tuple[int, ...], trips: list[Trip], platoon: tuple[str, ...]) -> NetSim:
+    net = _corridor(lanes=lanes, length_m=6000.0)
+    return NetSim(net, trips, platoons=[Platoon("p", platoon)], manoeuvres=True)
+
+
+def test_a_truck_joins_a_platoon_at_the_rear_over_v2v() -> None:
+    """A driverless truck ~100 m behind a 1+2 platoon (all capped at 20 m/s) asks to join: the
+    head accepts over the (perfect) link, the joiner closes at up to 5 m/s faster than the
+    tail, couples, and then follows the tail by CACC at its gap (1 s at 20 m/s + 2.5 m)."""
+    legs = (Leg(_route(3)),)
+    trips = [
+        Trip("h", "truck-human", legs, 0.0, speed_cap_mps=20.0),
+        Trip("f1", "truck-l4", legs, 0.0, speed_cap_mps=20.0),
+        Trip("f2", "truck-l4", legs, 0.0, speed_cap_mps=20.0),
+        Trip("j", "truck-l4", legs, 8.0, speed_cap_mps=20.0),
+    ]
+    sim = _manoeuvre_sim((1, 1, 1), trips, ("h", "f1", "f2"))
+    sim.request_join(40.0, "j", "h")
+    res = sim.run(250.0)
+    kinds = [e["kind"] for e in res.events if str(e["kind"]).startswith("join")]
+    assert kinds[0] == "join-request" and "join-complete" in kinds
+    assert "join-abort" not in kinds
+    assert sim.registry.members(sim.registry.platoon_of[3]) == (0, 1, 2, 3)
+    assert sim.state["pred"][3] == 2
+    f = res.fcd
+    late = (f["vehicle"] == 3) & (f["time_s"] > 230.0)
+    np.testing.assert_allclose(f["gap_m"][late], 22.5, atol=1.5)
+    assert res.collisions == 0
+
+
+def test_a_truck_leaves_from_the_middle_and_the_platoon_closes_up() -> None:
+    """Member 2 of a 1+3 platoon on a two-lane road leaves: the truck behind opens a gap, the
+    leaver changes lanes, the truck behind now follows member 1 and closes the gap."""
+    legs = (Leg(_route(3)),)
+    # the human lead drives 20 m/s; the followers may go faster, so a gap can close
+    trips = [Trip("h", "truck-human", legs, 0.0, speed_cap_mps=20.0)] + [
+        Trip(f"f{k}", "truck-l4", legs, 0.0) for k in (1, 2, 3)
+    ]
+    sim = _manoeuvre_sim((2, 2, 2), trips, ("h", "f1", "f2", "f3"))
+    sim.request_leave(60.0, "f2")
+    res = sim.run(250.0)
+    kinds = [e["kind"] for e in res.events if str(e["kind"]).startswith("leave")]
+    assert "leave-complete" in kinds and "leave-abort" not in kinds
+    assert sim.state["pred"][3] == 1 and sim.state["platoon"][2] == -1
+    assert any(e["kind"] == "lane-change" and e["vehicle_id"] == "f2" for e in res.events)
+    f = res.fcd
+    late = (f["vehicle"] == 3) & (f["time_s"] > 230.0)
+    np.testing.assert_allclose(f["gap_m"][late], 22.5, atol=1.5)
+    assert res.collisions == 0

@@ -313,6 +313,8 @@ def run_net_steps_py(
     beacon_age_s: np.ndarray,
     extra_gap_m: np.ndarray,
     speed_cap_mps: np.ndarray,
+    set_speed_mps: np.ndarray,
+    lc_out: np.ndarray,
     energy_kwh: np.ndarray,
     distance_m: np.ndarray,
     min_ttc_s: np.ndarray,
@@ -564,6 +566,8 @@ def run_net_steps_py(
                 edge_cap_mps[e],
                 speed_cap_mps[i],
             )
+            if set_speed_mps[i] == set_speed_mps[i]:  # a manoeuvre's set speed (NaN: none)
+                v_des = min(set_speed_mps[i], vt[ty, VT_MAX_SPEED_MPS], edge_cap_mps[e])
             v = speed_mps[i]
             gap_ctl = gap - extra_gap_m[i] if gap < NO_GAP else gap
             model = int(vt[ty, VT_MODEL])
@@ -659,8 +663,10 @@ def run_net_steps_py(
                 if (local[i] + step) % lc_period_steps != 0:
                     continue
                 ty = vtype[i]
-                if vt[ty, VT_CAN_CHANGE_LANE] <= 0.0 or platoon[i] >= 0:
+                leaving = lc_out[i] != 0
+                if not leaving and (vt[ty, VT_CAN_CHANGE_LANE] <= 0.0 or platoon[i] >= 0):
                     continue
+                v_lead_i = speed_mps[leader[i]] if leader[i] >= 0 else 0.0
                 lc_target[i] = _mobil(
                     i,
                     step,
@@ -690,8 +696,9 @@ def run_net_steps_py(
                     n_edges,
                     max_lanes,
                     gap_now[i],
-                    speed_mps[leader[i]] if leader[i] >= 0 else 0.0,
+                    v_lead_i,
                     dir_allowed,
+                    leaving,
                 )
             # platoons as a unit: the head decides where its lane ends
             for i in range(n):
@@ -725,13 +732,13 @@ def run_net_steps_py(
                     continue
                 tgt = lc_target[i]
                 pl = platoon[i]
-                if pl >= 0 and plat_lc[pl] >= 0:
+                if pl >= 0 and plat_lc[pl] >= 0 and lc_out[i] == 0:
                     tgt = plat_lc[pl]
                 if tgt < 0 or tgt == lane[i]:
                     continue
                 lane[i] = tgt
                 lane_changes[i] += 1
-                code = EV_LANE_CHANGE if pl < 0 else EV_PLATOON_LANE_CHANGE
+                code = EV_LANE_CHANGE if (pl < 0 or lc_out[i] != 0) else EV_PLATOON_LANE_CHANGE
                 if tgt >= 100:  # a cut-in into a platoon gap, flagged by _mobil
                     lane[i] = tgt - 100
                     code = EV_CUT_IN
@@ -945,6 +952,7 @@ def _mobil(
     gap_cur: float,
     v_lead_cur: float,
     dir_allowed: int,
+    leaving: bool,
 ) -> int:
     """MOBIL's choice for vehicle ``i``: the target lane, -1 to stay, ``100 + lane`` for a
     change that cuts into a platoon gap."""
@@ -1111,8 +1119,8 @@ def _mobil(
         into_platoon = ld >= 0 and fw >= 0 and platoon[fw] >= 0 and pred[fw] == ld
         if into_platoon:
             gain -= MOBIL_POLITENESS * d_new_follower
-        if mandatory:
-            gain = 1.0e6
+        if mandatory or leaving:
+            gain = 1.0e6  # the lane ends, or a manoeuvre takes the truck out of its platoon
         if gain <= MOBIL_THRESHOLD_MPS2:
             continue
         if into_platoon:

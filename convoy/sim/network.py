@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from convoy.road.network import JunctionType, RoadClass, RoadNetwork
 from convoy.sim import net_kernel as nk
+from convoy.sim.manoeuvres import ManoeuvreManager, PlatoonRegistry, V2VLink
 from convoy.vehicle.aero import drag_row as _drag_row
 from convoy.vehicle.energy import ElectricPowertrain
 from convoy.vehicle.sumo_cfm import SumoAccParams, SumoCaccParams
@@ -316,6 +317,8 @@ class NetSim:
         speed_caps: Sequence[SpeedCap] = (),
         record_every_s: float = 1.0,
         site_capacity: Mapping[str, int] | None = None,
+        manoeuvres: bool = False,
+        max_followers: int = 4,
     ) -> None:
         if not (dt_s > 0 and math.isfinite(dt_s)):
             raise NetSimError(f"dt_s = {dt_s}; must be a finite number > 0")
@@ -355,6 +358,10 @@ class NetSim:
             [int(caps.get(s, 1_000_000)) for s in self._site_ids] or [0], dtype=np.int64
         )
         self._build_demand(trips, flows, platoons)
+        self._requests: list[tuple[float, Callable[[], object]]] = []
+        self._manager: ManoeuvreManager | None = None
+        if manoeuvres:
+            self._start_manoeuvres(max_followers)
 
     # --- tables ---------------------------------------------------------------------------
     def _network_tables(self, network: RoadNetwork, arrays: object) -> dict[str, np.ndarray]:
@@ -543,6 +550,9 @@ class NetSim:
         s["beacon_age_s"] = np.zeros(n)
         s["extra_gap_m"] = np.zeros(n)
         s["speed_cap_mps"] = np.array(veh.cap, dtype=np.float64)
+        s["set_speed_mps"] = np.full(n, np.nan)
+        self._trip_caps = s["speed_cap_mps"].copy()
+        s["lc_out"] = np.zeros(n, dtype=np.int8)
         s["energy_kwh"] = np.zeros(n)
         s["distance_m"] = np.zeros(n)
         s["min_ttc_s"] = np.full(n, np.inf)
@@ -595,6 +605,131 @@ class NetSim:
         self._inserted_at = np.full(nb + 1, -1, dtype=np.int64)
         self.step = 0
 
+    # --- platoon manoeuvres -----------------------------------------------------------------
+    def _start_manoeuvres(self, max_followers: int) -> None:
+        human = [self.vtype_names[t].startswith("truck-human") for t in self.state["vtype"]]
+        self.registry = PlatoonRegistry(human, self.vehicle_ids, max_followers)
+        s = self.state
+        for p in range(len(self.platoon_ids)):
+            rows = [int(self._plat_head[p])]
+            while s["plat_next"][rows[-1]] >= 0:
+                rows.append(int(s["plat_next"][rows[-1]]))
+            self.registry.form(rows)
+        self._manager = ManoeuvreManager(self.registry)
+        # C-V2X sidelink between trucks on an open highway: about 1 km line of sight
+        # (5GAA, "V2X functional and performance test report", 2019: reliable reception
+        # beyond 1 km for PC5 mode 4)
+        self._link = V2VLink(self.dt_s, seed=self.seed, loss=self.loss, range_m=1000.0)
+        self._registry_version = -1
+        self._sync_platoons()
+
+    def _sync_platoons(self) -> None:
+        """Rebuild the engine's platoon tables from the registry after it changed."""
+        reg = self.registry
+        if reg.version == self._registry_version:
+            return
+        self._registry_version = reg.version
+        s = self.state
+        s["platoon"][:] = reg.platoon_of
+        s["pred"][:] = reg.pred_of
+        s["plat_next"][:] = -1
+        s["drag_row"][:] = -1
+        top = max(reg.platoons(), default=-1) + 1
+        heads = np.full(max(top, 1), -1, dtype=np.int32)
+        for p in reg.platoons():
+            mem = reg.members(p)
+            heads[p] = mem[0]
+            for k, v in enumerate(mem):
+                if k + 1 < len(mem):
+                    s["plat_next"][v] = mem[k + 1]
+                s["drag_row"][v] = _drag_row(len(mem), k)
+        self._plat_head = heads
+        self.platoon_heads = heads
+        self._plat_lc = np.full(heads.shape[0], -1, dtype=np.int32)
+
+    def _manoeuvre_tick(self) -> list[dict[str, object]]:
+        """Issue the requests that are due and advance the manoeuvres by one control tick."""
+        t = self.step * self.dt_s
+        due = [r for r in self._requests if r[0] <= t + 1e-9]
+        self._requests = [r for r in self._requests if r[0] > t + 1e-9]
+        for _, call in due:
+            call()
+        man = self._manager
+        if man is None or man.active() == 0:
+            return []
+        raw = man.step(t, _View(self), self._link)
+        reg = self.registry
+        s = self.state
+        s["extra_gap_m"][:] = reg.extra_gap_m
+        s["speed_cap_mps"][:] = np.minimum(self._trip_caps, reg.speed_cap_mps)
+        s["set_speed_mps"][:] = reg.set_speed_mps
+        s["lc_out"][:] = reg.lane_change_out
+        self._sync_platoons()
+        out: list[dict[str, object]] = []
+        for e in raw:
+            d: dict[str, object] = {
+                "time_s": float(e["t_s"]),
+                "kind": str(e["type"]).replace("_", "-"),
+            }
+            d.update((k, v) for k, v in e.items() if k not in ("t_s", "type"))
+            out.append(d)
+        return out
+
+    def _need_manager(self) -> ManoeuvreManager:
+        if self._manager is None:
+            raise NetSimError("manoeuvres = False: build NetSim(..., manoeuvres=True) to use them")
+        return self._manager
+
+    def _row(self, vehicle_id: str) -> int:
+        try:
+            return self.vehicle_ids.index(vehicle_id)
+        except ValueError:
+            raise NetSimError(f"unknown vehicle {vehicle_id!r}") from None
+
+    def _platoon_of(self, vehicle_id: str) -> int:
+        p = int(self.registry.platoon_of[self._row(vehicle_id)])
+        if p < 0:
+            raise NetSimError(f"vehicle {vehicle_id!r} is in no platoon")
+        return p
+
+    def request_join(self, t_s: float, vehicle_id: str, platoon_of_vehicle: str) -> None:
+        """At ``t_s``, ``vehicle_id`` asks to join at the rear of the platoon that
+        ``platoon_of_vehicle`` drives in."""
+        man = self._need_manager()
+        self._requests.append(
+            (
+                t_s,
+                lambda: man.request_join(
+                    self._row(vehicle_id), self._platoon_of(platoon_of_vehicle)
+                ),
+            )
+        )
+
+    def request_leave(self, t_s: float, vehicle_id: str) -> None:
+        """At ``t_s``, ``vehicle_id`` asks to leave its platoon."""
+        man = self._need_manager()
+        self._requests.append((t_s, lambda: man.request_leave(self._row(vehicle_id))))
+
+    def request_split(self, t_s: float, platoon_of_vehicle: str, at_index: int) -> None:
+        """At ``t_s``, the platoon splits before its member ``at_index``."""
+        man = self._need_manager()
+        self._requests.append(
+            (t_s, lambda: man.request_split(self._platoon_of(platoon_of_vehicle), at_index))
+        )
+
+    def request_merge(self, t_s: float, front_vehicle: str, rear_vehicle: str) -> None:
+        """At ``t_s``, the platoon of ``rear_vehicle`` asks to merge behind that of
+        ``front_vehicle``."""
+        man = self._need_manager()
+        self._requests.append(
+            (
+                t_s,
+                lambda: man.request_merge(
+                    self._platoon_of(front_vehicle), self._platoon_of(rear_vehicle)
+                ),
+            )
+        )
+
     # --- running --------------------------------------------------------------------------
     def _edge_caps(self, t_s: float) -> np.ndarray:
         cap = np.full(len(self.edge_ids), np.inf)
@@ -625,6 +760,7 @@ class NetSim:
         ev = np.zeros((max(16 * n + 64, 4096), nk.EV_SIZE), dtype=np.int64)
         fcd_parts: list[tuple[np.ndarray, np.ndarray]] = []
         ev_parts: list[np.ndarray] = []
+        ev_parts_py: list[dict[str, object]] = []
         changes = [round(t / self.dt_s) for t in self._change_times()]
         s = self.state
         net = self._net
@@ -632,6 +768,15 @@ class NetSim:
         step_fn = nk.run_net_steps_parallel if n >= nk.PARALLEL_MIN_VEHICLES else nk.run_net_steps
         while self.step < end_step:
             nxt = min(end_step, self.step + chunk_steps)
+            for t_req, _ in self._requests:
+                k = round(t_req / self.dt_s)
+                if self.step < k < nxt:
+                    nxt = k
+            man_events = self._manoeuvre_tick()
+            if man_events:
+                ev_parts_py.extend(man_events)
+            if self._manager is not None and self._manager.active() > 0:
+                nxt = self.step + 1  # a manoeuvre under way: one control tick per step
             for c in changes:
                 if self.step < c < nxt:
                     nxt = c
@@ -685,6 +830,8 @@ class NetSim:
                 s["beacon_age_s"],
                 s["extra_gap_m"],
                 s["speed_cap_mps"],
+                s["set_speed_mps"],
+                s["lc_out"],
                 s["energy_kwh"],
                 s["distance_m"],
                 s["min_ttc_s"],
@@ -728,7 +875,10 @@ class NetSim:
                 progress(self.step * self.dt_s)
             if done == 0 and fcd_n == 0 and ev_n == 0:
                 raise RuntimeError("network engine made no progress (output buffers too small)")
-        return self._result(fcd_parts, ev_parts, wall)
+        res = self._result(fcd_parts, ev_parts, wall)
+        if ev_parts_py:
+            res.events = sorted(res.events + ev_parts_py, key=lambda e: float(e["time_s"]))  # type: ignore[arg-type]
+        return res
 
     def _result(
         self,
@@ -784,3 +934,50 @@ class NetSim:
         if self.instances > 1:
             d["instance"] = int(self.state["inst"][veh])
         return d
+
+
+class _View:
+    """The engine's state as the manoeuvre manager sees it (``manoeuvres.VehicleView``)."""
+
+    def __init__(self, sim: NetSim) -> None:
+        self._sim = sim
+        self._s = sim.state
+        self.time_s = sim.step * sim.dt_s
+        self._len = sim._vt[:, nk.VT_LENGTH_M]
+        self._net = sim._net
+
+    def gap_m(self, follower: int, leader: int) -> float:
+        s = self._s
+        if s["status"][follower] != nk.ST_DRIVING or s["status"][leader] != nk.ST_DRIVING:
+            return math.inf
+        if s["lane"][follower] != s["lane"][leader]:
+            return math.inf
+        rear = s["pos_m"][leader] - self._len[s["vtype"][leader]]
+        ef, el = s["edge"][follower], s["edge"][leader]
+        if ef == el:
+            g = rear - s["pos_m"][follower]
+            return float(g) if g >= -self._len[s["vtype"][leader]] else math.inf
+        rp = s["route_ptr"][follower] + 1
+        if rp < self._sim._leg_hi[s["leg"][follower]] and self._sim._route_edges[rp] == el:
+            return float(self._net["edge_len_m"][ef] - s["pos_m"][follower] + rear)
+        return math.inf
+
+    def speed_mps(self, v: int) -> float:
+        return float(self._s["speed_mps"][v])
+
+    def lane(self, v: int) -> int:
+        return int(self._s["lane"][v])
+
+    def pos_key(self, v: int) -> float:
+        s = self._s
+        lo = self._sim._leg_lo[s["leg"][v]]
+        before = self._net["edge_len_m"][self._sim._route_edges[lo : s["route_ptr"][v]]].sum()
+        return float(before + s["pos_m"][v])
+
+    def distance_m(self, a: int, b: int) -> float:
+        return abs(self.pos_key(a) - self.pos_key(b))
+
+    def desired_gap_m(self, follower: int) -> float:
+        ty = self._s["vtype"][follower]
+        vt = self._sim._vt
+        return float(vt[ty, nk.VT_MIN_GAP_M] + vt[ty, nk.VT_TIME_GAP_S] * self.speed_mps(follower))
