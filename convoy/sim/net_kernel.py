@@ -791,6 +791,7 @@ def run_net_steps_py(
             while pos_m[i] >= edge_len_m[e]:
                 lg = leg[i]
                 if route_ptr[i] + 1 >= leg_route_hi[lg]:
+                    distance_m[i] -= pos_m[i] - edge_len_m[e]  # it leaves at the route's end
                     site = leg_site[lg]
                     if site >= 0:
                         site_load[inst[i], site] += 1
