@@ -197,7 +197,7 @@ def _check_json_value(record: str, name: str, value: Any, depth: int) -> None:
             raise _fail(record, name, value, "finite numbers only (JSON has no NaN or Infinity)")
         return
     if isinstance(value, str):
-        # PostgreSQL text and jsonb cannot hold NUL; lone surrogates are not UTF-8.
+        # PostgreSQL text cannot hold NUL; lone surrogates are not UTF-8.
         if "\x00" in value:
             raise _fail(record, name, value, "strings without NUL characters")
         try:
@@ -299,6 +299,11 @@ class Role(StrEnum):
     DISPATCHER = "dispatcher"
     OPERATOR = "operator"
     ADMIN = "admin"
+
+    def allows(self, needed: Role | str) -> bool:
+        """Whether this role may do what ``needed`` may (``Role.ADMIN.allows("viewer")``)."""
+        order = list(Role)
+        return order.index(self) >= order.index(Role(needed))
 
 
 # --- records --------------------------------------------------------------------------------
@@ -734,9 +739,10 @@ class Storage(ABC):
     # -- lifecycle --
     @abstractmethod
     def migrate(self, target: int | None = None) -> int:
-        """Apply pending schema migrations up to ``target`` (default: the latest), each in
-        its own transaction, and return the schema version. Idempotent; safe to call from
-        several processes at once.
+        """Apply the pending schema migrations up to ``target`` (default: the latest) in one
+        transaction and return the schema version. Idempotent: at or beyond ``target`` it
+        changes nothing (there are no downgrades). Safe to call from several processes at
+        once.
 
         Raises:
             StorageError: the database is newer than this code, or ``target`` is unknown.

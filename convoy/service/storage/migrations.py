@@ -116,7 +116,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             *_v1(
                 "TEXT",
                 "DOUBLE PRECISION",
-                "JSONB",
+                # json keeps the text as written; jsonb would turn the float 4.58e16 into
+                # the integer 45817158516448540, so a payload would not read back unchanged.
+                "JSON",
                 "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
             ),
             # Telemetry arrives in time order: a BRIN index on time is tiny and cheap to keep

@@ -11,6 +11,7 @@ the guarantee holds across threads, processes and hosts.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import operator
@@ -230,7 +231,7 @@ def _opt_finite(name: str, value: Any) -> float | None:
 
 
 def _json_obj(value: Any) -> dict[str, Any]:
-    # SQLite hands back the text, PostgreSQL's jsonb the parsed object.
+    # SQLite hands back the text, PostgreSQL's json type the parsed object.
     out: dict[str, Any] = json.loads(value) if isinstance(value, str) else value
     return out
 
@@ -787,7 +788,7 @@ class SqlStorage(Storage):
             cur.execute("SELECT role, token_hash FROM api_tokens WHERE key_id = ?", (key_id,))
             row = cur.fetchone()
         if row is None:
-            verify_secret(secret, _DUMMY_HASH)  # answer unknown ids as slowly as known ones
+            verify_secret(secret, _dummy_hash())  # answer unknown ids as slowly as known ones
             return None
         return Role(row[0]) if verify_secret(secret, row[1]) else None
 
@@ -805,4 +806,6 @@ class SqlStorage(Storage):
             return cur.rowcount > 0
 
 
-_DUMMY_HASH = hash_secret("not a token", salt=bytes(16))
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_secret("not a token", salt=bytes(16))
