@@ -1,0 +1,575 @@
+"""Ingest worker: vehicle states from MQTT, validated, in batches to a sink, then acknowledged.
+
+An :class:`Ingest` subscribes with QoS 1 to the shared subscriptions
+``$share/convoy-ingest/convoy/v1/vehicles/+/state`` and ``.../+/states``, so that several
+workers (processes or machines) split the traffic: the broker gives each message to one
+worker of the group.
+
+Delivery guarantee: at least once, with nothing acknowledged lost.
+
+* The client uses ``manual_ack``: a message's PUBACK is sent only after the sink has returned
+  for the batch that holds its states. If the sink raises, nothing of the batch is
+  acknowledged; the worker drops its connection and reconnects, and the broker sends the
+  unacknowledged messages again.
+* The session is persistent (MQTT 5 ``clean_start=False`` with a session expiry; MQTT 3.1.1
+  ``clean_session=False``), so the broker keeps queued and unacknowledged messages while the
+  worker or the broker restarts (the broker needs ``persistence true``).
+* Redelivery means a sink may see a state twice; it must be idempotent on
+  ``(id, time_ms)`` (a primary key does it).
+* PUBACKs go out in the order the messages came, as MQTT requires.
+
+Bad payloads (malformed, oversized, out of range, wrong or unknown vehicle) never reach the
+sink: they are counted per reason (``messages.REJECT_REASONS``), acknowledged (in order, with
+the batch they came in) so that they are not sent again, and reported on
+``convoy/v1/errors`` as an ``IngestReport`` at most once per ``report_period_s``.
+
+Speed: paho's own loop reads one packet per ``select`` and, in 2.x, ``loop_read`` reads one
+packet per call whatever ``max_packets`` says, with two or three ``recv`` calls per packet.
+This worker runs its own loop: after ``select`` says the socket is readable it calls
+``loop_read`` until the socket would block, with the socket read in 64 KiB chunks into a
+buffer that paho's per-packet reads take from (``ChunkedClient``), and it writes the
+PUBACKs of a whole batch in one go.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from convoy.service.mqtt import messages, topics
+from convoy.service.mqtt.messages import (
+    MAX_REPORT_SAMPLES,
+    IngestReport,
+    Reject,
+    RejectReason,
+    RejectSample,
+    VehicleState,
+)
+
+log = logging.getLogger(__name__)
+
+#: A sink takes a batch of valid states and returns once they are safe (stored); it raises if
+#: they are not. Messages are acknowledged only after it returns.
+Sink = Callable[[list[VehicleState]], None]
+Protocol = Literal["5", "3.1.1"]
+
+#: Bytes asked of the socket per ``recv``: a few hundred state messages.
+RECV_CHUNK_BYTES = 65_536
+
+
+class IngestError(ValueError):
+    """Bad ingest settings; the message names the field, the value and what is allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """Where and how to reach the broker.
+
+    Attributes:
+        host, port: the broker.
+        username, password: the login (the ``service`` user of ``convoy.service.mqtt.acl``);
+            ``None`` for an anonymous broker.
+        protocol: ``"5"`` (MQTT 5) or ``"3.1.1"``.
+        keepalive_s: MQTT keep-alive [s].
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    protocol: Protocol = "5"
+    keepalive_s: int = 30
+
+    def check(self) -> None:
+        """Raise :class:`IngestError` naming the first bad field."""
+        if self.protocol not in ("5", "3.1.1"):
+            raise IngestError(f"protocol = {self.protocol!r}; allowed: '5', '3.1.1'")
+        if not 0 < self.port < 65_536:
+            raise IngestError(f"port = {self.port}; allowed: 1..65535")
+        if not 5 <= self.keepalive_s <= 65_535:
+            raise IngestError(f"keepalive_s = {self.keepalive_s}; allowed: 5..65535")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    """How an ingest worker batches, acknowledges, reports and reconnects.
+
+    Attributes:
+        broker: the broker.
+        client_id: this worker's MQTT client id. Give every worker its own, and keep it across
+            restarts: the broker keeps the session (and the unacknowledged messages) under it.
+        group: the shared-subscription group; workers of one group split the messages.
+        max_batch_states: most states per sink call.
+        max_wait_s: longest a received state waits for the sink [s]; a batch also goes when
+            the socket has nothing more to read.
+        receive_maximum: MQTT 5 Receive Maximum: unacknowledged messages the broker may have
+            in flight to this worker (3.1.1 brokers use their own setting, Mosquitto's
+            ``max_inflight_messages``). A batch goes when half of it is used.
+        session_expiry_s: how long the broker keeps the session of a disconnected worker
+            (MQTT 5) [s]; one day by default, to ride out a worker's outage.
+        report_period_s: at most one ``IngestReport`` per period, and only after rejects [s].
+        reconnect_min_s, reconnect_max_s: reconnect backoff, doubling from min to max [s].
+        known_vehicles: the fleet's vehicle ids; others are rejected as ``unknown_vehicle``.
+            ``None`` accepts any valid id.
+    """
+
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    client_id: str = "convoy-ingest-1"
+    group: str = topics.INGEST_GROUP
+    max_batch_states: int = 5_000
+    max_wait_s: float = 0.05
+    receive_maximum: int = 2_000
+    session_expiry_s: int = 86_400
+    report_period_s: float = 1.0
+    reconnect_min_s: float = 0.1
+    reconnect_max_s: float = 10.0
+    known_vehicles: frozenset[str] | None = None
+
+    def check(self) -> None:
+        """Raise :class:`IngestError` naming the first bad field."""
+        self.broker.check()
+        if not self.client_id or len(self.client_id) > 64:
+            raise IngestError(f"client_id = {self.client_id!r}; must be 1..64 characters")
+        topics.shared("x", self.group)  # raises TopicError (a ValueError) for a bad group
+        if self.max_batch_states < 1:
+            raise IngestError(f"max_batch_states = {self.max_batch_states}; must be >= 1")
+        if not 0.0 < self.max_wait_s <= 60.0:
+            raise IngestError(f"max_wait_s = {self.max_wait_s}; allowed: 0 < max_wait_s <= 60")
+        if not 2 <= self.receive_maximum <= 65_535:
+            raise IngestError(f"receive_maximum = {self.receive_maximum}; allowed: 2..65535")
+        if self.session_expiry_s < 0:
+            raise IngestError(f"session_expiry_s = {self.session_expiry_s}; must be >= 0")
+        if not self.report_period_s > 0:
+            raise IngestError(f"report_period_s = {self.report_period_s}; must be > 0")
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise IngestError(
+                f"reconnect_min_s = {self.reconnect_min_s}, reconnect_max_s = "
+                f"{self.reconnect_max_s}; need 0 < min <= max"
+            )
+
+
+@dataclass
+class IngestStats:
+    """Counters of one worker since it started (read them from any thread; they are only
+    written by the worker's loop).
+
+    Attributes:
+        messages: messages received (valid or not, redeliveries included).
+        states: states handed to the sink and acknowledged.
+        rejected: rejected messages per reason.
+        sink_calls, sink_failures: sink calls that returned and that raised.
+        connects: successful connections (the first one included).
+        connected: whether the worker is connected and subscribed now.
+        last_error: the last connection or sink error, for people.
+    """
+
+    messages: int = 0
+    states: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    sink_calls: int = 0
+    sink_failures: int = 0
+    connects: int = 0
+    connected: bool = False
+    last_error: str = ""
+
+
+class ChunkedClient(mqtt.Client):
+    """A paho client that reads its socket in ``RECV_CHUNK_BYTES`` chunks.
+
+    paho reads a packet with a ``recv`` of 1 byte for the command, 1 per length byte and one
+    for the rest; here those reads come out of a buffer refilled by one large ``recv``.
+    ``would_block`` is set when the socket had nothing more to give.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunk = b""
+        self._chunk_pos = 0
+        self.would_block = False
+
+    def reset_buffer(self) -> None:
+        """Forget buffered bytes (call on every new connection)."""
+        self._chunk = b""
+        self._chunk_pos = 0
+        self.would_block = False
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        pos = self._chunk_pos
+        if pos >= len(self._chunk):
+            try:
+                data = super()._sock_recv(RECV_CHUNK_BYTES)
+            except BlockingIOError:
+                self.would_block = True
+                raise
+            if not data:
+                return data
+            self._chunk = data
+            pos = 0
+        out = self._chunk[pos : pos + bufsize]
+        self._chunk_pos = pos + len(out)
+        return out
+
+    def read_all(self, max_packets: int = 100_000) -> MQTTErrorCode:
+        """Read packets until the socket would block (or ``max_packets``); paho's error code."""
+        self.would_block = False
+        for _ in range(max_packets):
+            rc = self.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self.would_block:
+                return rc
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+class Ingest:
+    """One ingest worker. Run it with :meth:`run` (blocking) or :meth:`start` (a thread)
+    and end it with :meth:`stop`.
+
+    Args:
+        sink: receives batches of valid states; see :data:`Sink`.
+        settings: see :class:`IngestSettings`.
+    """
+
+    def __init__(self, sink: Sink, settings: IngestSettings | None = None) -> None:
+        self.settings = settings or IngestSettings()
+        self.settings.check()
+        self.sink = sink
+        self.stats = IngestStats()
+        self._stop = threading.Event()
+        self._connected_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        # pending batch: states, then the (mid, qos) of every message since the last ack
+        self._states: list[VehicleState] = []
+        self._acks: list[int] = []
+        self._oldest: float | None = None
+        # report window
+        self._window_start = time.monotonic()
+        self._window: Counter[str] = Counter()
+        self._samples: list[RejectSample] = []
+        self._client = self._make_client()
+
+    # --- public -----------------------------------------------------------------------------
+    def start(self) -> threading.Thread:
+        """Run the worker in a daemon thread and return it."""
+        if self._thread is not None and self._thread.is_alive():
+            return self._thread
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.run, name=f"ingest-{self.settings.client_id}", daemon=True
+        )
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout_s: float = 5.0, retire: bool = False) -> None:
+        """Hand the pending batch to the sink, acknowledge it, disconnect and end the loop.
+
+        Args:
+            timeout_s: how long to wait for the loop's thread.
+            retire: also end the worker's session on the broker (:func:`forget_session`), for
+                a worker that will not come back. Otherwise the broker keeps the session and
+                goes on sharing messages to it (queued until the worker returns).
+        """
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        if retire:
+            forget_session(self.settings.broker, self.settings.client_id)
+
+    def wait_connected(self, timeout_s: float = 5.0) -> bool:
+        """Wait until the worker is connected and subscribed; False on timeout."""
+        return self._connected_event.wait(timeout_s)
+
+    def run(self) -> None:
+        """The worker's loop; returns after :meth:`stop`."""
+        delay = self.settings.reconnect_min_s
+        try:
+            while not self._stop.is_set():
+                if self._client.socket() is None and not self._connect():
+                    self._stop.wait(delay)
+                    delay = min(2.0 * delay, self.settings.reconnect_max_s)
+                    continue
+                self._step()
+                if self.stats.connected:
+                    delay = self.settings.reconnect_min_s
+        finally:
+            self._shutdown()
+
+    # --- connection -------------------------------------------------------------------------
+    def _make_client(self) -> ChunkedClient:
+        s = self.settings
+        b = s.broker
+        v5 = b.protocol == "5"
+        client = ChunkedClient(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            clean_session=None if v5 else False,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if b.username is not None:
+            client.username_pw_set(b.username, b.password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        # with a write callback registered, paho queues outgoing packets instead of writing
+        # each at once; the loop writes them (the acks of a whole batch) together
+        client.on_socket_register_write = _noop_socket_cb
+        client.on_socket_unregister_write = _noop_socket_cb
+        client.max_inflight_messages_set(100)  # our own outgoing reports
+        return client
+
+    def _connect(self) -> bool:
+        s = self.settings
+        b = s.broker
+        props = None
+        if b.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = s.session_expiry_s
+            props.ReceiveMaximum = s.receive_maximum
+        self._client.reset_buffer()
+        self._drop_pending()
+        try:
+            if b.protocol == "5":
+                self._client.connect(
+                    b.host, b.port, b.keepalive_s, clean_start=False, properties=props
+                )
+            else:
+                self._client.connect(b.host, b.port, b.keepalive_s)
+        except (OSError, ValueError) as exc:
+            self.stats.last_error = f"cannot connect to {b.host}:{b.port}: {exc}"
+            log.warning("%s: %s", s.client_id, self.stats.last_error)
+            return False
+        return True
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, flags: Any, reason: Any, _p: object
+    ) -> None:
+        if reason.is_failure:
+            self.stats.last_error = f"broker refused the connection: {reason}"
+            log.warning("%s: %s", self.settings.client_id, self.stats.last_error)
+            return
+        filters = [topics.vehicle_filter("state"), topics.vehicle_filter("states")]
+        subs = [(topics.shared(f, self.settings.group), 1) for f in filters]
+        client.subscribe(subs)
+        self.stats.connects += 1
+        self.stats.connected = True
+        self._connected_event.set()
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object
+    ) -> None:
+        if self.stats.connected and not self._stop.is_set():
+            self.stats.last_error = f"connection lost: {reason}"
+            log.warning("%s: %s", self.settings.client_id, self.stats.last_error)
+        self.stats.connected = False
+        self._connected_event.clear()
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        """Forget the batch: it was not acknowledged, so the broker sends it again."""
+        self._states = []
+        self._acks = []
+        self._oldest = None
+
+    # --- the loop ---------------------------------------------------------------------------
+    def _step(self) -> None:
+        """One pass: wait for data, read all there is, hand a batch over, write, keep alive."""
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return
+        now = time.monotonic()
+        timeout = 0.1  # how often stop() is noticed when idle
+        if self._oldest is not None:
+            timeout = max(0.0, min(timeout, self._oldest + self.settings.max_wait_s - now))
+        wlist = [sock] if client.want_write() else []
+        try:
+            readable, writable, _ = select.select([sock], wlist, [], timeout)
+        except (OSError, ValueError):  # the socket closed under us
+            readable, writable = [], []
+        drained = True
+        if readable:
+            drained = self._read()
+        if self._acks or self._states:
+            full = (
+                len(self._states) >= self.settings.max_batch_states
+                or len(self._acks) >= self.settings.receive_maximum // 2
+            )
+            old = self._oldest is not None and (
+                time.monotonic() - self._oldest >= self.settings.max_wait_s
+            )
+            if drained or full or old:
+                self._flush()
+        if (writable or client.want_write()) and client.socket() is not None:
+            client.loop_write()
+        if client.socket() is not None:
+            client.loop_misc()
+            self._maybe_report()
+
+    def _read(self) -> bool:
+        """Read packets until the socket would block (True) or a batch is full (False)."""
+        client = self._client
+        client.would_block = False
+        limit_states = self.settings.max_batch_states
+        limit_acks = self.settings.receive_maximum // 2
+        while not client.would_block:
+            rc = client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return True
+            if len(self._states) >= limit_states or len(self._acks) >= limit_acks:
+                return False
+        return True
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self.stats.messages += 1
+        got = messages.decode(msg.topic, bytes(msg.payload), self.settings.known_vehicles)
+        if isinstance(got, Reject):
+            self._count_reject(msg.topic, got, len(msg.payload))
+        else:
+            self._states.extend(got)
+        if msg.qos > 0:
+            self._acks.append(msg.mid)
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+
+    def _count_reject(self, topic: str, rej: Reject, size: int) -> None:
+        self.stats.rejected[rej.reason] += 1
+        self._window[rej.reason] += 1
+        if len(self._samples) < MAX_REPORT_SAMPLES:
+            sample = RejectSample(
+                topic=topic[:256], reason=rej.reason, detail=rej.detail, size_bytes=size
+            )
+            self._samples.append(sample)
+
+    def _flush(self) -> None:
+        """The sink, then the acks in arrival order; if the sink raises, no acks and a
+        reconnect so that the broker sends the batch again."""
+        states, acks = self._states, self._acks
+        self._drop_pending()
+        if states:
+            try:
+                self.sink(states)
+            except Exception as exc:  # the sink's failure must not end the worker
+                self.stats.sink_failures += 1
+                self.stats.last_error = f"sink failed: {type(exc).__name__}: {exc}"
+                log.warning("%s: %s; reconnecting", self.settings.client_id, self.stats.last_error)
+                self._reconnect_after_failure()
+                return
+            self.stats.sink_calls += 1
+            self.stats.states += len(states)
+        client = self._client
+        for mid in acks:
+            client.ack(mid, 1)
+
+    def _reconnect_after_failure(self) -> None:
+        """Drop the connection without acknowledging; the loop reconnects after a pause."""
+        client = self._client
+        self.stats.connected = False  # a disconnect of our own, not a lost connection
+        self._connected_event.clear()
+        if client.want_write():
+            client.loop_write()  # acks of earlier, successful batches
+        client.disconnect()
+        if client.want_write():
+            client.loop_write()  # the DISCONNECT; paho closes the socket after it
+        self._stop.wait(self.settings.reconnect_min_s)
+
+    # --- reports ----------------------------------------------------------------------------
+    def report(self) -> IngestReport:
+        """The report of the current window (rejects since the last report)."""
+        now = time.monotonic()
+        return IngestReport(
+            worker=self.settings.client_id,
+            time_ms=messages.now_ms(),
+            window_s=round(now - self._window_start, 3),
+            rejected=_reasons(self._window),
+            rejected_total=_reasons(self.stats.rejected),
+            accepted_total=self.stats.states,
+            samples=tuple(self._samples),
+        )
+
+    def _maybe_report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        due = force or now - self._window_start >= self.settings.report_period_s
+        if not self._window or not due:
+            return
+        payload = messages.encode(self.report())
+        self._client.publish(topics.ERROR_TOPIC, payload, qos=1)
+        self._window = Counter()
+        self._samples = []
+        self._window_start = now
+
+    def _shutdown(self) -> None:
+        client = self._client
+        if client.socket() is not None and self.stats.connected:
+            if self._states or self._acks:
+                self._flush()
+            if client.socket() is not None:
+                self._maybe_report(force=True)
+                client.loop_write()
+                client.disconnect()
+                client.loop_write()
+        self.stats.connected = False
+        self._connected_event.clear()
+
+
+def forget_session(broker: BrokerSettings, client_id: str, timeout_s: float = 5.0) -> bool:
+    """End the broker's session of ``client_id`` (a retired worker): connect with a clean
+    session and leave with a session expiry of 0. Messages the broker had queued for it are
+    dropped by the broker (Mosquitto 2.0 does not hand them to the group's other members), so
+    retire a worker only when its queue is empty, e.g. after :meth:`Ingest.stop`.
+
+    Returns whether the broker accepted the connection.
+    """
+    v5 = broker.protocol == "5"
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=None if v5 else True,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+    )
+    if broker.username is not None:
+        c.username_pw_set(broker.username, broker.password)
+    done = threading.Event()
+    ok: list[bool] = []
+
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
+        ok.append(not reason.is_failure)
+        done.set()
+
+    c.on_connect = on_connect
+    try:
+        if v5:
+            c.connect(broker.host, broker.port, broker.keepalive_s, clean_start=True)
+        else:
+            c.connect(broker.host, broker.port, broker.keepalive_s)
+    except OSError:
+        return False
+    end = time.monotonic() + timeout_s
+    while not done.is_set() and time.monotonic() < end:
+        c.loop(0.05)
+    if v5:
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        c.disconnect(properties=props)
+    else:
+        c.disconnect()
+    c.loop(0.05)
+    return bool(ok and ok[0])
+
+
+def _reasons(c: Counter[str]) -> dict[RejectReason, int]:
+    return {r: c[r] for r in messages.REJECT_REASONS if c[r]}
+
+
+def _noop_socket_cb(_c: mqtt.Client, _u: object, _s: object) -> None:
+    """Registered so that paho queues writes for the loop instead of writing at once."""
