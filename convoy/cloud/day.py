@@ -146,12 +146,20 @@ def _busiest_edges(plan: DayPlan, start_s: float, end_s: float, k: int) -> tuple
     return tuple(e for e, _ in use.most_common(k))
 
 
-def _solo_reference(network: RoadNetwork, plan: DayPlan, cfg: DayConfig) -> SoloReference:
-    """Solo trucks' energy per km on the most used loaded route: the drafting baseline."""
-    loaded = [p for p in plan.platoons if p.kind == LegKind.LOADED and p.route_edge_ids]
-    route = Counter(p.route_edge_ids for p in loaded).most_common(1)[0][0]
-    per_km = []
-    for load in ("loaded", "empty"):
+def _solo_reference(
+    network: RoadNetwork, plan: DayPlan, cfg: DayConfig, end_s: float
+) -> SoloReference:
+    """What the same legs would cost a solo truck: each distinct route of the day's platoon
+    legs driven once by a lone truck (loaded or empty as planned), weighted by how often the
+    platoons drove it. Drafting savings by position compare against this, like for like."""
+    use: Counter[tuple[tuple[str, ...], bool]] = Counter()
+    for p in plan.platoons:
+        if p.route_edge_ids and p.release_s < end_s:
+            use[(p.route_edge_ids, p.kind == LegKind.LOADED)] += len(p.truck_ids)
+    kwh = {True: 0.0, False: 0.0}
+    km = {True: 0.0, False: 0.0}
+    for (route, loaded), count in use.items():
+        load = "loaded" if loaded else "empty"
         trip = Trip(f"solo-{load}", f"truck-human-{load}", (Leg(route),), 0.0)
         sim = NetSim(
             network,
@@ -162,8 +170,12 @@ def _solo_reference(network: RoadNetwork, plan: DayPlan, cfg: DayConfig) -> Solo
             record_every_s=3600.0,
         )
         res = sim.run(sum(network.edges[e].length_m for e in route) / 5.0 + 600.0)
-        per_km.append(float(res.energy_kwh[0]) / max(float(res.distance_m[0]) / 1000.0, 1e-9))
-    return SoloReference(loaded_kwh_per_km=per_km[0], empty_kwh_per_km=per_km[1])
+        kwh[loaded] += count * float(res.energy_kwh[0])
+        km[loaded] += count * float(res.distance_m[0]) / 1000.0
+    return SoloReference(
+        loaded_kwh_per_km=kwh[True] / km[True] if km[True] else None,
+        empty_kwh_per_km=kwh[False] / km[False] if km[False] else None,
+    )
 
 
 def run_day(
@@ -286,7 +298,7 @@ def run_day(
             hb += prev.hard_brakes
             col += prev.collisions
         safety[truck] = SafetyRecord(truck, min_ttc_s=ttc, hard_brakes=hb, collisions=col)
-    solo = _solo_reference(network, plan, cfg)
+    solo = _solo_reference(network, plan, cfg, end_s)
     kpis = compute_kpis(records, list(safety.values()), sup.stats, solo)
     cost = compare_costs(records, period_days=cfg.hours / 24.0)
     summary = with_extra(kpis, cost.summary()).to_dict()

@@ -496,7 +496,8 @@ def run_net_steps_py(
                     hops += 1
             leader[i] = ld
             gap_now[i] = gap
-            if ld >= 0 and speed_mps[i] > speed_mps[ld]:
+            if ld >= 0 and gap >= 0.0 and speed_mps[i] > speed_mps[ld]:
+                # (a negative gap is a leader from another approach still in the junction)
                 ttc = gap / (speed_mps[i] - speed_mps[ld])
                 if ttc < min_ttc_s[i]:
                     min_ttc_s[i] = ttc
