@@ -545,13 +545,12 @@ class NetSim:
                 raise NetSimError(f"trip {tr.vehicle_id!r}: after = {tr.after!r} is not a vehicle")
             s["after"][k] = row_of[key]
         s["plat_next"] = np.full(n, -1, dtype=np.int32)
-        s["drag_row"] = np.full(n, -1, dtype=np.int64)
-        s["mode"] = np.zeros(n, dtype=np.int32)
+        s["drag_row"] = np.full(n, -1, dtype=np.int8)
+        s["mode"] = np.zeros(n, dtype=np.int8)
         s["beacon_age_s"] = np.zeros(n)
         s["extra_gap_m"] = np.zeros(n)
         s["speed_cap_mps"] = np.array(veh.cap, dtype=np.float64)
         s["set_speed_mps"] = np.full(n, np.nan)
-        self._trip_caps = s["speed_cap_mps"].copy()
         s["lc_out"] = np.zeros(n, dtype=np.int8)
         s["energy_kwh"] = np.zeros(n)
         s["distance_m"] = np.zeros(n)
@@ -590,7 +589,7 @@ class NetSim:
         self._plat_lc = np.full(max(len(heads), 1), -1, dtype=np.int32)
         self.state = s
         self._site_load = np.zeros((self.instances, len(self._site_capacity)), dtype=np.int64)
-        self._order = np.arange(n, dtype=np.int64)
+        self._order = np.arange(n, dtype=np.int32)
         max_lanes = int(self._net["edge_lanes"].max()) if len(self.edge_ids) else 1
         self.max_lanes = max_lanes
         nb = self.instances * len(self.edge_ids) * max_lanes
@@ -600,8 +599,8 @@ class NetSim:
         self._keys = np.zeros(n, dtype=np.int64)
         self._v_next = np.zeros(n)
         self._gap_now = np.full(n, nk.NO_GAP)
-        self._leader = np.full(n, -1, dtype=np.int64)
-        self._lc_target = np.full(n, -1, dtype=np.int64)
+        self._leader = np.full(n, -1, dtype=np.int32)
+        self._lc_target = np.full(n, -1, dtype=np.int32)
         self._inserted_at = np.full(nb + 1, -1, dtype=np.int64)
         self.step = 0
 
@@ -616,6 +615,7 @@ class NetSim:
                 rows.append(int(s["plat_next"][rows[-1]]))
             self.registry.form(rows)
         self._manager = ManoeuvreManager(self.registry)
+        self._trip_caps = self.state["speed_cap_mps"].copy()
         # C-V2X sidelink between trucks on an open highway: about 1 km line of sight
         # (5GAA, "V2X functional and performance test report", 2019: reliable reception
         # beyond 1 km for PC5 mode 4)
