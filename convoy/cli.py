@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -228,6 +228,23 @@ def cmd_map(args: argparse.Namespace) -> int:
     return 0
 
 
+_FORWARDED = {
+    "vehicle-agent": ("convoy.service.mqtt.agent", "main_agent"),
+    "mqtt-acl": ("convoy.service.mqtt.acl", "main_acl"),
+}
+
+
+def _forward(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """A sub-command whose own parser lives in ``module.function(argv)``."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(getattr(importlib.import_module(module), function)(args.args))
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all sub-commands."""
     p = argparse.ArgumentParser(
@@ -276,6 +293,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="also write the figures as JSON")
     bench.set_defaults(func=cmd_bench)
 
+    agent = sub.add_parser(
+        "vehicle-agent",
+        help="simulated trucks publishing to an MQTT broker as real vehicles (--help for more)",
+        add_help=False,
+    )
+    agent.add_argument("args", nargs=argparse.REMAINDER)
+    agent.set_defaults(func=_forward("convoy.service.mqtt.agent", "main_agent"))
+
+    acl = sub.add_parser(
+        "mqtt-acl",
+        help="per-vehicle MQTT credentials, Mosquitto password file and ACL (--help for more)",
+        add_help=False,
+    )
+    acl.add_argument("args", nargs=argparse.REMAINDER)
+    acl.set_defaults(func=_forward("convoy.service.mqtt.acl", "main_acl"))
+
     map_ = sub.add_parser("map", help="the built-in Ordos network: summary, GeoJSON, PNG map")
     map_.add_argument("--geojson", metavar="OUT", help="write the network as GeoJSON")
     map_.add_argument("--png", metavar="OUT", help="draw the network to a PNG")
@@ -285,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``convoy`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _FORWARDED:  # these parse their own options
+        module, function = _FORWARDED[argv[0]]
+        import importlib
+
+        return int(getattr(importlib.import_module(module), function)(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -157,3 +157,13 @@ def test_every_shipped_scenario_is_valid() -> None:
     } <= set(names)
     for name in names:
         assert load_scenario(builtin_path(name)).name == name
+
+
+def test_mqtt_acl_writes_hashed_per_vehicle_credentials(tmp_path: Path) -> None:
+    r = _convoy("mqtt-acl", "--trucks", "2", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "passwd").read_text().split()
+    users = [line.split(":", 1)[0] for line in lines]
+    assert {"T0001", "T0002"} <= set(users)
+    assert all(line.split(":", 1)[1].startswith("$7$") for line in lines)
+    assert "topic write convoy/v1/vehicles/T0001/" in (tmp_path / "acl").read_text()
