@@ -21,6 +21,7 @@ from convoy.sim.network import (
     CAR,
     TRUCK_HUMAN,
     Flow,
+    LaneClosure,
     Leg,
     NetSim,
     NetSimError,
@@ -429,3 +430,28 @@ def test_a_truck_leaves_from_the_middle_and_the_platoon_closes_up() -> None:
     late = (f["vehicle"] == 3) & (f["time_s"] > 230.0)
     np.testing.assert_allclose(f["gap_m"][late], 22.5, atol=1.5)
     assert res.collisions == 0
+
+
+def test_road_works_platoon_leaves_the_closed_lane_as_one_unit() -> None:
+    """Works close the right lane of the third edge: a 1+2 platoon in the right lane moves left
+    together before the works, cars do too, and nobody drives the closed lane there."""
+    net = _corridor(lanes=(2, 2, 2), length_m=1500.0)
+    trips = _platoon_trips(3, (Leg(_route(3)),))
+    flows = [Flow("f", _route(3), 600.0, "car", 0.0, 120.0)]
+    sim = NetSim(
+        net,
+        trips,
+        flows,
+        [Platoon("p", ("t0", "t1", "t2"))],
+        lane_closures=[LaneClosure("e2", 0, 0.0, 1e9)],
+        seed=2,
+    )
+    res = sim.run(400.0)
+    assert res.collisions == 0
+    changes = [e for e in res.events if e["kind"] == "platoon-lane-change"]
+    assert sorted(e["vehicle_id"] for e in changes) == ["t0", "t1", "t2"]
+    assert len({e["time_s"] for e in changes}) == 1 and all(e["lane"] == 1 for e in changes)
+    f = res.fcd
+    assert not np.any((f["edge"] == 2) & (f["lane"] == 0))
+    with pytest.raises(NetSimError, match="lane = 3"):
+        NetSim(net, lane_closures=[LaneClosure("e2", 3, 0.0, 1.0)])

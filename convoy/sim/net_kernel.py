@@ -184,6 +184,12 @@ def _idm_accel(
 
 
 @njit(cache=True, inline="always")
+def lane_open(edge_lanes: np.ndarray, lane_closed: np.ndarray, e: int, lane: int) -> bool:
+    """Whether lane ``lane`` exists on edge ``e`` and is not closed (road works)."""
+    return 0 <= lane < edge_lanes[e] and lane_closed[e, lane] == 0
+
+
+@njit(cache=True, inline="always")
 def lane_key(inst: int, edge: int, lane: int, n_edges: int, max_lanes: int) -> int:
     """Bucket of a lane in the sorted order."""
     return (inst * n_edges + edge) * max_lanes + lane
@@ -271,6 +277,7 @@ def run_net_steps_py(
     edge_to: np.ndarray,
     edge_rank: np.ndarray,
     edge_cap_mps: np.ndarray,
+    lane_closed: np.ndarray,
     node_junction: np.ndarray,
     node_max_rank: np.ndarray,
     pred_ptr: np.ndarray,
@@ -412,6 +419,8 @@ def run_net_steps_py(
             e = route_edges[route_ptr[i]]
             ty = vtype[i]
             ln = 0
+            while ln < edge_lanes[e] - 1 and lane_closed[e, ln] != 0:
+                ln += 1  # the rightmost open lane
             k = lane_key(inst[i], e, ln, n_edges, max_lanes)
             if inserted_at[k] == step:
                 continue
@@ -484,7 +493,7 @@ def run_net_steps_py(
                     if rp >= leg_route_hi[lg]:
                         break
                     e2 = route_edges[rp]
-                    if ln >= edge_lanes[e2]:
+                    if not lane_open(edge_lanes, lane_closed, e2, ln):
                         break  # the lane ends: its stop line is the obstacle, not the next edge
                     k2 = lane_key(inst[i], e2, ln, n_edges, max_lanes)
                     if bucket_start[k2 + 1] > bucket_start[k2]:
@@ -519,7 +528,7 @@ def run_net_steps_py(
                         stop = True
                 else:
                     e_next = route_edges[rp + 1]
-                    if ln >= edge_lanes[e_next]:
+                    if not lane_open(edge_lanes, lane_closed, e_next, ln):
                         stop = True
                     if not stop:
                         # junction rules: yield to major roads, zipper with equal ones
@@ -686,6 +695,7 @@ def run_net_steps_py(
                     vt,
                     edge_len_m,
                     edge_lanes,
+                    lane_closed,
                     edge_speed_mps,
                     edge_cap_mps,
                     route_edges,
@@ -703,11 +713,9 @@ def run_net_steps_py(
                 )
             # platoons as a unit: the head decides where its lane ends
             for i in range(n):
-                if dir_allowed > 0:
-                    break
                 if status[i] != ST_DRIVING or platoon[i] < 0 or plat_head[platoon[i]] != i:
                     continue
-                plat_lc[platoon[i]] = _platoon_lane_change(
+                tgt_p = _platoon_lane_change(
                     i,
                     inst,
                     vtype,
@@ -719,6 +727,7 @@ def run_net_steps_py(
                     vt,
                     edge_len_m,
                     edge_lanes,
+                    lane_closed,
                     route_edges,
                     route_ptr,
                     leg,
@@ -728,6 +737,8 @@ def run_net_steps_py(
                     n_edges,
                     max_lanes,
                 )
+                # the same one-way-per-period rule as single vehicles
+                plat_lc[platoon[i]] = tgt_p if tgt_p - lane[i] == dir_allowed else -1
             for i in range(n):
                 if status[i] != ST_DRIVING:
                     continue
@@ -941,6 +952,7 @@ def _mobil(
     vt: np.ndarray,
     edge_len_m: np.ndarray,
     edge_lanes: np.ndarray,
+    lane_closed: np.ndarray,
     edge_speed_mps: np.ndarray,
     edge_cap_mps: np.ndarray,
     route_edges: np.ndarray,
@@ -974,10 +986,15 @@ def _mobil(
     # must the vehicle leave its lane (it ends at the end of this edge)?
     rp = route_ptr[i]
     mandatory = False
+    mand_dir = -1
     if rp + 1 < leg_route_hi[leg[i]]:
         e_next = route_edges[rp + 1]
-        if ln >= edge_lanes[e_next] and edge_len_m[e] - pos_m[i] < MANDATORY_LC_ZONE_M:
+        near = edge_len_m[e] - pos_m[i] < MANDATORY_LC_ZONE_M
+        if near and not lane_open(edge_lanes, lane_closed, e_next, ln):
             mandatory = True
+            # towards the nearest lane that goes on (right first)
+            if not lane_open(edge_lanes, lane_closed, e_next, ln - 1):
+                mand_dir = 1
     a_cur = _idm_accel(v, gap_cur, v_lead_cur, v_des, s0, T, a_max, b, dl)
     # the current follower, before and after
     k_cur = lane_key(inst[i], e, ln, n_edges, max_lanes)
@@ -1026,10 +1043,14 @@ def _mobil(
         tl = ln + dirn
         if tl < 0 or tl >= edge_lanes[e]:
             continue
-        if dirn != dir_allowed or (mandatory and dirn > 0):
+        if dirn != dir_allowed or (mandatory and dirn != mand_dir):
+            continue
+        if lane_closed[e, tl] != 0:
             continue
         # the target lane must continue on the next edge of the route
-        ends = rp + 1 < leg_route_hi[leg[i]] and tl >= edge_lanes[route_edges[rp + 1]]
+        ends = rp + 1 < leg_route_hi[leg[i]] and not lane_open(
+            edge_lanes, lane_closed, route_edges[rp + 1], tl
+        )
         if ends and not mandatory:
             continue
         k = lane_key(inst[i], e, tl, n_edges, max_lanes)
@@ -1153,6 +1174,7 @@ def _platoon_lane_change(
     vt: np.ndarray,
     edge_len_m: np.ndarray,
     edge_lanes: np.ndarray,
+    lane_closed: np.ndarray,
     route_edges: np.ndarray,
     route_ptr: np.ndarray,
     leg: np.ndarray,
@@ -1162,7 +1184,7 @@ def _platoon_lane_change(
     n_edges: int,
     max_lanes: int,
 ) -> int:
-    """Target lane of a platoon whose lane ends ahead, -1 to stay.
+    """Target lane of a platoon whose lane ends (or is closed for works) ahead, -1 to stay.
 
     The head decides; the platoon moves only when every member is on the head's edge and
     lane and the target lane is free from ``PLATOON_LC_MARGIN_M`` ahead of the head to
@@ -1171,10 +1193,21 @@ def _platoon_lane_change(
     e = edge[head]
     ln = lane[head]
     rp = route_ptr[head]
-    if rp + 1 >= leg_route_hi[leg[head]] or ln == 0:
+    if rp + 1 >= leg_route_hi[leg[head]]:
         return -1
-    if ln < edge_lanes[route_edges[rp + 1]]:
+    e_next = route_edges[rp + 1]
+    if lane_open(edge_lanes, lane_closed, e_next, ln):
         return -1
+    # the nearest lane that goes on, right first
+    tl = ln - 1
+    if not (lane_open(edge_lanes, lane_closed, e_next, tl) and lane_closed[e, tl] == 0):
+        tl = ln + 1
+        if not (
+            tl < edge_lanes[e]
+            and lane_open(edge_lanes, lane_closed, e_next, tl)
+            and lane_closed[e, tl] == 0
+        ):
+            return -1
     if edge_len_m[e] - pos_m[head] > MANDATORY_LC_ZONE_M * 2.0:
         return -1
     tail = head
@@ -1186,7 +1219,6 @@ def _platoon_lane_change(
         j = plat_next[j]
     front = pos_m[head] + PLATOON_LC_MARGIN_M
     back = pos_m[tail] - vt[vtype[tail], VT_LENGTH_M] - PLATOON_LC_MARGIN_M
-    tl = ln - 1
     k = lane_key(inst[head], e, tl, n_edges, max_lanes)
     lo = bucket_start[k]
     hi = bucket_start[k + 1]

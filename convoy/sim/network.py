@@ -205,6 +205,17 @@ class SpeedCap:
     cap_mps: float
 
 
+@dataclass(frozen=True, slots=True)
+class LaneClosure:
+    """Road works: lane ``lane`` (0 = rightmost) of ``edge`` closed for a while. Vehicles
+    headed for it change lanes before the edge (platoons as one unit) or stop and wait."""
+
+    edge: str
+    lane: int
+    start_s: float
+    end_s: float
+
+
 @dataclass
 class NetResult:
     """What a run produced.
@@ -315,6 +326,7 @@ class NetSim:
         lane_change_period_s: float = 1.0,
         ambient_c: float = 15.0,
         speed_caps: Sequence[SpeedCap] = (),
+        lane_closures: Sequence[LaneClosure] = (),
         record_every_s: float = 1.0,
         site_capacity: Mapping[str, int] | None = None,
         manoeuvres: bool = False,
@@ -333,6 +345,7 @@ class NetSim:
         self.loss = loss
         self.ambient_c = ambient_c
         self.speed_caps = tuple(speed_caps)
+        self.lane_closures = tuple(lane_closures)
         self.beacon_period_steps = max(1, round(1.0 / (beacon_hz * dt_s)))
         self.lc_period_steps = max(1, round(lane_change_period_s / dt_s))
         self.record_every = max(1, round(record_every_s / dt_s))
@@ -358,6 +371,14 @@ class NetSim:
             [int(caps.get(s, 1_000_000)) for s in self._site_ids] or [0], dtype=np.int64
         )
         self._build_demand(trips, flows, platoons)
+        for c in self.lane_closures:
+            if c.edge not in self._edge_row:
+                raise NetSimError(f"lane closure names unknown edge {c.edge!r}")
+            lanes = network.edges[c.edge].lanes
+            if not 0 <= c.lane < lanes:
+                raise NetSimError(
+                    f"lane closure on {c.edge!r}: lane = {c.lane}; allowed: 0..{lanes - 1}"
+                )
         self._requests: list[tuple[float, Callable[[], object]]] = []
         self._manager: ManoeuvreManager | None = None
         if manoeuvres:
@@ -740,7 +761,16 @@ class NetSim:
         return cap
 
     def _change_times(self) -> list[float]:
-        return sorted({t for c in self.speed_caps for t in (c.start_s, c.end_s)})
+        times = {t for c in self.speed_caps for t in (c.start_s, c.end_s)}
+        times |= {t for c in self.lane_closures for t in (c.start_s, c.end_s)}
+        return sorted(times)
+
+    def _closed_lanes(self, t_s: float) -> np.ndarray:
+        closed = np.zeros((len(self.edge_ids), self.max_lanes), dtype=np.int8)
+        for c in self.lane_closures:
+            if c.start_s <= t_s < c.end_s:
+                closed[self._edge_row[c.edge], c.lane] = 1
+        return closed
 
     def run(
         self,
@@ -781,6 +811,7 @@ class NetSim:
                 if self.step < c < nxt:
                     nxt = c
             caps = self._edge_caps(self.step * self.dt_s)
+            closed = self._closed_lanes(self.step * self.dt_s)
             t0 = time.perf_counter()
             done, fcd_n, ev_n = step_fn(
                 net["edge_len_m"],
@@ -791,6 +822,7 @@ class NetSim:
                 net["edge_to"],
                 net["edge_rank"],
                 caps,
+                closed,
                 net["node_junction"],
                 net["node_max_rank"],
                 net["pred_ptr"],
