@@ -42,13 +42,17 @@ DIGEST_BYTES = 64  # SHA-512
 PASSWORD_BYTES = 18
 SERVICE_USER = "convoy-ingest"
 GATEWAY_USER = "convoy-agent"
-#: QoS 1 messages the broker holds per session beyond those in flight: 10 s of the ingest
-#: target (10,000 messages/s) or 100 s of 1,000 trucks at 10 Hz. Mosquitto's default, 1,000,
-#: drops data after a 0.1 s stall of a busy ingest worker.
-MAX_QUEUED_MESSAGES = 100_000
+#: QoS 1 messages the broker holds per session beyond those in flight; 0 is no limit. A
+#: limit makes Mosquitto drop messages it has already acknowledged to the truck once an
+#: ingest worker falls that far behind (its default, 1,000, is a 0.1 s stall at 10,000
+#: messages/s), so convoy trades memory for zero loss: watch the backlog in
+#: ``$SYS/broker/store/messages/count`` instead (``docs/mqtt.md``, "Operating").
+MAX_QUEUED_MESSAGES = 0
 #: Unacknowledged QoS 1 messages in flight to an MQTT 3.1.1 client (MQTT 5 clients set their
 #: own Receive Maximum). Mosquitto's default of 20 caps a worker that acknowledges in batches.
 MAX_INFLIGHT_MESSAGES = 1_000
+#: Seconds between Mosquitto's ``$SYS`` statistics (its default is 10).
+SYS_INTERVAL_S = 5
 #: Seconds between Mosquitto's persistence snapshots (its default is 1,800). A clean restart
 #: (SIGTERM) always writes one; a crash loses what arrived since the last.
 AUTOSAVE_INTERVAL_S = 60
@@ -241,6 +245,7 @@ def broker_config(
             f"autosave_interval {AUTOSAVE_INTERVAL_S}",
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
             f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+            f"sys_interval {SYS_INTERVAL_S}",
             "",
         ]
     )

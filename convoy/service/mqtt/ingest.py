@@ -14,8 +14,8 @@ Delivery guarantee: at least once, with nothing acknowledged lost.
 * The session is persistent (MQTT 5 ``clean_start=False`` with a session expiry; MQTT 3.1.1
   ``clean_session=False``), so the broker keeps queued and unacknowledged messages while the
   worker or the broker restarts (the broker needs ``persistence true``).
-* Redelivery means a sink may see a state twice; it must be idempotent on
-  ``(id, time_ms)`` (a primary key does it).
+* Redelivery means a sink may see a state twice (after a sink failure or a lost connection):
+  the sink should be idempotent on ``(id, time_ms)`` or tolerate duplicates.
 * PUBACKs go out in the order the messages came, as MQTT requires.
 
 Bad payloads (malformed, oversized, out of range, wrong or unknown vehicle) never reach the
@@ -23,18 +23,22 @@ sink: they are counted per reason (``messages.REJECT_REASONS``), acknowledged (i
 the batch they came in) so that they are not sent again, and reported on
 ``convoy/v1/errors`` as an ``IngestReport`` at most once per ``report_period_s``.
 
-Speed: paho's own loop reads one packet per ``select`` and, in 2.x, ``loop_read`` reads one
-packet per call whatever ``max_packets`` says, with two or three ``recv`` calls per packet.
-This worker runs its own loop: after ``select`` says the socket is readable it calls
-``loop_read`` until the socket would block, with the socket read in 64 KiB chunks into a
-buffer that paho's per-packet reads take from (``ChunkedClient``), and it writes the
-PUBACKs of a whole batch in one go.
+Speed: paho's own loop reads one packet per ``select``; in 2.x ``loop_read`` reads one
+packet per call whatever ``max_packets`` says, with three or four ``recv`` calls per packet;
+every MQTT 5 PUBLISH builds a ``Properties`` object, and every PUBACK is its own ``send``.
+This worker runs its own loop on a :class:`ChunkedClient`: after ``select`` says the socket
+is readable it reads packets until the socket would block, out of 64 KiB ``recv`` chunks;
+PUBLISH packets without properties skip paho's message objects; the PUBACKs of a batch go
+out in one ``send``; a batch goes to the sink when the socket is drained, so batches grow
+by themselves when the sink or the load is heavy. ``convoy.service.mqtt.bench`` measures it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
+import struct
 import threading
 import time
 from collections import Counter
@@ -66,6 +70,9 @@ Protocol = Literal["5", "3.1.1"]
 
 #: Bytes asked of the socket per ``recv``: a few hundred state messages.
 RECV_CHUNK_BYTES = 65_536
+_U16 = struct.Struct("!H")
+#: Bytes a client buffers for writing before paho is told to wait (back-pressure).
+WRITE_BUFFER_BYTES = 1 << 20
 
 
 class IngestError(ValueError):
@@ -185,23 +192,37 @@ class IngestStats:
 
 
 class ChunkedClient(mqtt.Client):
-    """A paho client that reads its socket in ``RECV_CHUNK_BYTES`` chunks.
+    """A paho client that reads and writes its socket in chunks.
 
     paho reads a packet with a ``recv`` of 1 byte for the command, 1 per length byte and one
-    for the rest; here those reads come out of a buffer refilled by one large ``recv``.
+    for the rest, and writes each packet with its own ``send``. Here the reads come out of a
+    buffer refilled by one ``recv`` of ``RECV_CHUNK_BYTES``, and the packets of one
+    ``loop_write`` (the PUBACKs of a batch, the publishes of a tick) go out in one ``send``.
     ``would_block`` is set when the socket had nothing more to give.
+
+    It overrides paho 2.x internals (``_sock_recv``, ``_sock_send``, ``_sock_close``); the
+    tests run every path through them, so a paho release that changes them shows there.
+    TLS is not supported by this client.
     """
+
+    #: If set, ``fast_on_publish(topic, payload, qos, mid)`` takes every QoS 0/1 PUBLISH that
+    #: carries no MQTT 5 properties, instead of ``on_message``: no ``MQTTMessage``, no
+    #: properties object, no topic matching (paho spends more on those than on the read).
+    #: Use it with ``manual_ack=True``: it acknowledges nothing itself.
+    fast_on_publish: Callable[[bytes, bytearray, int, int], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._chunk = b""
         self._chunk_pos = 0
+        self._wbuf = bytearray()
         self.would_block = False
 
     def reset_buffer(self) -> None:
         """Forget buffered bytes (call on every new connection)."""
         self._chunk = b""
         self._chunk_pos = 0
+        self._wbuf.clear()
         self.would_block = False
 
     def _sock_recv(self, bufsize: int) -> bytes:
@@ -219,6 +240,67 @@ class ChunkedClient(mqtt.Client):
         out = self._chunk[pos : pos + bufsize]
         self._chunk_pos = pos + len(out)
         return out
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        if self._sock is None:
+            raise ConnectionError("self._sock is None")
+        if len(self._wbuf) >= WRITE_BUFFER_BYTES:
+            self._flush_writes()
+            if len(self._wbuf) >= WRITE_BUFFER_BYTES:
+                raise BlockingIOError  # paho keeps the packet for the next loop_write
+        self._wbuf += buf
+        return len(buf)
+
+    def _flush_writes(self) -> None:
+        """Send what is buffered, as far as the socket takes it without blocking."""
+        while self._wbuf and self._sock is not None:
+            try:
+                n = self._sock.send(self._wbuf)
+            except BlockingIOError:
+                return
+            del self._wbuf[:n]
+
+    def _sock_close(self) -> None:
+        with contextlib.suppress(OSError):  # a DISCONNECT still in the buffer goes out first
+            self._flush_writes()
+        self._wbuf.clear()
+        super()._sock_close()
+
+    def loop_write(self) -> MQTTErrorCode:
+        """paho's ``loop_write``, then one ``send`` of everything it wrote."""
+        rc = super().loop_write()
+        try:
+            self._flush_writes()
+        except OSError:
+            return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+        return rc
+
+    def want_write(self) -> bool:
+        """Whether packets or buffered bytes wait to be written."""
+        return bool(self._wbuf) or super().want_write()
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        hook = self.fast_on_publish
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        if hook is None or qos == 2:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        try:
+            (tlen,) = _U16.unpack_from(packet, 0)
+            pos = 2 + tlen
+            mid = 0
+            if qos:
+                (mid,) = _U16.unpack_from(packet, pos)
+                pos += 2
+            if self._protocol == mqtt.MQTTv5:
+                if packet[pos] != 0:  # properties: paho's full decoding
+                    return super()._handle_publish()
+                pos += 1
+        except (struct.error, IndexError):
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        hook(bytes(packet[2 : 2 + tlen]), packet[pos:], qos, mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def read_all(self, max_packets: int = 100_000) -> MQTTErrorCode:
         """Read packets until the socket would block (or ``max_packets``); paho's error code."""
@@ -321,6 +403,7 @@ class Ingest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.fast_on_publish = self._on_publish
         # with a write callback registered, paho queues outgoing packets instead of writing
         # each at once; the loop writes them (the acks of a whole batch) together
         client.on_socket_register_write = _noop_socket_cb
@@ -431,14 +514,24 @@ class Ingest:
         return True
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        """A message with MQTT 5 properties (paho decoded it)."""
+        self._on_publish(msg._topic, msg.payload, msg.qos, msg.mid)
+
+    def _on_publish(self, topic_b: bytes, payload: bytes | bytearray, qos: int, mid: int) -> None:
         self.stats.messages += 1
-        got = messages.decode(msg.topic, bytes(msg.payload), self.settings.known_vehicles)
+        try:
+            topic = topic_b.decode()
+        except UnicodeDecodeError:
+            topic = topic_b.decode(errors="replace")
+            got: list[VehicleState] | Reject = Reject("bad_topic", f"topic {topic!r} is not UTF-8")
+        else:
+            got = messages.decode(topic, payload, self.settings.known_vehicles)
         if isinstance(got, Reject):
-            self._count_reject(msg.topic, got, len(msg.payload))
+            self._count_reject(topic, got, len(payload))
         else:
             self._states.extend(got)
-        if msg.qos > 0:
-            self._acks.append(msg.mid)
+        if qos > 0:
+            self._acks.append(mid)
         if self._oldest is None:
             self._oldest = time.monotonic()
 

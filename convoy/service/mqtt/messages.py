@@ -258,7 +258,7 @@ def _reject(exc: ValidationError) -> Reject:
     return Reject(reason, f"field '{loc}' = {shown}: {msg}{more}")
 
 
-def _oversized(payload: bytes) -> Reject | None:
+def _oversized(payload: bytes | bytearray) -> Reject | None:
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Reject(
             "oversized", f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
@@ -266,7 +266,9 @@ def _oversized(payload: bytes) -> Reject | None:
     return None
 
 
-def decode_state(payload: bytes, vehicle_id: str | None = None) -> VehicleState | Reject:
+def decode_state(
+    payload: bytes | bytearray, vehicle_id: str | None = None
+) -> VehicleState | Reject:
     """Parse one :class:`VehicleState`; ``vehicle_id`` (the topic's) must match its ``id``.
 
     Never raises on bad input: returns a :class:`Reject` instead.
@@ -283,7 +285,9 @@ def decode_state(payload: bytes, vehicle_id: str | None = None) -> VehicleState 
     return state
 
 
-def decode_batch(payload: bytes, vehicle_id: str | None = None) -> list[VehicleState] | Reject:
+def decode_batch(
+    payload: bytes | bytearray, vehicle_id: str | None = None
+) -> list[VehicleState] | Reject:
     """Parse a :class:`VehicleStateBatch` into its samples; ``vehicle_id`` must match."""
     big = _oversized(payload)
     if big is not None:
@@ -298,7 +302,7 @@ def decode_batch(payload: bytes, vehicle_id: str | None = None) -> list[VehicleS
 
 
 def decode(
-    topic: str, payload: bytes, known: frozenset[str] | None = None
+    topic: str, payload: bytes | bytearray, known: frozenset[str] | None = None
 ) -> list[VehicleState] | Reject:
     """The samples in a message on a ``state`` or ``states`` topic, or why it was refused.
 
