@@ -280,6 +280,18 @@ def test_json_schemas_come_from_the_models() -> None:
     assert st["additionalProperties"] is False
 
 
+def test_docs_carry_the_schema_the_code_has() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "mqtt.md").read_text()
+    block = doc.split("<!-- schema:state -->\n```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(block) == messages.json_schemas()["state"]
+    for reason in messages.REJECT_REASONS:
+        assert f"| `{reason}` |" in doc
+    for name in messages.VehicleState.model_fields:
+        assert f"| `{name}` |" in doc
+    for kind in ("state", "states", "events", "commands"):
+        assert f"`convoy/v1/vehicles/{{id}}/{kind}`" in doc
+
+
 def test_track_payload_is_the_state_and_heading_follows_travel() -> None:
     tr = _line_track(3, 20)
     state = tr.state(10, 2, T0_MS)

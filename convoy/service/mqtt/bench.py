@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trucks", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 10])
-    ap.add_argument("--publishers", type=int, default=2)
+    ap.add_argument("--publishers", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--port", type=int, help="use a running broker on 127.0.0.1 instead")
     ap.add_argument("--profile", action="store_true", help="cProfile the first ingest worker")

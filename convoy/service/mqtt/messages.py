@@ -350,3 +350,9 @@ PAYLOADS: dict[str, type[BaseModel]] = {
 def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema of every topic's payload, keyed by topic kind (``topics.TopicKind``)."""
     return {kind: model.model_json_schema() for kind, model in PAYLOADS.items()}
+
+
+if __name__ == "__main__":  # python -m convoy.service.mqtt.messages: every payload's schema
+    import json
+
+    print(json.dumps(json_schemas(), indent=2))
