@@ -1,0 +1,155 @@
+"""The cloud service: ``convoy serve`` (and ``python -m convoy.service.app``).
+
+:func:`create_app` builds the FastAPI application from one :class:`Settings`; nothing
+connects at import time. The lifespan opens storage (SQLite by default, PostgreSQL in
+production), starts the bus (in-process, or MQTT when ``CONVOY_MQTT_URL`` is set) and the
+live twin, and stops them in the reverse order. The dashboard's static files, when present,
+are served at ``/``; the API lives under ``/api/v1`` (OpenAPI at ``/openapi.json``, docs at
+``/docs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from convoy.cloud.supervision import SupervisionError
+from convoy.service.auth import TokenChecker
+from convoy.service.bus import BusError, open_bus
+from convoy.service.routes.api import Runs, problem, router
+from convoy.service.settings import Settings, SettingsError, load_settings
+from convoy.service.storage import (
+    ConflictError,
+    NotFoundError,
+    StorageError,
+    open_storage,
+)
+from convoy.service.twin import LiveTwin
+
+log = logging.getLogger("convoy.service")
+
+#: Where the dashboard keeps its static files (written by the dashboard's engineer).
+DASHBOARD_DIR = Path(__file__).parent / "dashboard" / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The application for ``settings`` (default: from the environment)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        storage = open_storage(settings.storage_url)
+        bus = open_bus(settings.mqtt_url)
+        try:
+            bus.start()
+        except BaseException:
+            storage.close()
+            raise
+        twin = LiveTwin(settings, storage, bus)
+        app.state.settings = settings
+        app.state.storage = storage
+        app.state.bus = bus
+        app.state.twin = twin
+        app.state.tokens = TokenChecker(storage, settings.admin_token)
+        app.state.runs = Runs()
+        twin.start()
+        try:
+            yield
+        finally:
+            twin.stop()
+            bus.stop()
+            storage.close()
+
+    app = FastAPI(
+        title="convoy cloud service",
+        version="1",
+        description=(
+            "Fleet, orders, day plan, KPIs, remote supervision and scenario runs of a "
+            "hybrid heavy-truck platoon operator, over a live digital twin. Every route "
+            "but /api/v1/health and /api/v1/network.geojson needs "
+            "'Authorization: Bearer TOKEN' (roles: viewer < dispatcher < operator < admin)."
+        ),
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_r: Request, exc: NotFoundError) -> JSONResponse:
+        return problem(404, str(exc))
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:
+        return problem(409, str(exc))
+
+    @app.exception_handler(StorageError)
+    async def _bad_record(_r: Request, exc: StorageError) -> JSONResponse:
+        return problem(422, str(exc))
+
+    @app.exception_handler(SupervisionError)
+    async def _bad_takeover(_r: Request, exc: SupervisionError) -> JSONResponse:
+        return problem(422, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return problem(422, errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        resp = problem(exc.status_code, exc.detail)
+        for k, v in (exc.headers or {}).items():
+            resp.headers[k] = v
+        return resp
+
+    if DASHBOARD_DIR.is_dir() and (DASHBOARD_DIR / "index.html").exists():
+        app.mount("/", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
+    return app
+
+
+def serve_main(host: str = "127.0.0.1", port: int = 8000, settings_path: str | None = None) -> int:
+    """Run the service until interrupted; return the exit status (2 on bad settings)."""
+    import uvicorn
+
+    try:
+        settings = load_settings(settings_path)
+        app = create_app(settings)
+    except (SettingsError, BusError) as exc:
+        print(f"convoy serve: {exc}", file=sys.stderr)
+        return 2
+    if not 0 <= port <= 65535:
+        print(f"convoy serve: port = {port}; allowed: 0-65535", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    except (StorageError, BusError) as exc:
+        print(f"convoy serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m convoy.service.app [--host H] [--port P] [--settings FILE]``."""
+    p = argparse.ArgumentParser(prog="convoy serve", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--settings", default=None, help="YAML/JSON settings file")
+    args = p.parse_args(argv)
+    return serve_main(args.host, args.port, args.settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

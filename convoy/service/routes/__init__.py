@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes of the cloud service (thin: validate, call, answer)."""

@@ -1,0 +1,306 @@
+"""The HTTP API and WebSocket of ``convoy serve``: routes, roles, bad input, the live twin."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from convoy.service.app import create_app
+from convoy.service.settings import Settings, SettingsError, load_settings
+
+ADMIN = "admin-token-for-tests-0123456789"
+ORDER: dict[str, Any] = {
+    "shipper": "Haerwusu open-pit mine",
+    "cargo": "coal",
+    "origin_site": "haerwusu-mine",
+    "destination_site": "dalu-park",
+    "tonnes": 98.0,
+    "pickup_start_s": 30_000.0,
+    "pickup_end_s": 40_000.0,
+    "delivery_start_s": 30_000.0,
+    "delivery_end_s": 80_000.0,
+}
+
+
+def _settings(**kw: Any) -> Settings:
+    base: dict[str, Any] = {
+        "storage_url": "sqlite:///:memory:",
+        "admin_token": ADMIN,
+        "twin": False,
+    }
+    base.update(kw)
+    return load_settings(environ={}, **base)
+
+
+def _h(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(_settings())) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tokens(client: TestClient) -> dict[str, str]:
+    out = {"admin": ADMIN}
+    for role in ("viewer", "dispatcher", "operator"):
+        r = client.post("/api/v1/tokens", headers=_h(ADMIN), json={"name": role, "role": role})
+        assert r.status_code == 201, r.text
+        out[role] = r.json()["token"]
+    return out
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_settings_env_overrides_file(tmp_path: Any) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("speedup: 10\nstorage_url: sqlite:///x.db\n")
+    s = load_settings(str(f), environ={"CONVOY_SPEEDUP": "120"})
+    assert s.speedup == 120.0  # the environment wins
+    assert s.storage_url == "sqlite:///x.db"  # from the file
+    assert s.mqtt_url is None  # default: the in-process bus
+
+
+def test_settings_errors_name_the_setting(tmp_path: Any) -> None:
+    with pytest.raises(SettingsError, match="speedup"):
+        load_settings(environ={"CONVOY_SPEEDUP": "-1"})
+    f = tmp_path / "s.yaml"
+    f.write_text("spedup: 10\n")
+    with pytest.raises(SettingsError, match="unknown setting 'spedup'"):
+        load_settings(str(f), environ={})
+
+
+# --- auth ---------------------------------------------------------------------------------
+
+
+def test_public_routes_need_no_token(client: TestClient) -> None:
+    r = client.get("/api/v1/network.geojson")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["type"] == "FeatureCollection" and len(body["features"]) > 10
+    assert "max-age" in r.headers["cache-control"]
+    assert client.get("/api/v1/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/orders", "/api/v1/fleet", "/api/v1/kpis", "/api/v1/takeovers"]
+)
+def test_401_without_or_with_a_bad_token(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 401 and "token" in r.json()["detail"]
+    r = client.get(path, headers=_h("cvy.0011223344556677.not-the-secret"))
+    assert r.status_code == 401 and r.json()["detail"] == "unknown or revoked token"
+
+
+# (method, path, body, least role allowed); roles nest: viewer < dispatcher < operator < admin
+ROLE_MATRIX: list[tuple[str, str, dict[str, Any] | None, str]] = [
+    ("GET", "/api/v1/orders", None, "viewer"),
+    ("GET", "/api/v1/fleet", None, "viewer"),
+    ("GET", "/api/v1/platoons", None, "viewer"),
+    ("GET", "/api/v1/kpis", None, "viewer"),
+    ("GET", "/api/v1/takeovers?status=open", None, "viewer"),
+    ("GET", "/api/v1/runs", None, "viewer"),
+    ("POST", "/api/v1/orders", ORDER, "dispatcher"),
+    ("POST", "/api/v1/takeovers", {"vehicle_id": "T001"}, "admin"),
+    ("POST", "/api/v1/tokens", {"name": "x", "role": "viewer"}, "admin"),
+]
+ROLES = ["viewer", "dispatcher", "operator", "admin"]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "least"), ROLE_MATRIX)
+def test_each_role_allowed_or_403(
+    client: TestClient,
+    tokens: dict[str, str],
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    least: str,
+) -> None:
+    for role in ROLES:
+        if body is not None and "name" in body:
+            body = {**body, "name": f"x-{role}"}
+        r = client.request(method, path, headers=_h(tokens[role]), json=body)
+        if ROLES.index(role) >= ROLES.index(least):
+            assert r.status_code in (200, 201), (role, r.text)
+        else:
+            assert r.status_code == 403, (role, r.text)
+            assert least in r.json()["detail"]
+
+
+def test_claim_and_resolve_need_an_operator(client: TestClient, tokens: dict[str, str]) -> None:
+    tk = client.post("/api/v1/takeovers", headers=_h(ADMIN), json={"vehicle_id": "T007"}).json()
+    for role in ("viewer", "dispatcher"):
+        r = client.post(f"/api/v1/takeovers/{tk['id']}/claim", headers=_h(tokens[role]))
+        assert r.status_code == 403
+    r = client.post(
+        f"/api/v1/takeovers/{tk['id']}/claim",
+        headers=_h(tokens["operator"]),
+        json={"operator": "wang"},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "claimed"
+    assert r.json()["operator"] == "wang"
+    r = client.post(f"/api/v1/takeovers/{tk['id']}/resolve", headers=_h(tokens["dispatcher"]))
+    assert r.status_code == 403
+
+
+# --- orders -------------------------------------------------------------------------------
+
+
+def test_order_create_list_cancel(client: TestClient, tokens: dict[str, str]) -> None:
+    d = _h(tokens["dispatcher"])
+    r = client.post("/api/v1/orders", headers=d, json={**ORDER, "id": "ord-1"})
+    assert r.status_code == 201
+    o = r.json()
+    assert o["id"] == "ord-1" and o["status"] == "open" and o["tonnes"] == 98.0
+    listed = client.get("/api/v1/orders?status=open", headers=_h(tokens["viewer"])).json()
+    assert "ord-1" in [x["id"] for x in listed]
+    r = client.post("/api/v1/orders/ord-1/cancel", headers=d)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    # cancelling again is a no-op; the same id again is a conflict
+    assert client.post("/api/v1/orders/ord-1/cancel", headers=d).json()["status"] == "cancelled"
+    r = client.post("/api/v1/orders", headers=d, json={**ORDER, "id": "ord-1"})
+    assert r.status_code == 409 and "ord-1" in r.json()["detail"]
+
+
+def test_idempotency_key_makes_a_retry_safe(client: TestClient, tokens: dict[str, str]) -> None:
+    h = {**_h(tokens["dispatcher"]), "Idempotency-Key": "retry-1"}
+    a = client.post("/api/v1/orders", headers=h, json=ORDER)
+    b = client.post("/api/v1/orders", headers=h, json=ORDER)
+    assert a.status_code == b.status_code == 201
+    assert a.json()["id"] == b.json()["id"]  # one order, not two
+    c = client.post("/api/v1/orders", headers=h, json={**ORDER, "tonnes": 50.0})
+    assert c.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tonnes": -1}, "tonnes"),
+        ({"cargo": "gold"}, "cargo"),
+        ({"destination_site": "haerwusu-mine"}, "destination_site"),
+        ({"pickup_end_s": 1.0}, "pickup_end_s"),
+        ({"priority": 7}, "priority"),
+        ({"origin_site": "has space"}, "origin_site"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_order_is_422_naming_the_field(
+    client: TestClient, tokens: dict[str, str], change: dict[str, Any], field: str
+) -> None:
+    r = client.post("/api/v1/orders", headers=_h(tokens["dispatcher"]), json={**ORDER, **change})
+    assert r.status_code == 422
+    assert field in str(r.json()["detail"])
+
+
+def test_malformed_json_and_unknowns_are_4xx_json(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    d = {**_h(tokens["dispatcher"]), "Content-Type": "application/json"}
+    r = client.post("/api/v1/orders", headers=d, content=b"{not json")
+    assert r.status_code == 422 and "detail" in r.json()
+    r = client.post("/api/v1/orders/nope/cancel", headers=d)
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    r = client.get("/api/v1/orders?status=lost", headers=d)
+    assert r.status_code == 422
+    r = client.get("/api/v1/trucks/T001", headers=d)  # twin off: no fleet
+    assert r.status_code == 404 and "T001" in r.json()["detail"]
+
+
+# --- takeovers ----------------------------------------------------------------------------
+
+
+def test_takeover_first_claimer_wins(client: TestClient, tokens: dict[str, str]) -> None:
+    op = _h(tokens["operator"])
+    tk = client.post(
+        "/api/v1/takeovers", headers=_h(ADMIN), json={"vehicle_id": "T009", "cause": "comm-loss"}
+    ).json()
+    assert tk["status"] == "open" and tk["cause"] == "comm-loss"
+    # a 10 s window (supervision.URGENT_WINDOW_S) scaled by the speed-up: 10 wall seconds
+    assert tk["deadline_s"] - tk["requested_s"] == pytest.approx(10.0 * 60.0)
+    opened = client.get("/api/v1/takeovers?status=open", headers=op).json()
+    assert tk["id"] in [t["id"] for t in opened]
+    url = f"/api/v1/takeovers/{tk['id']}"
+    assert client.post(url + "/claim", headers=op, json={"operator": "li"}).status_code == 200
+    r = client.post(url + "/claim", headers=op, json={"operator": "zhao"})
+    assert r.status_code == 409 and "claimed" in r.json()["detail"]
+    r = client.post(url + "/resolve", headers=op, json={"operator": "zhao"})
+    assert r.status_code == 409  # only the claimer resolves
+    r = client.post(url + "/resolve", headers=op, json={"operator": "li"})
+    assert r.status_code == 200 and r.json()["status"] == "resolved"
+    resolved = client.get("/api/v1/takeovers?status=resolved", headers=op).json()
+    assert tk["id"] in [t["id"] for t in resolved]
+    r = client.post(
+        "/api/v1/takeovers", headers=_h(ADMIN), json={"vehicle_id": "T009", "cause": "boredom"}
+    )
+    assert r.status_code == 422 and "cause" in str(r.json()["detail"])
+    assert client.post("/api/v1/takeovers/nope/claim", headers=op).status_code == 404
+
+
+def test_websocket_rejects_a_bad_token_and_streams(client: TestClient) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as exc, client.websocket_connect("/api/v1/live"):
+        pass
+    assert exc.value.code == 4401
+    tk = client.post("/api/v1/takeovers", headers=_h(ADMIN), json={"vehicle_id": "T011"}).json()
+    with client.websocket_connect(f"/api/v1/live?token={ADMIN}") as ws:
+        first = ws.receive_json()
+        deadline = time.monotonic() + 5.0
+        msg = first
+        while tk["id"] not in [a["id"] for a in msg["alerts"]] and time.monotonic() < deadline:
+            msg = ws.receive_json()
+    assert set(first) == {"t_s", "vehicles", "kpis", "alerts"}
+    assert msg["t_s"] >= first["t_s"]
+    alert = next(a for a in msg["alerts"] if a["id"] == tk["id"])
+    assert alert["vehicle_id"] == "T011" and alert["status"] == "open"
+    assert alert["deadline_s"] == pytest.approx(tk["deadline_s"])
+
+
+# --- the live twin ------------------------------------------------------------------------
+
+# Ordos (ordos-sites.md): every road of the network lies in this box.
+ORDOS_LON = (106.5, 112.0)
+ORDOS_LAT = (37.5, 41.0)
+
+
+def test_live_twin_drives_the_planned_platoons() -> None:
+    s = _settings(twin=True, twin_trucks=20, speedup=600.0, start_s=6.5 * 3600)
+    with TestClient(create_app(s)) as c:
+        h = _h(ADMIN)
+        deadline = time.monotonic() + 60.0
+        vehicles: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not vehicles:
+            time.sleep(0.5)
+            with c.websocket_connect(f"/api/v1/live?token={ADMIN}") as ws:
+                msg = ws.receive_json()
+            vehicles = msg["vehicles"]
+        assert vehicles, "no truck on the road within 60 s"
+        plan = c.get("/api/v1/plan", headers=h).json()
+        planned = {p["id"]: p for p in plan["platoons"]}
+        fleet = {t["id"] for t in c.get("/api/v1/fleet", headers=h).json()["trucks"]}
+        assert len(fleet) == 20
+        for v in vehicles:
+            assert ORDOS_LON[0] < v["lon"] < ORDOS_LON[1]
+            assert ORDOS_LAT[0] < v["lat"] < ORDOS_LAT[1]
+            assert 0.0 <= v["speed_mps"] <= 30.0
+            assert v["id"] in fleet
+            p = planned[v["platoon"]]
+            # the human-driven truck leads; the planned followers drive driverless (CACC)
+            assert v["mode"] == ("human" if v["id"] == p["lead_truck_id"] else "cacc")
+            assert v["id"] in [p["lead_truck_id"], *p["follower_ids"]]
+            assert p["release_s"] <= msg["t_s"]
+        kpis = c.get("/api/v1/kpis", headers=h).json()
+        assert kpis["twin_ready"] and kpis["distance_km"] > 0 and kpis["energy_kwh"] > 0
+        # the day's orders were stored at start-up, once
+        from convoy.cloud.orders import ordos_day_orders
+
+        day = {o.id for o in ordos_day_orders(0, n_trucks=20)}
+        stored = {o["id"] for o in c.get("/api/v1/orders", headers=h).json()}
+        assert stored == day
