@@ -304,3 +304,122 @@ def test_live_twin_drives_the_planned_platoons() -> None:
         day = {o.id for o in ordos_day_orders(0, n_trucks=20)}
         stored = {o["id"] for o in c.get("/api/v1/orders", headers=h).json()}
         assert stored == day
+
+
+def test_unclaimed_takeover_ends_in_a_minimal_risk_stop() -> None:
+    """The twin's remote-centre rules on a clock the test drives: an unclaimed request
+    expires at its deadline and the truck brakes to a stop on the shoulder (day.py's rule);
+    a claimed one never expires."""
+    from convoy.service.bus import InProcessBus
+    from convoy.service.storage import open_storage
+    from convoy.service.twin import LiveTwin, build_world
+
+    s = _settings(twin=True, twin_trucks=20, speedup=60.0)
+    storage = open_storage("sqlite:///:memory:")
+    twin = LiveTwin(s, storage, InProcessBus())
+    clock = [6.5 * 3600.0]
+    twin.now_s = lambda: clock[0]  # type: ignore[method-assign]
+    world = build_world(20, 0)
+    twin.world = world
+    snap = twin.tick()
+    t0 = snap["t_s"]
+    far = {p.id for p in world.plan.platoons if p.arrival_s > t0 + 1500.0}
+    followers = [v for v in snap["vehicles"] if v["mode"] == "cacc" and v["platoon"] in far]
+    assert len(followers) >= 2
+    a, b = followers[0]["id"], followers[1]["id"]
+    tk_a = twin.request_takeover(a, "sensor-fault")
+    tk_b = twin.request_takeover(b, "sensor-fault")
+    # 10 s (supervision.URGENT_WINDOW_S) of wall time at x60 is 600 twin seconds
+    assert tk_a.deadline_s == pytest.approx(t0 + 600.0)
+    clock[0] = t0 + 300.0
+    twin.claim(tk_b.id, "li")
+    twin.tick()
+    assert storage.get_takeover(tk_a.id).status.value == "open"
+    clock[0] = t0 + 601.0
+    twin.tick()
+    assert storage.get_takeover(tk_a.id).status.value == "expired"
+    assert storage.get_takeover(tk_b.id).status.value == "claimed"
+    for _ in range(10):  # braking from cruise speed takes well under 10 twin minutes
+        clock[0] += 60.0
+        snap = twin.tick()
+    by_id = {v["id"]: v for v in snap["vehicles"]}
+    assert by_id[a]["mode"] == "mrm" and by_id[a]["speed_mps"] == 0.0
+    assert by_id[b]["mode"] == "cacc" and by_id[b]["speed_mps"] > 5.0
+    assert snap["kpis"]["minimal_risk_stops"] == 1
+    stops = storage.events(type="minimal-risk-manoeuvre")
+    assert [(e.vehicle_id, e.payload["takeover_id"]) for e in stops] == [(a, tk_a.id)]
+    storage.close()
+
+
+def test_scenario_run_gives_the_day_summary(client: TestClient, tokens: dict[str, str]) -> None:
+    body = {"hours": 0.5, "seed": 0, "n_trucks": 20}
+    r = client.post("/api/v1/runs", headers=_h(tokens["operator"]), json=body)
+    assert r.status_code == 403
+    r = client.post("/api/v1/runs", headers=_h(ADMIN), json={**body, "hours": 25})
+    assert r.status_code == 422 and "hours" in str(r.json()["detail"])
+    r = client.post("/api/v1/runs", headers=_h(ADMIN), json=body)
+    assert r.status_code == 202 and r.json()["status"] == "running"
+    run_id = r.json()["id"]
+    deadline = time.monotonic() + 60.0
+    run = r.json()
+    while run["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        run = client.get(f"/api/v1/runs/{run_id}", headers=_h(tokens["viewer"])).json()
+    assert run["status"] == "done", run
+    assert run["summary"]["fleet_trucks"] == 20 and run["summary"]["hours"] == 0.5
+    assert client.get("/api/v1/runs/nope", headers=_h(ADMIN)).status_code == 404
+
+
+def test_production_mode_postgresql_and_mosquitto() -> None:
+    """The same app on PostgreSQL and Mosquitto (the servers .ci/run starts): the twin's
+    states reach the broker as the vehicle link's payloads, and orders outlive the app."""
+    import os
+    import socket
+    import uuid
+
+    import paho.mqtt.client as mqtt
+    import psycopg
+
+    from convoy.service.mqtt.messages import VehicleState as LinkState
+
+    pg = os.environ.get("CONVOY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        admin = psycopg.connect(pg, autocommit=True, connect_timeout=3)
+        socket.create_connection(("127.0.0.1", 1883), timeout=1.0).close()
+    except (psycopg.Error, OSError) as exc:
+        pytest.skip(f"PostgreSQL ({pg}) or Mosquitto (127.0.0.1:1883) not reachable: {exc}")
+    schema = f"api_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    got: list[bytes] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{schema}")
+    sub.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+    sub.connect("127.0.0.1", 1883)
+    sub.subscribe("convoy/v1/vehicles/+/state")
+    sub.loop_start()
+    try:
+        s = _settings(
+            storage_url=f"{pg}?options=-csearch_path%3D{schema}",
+            mqtt_url="mqtt://127.0.0.1:1883",
+            twin=True,
+            twin_trucks=20,
+            speedup=600.0,
+            start_s=6.5 * 3600,
+        )
+        with TestClient(create_app(s)) as c:
+            r = c.post("/api/v1/orders", headers=_h(ADMIN), json={**ORDER, "id": "pg-1"})
+            assert r.status_code == 201
+            deadline = time.monotonic() + 30.0
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.2)
+        assert got, "no vehicle state reached the broker in 30 s"
+        state = LinkState.model_validate_json(got[0])
+        assert ORDOS_LON[0] < state.lon_deg < ORDOS_LON[1]
+        assert state.mode in ("head", "follow", "emergency")
+        with TestClient(create_app(s)) as c:
+            r = c.get("/api/v1/orders/pg-1", headers=_h(ADMIN))
+            assert r.status_code == 200 and r.json()["tonnes"] == ORDER["tonnes"]
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()

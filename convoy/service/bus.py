@@ -3,18 +3,24 @@
 The twin publishes one snapshot of the live state per tick (``publish_snapshot``); the
 in-process bus keeps the newest one and fans it out to subscribers (the WebSocket route).
 The MQTT bus does the same and also sends each truck's state to its ``convoy/v1`` state
-topic on the broker (QoS 0: telemetry is replaced by the next sample anyway).
+topic on the broker as the vehicle link's ``VehicleState`` (wall-clock ``time_ms``;
+QoS 0: telemetry is replaced by the next sample anyway).
 """
 
 from __future__ import annotations
 
-import json
+import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from convoy.service.mqtt.topics import state_topic
+from pydantic import ValidationError
+
+from convoy.service.mqtt.messages import ControlMode
+from convoy.service.mqtt.messages import VehicleState as MqttVehicleState
+from convoy.service.mqtt.topics import TopicError, state_topic
 
 Snapshot = dict[str, Any]
 Subscriber = Callable[[Snapshot], None]
@@ -81,7 +87,9 @@ class MqttBus(InProcessBus):
     def start(self) -> None:
         import paho.mqtt.client as mqtt
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="convoy-serve-twin")
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"convoy-serve-{secrets.token_hex(4)}"
+        )
         if self.username:
             client.username_pw_set(self.username, self.password)
         try:
@@ -103,18 +111,28 @@ class MqttBus(InProcessBus):
         client = self._client
         if client is None:
             return
+        now_ms = int(time.time() * 1000)
         for v in snapshot.get("vehicles", []):
-            payload = {
-                "vehicle_id": v["id"],
-                "t_s": snapshot["t_s"],
-                "lon": v["lon"],
-                "lat": v["lat"],
-                "speed_mps": v["speed_mps"],
-                "heading_deg": v.get("heading_deg", 0.0),
-                "accel_mps2": 0.0,
-                "mode": v["mode"],
-            }
-            client.publish(state_topic(v["id"]), json.dumps(payload), qos=0)
+            try:
+                msg = MqttVehicleState(
+                    id=v["id"],
+                    time_ms=now_ms,
+                    lon_deg=float(v["lon"]),
+                    lat_deg=float(v["lat"]),
+                    speed_mps=float(v["speed_mps"]),
+                    heading_deg=float(v.get("heading_deg", 0.0)) % 360.0,
+                    accel_mps2=0.0,
+                    mode=_MQTT_MODE.get(v["mode"]),
+                    edge=v.get("edge") if len(v.get("edge", "")) <= 64 else None,
+                    lane=v.get("lane"),
+                )
+            except (ValidationError, TopicError, KeyError):
+                continue  # a sample the link would reject is not sent
+            client.publish(state_topic(msg.id), msg.model_dump_json(exclude_none=True), qos=0)
+
+
+# The twin's modes as the vehicle link's control modes (mqtt/messages.py).
+_MQTT_MODE: dict[str, ControlMode] = {"human": "head", "cacc": "follow", "mrm": "emergency"}
 
 
 def open_bus(mqtt_url: str | None) -> InProcessBus:

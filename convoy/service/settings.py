@@ -5,23 +5,23 @@ mapping of ``name: value``, lower-case names without the prefix) may give them t
 environment wins over the file. Unknown names and bad values raise :class:`SettingsError`
 naming the setting, the value and what is allowed.
 
-==========================  =============================  ==================================
-variable                    default                        meaning
-==========================  =============================  ==================================
-``CONVOY_STORAGE_URL``      ``sqlite:///convoy.db``        storage (SQLite file or PostgreSQL)
-``CONVOY_MQTT_URL``         unset                          ``mqtt://[user:pass@]host[:port]``;
-                                                           unset = the in-process bus
-``CONVOY_SPEEDUP``          ``60``                         twin seconds per wall second
-``CONVOY_ADMIN_TOKEN``      unset                          a token accepted as admin (no
-                                                           storage entry is made for it)
-``CONVOY_TWIN``             ``true``                       run the live digital twin
-``CONVOY_TWIN_TRUCKS``      ``400``                        twin fleet size (DESIGN.md: 400+)
-``CONVOY_TWIN_SEED``        ``0``                          seed of the day's orders and faults
-``CONVOY_START_S``          ``21600``                      twin clock at start-up [s] (06:00)
-``CONVOY_LIVE_HZ``          ``2``                          WebSocket messages per second
-``CONVOY_TELEMETRY_EVERY_S````10``                         twin seconds between stored states
-``CONVOY_FAULTS_PER_TRUCK_HOUR`` ``0.02``                  injected sensor faults (takeovers)
-==========================  =============================  ==================================
+- ``CONVOY_STORAGE_URL`` (default ``sqlite:///convoy.db``): storage, a SQLite file or
+  ``postgresql://user[:password]@host[:port]/db`` (production);
+- ``CONVOY_MQTT_URL`` (unset): ``mqtt://[user:pass@]host[:port]`` of the broker (production,
+  Mosquitto); unset = the in-process bus;
+- ``CONVOY_SPEEDUP`` (60): twin seconds per wall second (1 = real time; 60 = a day in 24 min);
+- ``CONVOY_ADMIN_TOKEN`` (unset): a token (16-200 characters) accepted as admin; it is not
+  stored, so it is the way in on a fresh database (make further tokens with
+  ``POST /api/v1/tokens``);
+- ``CONVOY_TWIN`` (true): run the live digital twin (false: clock, takeovers and the
+  WebSocket run over no vehicles);
+- ``CONVOY_TWIN_TRUCKS`` (400, DESIGN.md's operator) and ``CONVOY_TWIN_SEED`` (0): the day's
+  fleet size and the seed of its orders and faults;
+- ``CONVOY_START_S`` (21600 = 06:00): the twin clock at start-up [s of the day];
+- ``CONVOY_LIVE_HZ`` (2): twin ticks and WebSocket messages per second;
+- ``CONVOY_TELEMETRY_EVERY_S`` (10): twin seconds between stored telemetry batches;
+- ``CONVOY_FAULTS_PER_TRUCK_HOUR`` (0.02): injected sensor faults per driverless truck-hour,
+  each a takeover request (an assumption; no public rate exists).
 """
 
 from __future__ import annotations
