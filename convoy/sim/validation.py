@@ -1,0 +1,871 @@
+"""Safety validation at scale: a library of parameterised scenarios, per-run safety metrics,
+pass/fail criteria, and a seeded Monte Carlo / grid runner (``convoy validate``).
+
+Each library entry (``ScenarioTemplate``) names its parameters with their ranges
+(``ParamRange``) and builds an ordinary ``Scenario`` from one draw of them, so every instance
+is a scenario file that can be written out and replayed.  A run's metrics (``run_metrics``):
+
+* ``collided``: some truck touched the truck ahead (1.0) or not (0.0);
+* ``min_gap_m``: smallest bumper gap of any follower [m];
+* ``min_ttc_s``: smallest time-to-collision [s] (inf: nobody ever closed in);
+* ``max_decel_mps2``: hardest deceleration any truck made [m/s²];
+* ``drac_mps2``: largest deceleration rate to avoid a crash, ``closing² / (2 gap)`` over
+  every follower and step with a positive gap and closing speed (Almqvist et al. 1991) [m/s²];
+* ``string_index``: the largest peak |acceleration| of a follower over the head's
+  (``max_i ||a_i||∞ / ||a_0||∞``, the L∞ string-stability gain, Ploeg et al. 2014); above 1
+  the string amplified the head's manoeuvre.  The head's peak is floored at 0.1 m/s² so a
+  head at constant speed does not divide by zero;
+* ``platoon_km``: km the platoon heads drove (the throughput figure's numerator).
+
+Instance i of a scenario gets the seed ``derive_seed(seed, name, i)``, a pure function of
+(run seed, scenario name, index), and parameters drawn from a generator keyed the same way.
+A run split into chunks (over a Ray cluster or not) therefore computes exactly what one
+local run computes.
+
+The engine's batched step (``convoy.sim.batch.run_batch``) covers uniform SUMO-CACC fleets
+on an ideal channel and keeps no trace; the library's scenarios use actuator lag, latency,
+loss, hazards and sensor delays, and DRAC and the string index need the trajectories, so
+instances run one ``simulate`` call each (Numba, ~2 ms for 5 trucks × 60 s at 10 Hz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import math
+import sys
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from convoy.sim.engine import RunResult, simulate
+from convoy.sim.scenario import Scenario, ScenarioError, parse_scenario
+
+# Actuator lag of every truck, the head's brakes included (DESIGN.md: tau = 0.5 s).
+ACTUATOR_LAG_S = 0.5
+# The head's peak |a| is floored here in the string index [m/s²].
+STRING_INDEX_FLOOR_MPS2 = 0.1
+METRIC_NAMES = (
+    "collided",
+    "min_gap_m",
+    "min_ttc_s",
+    "max_decel_mps2",
+    "drac_mps2",
+    "string_index",
+    "platoon_km",
+)
+VALIDATE_BACKENDS = ("cpu", "jax", "gpu")
+
+
+class ValidationError(ScenarioError):
+    """Bad input to the validation runner; the message names field, value and what is allowed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Library records
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ParamRange:
+    """One parameter of a scenario template, sampled uniformly in ``[low, high]``.
+
+    Attributes:
+        name: parameter name, unit in the name (``brake_decel_mps2``).
+        low, high: the range, in the parameter's unit.
+        description: what it changes in the scenario.
+    """
+
+    name: str
+    low: float
+    high: float
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Criteria:
+    """Pass/fail limits of one run; a run passes when every limit holds.
+
+    Attributes:
+        allow_collision: a contact fails the run unless True.
+        min_gap_m: smallest bumper gap allowed [m].
+        min_ttc_s: smallest time-to-collision allowed [s].
+        max_decel_mps2: hardest deceleration allowed [m/s²] (8 m/s² is about what a loaded
+            truck's EBS can do on dry asphalt).
+        max_drac_mps2: largest DRAC allowed [m/s²].
+        max_string_index: largest string-stability gain allowed (inf: not checked).
+    """
+
+    allow_collision: bool = False
+    min_gap_m: float = 1.0
+    min_ttc_s: float = 0.5
+    max_decel_mps2: float = 8.0
+    max_drac_mps2: float = 7.5
+    max_string_index: float = math.inf
+
+    def failures(self, m: Mapping[str, float]) -> list[str]:
+        """The limits a run's metrics break (empty: it passes)."""
+        out = []
+        if not self.allow_collision and m["collided"] > 0.5:
+            out.append("collision")
+        if m["min_gap_m"] < self.min_gap_m:
+            out.append("min_gap_m")
+        if m["min_ttc_s"] < self.min_ttc_s:
+            out.append("min_ttc_s")
+        if m["max_decel_mps2"] > self.max_decel_mps2:
+            out.append("max_decel_mps2")
+        if m["drac_mps2"] > self.max_drac_mps2:
+            out.append("drac_mps2")
+        if m["string_index"] > self.max_string_index:
+            out.append("string_index")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioTemplate:
+    """A parameterised scenario of the library.
+
+    Attributes:
+        name: library key (``lead-emergency-brake``).
+        description: what it tests, one sentence.
+        ranges: its parameters.
+        make: ``make(params, seed) -> Scenario``, params keyed by ``ParamRange.name``.
+        criteria: default pass/fail limits.
+    """
+
+    name: str
+    description: str
+    ranges: tuple[ParamRange, ...]
+    make: Callable[[Mapping[str, float], int], Scenario]
+    criteria: Criteria = field(default_factory=Criteria)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario building blocks
+# ---------------------------------------------------------------------------------------------
+def brake_profile(
+    speed_mps: float,
+    end_speed_mps: float,
+    decel_mps2: float,
+    start_s: float,
+    lag_s: float = ACTUATOR_LAG_S,
+    dt_s: float = 0.1,
+) -> list[list[float]]:
+    """The head's speed profile for a brake from ``speed_mps`` to ``end_speed_mps``.
+
+    The head's brakes have the same first-order lag as every truck (DESIGN.md, τ = 0.5 s),
+    so its deceleration builds up as ``decel (1 - exp(-t/τ))`` rather than jumping; the
+    profile samples that response every ``dt_s`` and holds ``end_speed_mps`` after it.
+
+    Returns:
+        ``[[time_s, speed_mps], ...]`` for ``leader.speed_profile``.
+    """
+    pts = [[0.0, speed_mps], [start_s, speed_mps]]
+    if end_speed_mps >= speed_mps or decel_mps2 <= 0.0:
+        return pts
+    alpha = 1.0 - math.exp(-dt_s / lag_s) if lag_s > 0 else 1.0
+    a, v, k = 0.0, speed_mps, 0
+    while v > end_speed_mps:
+        a += alpha * (decel_mps2 - a)
+        v = max(end_speed_mps, v - a * dt_s)
+        k += 1
+        pts.append([round(start_s + k * dt_s, 6), v])
+    return pts
+
+
+def _scenario(name: str, seed: int, **data: Any) -> Scenario:
+    return parse_scenario({"name": name, "seed": seed, **data}, f"validation scenario {name}")
+
+
+def _ploeg(time_gap_s: float = 0.5) -> dict[str, Any]:
+    # Ploeg et al. 2011 defaults (h = 0.5 s, kp = 0.2, kd = 0.7), DESIGN.md
+    return {"model": "cacc-ploeg", "time_gap_s": time_gap_s, "actuator_lag_s": ACTUATOR_LAG_S}
+
+
+def _gap_m(time_gap_s: float, speed_mps: float, min_gap_m: float = 2.5) -> float:
+    """Equilibrium gap of a constant-time-gap law: standstill gap + h·v."""
+    return min_gap_m + time_gap_s * speed_mps
+
+
+def _lead_brake(p: Mapping[str, float], seed: int) -> Scenario:
+    v, h = 22.0, p["time_gap_s"]
+    dec = p["brake_decel_mps2"]
+    return _scenario(
+        "lead-emergency-brake",
+        seed,
+        duration_s=50.0,
+        truck={"max_decel_mps2": max(6.0, dec), "emergency_decel_mps2": 8.0},
+        platoon={
+            "trucks": 5,
+            "controller": _ploeg(time_gap_s=h),
+            "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
+        },
+        leader={"speed_profile": brake_profile(v, p["end_speed_mps"], dec, 10.0)},
+        channel={"rate_hz": 10.0, "latency_s": p["latency_s"]},
+    )
+
+
+def _v2v_loss(p: Mapping[str, float], seed: int) -> Scenario:
+    v, h = 22.0, 0.6
+    return _scenario(
+        "v2v-loss-latency",
+        seed,
+        duration_s=60.0,
+        platoon={
+            "trucks": 5,
+            "controller": {"model": "cacc-sumo", "time_gap_s": h, "fallback_time_gap_s": 1.5},
+            "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
+        },
+        leader={"speed_profile": brake_profile(v, 12.0, p["brake_decel_mps2"], 15.0)},
+        channel={
+            "rate_hz": 10.0,
+            "latency_s": p["latency_s"],
+            "burst": {"loss_bad": 1.0, "p_good_to_bad": p["p_good_to_bad"], "p_bad_to_good": 0.2},
+        },
+    )
+
+
+def _dust(p: Mapping[str, float], seed: int) -> Scenario:
+    v, h = p["speed_mps"], p["time_gap_s"]
+    return _scenario(
+        "dust-sensor-degradation",
+        seed,
+        duration_s=120.0,
+        road={"length_m": 10_000.0},
+        platoon={
+            "trucks": 5,
+            "controller": {"model": "acc", "time_gap_s": h, "actuator_lag_s": ACTUATOR_LAG_S,
+                           "sensor_delay_s": 0.2, "emergency_braking": True},
+            "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
+        },
+        leader={"speed_profile": [[0.0, v]]},
+        hazards=[{"kind": "dust_storm", "start_m": 3000.0, "end_m": 4500.0, "start_s": 0.0,
+                  "end_s": 120.0, "visibility_m": p["visibility_m"]}],
+    )  # fmt: skip
+
+
+def _ice(p: Mapping[str, float], seed: int) -> Scenario:
+    v, h = p["speed_mps"], p["time_gap_s"]
+    return _scenario(
+        "ice-low-friction",
+        seed,
+        duration_s=60.0,
+        road={"length_m": 10_000.0},
+        platoon={
+            "trucks": 5,
+            "controller": _ploeg(time_gap_s=h),
+            "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
+        },
+        leader={"speed_profile": brake_profile(v, 0.0, p["brake_decel_mps2"], 10.0)},
+        channel={"rate_hz": 10.0, "latency_s": 0.1},
+        hazards=[{"kind": "snow_ice", "start_m": 1000.0, "end_m": 9000.0, "start_s": 0.0,
+                  "end_s": 60.0, "friction": p["friction"]}],
+    )  # fmt: skip
+
+
+def _downgrade(p: Mapping[str, float], seed: int) -> Scenario:
+    return _scenario(
+        "loaded-downgrade",
+        seed,
+        duration_s=300.0,
+        road={"length_m": 12_000.0, "grade_pct": p["grade_pct"], "speed_limit_mps": 22.0},
+        truck={"mass_kg": p["mass_kg"], "powertrain": {"kind": "electric", "limit_traction": True}},
+        platoon={
+            "trucks": 5,
+            "controller": {"model": "cacc-path"},
+            "initial": {"speed_mps": 20.0, "gap_m": 5.0, "head_pos_m": 200.0},
+        },
+        leader={"speed_profile": brake_profile(20.0, 10.0, p["brake_decel_mps2"], 120.0)},
+        channel={"rate_hz": 20.0, "latency_s": 0.02},
+    )
+
+
+def _rsu(p: Mapping[str, float], seed: int) -> Scenario:
+    v, h = p["speed_mps"], 1.0
+    rsu_m = p["rsu_distance_m"]
+    # an RSU closer than 100 m upstream stands for "no RSU": the trucks see the works only
+    rsus = [{"pos_m": 6000.0 - rsu_m, "radius_m": 500.0}] if rsu_m >= 100.0 else []
+    return _scenario(
+        "rsu-hazard-warning",
+        seed,
+        duration_s=240.0,
+        road={"length_m": 12_000.0},
+        platoon={
+            "trucks": 5,
+            "controller": {"model": "cacc-sumo", "time_gap_s": h},
+            "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
+        },
+        leader={"speed_profile": [[0.0, v]]},
+        rsus=rsus,
+        hazards=[{"kind": "road_works", "start_m": 6000.0, "end_m": 6500.0, "start_s": 0.0,
+                  "end_s": 240.0, "speed_limit_mps": p["works_speed_mps"]}],
+    )  # fmt: skip
+
+
+def _takeover(p: Mapping[str, float], seed: int) -> Scenario:
+    # A driverless platoon leaves its ODD at 20 s and asks the remote centre to take over.
+    # An operator who answers within the timeout drives on at 15 m/s (a gentle 1 m/s²
+    # slow-down); otherwise the head performs the minimal-risk manoeuvre: a stop in lane.
+    v, h, req_s = 22.0, 0.6, 20.0
+    answered = p["operator_response_s"] <= p["timeout_s"]
+    if answered:
+        prof = brake_profile(v, 15.0, 1.0, req_s + p["operator_response_s"])
+    else:
+        prof = brake_profile(v, 0.0, p["mrm_decel_mps2"], req_s + p["timeout_s"])
+    return _scenario(
+        "takeover-timeout",
+        seed,
+        duration_s=120.0,
+        road={"length_m": 10_000.0},
+        platoon={
+            "trucks": 5,
+            "controller": {"model": "cacc-sumo", "time_gap_s": h, "actuator_lag_s": ACTUATOR_LAG_S,
+                           "emergency_braking": True},
+            "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
+        },
+        leader={"speed_profile": prof},
+        channel={"rate_hz": 10.0, "latency_s": 0.05},
+    )  # fmt: skip
+
+
+def _human_late(p: Mapping[str, float], seed: int) -> Scenario:
+    # Hybrid 1+4: the human lead sees a stopped obstacle obstacle_distance_m ahead, reacts
+    # after reaction_s, then brakes just hard enough to stop before it (at most 8 m/s²);
+    # the L4 followers (Ploeg CACC) must absorb whatever he does.
+    v = 22.0
+    room_m = p["obstacle_distance_m"] - v * p["reaction_s"]
+    dec = 8.0 if room_m <= 0 else min(8.0, max(1.0, v * v / (2.0 * room_m)))
+    return _scenario(
+        "human-lead-late-reaction",
+        seed,
+        duration_s=50.0,
+        truck={"max_decel_mps2": 8.0, "emergency_decel_mps2": 8.0},
+        platoon={
+            "trucks": 5,
+            "controller": _ploeg(),
+            "initial": {"speed_mps": v, "gap_m": _gap_m(0.5, v), "head_pos_m": 2000.0},
+        },
+        leader={"speed_profile": brake_profile(v, 0.0, dec, 10.0 + p["reaction_s"])},
+        channel={"rate_hz": 10.0, "latency_s": 0.1},
+    )
+
+
+def _lib() -> dict[str, ScenarioTemplate]:
+    t = [
+        ScenarioTemplate(
+            "lead-emergency-brake",
+            "1+4 Ploeg CACC platoon at 22 m/s; the head brakes hard to a lower speed or a stop",
+            (
+                ParamRange("brake_decel_mps2", 2.0, 8.0, "head's deceleration"),
+                ParamRange("end_speed_mps", 0.0, 16.0, "speed the head brakes to"),
+                ParamRange("time_gap_s", 0.3, 1.2, "CACC time gap"),
+                ParamRange("latency_s", 0.0, 0.3, "V2V latency"),
+            ),
+            _lead_brake,
+        ),
+        ScenarioTemplate(
+            "v2v-loss-latency",
+            "SUMO-CACC platoon (h = 0.6 s) under bursty V2V loss and latency spikes while the "
+            "head brakes to 12 m/s",
+            (
+                ParamRange("p_good_to_bad", 0.0, 0.3, "Gilbert-Elliott good->bad per beacon"),
+                ParamRange("latency_s", 0.0, 0.5, "V2V latency"),
+                ParamRange("brake_decel_mps2", 1.0, 5.0, "head's deceleration"),
+            ),
+            _v2v_loss,
+        ),
+        ScenarioTemplate(
+            "dust-sensor-degradation",
+            "ACC platoon (sensor delay 0.2 s) drives into a dust storm that shortens sight",
+            (
+                ParamRange("visibility_m", 30.0, 300.0, "visibility in the storm"),
+                ParamRange("speed_mps", 15.0, 25.0, "cruise speed"),
+                ParamRange("time_gap_s", 0.6, 1.5, "ACC time gap"),
+            ),
+            _dust,
+        ),
+        ScenarioTemplate(
+            "ice-low-friction",
+            "Ploeg CACC platoon on ice; the head brakes to a stop",
+            (
+                ParamRange("friction", 0.1, 0.5, "tyre-road friction on the ice"),
+                ParamRange("brake_decel_mps2", 1.0, 5.0, "head's commanded deceleration"),
+                ParamRange("speed_mps", 10.0, 22.0, "initial speed"),
+                ParamRange("time_gap_s", 0.5, 1.5, "CACC time gap"),
+            ),
+            _ice,
+        ),
+        ScenarioTemplate(
+            "loaded-downgrade",
+            "PATH CACC electric platoon on a long downgrade, the head slowing to 10 m/s midway",
+            (
+                ParamRange("grade_pct", -6.0, -1.0, "road grade"),
+                ParamRange("mass_kg", 25_000.0, 49_000.0, "gross mass"),
+                ParamRange("brake_decel_mps2", 0.5, 3.0, "head's deceleration"),
+            ),
+            _downgrade,
+            Criteria(min_gap_m=0.5),
+        ),
+        ScenarioTemplate(
+            "rsu-hazard-warning",
+            "road works ahead; an RSU upstream (or none) broadcasts their speed limit as RSI",
+            (
+                ParamRange("rsu_distance_m", 0.0, 3000.0, "RSU upstream of the works (<100: none)"),
+                ParamRange("works_speed_mps", 5.0, 15.0, "speed limit through the works"),
+                ParamRange("speed_mps", 18.0, 25.0, "cruise speed"),
+            ),
+            _rsu,
+        ),
+        ScenarioTemplate(
+            "takeover-timeout",
+            "a takeover request no operator answers in time ends in a minimal-risk stop",
+            (
+                ParamRange("operator_response_s", 5.0, 60.0, "operator's time to answer"),
+                ParamRange("timeout_s", 10.0, 40.0, "request timeout"),
+                ParamRange("mrm_decel_mps2", 1.0, 5.0, "minimal-risk manoeuvre deceleration"),
+            ),
+            _takeover,
+        ),
+        ScenarioTemplate(
+            "human-lead-late-reaction",
+            "hybrid 1+4: the human lead reacts late to a stopped obstacle and brakes hard",
+            (
+                ParamRange("reaction_s", 0.5, 2.5, "driver's reaction time"),
+                ParamRange("obstacle_distance_m", 60.0, 200.0, "obstacle distance when seen"),
+            ),
+            _human_late,
+        ),
+    ]
+    return {x.name: x for x in t}
+
+
+LIBRARY: dict[str, ScenarioTemplate] = _lib()
+
+
+def get_template(name: str) -> ScenarioTemplate:
+    """The library entry ``name``.
+
+    Raises:
+        ValidationError: for an unknown name, listing the library.
+    """
+    try:
+        return LIBRARY[name]
+    except KeyError:
+        raise ValidationError(
+            f"--scenario = {name!r}: not in the library; allowed: {', '.join(LIBRARY)}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+def run_metrics(res: RunResult) -> dict[str, float]:
+    """The safety metrics of one run (see the module docstring), as floats."""
+    tr, st, table = res.trace, res.state, res.table
+    fol = table.position > 0
+    lead = table.leader[fol]
+    collided = bool(np.isfinite(st.collided_at_s).any())
+    min_gap = float(st.min_gap_m[fol].min()) if fol.any() else math.inf
+    min_ttc = float(st.min_ttc_s.min())
+    max_decel = float(max(0.0, -tr.accel_mps2.min()))
+    drac = 0.0
+    if fol.any():
+        gap = tr.gap_m[:, fol]
+        closing = tr.speed_mps[:, fol] - tr.speed_mps[:, lead]
+        ok = (gap > 0.0) & (closing > 0.0)
+        if ok.any():
+            drac = float((closing[ok] ** 2 / (2.0 * gap[ok])).max())
+    peak = np.abs(tr.accel_mps2).max(axis=0)
+    heads = table.position == 0
+    head_peak = max(float(peak[heads].max()), STRING_INDEX_FLOOR_MPS2)
+    ssi = float(peak[fol].max()) / head_peak if fol.any() else 0.0
+    km = float((tr.pos_m[-1, heads] - tr.pos_m[0, heads]).sum()) / 1000.0
+    return {
+        "collided": 1.0 if collided else 0.0,
+        "min_gap_m": min_gap,
+        "min_ttc_s": min_ttc,
+        "max_decel_mps2": max_decel,
+        "drac_mps2": drac,
+        "string_index": ssi,
+        "platoon_km": km,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------
+def derive_seed(seed: int, name: str, index: int) -> int:
+    """Seed of instance ``index`` of scenario ``name`` in a run with ``seed`` (pure)."""
+    ss = np.random.SeedSequence([seed, zlib.crc32(name.encode()), index])
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def sample_params(tpl: ScenarioTemplate, samples: int, seed: int, grid: bool) -> np.ndarray:
+    """(m, k) parameter values of ``tpl``'s instances, columns in ``tpl.ranges`` order.
+
+    Monte Carlo: ``samples`` rows uniform in the ranges, from a generator keyed by
+    (seed, name).  Grid: ``max(2, round(samples ** (1/k)))`` points per axis, every
+    combination (so m may differ from ``samples``).
+    """
+    k = len(tpl.ranges)
+    lo = np.array([r.low for r in tpl.ranges])
+    hi = np.array([r.high for r in tpl.ranges])
+    if grid:
+        per = max(2, round(samples ** (1.0 / k)))
+        axes = [np.linspace(a, b, per) for a, b in zip(lo, hi, strict=True)]
+        mesh = np.meshgrid(*axes, indexing="ij")
+        return np.stack([m.ravel() for m in mesh], axis=1)
+    rng = np.random.default_rng([seed, zlib.crc32(tpl.name.encode())])
+    return lo + (hi - lo) * rng.random((samples, k))
+
+
+def instance(tpl: ScenarioTemplate, row: Sequence[float], seed: int, index: int) -> Scenario:
+    """Instance ``index`` of ``tpl`` with parameter values ``row`` in a run with ``seed``."""
+    params = {r.name: float(v) for r, v in zip(tpl.ranges, row, strict=True)}
+    sc = tpl.make(params, derive_seed(seed, tpl.name, index))
+    return sc.model_copy(update={"name": f"{tpl.name}[{index}]"})
+
+
+def run_chunk(
+    name: str, rows: np.ndarray, start: int, seed: int, backend: str = "cpu"
+) -> np.ndarray:
+    """Metrics of instances ``start .. start + len(rows)`` of scenario ``name``.
+
+    A pure function of its arguments: the unit of work a Ray task runs.
+
+    Returns:
+        (len(rows), len(METRIC_NAMES)) float64, columns in ``METRIC_NAMES`` order.
+    """
+    tpl = get_template(name)
+    out = np.empty((len(rows), len(METRIC_NAMES)))
+    for j, row in enumerate(rows):
+        res = simulate(instance(tpl, row, seed, start + j), backend=backend)
+        m = run_metrics(res)
+        out[j] = [m[k] for k in METRIC_NAMES]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Runner
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ScenarioOutcome:
+    """All instances of one template.
+
+    Attributes:
+        template: the library entry; criteria: the limits applied.
+        params: (m, k) parameter values; metrics: (m, len(METRIC_NAMES)).
+        passed: (m,) bool; failures: per instance, the limits it broke.
+    """
+
+    template: ScenarioTemplate
+    criteria: Criteria
+    params: np.ndarray
+    metrics: np.ndarray
+    passed: np.ndarray
+    failures: list[list[str]]
+
+    def metric(self, name: str) -> np.ndarray:
+        """(m,) values of one metric."""
+        return self.metrics[:, METRIC_NAMES.index(name)]
+
+    def worst(self, k: int) -> np.ndarray:
+        """Indices of the k worst instances: collisions first, then smallest gap."""
+        order = np.lexsort((self.metric("min_gap_m"), -self.metric("collided")))
+        return order[:k]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationRun:
+    """A finished ``validate`` call: outcomes per scenario, and the throughput."""
+
+    outcomes: list[ScenarioOutcome]
+    seed: int
+    wall_s: float
+    platoon_km: float
+
+    @property
+    def km_per_hour(self) -> float:
+        """km of platoon driving simulated per wall-clock hour."""
+        return self.platoon_km / max(self.wall_s, 1e-9) * 3600.0
+
+
+CHUNK_INSTANCES = 32
+
+
+def _ray_runner(
+    address: str,
+) -> Callable[[list[tuple[str, np.ndarray, int]], int, str], list[np.ndarray]]:
+    try:
+        import ray
+    except ImportError:
+        raise ValidationError(
+            f"--ray = {address!r}: Ray is not installed; allowed: install it (pip install ray) "
+            "or run without --ray"
+        ) from None
+
+    def go(tasks: list[tuple[str, np.ndarray, int]], seed: int, backend: str) -> list[np.ndarray]:
+        if not ray.is_initialized():
+            if address == "local":
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        remote = ray.remote(run_chunk)
+        refs = [remote.remote(n, rows, start, seed, backend) for n, rows, start in tasks]
+        return list(ray.get(refs))
+
+    return go
+
+
+def validate(
+    names: Sequence[str] | None = None,
+    samples: int = 64,
+    seed: int = 0,
+    grid: bool = False,
+    backend: str = "cpu",
+    ray_address: str | None = None,
+    criteria: Mapping[str, Criteria] | None = None,
+) -> ValidationRun:
+    """Run library scenarios by Monte Carlo sampling or a grid sweep.
+
+    Args:
+        names: library keys; default all.
+        samples: instances per scenario (grid: about this many).
+        seed: run seed; same seed, same instances and results (locally or over Ray).
+        grid: sweep a grid instead of sampling.
+        backend: ``cpu``, ``jax`` or ``gpu`` (the engine's backend for each run).
+        ray_address: a Ray cluster address (``"local"`` starts one here); None runs locally.
+        criteria: per-scenario limits replacing the library's defaults.
+
+    Raises:
+        ValidationError: for an unknown scenario or backend, or samples < 1.
+    """
+    if samples < 1:
+        raise ValidationError(f"--samples = {samples}: allowed: 1 or more")
+    if backend not in VALIDATE_BACKENDS:
+        raise ValidationError(f"--backend = {backend!r}; allowed: {', '.join(VALIDATE_BACKENDS)}")
+    tpls = [get_template(n) for n in (names or list(LIBRARY))]
+    params = {t.name: sample_params(t, samples, seed, grid) for t in tpls}
+    tasks = [
+        (t.name, params[t.name][s : s + CHUNK_INSTANCES], s)
+        for t in tpls
+        for s in range(0, len(params[t.name]), CHUNK_INSTANCES)
+    ]
+    t0 = time.perf_counter()
+    if ray_address:
+        results = _ray_runner(ray_address)(tasks, seed, backend)
+    else:
+        results = [run_chunk(n, rows, s, seed, backend) for n, rows, s in tasks]
+    wall = time.perf_counter() - t0
+    outcomes = []
+    for t in tpls:
+        mets = np.concatenate(
+            [r for (n, _, _), r in zip(tasks, results, strict=True) if n == t.name]
+        )
+        crit = (criteria or {}).get(t.name, t.criteria)
+        fails = [crit.failures(dict(zip(METRIC_NAMES, row, strict=True))) for row in mets]
+        outcomes.append(
+            ScenarioOutcome(t, crit, params[t.name], mets, np.array([not f for f in fails]), fails)
+        )
+    km = float(sum(o.metric("platoon_km").sum() for o in outcomes))
+    return ValidationRun(outcomes, seed, wall, km)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output: table, worst cases, HTML report
+# ---------------------------------------------------------------------------------------------
+def summary_lines(run: ValidationRun) -> list[str]:
+    """The terminal summary table, one line per scenario, and the throughput."""
+    head = (
+        f"{'scenario':28} {'runs':>5} {'pass %':>7} {'coll %':>7} {'min gap m':>10} "
+        f"{'min TTC s':>10} {'max dec':>8} {'max DRAC':>9} {'max SSI':>8}"
+    )
+    out = [head, "-" * len(head)]
+    for o in run.outcomes:
+        m = len(o.passed)
+        out.append(
+            f"{o.template.name:28} {m:5d} {100 * o.passed.mean():7.1f} "
+            f"{100 * o.metric('collided').mean():7.1f} {o.metric('min_gap_m').min():10.2f} "
+            f"{o.metric('min_ttc_s').min():10.2f} {o.metric('max_decel_mps2').max():8.2f} "
+            f"{o.metric('drac_mps2').max():9.2f} {o.metric('string_index').max():8.2f}"
+        )
+    n = sum(len(o.passed) for o in run.outcomes)
+    out.append(
+        f"{n} runs, {run.platoon_km:.1f} platoon-km in {run.wall_s:.2f} s: "
+        f"{run.km_per_hour:,.0f} platoon-km simulated per hour"
+    )
+    return out
+
+
+def scenario_yaml(sc: Scenario, comment: str = "") -> str:
+    """A scenario as a YAML file ``load_scenario`` reads back to an equal scenario."""
+    text = yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False)
+    lines = "".join(f"# {c}\n" for c in comment.splitlines())
+    return lines + text
+
+
+def write_worst_cases(run: ValidationRun, out: Path, k: int = 3) -> list[Path]:
+    """Write each scenario's k worst instances as replayable YAML files under ``out/worst``."""
+    d = out / "worst"
+    d.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for o in run.outcomes:
+        for rank, i in enumerate(o.worst(k)):
+            sc = instance(o.template, o.params[i], run.seed, int(i))
+            params = ", ".join(
+                f"{r.name}={v:.4g}" for r, v in zip(o.template.ranges, o.params[i], strict=True)
+            )
+            mets = ", ".join(
+                f"{n}={v:.4g}" for n, v in zip(METRIC_NAMES, o.metrics[i], strict=True)
+            )
+            p = d / f"{o.template.name}-worst{rank + 1}.yaml"
+            p.write_text(
+                scenario_yaml(sc, f"worst case {rank + 1} of {o.template.name}: {params}\n{mets}"),
+                encoding="utf-8",
+            )
+            paths.append(p)
+    return paths
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return '<img src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '">'
+
+
+def write_report(run: ValidationRun, out: Path, worst_k: int = 3) -> Path:
+    """Self-contained HTML report: pass rates, heat maps of the pass rate over the first
+    parameter pair of each scenario, and the worst cases with their trajectories."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = ["<html><head><meta charset='utf-8'><title>convoy validate</title></head><body>"]
+    parts.append("<h1>convoy validate</h1><pre>")
+    parts.append(html.escape("\n".join(summary_lines(run))))
+    parts.append("</pre>")
+    names = [o.template.name for o in run.outcomes]
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(names) + 1.2), dpi=90)
+    ax.barh(names, [100 * o.passed.mean() for o in run.outcomes], color="tab:green")
+    ax.set_xlabel("pass rate [%]")
+    ax.set_xlim(0, 100)
+    fig.tight_layout()
+    parts.append("<h2>Pass rates</h2>" + _png(fig))
+    for o in run.outcomes:
+        t = o.template
+        parts.append(f"<h2>{html.escape(t.name)}</h2><p>{html.escape(t.description)}</p>")
+        parts.append(f"<p>criteria: {html.escape(repr(o.criteria))}</p>")
+        if len(t.ranges) >= 2:
+            fig, ax = plt.subplots(figsize=(5, 4), dpi=90)
+            x, y = o.params[:, 0], o.params[:, 1]
+            bins = 6
+            num, xe, ye = np.histogram2d(x, y, bins=bins, weights=o.passed.astype(float),
+                                         range=[[t.ranges[0].low, t.ranges[0].high],
+                                                [t.ranges[1].low, t.ranges[1].high]])  # fmt: skip
+            den, _, _ = np.histogram2d(x, y, bins=[xe, ye])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.where(den > 0, num / den, np.nan)
+            im = ax.pcolormesh(xe, ye, 100 * rate.T, cmap="RdYlGn", vmin=0, vmax=100)
+            fig.colorbar(im, ax=ax, label="pass rate [%]")
+            ax.set_xlabel(t.ranges[0].name)
+            ax.set_ylabel(t.ranges[1].name)
+            fig.tight_layout()
+            parts.append(_png(fig))
+        parts.append("<h3>Worst cases</h3>")
+        for rank, i in enumerate(o.worst(worst_k)):
+            sc = instance(t, o.params[i], run.seed, int(i))
+            res = simulate(sc)
+            tr = res.trace
+            fig, (a1, a2) = plt.subplots(2, 1, sharex=True, figsize=(7, 4.5), dpi=90)
+            for j in range(tr.pos_m.shape[1]):
+                a1.plot(tr.time_s, tr.speed_mps[:, j], lw=1, label=tr.vehicle_id[j])
+                a2.plot(tr.time_s, tr.gap_m[:, j], lw=1)
+            a1.set_ylabel("speed [m/s]")
+            a2.set_ylabel("gap [m]")
+            a2.set_xlabel("time [s]")
+            a1.legend(fontsize=7, ncol=5)
+            fig.tight_layout()
+            params = ", ".join(
+                f"{r.name}={v:.4g}" for r, v in zip(t.ranges, o.params[i], strict=True)
+            )
+            fails = ", ".join(o.failures[i]) or "none"
+            parts.append(
+                f"<p><b>#{rank + 1}</b> instance {i}: {html.escape(params)}; failed: "
+                f"{html.escape(fails)}; min gap {o.metric('min_gap_m')[i]:.2f} m; file "
+                f"worst/{html.escape(t.name)}-worst{rank + 1}.yaml</p>" + _png(fig)
+            )
+    parts.append("</body></html>")
+    p = out / "report.html"
+    p.write_text("".join(parts), encoding="utf-8")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+def load_criteria(path: str) -> dict[str, Criteria]:
+    """Per-scenario criteria from YAML: ``{scenario: {field: value}}`` over the defaults.
+
+    Raises:
+        ValidationError: for an unreadable file, an unknown scenario or field.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValidationError(f"--criteria = {path!r}: cannot read it ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"--criteria = {path!r}: expected a mapping of scenario names")
+    allowed = {f.name for f in fields(Criteria)}
+    out = {}
+    for name, vals in data.items():
+        tpl = get_template(str(name))
+        if not isinstance(vals, dict) or not set(vals) <= allowed:
+            bad = sorted(set(vals) - allowed) if isinstance(vals, dict) else vals
+            raise ValidationError(
+                f"--criteria {name}: {bad!r} not allowed; allowed fields: "
+                f"{', '.join(sorted(allowed))}"
+            )
+        out[tpl.name] = replace(tpl.criteria, **vals)
+    return out
+
+
+def validate_main(argv: Sequence[str] | None = None) -> int:
+    """``convoy validate``: run the library (or one scenario), print the summary table,
+    write ``OUT/report.html`` and ``OUT/worst/*.yaml``.  Exit 0, or 2 on bad input."""
+    ap = argparse.ArgumentParser(prog="convoy validate", description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", action="append", help=f"one of: {', '.join(LIBRARY)}")
+    ap.add_argument("--samples", type=int, default=64, help="instances per scenario")
+    ap.add_argument("--grid", action="store_true", help="grid sweep instead of Monte Carlo")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="validate-out", help="report directory")
+    ap.add_argument("--ray", default=None, metavar="ADDRESS", help="Ray address, or 'local'")
+    ap.add_argument("--backend", default="cpu", choices=VALIDATE_BACKENDS)
+    ap.add_argument("--criteria", default=None, help="YAML of per-scenario pass/fail limits")
+    ap.add_argument("--worst", type=int, default=3, help="worst cases kept per scenario")
+    ap.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    try:
+        crit = load_criteria(args.criteria) if args.criteria else None
+        run = validate(
+            args.scenario, args.samples, args.seed, args.grid, args.backend, args.ray, crit
+        )
+    except ScenarioError as exc:
+        print(f"convoy validate: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(run)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_worst_cases(run, out, args.worst)
+    if not args.no_report:
+        print(f"report: {write_report(run, out, args.worst)}")
+    return 0
