@@ -2,11 +2,13 @@
 not, gets a 5xx (DESIGN.md: "The API answers 4xx with a JSON body, and never 500 for bad
 input"). Runs as admin, so every route's handler is reached, not just its auth check.
 
+The live twin runs (20 trucks), so the fleet, plan and platoon routes answer with data.
 ``POST /api/v1/runs`` is left out: each accepted call starts an operating day on the CPU.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +26,14 @@ ADMIN = "admin-token-for-fuzzing-0123456789"
 
 # Building the app connects nothing (the lifespan does), so the schema loads at import.
 APP = create_app(
-    load_settings(environ={}, storage_url="sqlite:///:memory:", admin_token=ADMIN, twin=False)
+    load_settings(
+        environ={},
+        storage_url="sqlite:///:memory:",
+        admin_token=ADMIN,
+        twin=True,
+        twin_trucks=20,
+        speedup=600.0,
+    )
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(
     method="POST", path="/api/v1/runs"
@@ -33,7 +42,10 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(
 
 @pytest.fixture(scope="module", autouse=True)
 def _lifespan() -> Iterator[None]:
-    with TestClient(APP):  # storage, bus and twin stay up for the module
+    with TestClient(APP) as c:  # storage, bus and twin stay up for the module
+        deadline = time.monotonic() + 30.0
+        while not c.get("/api/v1/health").json()["twin_ready"] and time.monotonic() < deadline:
+            time.sleep(0.1)
         yield
 
 
