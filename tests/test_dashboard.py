@@ -98,13 +98,14 @@ class World:
                 "operator": None,
             }
         }
+        # The API's OrderOut fields (a subset); the board shows them by name.
         self.orders = [
-            {"id": "O-1", "origin": "mine-a", "destination": "plant-b", "tonnes": 3200.0,
-             "status": "in_progress"},
-            {"id": "O-2", "origin": "mine-c", "destination": "rail-d", "tonnes": 1800.0,
-             "status": "pending"},
-            {"id": "O-3", "origin": "mine-a", "destination": "chem-e", "tonnes": 900.0,
-             "status": "done"},
+            {"id": "O-1", "shipper": "s1", "cargo": "coal", "origin_site": "mine-a",
+             "destination_site": "plant-b", "tonnes": 3200.0, "status": "in_progress"},
+            {"id": "O-2", "shipper": "s1", "cargo": "coal", "origin_site": "mine-c",
+             "destination_site": "rail-d", "tonnes": 1800.0, "status": "open"},
+            {"id": "O-3", "shipper": "s2", "cargo": "methanol", "origin_site": "chem-e",
+             "destination_site": "rail-d", "tonnes": 900.0, "status": "delivered"},
         ]  # fmt: skip
         self.ws_rejected = 0
 
@@ -157,10 +158,10 @@ def make_app(world: World) -> FastAPI:
         return t
 
     @app.post("/api/v1/takeovers/{tid}/resolve", dependencies=[Depends(auth)])
-    def resolve(tid: str) -> dict[str, Any]:
+    def resolve(tid: str, body: ClaimBody) -> dict[str, Any]:
         t = world.takeovers.get(tid)
-        if t is None or t["status"] != "claimed":
-            raise HTTPException(409, f"takeover {tid} is not claimed")
+        if t is None or t["status"] != "claimed" or t["operator"] != body.operator:
+            raise HTTPException(409, f"takeover {tid} is not claimed by {body.operator}")
         t.update(status="resolved")
         return t
 
@@ -282,10 +283,16 @@ def test_dashboard_in_browser(served: tuple[str, World], tmp_path: Path) -> None
             page.wait_for_function(
                 "() => document.querySelectorAll('#orders tbody tr').length == 3"
             )
-            assert page.inner_text("#orders tbody tr[data-id='O-2']").split("\t")[:2] == [
-                "O-2",
-                "mine-c",
-            ]
+            heads = page.eval_on_selector_all(
+                "#orders thead th", "els => els.map(e => e.textContent)"
+            )
+            assert heads[:7] == [
+                "id", "shipper", "cargo", "origin site", "destination site", "tonnes", "status",
+            ]  # fmt: skip
+            cells = page.eval_on_selector_all(
+                "#orders tbody tr[data-id='O-2'] td", "els => els.map(e => e.textContent)"
+            )
+            assert cells == ["O-2", "s1", "coal", "mine-c", "rail-d", "1,800", "open"]
             assert page.inner_text("#alerts li[data-id='TK-1']").startswith("T3: dust_storm")
 
             # Takeover console: claim as 'alice', then resolve; the server sees both.
@@ -323,15 +330,26 @@ def test_dashboard_in_browser(served: tuple[str, World], tmp_path: Path) -> None
         shutil.copyfile(shot, REPO / "docs" / "img" / "dashboard.png")
 
 
-def test_dashboard_without_token_is_refused(served: tuple[str, World]) -> None:
-    """Without ?token= the page still draws the public network but gets no live data."""
+def test_dashboard_without_token_or_webgl(served: tuple[str, World], tmp_path: Path) -> None:
+    """No ?token=: the public network is drawn, the rest is refused (401, WebSocket closed).
+
+    WebGL is switched off too, so the page must fall back to its 2-D canvas renderer.
+    """
     base, world = served
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--disable-3d-apis"])
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
             page.goto(f"{base}/")
             page.wait_for_selector("#net-stats[data-ready='1']", timeout=15000)
+            stats = page.eval_on_selector("#net-stats", "e => ({...e.dataset})")
+            assert stats["renderer"] == "canvas2d"
+            assert int(stats["edges"]) == 100
+            map_shot = tmp_path / "map2d.png"
+            page.locator("#map").screenshot(path=str(map_shot))
+            px = np.asarray(Image.open(map_shot).convert("RGB")).astype(int)
+            drawn = np.abs(px - np.array([0x0F, 0x1A, 0x23])).sum(axis=2) > 60
+            assert drawn.mean() > 0.01, f"2-D map looks empty: {drawn.mean():.4f} drawn"
             page.wait_for_function("() => !!document.querySelector('#takeover-msg').textContent")
             assert "401" in page.inner_text("#takeover-msg")
             page.wait_for_selector("#status[data-state='closed']")

@@ -380,8 +380,8 @@
       resolve.onclick = () => act(id, "resolve");
       const who = t.operator ? ` (${t.operator})` : "";
       const tr = el("tr", {},
-        el("td", {}, id), el("td", {}, String(t.vehicle_id ?? "")), el("td", {}, String(t.cause ?? "")),
-        el("td", { className: "st" }, status + who), el("td", {}, claim, " ", resolve));
+        el("td", { title: id }, id), el("td", {}, String(t.vehicle_id ?? "")), el("td", {}, String(t.cause ?? "")),
+        el("td", { className: "st" }, status + who), el("td", {}, claim, resolve));
       Object.assign(tr.dataset, { id, status });
       return tr;
     }));
@@ -409,7 +409,11 @@
 
   // ---------------------------------------------------------------- order board
 
-  const ORDER_COLUMNS = ["id", "origin", "destination", "cargo", "tonnes", "status", "truck", "platoon", "due_s", "deadline_s"];
+  // Preferred columns in this order (the API's OrderOut names first); other keys fill up to 9.
+  const ORDER_COLUMNS = [
+    "id", "shipper", "cargo", "origin_site", "origin", "destination_site", "destination",
+    "tonnes", "priority", "status", "delivery_end_s",
+  ];
 
   async function refreshOrders() {
     let orders;
