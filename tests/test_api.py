@@ -423,3 +423,26 @@ def test_production_mode_postgresql_and_mosquitto() -> None:
         sub.disconnect()
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
         admin.close()
+
+
+def test_serve_main_exits_2_on_bad_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from convoy.service.app import serve_main
+
+    monkeypatch.setenv("CONVOY_SPEEDUP", "fast")
+    assert serve_main("127.0.0.1", 0, None) == 2
+    err = capsys.readouterr().err
+    assert "speedup" in err and "'fast'" in err
+
+
+def test_dashboard_is_served_at_the_root(client: TestClient) -> None:
+    from convoy.service.app import DASHBOARD_DIR
+
+    if not (DASHBOARD_DIR / "index.html").exists():
+        pytest.skip("no dashboard in this checkout")
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert r.text == (DASHBOARD_DIR / "index.html").read_text(encoding="utf-8")
+    # the API still wins over the static mount
+    assert client.get("/api/v1/health").json()["status"] == "ok"
