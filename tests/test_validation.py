@@ -152,7 +152,7 @@ def test_criteria_name_each_broken_limit() -> None:
 
 
 def test_every_library_scenario_builds_at_its_range_corners() -> None:
-    assert len(LIBRARY) == 8
+    assert len(LIBRARY) == 9
     for tpl in LIBRARY.values():
         rows = sample_params(tpl, 2 ** len(tpl.ranges), 0, grid=True)
         assert rows.shape == (2 ** len(tpl.ranges), len(tpl.ranges))
@@ -204,6 +204,26 @@ def test_bad_input_gets_a_clear_message(capsys: pytest.CaptureFixture[str]) -> N
         validate(samples=0)
 
 
+def test_batched_scenario_runs_along_the_batch_axis_exactly_as_single_runs() -> None:
+    # run_batch's CPU path advances every instance with the fast step's own block function,
+    # so each instance is, bit for bit, its own simulate() run; JAX in float64 agrees to
+    # round-off.  The batch path keeps no trace: DRAC and the string index are NaN there.
+    tpl = get_template("cacc-brake-batched")
+    rows = sample_params(tpl, 5, 2, grid=False)
+    batch = run_chunk(tpl.name, rows, 0, 2)
+    shared = [METRIC_NAMES.index(k) for k in
+              ("collided", "min_gap_m", "min_ttc_s", "max_decel_mps2", "platoon_km")]  # fmt: skip
+    for j, row in enumerate(rows):
+        m = run_metrics(simulate(instance(tpl, row, 2, j)))
+        assert [m[METRIC_NAMES[k]] for k in shared] == batch[j, shared].tolist()
+    assert np.isnan(batch[:, METRIC_NAMES.index("drac_mps2")]).all()
+    pytest.importorskip("jax")
+    on_jax = run_chunk(tpl.name, rows, 0, 2, backend="jax")
+    np.testing.assert_allclose(on_jax[:, shared], batch[:, shared], rtol=1e-9, atol=1e-9)
+
+
+# Ray starts its processes by fork+exec (subprocess), which JAX's fork warning also flags
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_ray_run_equals_local_run() -> None:
     ray = pytest.importorskip("ray")
     try:
