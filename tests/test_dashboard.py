@@ -25,27 +25,32 @@ from typing import Any
 import numpy as np
 import pytest
 
-fastapi = pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
-pytest.importorskip("websockets")  # uvicorn's WebSocket protocol
-sync_api = pytest.importorskip("playwright.sync_api")
+# A missing package or browser is a broken set-up, not a reason to skip: these imports fail
+# loudly (`make test` installs the packages; .ci/run installs Debian's chromium).
+import uvicorn
+import websockets  # noqa: F401  (uvicorn's WebSocket protocol)
+from fastapi import Depends, FastAPI, Header, HTTPException, WebSocket
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from playwright import sync_api
+from pydantic import BaseModel
+from starlette.websockets import WebSocketDisconnect
 
-from fastapi import Depends, FastAPI, Header, HTTPException, WebSocket  # noqa: E402
-from fastapi.staticfiles import StaticFiles  # noqa: E402
-from PIL import Image  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-from starlette.websockets import WebSocketDisconnect  # noqa: E402
-
-from convoy.road.geojson import network_to_geojson  # noqa: E402
-from convoy.road.network import Edge  # noqa: E402
-from convoy.road.ordos import ordos_network  # noqa: E402
-from convoy.service.dashboard import STATIC_DIR  # noqa: E402
+from convoy.road.geojson import network_to_geojson
+from convoy.road.network import Edge
+from convoy.road.ordos import ordos_network
+from convoy.service.dashboard import STATIC_DIR
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
-    pytest.mark.timeout(60),
-]
+pytestmark = [pytest.mark.timeout(60)]
+
+
+@pytest.fixture(autouse=True)
+def _chromium_installed() -> None:
+    assert CHROMIUM.exists(), (
+        f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does: apt-get install chromium)"
+    )
+
 
 TOKEN = "dash-test-token"
 TIME_SCALE = 60.0  # simulated seconds per wall second, so trucks visibly move in a second
