@@ -446,3 +446,11 @@ def test_dashboard_is_served_at_the_root(client: TestClient) -> None:
     assert r.text == (DASHBOARD_DIR / "index.html").read_text(encoding="utf-8")
     # the API still wins over the static mount
     assert client.get("/api/v1/health").json()["status"] == "ok"
+
+
+def test_storage_outage_is_503_not_500() -> None:
+    with TestClient(create_app(_settings())) as c:
+        c.app.state.storage.close()  # type: ignore[attr-defined]
+        r = c.get("/api/v1/orders", headers=_h(ADMIN))
+        assert r.status_code == 503
+        assert r.json()["detail"] == "storage unavailable: storage is closed"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from convoy.service.settings import Settings, SettingsError, load_settings
 from convoy.service.storage import (
     ConflictError,
     NotFoundError,
+    RecordError,
     StorageError,
     open_storage,
 )
@@ -91,9 +93,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:
         return problem(409, str(exc))
 
-    @app.exception_handler(StorageError)
-    async def _bad_record(_r: Request, exc: StorageError) -> JSONResponse:
+    @app.exception_handler(RecordError)
+    async def _bad_record(_r: Request, exc: RecordError) -> JSONResponse:
         return problem(422, str(exc))
+
+    # Any other storage error is the database's trouble, not the caller's: 503, retry later.
+    async def _unavailable(_r: Request, exc: Exception) -> JSONResponse:
+        log.error("storage unavailable: %s", exc)
+        return problem(503, f"storage unavailable: {exc}")
+
+    app.add_exception_handler(StorageError, _unavailable)
+    app.add_exception_handler(sqlite3.Error, _unavailable)
+    try:
+        import psycopg
+
+        app.add_exception_handler(psycopg.Error, _unavailable)
+    except ImportError:  # pragma: no cover - SQLite-only installs
+        pass
 
     @app.exception_handler(SupervisionError)
     async def _bad_takeover(_r: Request, exc: SupervisionError) -> JSONResponse:
