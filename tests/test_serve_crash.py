@@ -3,8 +3,8 @@
 The service runs as a real process (``python -m convoy.service.app``) on a loopback port
 with SQLite in a temporary folder and the live twin driving. Two clients post orders and
 takeover requests as fast as they can; the process is killed with SIGKILL while requests
-are in flight, restarted on the same database, and every write that got a 2xx answer must
-be there, unchanged (storage commits before a route answers).
+are in flight, restarted on the same database, and every write that got a 2xx answer (and its
+event) must be there, unchanged (storage commits before a route answers).
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
         with httpx.Client(base_url=base, headers=H, timeout=10.0) as c:
             stored = {o["id"]: o for o in c.get("/api/v1/orders?limit=10000").json()}
             takeovers = {t["id"]: t for t in c.get("/api/v1/takeovers?limit=10000").json()}
+            events = c.get("/api/v1/events?type=takeover-request&limit=10000").json()
         missing = sorted(set(acked_orders) - set(stored))
         assert not missing, f"{len(missing)} acknowledged orders lost: {missing[:5]}"
         for oid, body in acked_orders.items():
@@ -140,6 +141,9 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert not lost, f"{len(lost)} acknowledged takeovers lost"
         for tid, vid in acked_takeovers.items():
             assert takeovers[tid]["vehicle_id"] == vid
+        # ... and the event of each acknowledged request
+        logged = {e["payload"]["takeover_id"]: e["vehicle_id"] for e in events}
+        assert {t: logged.get(t) for t in acked_takeovers} == acked_takeovers
     finally:
         stop.set()
         if proc.poll() is None:

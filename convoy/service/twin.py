@@ -18,6 +18,10 @@ Deadlines: the centre's windows (``supervision.DEFAULT_WINDOWS_S``) are for an o
 the truck's own clock. A person at the console answers in wall time, so the live service
 scales each window by ``speedup``: a 10 s window stays 10 wall seconds at any speed-up.
 
+Takeover requests, claims and resolutions are written to storage (the record and its event)
+before the call returns, so an acknowledged one survives ``kill -9``; the twin's own events
+(minimal-risk manoeuvres) and telemetry are written in batches.
+
 With ``twin=False`` the clock, takeovers and snapshots still run, over no vehicles.
 """
 
@@ -253,10 +257,15 @@ class LiveTwin:
                 self._centre_ids[rec.id] = req.request_id
             except SupervisionError:
                 pass
-            self._events.append(
-                EventRecord(
-                    t, "takeover-request", vehicle_id, {"takeover_id": rec.id, "cause": cause.value}
-                )
+            self.storage.append_events(
+                [
+                    EventRecord(
+                        t,
+                        "takeover-request",
+                        vehicle_id,
+                        {"takeover_id": rec.id, "cause": cause.value},
+                    )
+                ]
             )
             return rec
 
@@ -273,13 +282,15 @@ class LiveTwin:
                     self._operator_of[takeover_id] = free[0]
                 except SupervisionError:
                     pass
-            self._events.append(
-                EventRecord(
-                    t,
-                    "takeover-claim",
-                    rec.vehicle_id,
-                    {"takeover_id": rec.id, "operator": operator},
-                )
+            self.storage.append_events(
+                [
+                    EventRecord(
+                        t,
+                        "takeover-claim",
+                        rec.vehicle_id,
+                        {"takeover_id": rec.id, "operator": operator},
+                    )
+                ]
             )
             return rec
 
@@ -293,13 +304,15 @@ class LiveTwin:
                 with contextlib.suppress(SupervisionError):
                     self._centre.resolve(rid, t)
                 del self._operator_of[takeover_id]
-            self._events.append(
-                EventRecord(
-                    t,
-                    "takeover-resolve",
-                    rec.vehicle_id,
-                    {"takeover_id": rec.id, "operator": operator},
-                )
+            self.storage.append_events(
+                [
+                    EventRecord(
+                        t,
+                        "takeover-resolve",
+                        rec.vehicle_id,
+                        {"takeover_id": rec.id, "operator": operator},
+                    )
+                ]
             )
             return rec
 
