@@ -103,6 +103,7 @@ def test_401_without_or_with_a_bad_token(client: TestClient, path: str) -> None:
 ROLE_MATRIX: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/api/v1/orders", None, "viewer"),
     ("GET", "/api/v1/fleet", None, "viewer"),
+    ("GET", "/api/v1/trucks", None, "viewer"),
     ("GET", "/api/v1/platoons", None, "viewer"),
     ("GET", "/api/v1/kpis", None, "viewer"),
     ("GET", "/api/v1/takeovers?status=open", None, "viewer"),
@@ -296,6 +297,10 @@ def test_live_twin_drives_the_planned_platoons() -> None:
             assert v["mode"] == ("human" if v["id"] == p["lead_truck_id"] else "cacc")
             assert v["id"] in [p["lead_truck_id"], *p["follower_ids"]]
             assert p["release_s"] <= msg["t_s"]
+        # telemetry is stored in batches: the newest sample of each truck seen on the road
+        latest = c.get("/api/v1/trucks", headers=h).json()
+        assert latest and {t["vehicle_id"] for t in latest} <= fleet
+        assert all(ORDOS_LON[0] < t["lon"] < ORDOS_LON[1] for t in latest)
         kpis = c.get("/api/v1/kpis", headers=h).json()
         assert kpis["twin_ready"] and kpis["distance_km"] > 0 and kpis["energy_kwh"] > 0
         # the day's orders were stored at start-up, once

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections import Counter
+from dataclasses import asdict
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -139,6 +140,13 @@ def _truck_dict(t: Any, live: dict[str, Any] | None) -> dict[str, Any]:
         "home_hub": t.home_hub,
         "live": live,
     }
+
+
+@router.get("/trucks")
+def trucks(_: Viewer, storage: StorageDep) -> list[dict[str, Any]]:
+    """The newest stored telemetry sample of every truck (the twin's, or real trucks' via
+    the MQTT vehicle link)."""
+    return [asdict(v) for v in storage.latest_states()]
 
 
 @router.get("/trucks/{truck_id}", responses=_NOT_FOUND)
