@@ -439,6 +439,14 @@ def test_serve_main_exits_2_on_bad_settings(
     assert serve_main("127.0.0.1", 0, None) == 2
     err = capsys.readouterr().err
     assert "speedup" in err and "'fast'" in err
+    monkeypatch.delenv("CONVOY_SPEEDUP")
+    monkeypatch.setenv("CONVOY_STORAGE_URL", "ftp://example.org/db")
+    assert serve_main("127.0.0.1", 0, None) == 2
+    assert "storage URL scheme 'ftp' is unknown" in capsys.readouterr().err
+    monkeypatch.setenv("CONVOY_STORAGE_URL", "sqlite:///:memory:")
+    monkeypatch.setenv("CONVOY_MQTT_URL", "http://broker")
+    assert serve_main("127.0.0.1", 0, None) == 2
+    assert "CONVOY_MQTT_URL 'http://broker'" in capsys.readouterr().err
 
 
 def test_dashboard_is_served_at_the_root(client: TestClient) -> None:

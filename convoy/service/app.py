@@ -139,14 +139,20 @@ def serve_main(host: str = "127.0.0.1", port: int = 8000, settings_path: str | N
     """Run the service until interrupted; return the exit status (2 on bad settings)."""
     import uvicorn
 
-    try:
-        settings = load_settings(settings_path)
-        app = create_app(settings)
-    except (SettingsError, BusError) as exc:
-        print(f"convoy serve: {exc}", file=sys.stderr)
-        return 2
     if not 0 <= port <= 65535:
         print(f"convoy serve: port = {port}; allowed: 0-65535", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(settings_path)
+        # Pre-flight: a bad URL or an unreachable server is one line here, not a traceback
+        # from inside the lifespan.
+        open_storage(settings.storage_url).close()
+        bus = open_bus(settings.mqtt_url)
+        bus.start()
+        bus.stop()
+        app = create_app(settings)
+    except (SettingsError, BusError, StorageError) as exc:
+        print(f"convoy serve: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
