@@ -467,3 +467,19 @@ def test_storage_outage_is_503_not_500() -> None:
         r = c.get("/api/v1/orders", headers=_h(ADMIN))
         assert r.status_code == 503
         assert r.json()["detail"] == "storage unavailable: storage is closed"
+
+
+def test_a_revoked_token_stops_working_at_once(client: TestClient) -> None:
+    tok = client.post(
+        "/api/v1/tokens", headers=_h(ADMIN), json={"name": "temp", "role": "viewer"}
+    ).json()["token"]
+    assert client.get("/api/v1/orders", headers=_h(tok)).status_code == 200  # now cached
+    listed = client.get("/api/v1/tokens", headers=_h(ADMIN)).json()
+    assert {"name": "temp", "role": "viewer"}.items() <= next(
+        t for t in listed if t["name"] == "temp"
+    ).items()
+    assert all(set(t) == {"name", "role", "created_s"} for t in listed)  # no secrets
+    assert client.delete("/api/v1/tokens/temp", headers=_h(tok)).status_code == 403
+    assert client.delete("/api/v1/tokens/temp", headers=_h(ADMIN)).status_code == 204
+    assert client.get("/api/v1/orders", headers=_h(tok)).status_code == 401
+    assert client.delete("/api/v1/tokens/temp", headers=_h(ADMIN)).status_code == 404

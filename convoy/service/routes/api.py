@@ -379,6 +379,25 @@ def create_token(body: TokenIn, _: Admin, storage: StorageDep) -> TokenOut:
     return TokenOut(name=body.name, role=body.role, token=storage.add_token(body.name, body.role))
 
 
+@router.get("/tokens")
+def list_tokens(_: Admin, storage: StorageDep) -> list[dict[str, Any]]:
+    """Stored tokens: name, role and when made (never a secret or its hash)."""
+    return [
+        {"name": t.name, "role": t.role.value, "created_s": t.created_s}
+        for t in storage.list_tokens()
+    ]
+
+
+@router.delete("/tokens/{name}", status_code=204, responses=_NOT_FOUND)
+def revoke_token(name: Id, _: Admin, storage: StorageDep, request: Request) -> Response:
+    """Revoke the token of ``name``; it stops working at once."""
+    if not storage.revoke_token(name):
+        raise HTTPException(404, detail=f"name = {name!r}: no such token")
+    checker: auth.TokenChecker = request.app.state.tokens
+    checker.forget()
+    return Response(status_code=204)
+
+
 # --- live state ---------------------------------------------------------------------------
 
 
