@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 
 from convoy.sim.engine import simulate
-from convoy.sim.scenario import load_scenario, parse_scenario
+from convoy.sim.scenario import parse_scenario
 from convoy.sim.validation import (
     LIBRARY,
     METRIC_NAMES,
+    WARMUP_S,
     Criteria,
     ValidationError,
     brake_profile,
     get_template,
     instance,
     load_criteria,
+    replay_metrics,
     run_chunk,
     run_metrics,
     sample_params,
@@ -32,7 +34,7 @@ V_MPS = 22.0
 def _lead_brake(**p: float) -> dict[str, float]:
     tpl = get_template("lead-emergency-brake")
     row = [p[r.name] for r in tpl.ranges]
-    return run_metrics(simulate(instance(tpl, row, 0, 0)))
+    return run_metrics(simulate(instance(tpl, row, 0, 0)), tpl.warmup_s)
 
 
 def _acc_platoon(time_gap_s: float, sensor_delay_s: float, end_speed_mps: float):  # type: ignore[no-untyped-def]
@@ -52,6 +54,7 @@ def _acc_platoon(time_gap_s: float, sensor_delay_s: float, end_speed_mps: float)
                 "initial": {"speed_mps": V_MPS, "gap_m": 2.5 + time_gap_s * V_MPS},
             },
             "leader": {"speed_profile": brake_profile(V_MPS, end_speed_mps, 6.0, 10.0)},
+            # ACC reads radar only: no beacons, so no start-up fallback and no warm-up
         }
     )
     return simulate(sc)
@@ -93,12 +96,12 @@ def test_ploeg_full_stop_at_6mps2_with_200ms_latency_hits_the_head() -> None:
     tpl = get_template("lead-emergency-brake")
     sc = instance(tpl, [6.0, 0.0, 0.5, 0.2], 0, 0)
     res = simulate(sc)
-    assert run_metrics(res)["collided"] == 1.0
+    assert run_metrics(res, tpl.warmup_s)["collided"] == 1.0
     assert res.state.min_gap_m[1] < 0.0 < res.state.min_gap_m[2:].min()
     data = sc.model_dump(mode="json")
     data["truck"]["max_decel_mps2"] = 8.0
     data["channel"]["latency_s"] = 0.1
-    ok = run_metrics(simulate(parse_scenario(data)))
+    ok = run_metrics(simulate(parse_scenario(data)), tpl.warmup_s)
     assert ok["collided"] == 0.0
 
 
@@ -143,6 +146,17 @@ def test_criteria_file_overrides_the_defaults(tmp_path: Path) -> None:
     bad.write_text("ice-low-friction: {min_gap: 3.0}\n")
     with pytest.raises(ValidationError, match=r"'min_gap'.*allowed fields"):
         load_criteria(str(bad))
+
+
+def test_no_start_up_transient_after_the_warm_up() -> None:
+    # followers start in ACC fallback until their first beacon (latency 0.3 s here) and the
+    # platoon needs time to settle; after WARMUP_S nobody deviates from 22 m/s by 0.1 m/s
+    tpl = get_template("lead-emergency-brake")
+    tr = simulate(instance(tpl, [2.0, 22.0, 0.3, 0.3], 0, 0)).trace
+    after = tr.time_s >= tpl.warmup_s
+    assert tpl.warmup_s == WARMUP_S
+    assert np.abs(tr.speed_mps[after] - 22.0).max() < 0.1
+    assert np.abs(tr.speed_mps[~after] - 22.0).max() > 1.0  # the transient is real
 
 
 def test_metrics_on_a_steady_platoon_are_the_trivial_ones() -> None:
@@ -214,7 +228,7 @@ def test_worst_case_written_out_replays_to_the_same_metrics(tmp_path: Path) -> N
     worst = o.worst(2)
     for rank, i in enumerate(worst):
         path = tmp_path / "worst" / f"lead-emergency-brake-worst{rank + 1}.yaml"
-        replay = run_metrics(simulate(load_scenario(path)))
+        replay = replay_metrics(path)
         for k, name in enumerate(METRIC_NAMES):
             assert replay[name] == o.metrics[i, k] or (
                 math.isnan(replay[name]) and math.isnan(o.metrics[i, k])

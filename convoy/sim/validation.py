@@ -34,6 +34,7 @@ import argparse
 import base64
 import html
 import io
+import itertools
 import math
 import sys
 import time
@@ -48,10 +49,16 @@ import yaml
 
 from convoy.sim.batch import run_batch
 from convoy.sim.engine import RunResult, simulate
-from convoy.sim.scenario import Scenario, ScenarioError, parse_scenario
+from convoy.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 
 # Actuator lag of every truck, the head's brakes included (DESIGN.md: tau = 0.5 s).
 ACTUATOR_LAG_S = 0.5
+# Followers start without a received beacon; with a V2V latency they run their ACC fallback
+# (1.5 s time gap) until the first one arrives, and the platoon takes up to ~30 s to settle
+# from that (measured: speed deviation < 0.1 m/s after 30 s at h = 0.3-1.2 s, latency
+# <= 0.3 s).  Scenarios with latency start their event after this warm-up, and metrics
+# ignore it.
+WARMUP_S = 30.0
 # The head's peak |a| is floored here in the string index [m/s²].
 STRING_INDEX_FLOOR_MPS2 = 0.1
 METRIC_NAMES = (
@@ -142,6 +149,7 @@ class ScenarioTemplate:
             SUMO-CACC fleet on an ideal channel), so a chunk of them runs as one
             ``run_batch`` call along the batch axis (on the GPU with ``--backend gpu``);
             that path keeps no trace, so DRAC and the string index are NaN there.
+        warmup_s: start of the metrics window [s] (``WARMUP_S`` where beacons have latency).
     """
 
     name: str
@@ -150,6 +158,7 @@ class ScenarioTemplate:
     make: Callable[[Mapping[str, float], int], Scenario]
     criteria: Criteria = field(default_factory=Criteria)
     batched: bool = False
+    warmup_s: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,14 +214,14 @@ def _lead_brake(p: Mapping[str, float], seed: int) -> Scenario:
     return _scenario(
         "lead-emergency-brake",
         seed,
-        duration_s=50.0,
+        duration_s=WARMUP_S + 50.0,
         truck={"max_decel_mps2": max(6.0, dec), "emergency_decel_mps2": 8.0},
         platoon={
             "trucks": 5,
             "controller": _ploeg(time_gap_s=h),
             "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
         },
-        leader={"speed_profile": brake_profile(v, p["end_speed_mps"], dec, 10.0)},
+        leader={"speed_profile": brake_profile(v, p["end_speed_mps"], dec, WARMUP_S + 10.0)},
         channel={"rate_hz": 10.0, "latency_s": p["latency_s"]},
     )
 
@@ -222,13 +231,13 @@ def _v2v_loss(p: Mapping[str, float], seed: int) -> Scenario:
     return _scenario(
         "v2v-loss-latency",
         seed,
-        duration_s=60.0,
+        duration_s=WARMUP_S + 60.0,
         platoon={
             "trucks": 5,
             "controller": {"model": "cacc-sumo", "time_gap_s": h, "fallback_time_gap_s": 1.5},
             "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
         },
-        leader={"speed_profile": brake_profile(v, 12.0, p["brake_decel_mps2"], 15.0)},
+        leader={"speed_profile": brake_profile(v, 12.0, p["brake_decel_mps2"], WARMUP_S + 15.0)},
         channel={
             "rate_hz": 10.0,
             "latency_s": p["latency_s"],
@@ -261,17 +270,17 @@ def _ice(p: Mapping[str, float], seed: int) -> Scenario:
     return _scenario(
         "ice-low-friction",
         seed,
-        duration_s=60.0,
+        duration_s=WARMUP_S + 60.0,
         road={"length_m": 10_000.0},
         platoon={
             "trucks": 5,
             "controller": _ploeg(time_gap_s=h),
             "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
         },
-        leader={"speed_profile": brake_profile(v, 0.0, p["brake_decel_mps2"], 10.0)},
+        leader={"speed_profile": brake_profile(v, 0.0, p["brake_decel_mps2"], WARMUP_S + 10.0)},
         channel={"rate_hz": 10.0, "latency_s": 0.1},
         hazards=[{"kind": "snow_ice", "start_m": 1000.0, "end_m": 9000.0, "start_s": 0.0,
-                  "end_s": 60.0, "friction": p["friction"]}],
+                  "end_s": WARMUP_S + 60.0, "friction": p["friction"]}],
     )  # fmt: skip
 
 
@@ -318,7 +327,7 @@ def _takeover(p: Mapping[str, float], seed: int) -> Scenario:
     # A driverless platoon leaves its ODD at 20 s and asks the remote centre to take over.
     # An operator who answers within the timeout drives on at 15 m/s (a gentle 1 m/s²
     # slow-down); otherwise the head performs the minimal-risk manoeuvre: a stop in lane.
-    v, h, req_s = 22.0, 0.6, 20.0
+    v, h, req_s = 22.0, 0.6, WARMUP_S + 20.0
     answered = p["operator_response_s"] <= p["timeout_s"]
     if answered:
         prof = brake_profile(v, 15.0, 1.0, req_s + p["operator_response_s"])
@@ -327,7 +336,7 @@ def _takeover(p: Mapping[str, float], seed: int) -> Scenario:
     return _scenario(
         "takeover-timeout",
         seed,
-        duration_s=120.0,
+        duration_s=WARMUP_S + 120.0,
         road={"length_m": 10_000.0},
         platoon={
             "trucks": 5,
@@ -350,14 +359,14 @@ def _human_late(p: Mapping[str, float], seed: int) -> Scenario:
     return _scenario(
         "human-lead-late-reaction",
         seed,
-        duration_s=50.0,
+        duration_s=WARMUP_S + 50.0,
         truck={"max_decel_mps2": 8.0, "emergency_decel_mps2": 8.0},
         platoon={
             "trucks": 5,
             "controller": _ploeg(),
             "initial": {"speed_mps": v, "gap_m": _gap_m(0.5, v), "head_pos_m": 2000.0},
         },
-        leader={"speed_profile": brake_profile(v, 0.0, dec, 10.0 + p["reaction_s"])},
+        leader={"speed_profile": brake_profile(v, 0.0, dec, WARMUP_S + 10.0 + p["reaction_s"])},
         channel={"rate_hz": 10.0, "latency_s": 0.1},
     )
 
@@ -393,6 +402,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
                 ParamRange("latency_s", 0.0, 0.3, "V2V latency"),
             ),
             _lead_brake,
+            warmup_s=WARMUP_S,
         ),
         ScenarioTemplate(
             "v2v-loss-latency",
@@ -404,6 +414,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
                 ParamRange("brake_decel_mps2", 1.0, 5.0, "head's deceleration"),
             ),
             _v2v_loss,
+            warmup_s=WARMUP_S,
         ),
         ScenarioTemplate(
             "dust-sensor-degradation",
@@ -425,6 +436,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
                 ParamRange("time_gap_s", 0.5, 1.5, "CACC time gap"),
             ),
             _ice,
+            warmup_s=WARMUP_S,
         ),
         ScenarioTemplate(
             "loaded-downgrade",
@@ -436,6 +448,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
             ),
             _downgrade,
             Criteria(min_gap_m=0.5),
+            warmup_s=WARMUP_S,
         ),
         ScenarioTemplate(
             "rsu-hazard-warning",
@@ -456,6 +469,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
                 ParamRange("mrm_decel_mps2", 1.0, 5.0, "minimal-risk manoeuvre deceleration"),
             ),
             _takeover,
+            warmup_s=WARMUP_S,
         ),
         ScenarioTemplate(
             "human-lead-late-reaction",
@@ -465,6 +479,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
                 ParamRange("obstacle_distance_m", 60.0, 200.0, "obstacle distance when seen"),
             ),
             _human_late,
+            warmup_s=WARMUP_S,
         ),
         ScenarioTemplate(
             "cacc-brake-batched",
@@ -502,23 +517,37 @@ def get_template(name: str) -> ScenarioTemplate:
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
-def run_metrics(res: RunResult) -> dict[str, float]:
-    """The safety metrics of one run (see the module docstring), as floats."""
+def run_metrics(res: RunResult, from_s: float = 0.0) -> dict[str, float]:
+    """The safety metrics of one run (see the module docstring), as floats.
+
+    Args:
+        res: a run recorded every step (``simulate``'s default).
+        from_s: start of the window for gap, TTC, deceleration, DRAC and string index [s];
+            0 takes the engine's own whole-run minima.  A collision counts whenever it
+            happens, and ``platoon_km`` is the whole run's.
+    """
     tr, st, table = res.trace, res.state, res.table
     fol = table.position > 0
     lead = table.leader[fol]
+    w = tr.time_s >= from_s - 1e-9
     collided = bool(np.isfinite(st.collided_at_s).any())
-    min_gap = float(st.min_gap_m[fol].min()) if fol.any() else math.inf
-    min_ttc = float(st.min_ttc_s.min())
-    max_decel = float(max(0.0, -tr.accel_mps2.min()))
+    gap = tr.gap_m[w][:, fol]
+    closing = tr.speed_mps[w][:, fol] - tr.speed_mps[w][:, lead]
+    if from_s <= 0.0:
+        min_gap = float(st.min_gap_m[fol].min()) if fol.any() else math.inf
+        min_ttc = float(st.min_ttc_s.min())
+    else:
+        min_gap = float(gap.min()) if gap.size else math.inf
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ttc = np.where(closing > 0.0, np.maximum(gap, 0.0) / closing, np.inf)
+        min_ttc = float(ttc.min()) if ttc.size else math.inf
+    acc = tr.accel_mps2[w]
+    max_decel = float(max(0.0, -acc.min()))
     drac = 0.0
-    if fol.any():
-        gap = tr.gap_m[:, fol]
-        closing = tr.speed_mps[:, fol] - tr.speed_mps[:, lead]
-        ok = (gap > 0.0) & (closing > 0.0)
-        if ok.any():
-            drac = float((closing[ok] ** 2 / (2.0 * gap[ok])).max())
-    peak = np.abs(tr.accel_mps2).max(axis=0)
+    ok = (gap > 0.0) & (closing > 0.0)
+    if ok.any():
+        drac = float((closing[ok] ** 2 / (2.0 * gap[ok])).max())
+    peak = np.abs(acc).max(axis=0)
     heads = table.position == 0
     head_peak = max(float(peak[heads].max()), STRING_INDEX_FLOOR_MPS2)
     ssi = float(peak[fol].max()) / head_peak if fol.any() else 0.0
@@ -588,7 +617,7 @@ def run_chunk(
     for j, row in enumerate(rows):
         # the engine's JAX/GPU step covers only the batched regime; the rest run on Numba
         res = simulate(instance(tpl, row, seed, start + j), backend="cpu", chunks=1)
-        m = run_metrics(res)
+        m = run_metrics(res, tpl.warmup_s)
         out[j] = [m[k] for k in METRIC_NAMES]
     return out
 
@@ -768,6 +797,17 @@ def scenario_yaml(sc: Scenario, comment: str = "") -> str:
     return lines + text
 
 
+def replay_metrics(path: str | Path, backend: str = "cpu") -> dict[str, float]:
+    """Load a scenario file written by ``write_worst_cases`` and compute its metrics with
+    its library template's metrics window (the template is named before ``[index]``)."""
+    sc = load_scenario(path)
+    tpl = get_template(sc.name.split("[", 1)[0])
+    if tpl.batched:
+        row = _batch_metrics([sc], backend)[0]
+        return dict(zip(METRIC_NAMES, row.tolist(), strict=True))
+    return run_metrics(simulate(sc, backend="cpu", chunks=1), tpl.warmup_s)
+
+
 def write_worst_cases(run: ValidationRun, out: Path, k: int = 3) -> list[Path]:
     """Write each scenario's k worst instances as replayable YAML files under ``out/worst``."""
     d = out / "worst"
@@ -823,21 +863,30 @@ def write_report(run: ValidationRun, out: Path, worst_k: int = 3) -> Path:
         t = o.template
         parts.append(f"<h2>{html.escape(t.name)}</h2><p>{html.escape(t.description)}</p>")
         parts.append(f"<p>criteria: {html.escape(repr(o.criteria))}</p>")
-        if len(t.ranges) >= 2:
-            fig, ax = plt.subplots(figsize=(5, 4), dpi=90)
-            x, y = o.params[:, 0], o.params[:, 1]
-            bins = 6
-            num, xe, ye = np.histogram2d(x, y, bins=bins, weights=o.passed.astype(float),
-                                         range=[[t.ranges[0].low, t.ranges[0].high],
-                                                [t.ranges[1].low, t.ranges[1].high]])  # fmt: skip
-            den, _, _ = np.histogram2d(x, y, bins=[xe, ye])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                rate = np.where(den > 0, num / den, np.nan)
-            im = ax.pcolormesh(xe, ye, 100 * rate.T, cmap="RdYlGn", vmin=0, vmax=100)
-            fig.colorbar(im, ax=ax, label="pass rate [%]")
-            ax.set_xlabel(t.ranges[0].name)
-            ax.set_ylabel(t.ranges[1].name)
-            fig.tight_layout()
+        pairs = list(itertools.combinations(range(len(t.ranges)), 2))
+        if pairs:
+            cols = min(3, len(pairs))
+            rows_n = math.ceil(len(pairs) / cols)
+            fig, axes = plt.subplots(
+                rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), dpi=80, squeeze=False
+            )
+            for ax in axes.ravel()[len(pairs) :]:
+                ax.set_visible(False)
+            for ax, (a, b) in zip(axes.ravel(), pairs, strict=False):
+                ra, rb = t.ranges[a], t.ranges[b]
+                # bins: a grid's own points per axis, else 6 for Monte Carlo
+                bins = [min(6, max(2, np.unique(o.params[:, c]).size)) for c in (a, b)]
+                lims = [[ra.low, ra.high], [rb.low, rb.high]]
+                x, y = o.params[:, a], o.params[:, b]
+                w = o.passed.astype(float)
+                num, xe, ye = np.histogram2d(x, y, bins=bins, weights=w, range=lims)
+                den, _, _ = np.histogram2d(x, y, bins=[xe, ye])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rate = np.where(den > 0, num / den, np.nan)
+                im = ax.pcolormesh(xe, ye, 100 * rate.T, cmap="RdYlGn", vmin=0, vmax=100)
+                ax.set_xlabel(ra.name)
+                ax.set_ylabel(rb.name)
+            fig.colorbar(im, ax=axes.ravel().tolist(), label="pass rate [%]")
             parts.append(_png(fig))
         parts.append("<h3>Worst cases</h3>")
         for rank, i in enumerate(o.worst(worst_k)):
