@@ -237,6 +237,13 @@ def test_worst_case_written_out_replays_to_the_same_metrics(tmp_path: Path) -> N
     assert "lead-emergency-brake" in html and html.count("data:image/png;base64") >= 4
 
 
+def test_list_shows_every_scenario_with_its_ranges(capsys: pytest.CaptureFixture[str]) -> None:
+    assert validate_main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "brake_decel_mps2: 2 .. 8" in out
+    assert all(name in out for name in LIBRARY)
+
+
 def test_bad_input_gets_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert validate_main(["--scenario", "nope", "--no-report"]) == 2
     err = capsys.readouterr().err
