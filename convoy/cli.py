@@ -131,6 +131,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the cloud service until interrupted."""
+    from convoy.service.app import serve_main
+
+    return serve_main(args.host, args.port, args.settings)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks that run the peer side by side and print the ratio."""
     from convoy.sim.bench import bench_sim
@@ -292,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", help="also write the figures as JSON")
     bench.set_defaults(func=cmd_bench)
+
+    serve = sub.add_parser(
+        "serve", help="the cloud service: HTTP API, live twin, dashboard, vehicle link"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--settings", help="settings file (YAML/JSON); CONVOY_* environment variables win"
+    )
+    serve.set_defaults(func=cmd_serve)
 
     agent = sub.add_parser(
         "vehicle-agent",
