@@ -236,6 +236,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 _FORWARDED = {
+    "validate": ("convoy.sim.validation", "validate_main"),
     "vehicle-agent": ("convoy.service.mqtt.agent", "main_agent"),
     "mqtt-acl": ("convoy.service.mqtt.acl", "main_acl"),
 }
@@ -299,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", help="also write the figures as JSON")
     bench.set_defaults(func=cmd_bench)
+
+    val = sub.add_parser(
+        "validate",
+        help="safety validation: the scenario library by Monte Carlo or grid (--help for more)",
+        add_help=False,
+    )
+    val.add_argument("args", nargs=argparse.REMAINDER)
+    val.set_defaults(func=_forward("convoy.sim.validation", "validate_main"))
 
     serve = sub.add_parser(
         "serve", help="the cloud service: HTTP API, live twin, dashboard, vehicle link"
