@@ -681,7 +681,10 @@ def _bench_one(
         "dt_s": DT_S,
         "t1_s": case.t1_s,
         "t2_s": case.t2_s,
-        "threads": numba.get_num_threads(),
+        # the engine steps on one thread below its parallel threshold
+        "threads": numba.get_num_threads()
+        if trucks >= getattr(nk, "PARALLEL_MIN_VEHICLES", 0)
+        else 1,
         "load_avg_1min": os.getloadavg()[0],
     }
 
@@ -759,6 +762,7 @@ def _tables(rows: list[dict[str, Any]]) -> tuple[Table, Table]:
     for name in (
         "trucks",
         "lanes",
+        "convoy\nthreads",
         "convoy\nsteady",
         "SUMO\nsteady",
         "ratio",
@@ -792,6 +796,7 @@ def _tables(rows: list[dict[str, Any]]) -> tuple[Table, Table]:
         speed.add_row(
             f"{r['trucks']:,}",
             str(r["lanes"]),
+            str(r["threads"]),
             cell(r, "convoy_steady_vsps", _sci),
             cell(r, "sumo_steady_vsps", _sci),
             cell(r, "steady_ratio", lambda x: f"{x:.1f}×"),
@@ -824,7 +829,8 @@ def bench_network(
 
     Returns:
         One dict per (size, lanes): ``trucks``, ``lanes``, ``nodes``, ``edges``,
-        ``lane_km``, ``t1_s``, ``t2_s``, ``threads`` (Numba's), ``load_avg_1min``;
+        ``lane_km``, ``t1_s``, ``t2_s``, ``threads`` (the engine's: one below
+        ``net_kernel.PARALLEL_MIN_VEHICLES``, else Numba's), ``load_avg_1min``;
         ``convoy_wall_s`` (to t1, t2), ``convoy_vehicle_steps``, ``convoy_on_road_t1/t2``,
         ``convoy_steady_vsps``, ``convoy_e2e_s``, ``convoy_collisions``,
         ``convoy_lane_changes``, ``engine_bytes_per_truck``, ``engine_bytes`` (per array),
