@@ -1,0 +1,336 @@
+"""Benchmark (not a test): vehicle states through Mosquitto into PostgreSQL.
+
+``python -m convoy.service.telemetry_bench [--trucks 10000] [--seconds 5] [--batch 1 10]
+[--pg postgresql://postgres@127.0.0.1:5432/test]``
+
+The pipeline of ``convoy serve``'s telemetry: trucks publish (QoS 1) to a private Mosquitto,
+one :class:`~convoy.service.mqtt.ingest.Ingest` worker validates, :func:`to_storage` maps the
+MQTT ``VehicleState`` to storage's, and ``Storage.write_states`` COPYs the batch into a fresh
+PostgreSQL schema (dropped afterwards); the MQTT messages are acknowledged only after the
+commit. The load generator, the broker helper and the CPU reader are
+``convoy.service.mqtt.bench``'s.
+
+For each batch size (states per message) it reports:
+
+* states/s offered and ingested (rows committed per second of the ingest's span);
+* loss: states acknowledged to the publishers minus distinct ``(vehicle_id, t_s)`` rows in
+  PostgreSQL, and duplicate rows (redeliveries) beside it;
+* p50/p99/max latency from the publish stamp of each message's newest sample to the commit
+  of the batch that holds it;
+* CPU seconds per 100,000 states of the broker, the ingest process (split, from the ingest
+  thread's CPU clock, into MQTT+validation, the mapping and the client side of
+  ``write_states``), the PostgreSQL backends of the benchmark's connections and the whole
+  PostgreSQL server (every ``postgres`` process: on a shared machine this includes others'
+  work), and of the publishers (the load generator, not part of the pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from convoy.service.mqtt import acl
+from convoy.service.mqtt.bench import _cpu_s, _publisher, broker_dropped, private_broker
+from convoy.service.mqtt.ingest import BrokerSettings, Ingest, IngestSettings
+from convoy.service.mqtt.messages import VehicleState as MqttState
+from convoy.service.mqtt.messages import now_ms
+from convoy.service.storage import open_storage
+from convoy.service.storage.base import RecordError, Storage
+from convoy.service.storage.base import VehicleState as StoredState
+
+#: The local test server of the project (trust auth, user postgres, database test).
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+#: Tag on the benchmark's PostgreSQL connections, to find their backends' CPU time.
+APP_NAME = "convoy-telemetry-bench"
+
+
+def to_storage(s: MqttState) -> StoredState:
+    """Map one MQTT sample to storage's record: ``time_ms`` -> ``t_s`` (epoch seconds),
+    ``*_deg`` -> ``lon``/``lat``; a missing edge is ``""``, lane ``0``, mode ``"unknown"``.
+
+    Raises:
+        RecordError: the sample is valid MQTT but outside storage's ranges (speed above
+            100 m/s, lane above 63).
+    """
+    return StoredState(
+        vehicle_id=s.id,
+        t_s=s.time_ms / 1000.0,
+        lon=s.lon_deg,
+        lat=s.lat_deg,
+        speed_mps=s.speed_mps,
+        heading_deg=s.heading_deg,
+        accel_mps2=s.accel_mps2,
+        edge=s.edge or "",
+        lane=s.lane or 0,
+        soc=s.soc,
+        mode=s.mode or "unknown",
+    )
+
+
+class StorageSink:
+    """An ingest sink that stores every batch with ``storage.write_states`` and returns after
+    the commit (so the MQTT acknowledgements follow it).
+
+    Samples that MQTT accepts but storage does not (see :func:`to_storage`) are counted in
+    ``unstorable`` and skipped: raising would make the broker redeliver them for ever.
+    With ``latency`` on, ``lat_ms`` collects, per message of ``per_message`` samples, the
+    commit time minus the publish stamp of its newest sample. ``map_cpu_s`` and
+    ``write_cpu_s`` are the calling thread's CPU seconds in the mapping and in
+    ``write_states``.
+    """
+
+    def __init__(self, storage: Storage, latency: bool = False, per_message: int = 1) -> None:
+        self.storage = storage
+        self.latency = latency
+        self.per_message = per_message
+        self.states = 0
+        self.unstorable = 0
+        self.first_s = 0.0
+        self.last_s = 0.0
+        self.map_cpu_s = 0.0
+        self.write_cpu_s = 0.0
+        self.lat_ms: list[np.ndarray] = []
+
+    def __call__(self, states: list[MqttState]) -> None:
+        c0 = time.thread_time()
+        rows: list[StoredState] = []
+        for s in states:
+            try:
+                rows.append(to_storage(s))
+            except RecordError:
+                self.unstorable += 1
+        c1 = time.thread_time()
+        self.storage.write_states(rows)
+        self.map_cpu_s += c1 - c0
+        self.write_cpu_s += time.thread_time() - c1
+        t = time.monotonic()
+        if not self.states:
+            self.first_s = t
+        self.last_s = t
+        self.states += len(rows)
+        if self.latency and self.per_message == 1:
+            stamps = [s.time_ms for s in states]
+        elif self.latency:
+            # the newest sample of a message is the last of a run of one truck's samples
+            stamps = [
+                s.time_ms for s, nxt in zip(states, [*states[1:], None], strict=True)
+                if nxt is None or nxt.id != s.id
+            ]  # fmt: skip
+        if self.latency:
+            self.lat_ms.append(now_ms() - np.asarray(stamps, dtype=np.int64))
+
+
+def _pg_admin(url: str) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.Error as e:
+        reason = " ".join(str(e).split())
+        raise SystemExit(f"PostgreSQL at {url} is not reachable: {reason}") from None
+
+
+def schema_url(base_url: str, schema: str, app: str = APP_NAME) -> str:
+    """``base_url`` with the libpq options that put ``schema`` first on the search path."""
+    return f"{base_url}?options=-csearch_path%3D{schema}&application_name={app}"
+
+
+def _postgres_pids() -> list[int]:
+    """Every process named ``postgres`` on this machine (the server and its backends)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (p / "comm").read_text().strip() == "postgres":
+                    out.append(int(p.name))
+    return out
+
+
+def _cpu_of(pids: list[int]) -> dict[int, float]:
+    return {p: _cpu_s(p) for p in pids}
+
+
+def _delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings (processes that started in between count
+    from zero; ones that ended are lost)."""
+    return sum(v - before.get(p, 0.0) for p, v in after.items() if v == v)
+
+
+def _worker(
+    port: int, url: str, batch: int, counter: Any,
+    ready: EventType, stop: EventType, out: mp.Queue[Any],
+) -> None:  # fmt: skip
+    store = open_storage(url, migrate=False, pool_size=1)
+    sink = StorageSink(store, latency=True, per_message=batch)
+
+    def counted(states: list[MqttState]) -> None:
+        sink(states)
+        with counter.get_lock():
+            counter.value += len(states)
+
+    ing = Ingest(
+        counted,
+        IngestSettings(
+            broker=BrokerSettings("127.0.0.1", port),
+            client_id="bench-pg-ingest",
+            session_expiry_s=0,
+        ),
+    )
+    th = ing.start()
+    ing.wait_connected(10.0)
+    ready.set()
+    stop.wait()
+    ing.stop()
+    th.join(5.0)
+    store.close()
+    lat = np.concatenate(sink.lat_ms) if sink.lat_ms else np.zeros(0, np.int64)
+    out.put({"states": sink.states, "first_s": sink.first_s, "last_s": sink.last_s,
+             "lat_ms": lat, "sink_calls": ing.stats.sink_calls, "map_cpu_s": sink.map_cpu_s,
+             "write_cpu_s": sink.write_cpu_s, "unstorable": sink.unstorable,
+             "rejected": sum(ing.stats.rejected.values())})  # fmt: skip
+
+
+@dataclass
+class Result:
+    """One configuration's figures (rates per second, CPU seconds per 100,000 states)."""
+
+    batch: int
+    trucks: int
+    seconds: float
+    offered_states_per_s: float
+    ingested_states_per_s: float
+    published_states: int
+    acked_states: int
+    rows_in_pg: int
+    distinct_rows_in_pg: int
+    lost_states: int
+    duplicate_rows: int
+    broker_dropped_messages: int | None
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    sink_calls: int
+    mean_states_per_sink_call: float
+    cpu_s_per_100k: dict[str, float]
+    publisher_drain_s: float
+
+
+def run_one(batch: int, trucks: int, seconds: float, pg_url: str) -> Result:
+    """One configuration: private broker, fresh schema, load, count, drop the schema."""
+    ctx = mp.get_context("fork")
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin(pg_url)
+    admin.execute(f"CREATE SCHEMA {schema}")
+    url = schema_url(pg_url, schema)
+    try:
+        open_storage(url).close()  # migrate once, before the clock runs
+        with private_broker() as (port, broker_pid):
+            out: mp.Queue[Any] = ctx.Queue()
+            counter = ctx.Value("q", 0)
+            stop, go, ready = ctx.Event(), ctx.Event(), ctx.Event()
+            w = ctx.Process(target=_worker, args=(port, url, batch, counter, ready, stop, out))
+            w.start()
+            if not ready.wait(20.0):
+                raise RuntimeError("the ingest worker did not connect within 20 s")
+            ids = acl.truck_ids(trucks)
+            pub = ctx.Process(target=_publisher, args=(port, 0, ids, batch, seconds, go, out))
+            pub.start()
+            time.sleep(0.5)  # the publisher connects
+            own_pg = [
+                int(r[0])
+                for r in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (APP_NAME,)
+                ).fetchall()
+            ]
+            pg0 = _cpu_of(_postgres_pids())
+            cpu0 = {"broker": _cpu_s(broker_pid), "ingest": _cpu_s(w.pid or 0),
+                    "publishers": _cpu_s(pub.pid or 0)}  # fmt: skip
+            go.set()
+            pubres = out.get(timeout=seconds + 60.0)
+            acked = int(pubres["acked_states"])
+            seen, since = -1, time.monotonic()
+            while counter.value < acked and time.monotonic() - since < 5.0:
+                if counter.value != seen:
+                    seen, since = counter.value, time.monotonic()
+                time.sleep(0.05)
+            pg1 = _cpu_of(_postgres_pids())
+            cpu1 = {"broker": _cpu_s(broker_pid), "ingest": _cpu_s(w.pid or 0),
+                    "publishers": _cpu_s(pub.pid or 0)}  # fmt: skip
+            dropped = broker_dropped(port)
+            stop.set()
+            wres = out.get(timeout=30.0)
+            w.join(10.0)
+            pub.join(10.0)
+        rows, distinct = admin.execute(
+            f"SELECT count(*), count(DISTINCT (vehicle_id, t_s)) FROM {schema}.vehicle_states"
+        ).fetchone() or (0, 0)
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+    received = int(wres["states"])
+    lat = wres["lat_ms"]
+    span = max(wres["last_s"] - wres["first_s"], 1e-9)
+    per100k = 1e5 / max(received, 1)
+    cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    map_s, write_s = float(wres["map_cpu_s"]), float(wres["write_cpu_s"])
+    parts = {
+        "broker": cpu["broker"],
+        "ingest_total": cpu["ingest"],
+        "ingest_mqtt_validate": cpu["ingest"] - map_s - write_s,
+        "ingest_map": map_s,
+        "ingest_write_states_client": write_s,
+        "pg_own_backends": sum(pg1.get(p, 0.0) - pg0.get(p, 0.0) for p in own_pg),
+        "pg_server_all": _delta(pg0, pg1),
+        "publishers": cpu["publishers"],
+    }
+    return Result(
+        batch=batch,
+        trucks=trucks,
+        seconds=seconds,
+        offered_states_per_s=pubres["states"] / seconds,
+        ingested_states_per_s=received / span,
+        published_states=int(pubres["states"]),
+        acked_states=acked,
+        rows_in_pg=int(rows),
+        distinct_rows_in_pg=int(distinct),
+        lost_states=max(0, acked - int(distinct)),
+        duplicate_rows=int(rows) - int(distinct),
+        broker_dropped_messages=dropped,
+        p50_ms=float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        p99_ms=float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        max_ms=float(lat.max()) if lat.size else float("nan"),
+        sink_calls=int(wres["sink_calls"]),
+        mean_states_per_sink_call=received / max(int(wres["sink_calls"]), 1),
+        cpu_s_per_100k={k: round(v * per100k, 3) for k, v in parts.items()},
+        publisher_drain_s=float(pubres["drain_s"]),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print one JSON line per batch size."""
+    ap = argparse.ArgumentParser(
+        prog="python -m convoy.service.telemetry_bench", description=__doc__
+    )
+    ap.add_argument("--trucks", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 10])
+    ap.add_argument("--pg", default=os.environ.get("CONVOY_TEST_PG", DEFAULT_PG_URL))
+    a = ap.parse_args(argv)
+    print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()} before the run")
+    for b in a.batch:
+        print(json.dumps(asdict(run_one(b, a.trucks, a.seconds, a.pg))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
