@@ -175,7 +175,12 @@ def _idm_accel(
 ) -> float:
     """IDM acceleration (Treiber et al. 2000) with ``gap_m`` the bumper gap."""
     v0 = max(v0, 0.1)
-    free = 1.0 - (v / v0) ** delta
+    ratio = v / v0
+    if delta == 4.0:  # the usual exponent: two multiplications instead of a pow
+        r2 = ratio * ratio
+        free = 1.0 - r2 * r2
+    else:
+        free = 1.0 - ratio**delta
     if gap_m >= NO_GAP:
         return a * free
     s_star = s0 + max(0.0, v * t_gap + v * (v - v_lead) / (2.0 * math.sqrt(a * b)))
@@ -202,11 +207,13 @@ def sort_lanes(
     order: np.ndarray,
     bucket_start: np.ndarray,
     scratch: np.ndarray,
+    rank: np.ndarray,
 ) -> None:
     """Order vehicles by lane key, then front-most first, starting from the previous order.
 
     ``keys[i] == K`` (the number of buckets) puts a vehicle off the road, after all lanes.
-    ``bucket_start`` (K + 2,) receives the first index of each bucket in ``order``.
+    ``bucket_start`` (K + 2,) receives the first index of each bucket in ``order``, and
+    ``rank[i]`` the index of vehicle ``i`` in ``order``.
     """
     n = order.shape[0]
     nb = bucket_start.shape[0] - 1
@@ -236,6 +243,8 @@ def sort_lanes(
                 order[s + 1] = order[s]
                 s -= 1
             order[s + 1] = i
+    for r in range(n):
+        rank[order[r]] = r
 
 
 @njit(cache=True, inline="always")
@@ -332,6 +341,7 @@ def run_net_steps_py(
     plat_lc: np.ndarray,
     # scratch
     order: np.ndarray,
+    rank: np.ndarray,
     bucket_start: np.ndarray,
     scratch: np.ndarray,
     head_of: np.ndarray,
@@ -404,7 +414,7 @@ def run_net_steps_py(
                 keys[i] = lane_key(inst[i], edge[i], lane[i], n_edges, max_lanes)
             else:
                 keys[i] = nb
-        sort_lanes(keys, pos_m, order, bucket_start, scratch)
+        sort_lanes(keys, pos_m, order, bucket_start, scratch, rank)
         _lane_heads(order, bucket_start, head_of)
         # insertion of waiting vehicles whose time has come (serial: they compete for lanes)
         for i in range(n):
@@ -477,7 +487,7 @@ def run_net_steps_py(
             gap = NO_GAP
             v_lead = 0.0
             ld = -1
-            r = _rank_of(order, bucket_start, k, i, pos_m)
+            r = _rank_of(order, bucket_start, k, i, rank)
             if r > bucket_start[k]:
                 ld = order[r - 1]
                 gap = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[i]
@@ -704,6 +714,7 @@ def run_net_steps_py(
                     leg_route_hi,
                     order,
                     bucket_start,
+                    rank,
                     n_edges,
                     max_lanes,
                     gap_now[i],
@@ -899,24 +910,13 @@ def _through_traffic_near(
 
 
 @njit(cache=True, inline="always")
-def _rank_of(order: np.ndarray, bucket_start: np.ndarray, k: int, i: int, pos_m: np.ndarray) -> int:
-    """Index of vehicle ``i`` in ``order`` (binary search on position inside bucket ``k``)."""
-    lo = bucket_start[k]
-    hi = bucket_start[k + 1]
-    p = pos_m[i]
-    # first index whose position is <= p (positions decrease along the bucket)
-    a = lo
-    b = hi
-    while a < b:
-        m = (a + b) // 2
-        if pos_m[order[m]] > p:
-            a = m + 1
-        else:
-            b = m
-    r = a
-    while r < hi and order[r] != i:
-        r += 1
-    return r
+def _rank_of(order: np.ndarray, bucket_start: np.ndarray, k: int, i: int, rank: np.ndarray) -> int:
+    """Index of vehicle ``i`` in bucket ``k`` of ``order``; the bucket's end if ``i`` is not in
+    it (a vehicle that entered the road this step: it is behind the lane's last vehicle)."""
+    r = rank[i]
+    if bucket_start[k] <= r < bucket_start[k + 1] and order[r] == i:
+        return r
+    return bucket_start[k + 1]
 
 
 @njit(cache=True, inline="always")
@@ -961,6 +961,7 @@ def _mobil(
     leg_route_hi: np.ndarray,
     order: np.ndarray,
     bucket_start: np.ndarray,
+    rank: np.ndarray,
     n_edges: int,
     max_lanes: int,
     gap_cur: float,
@@ -998,7 +999,7 @@ def _mobil(
     a_cur = _idm_accel(v, gap_cur, v_lead_cur, v_des, s0, T, a_max, b, dl)
     # the current follower, before and after
     k_cur = lane_key(inst[i], e, ln, n_edges, max_lanes)
-    r = _rank_of(order, bucket_start, k_cur, i, pos_m)
+    r = _rank_of(order, bucket_start, k_cur, i, rank)
     f_old = order[r + 1] if r + 1 < bucket_start[k_cur + 1] else -1
     d_old_follower = 0.0
     if f_old >= 0:

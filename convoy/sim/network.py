@@ -611,6 +611,7 @@ class NetSim:
         self.state = s
         self._site_load = np.zeros((self.instances, len(self._site_capacity)), dtype=np.int64)
         self._order = np.arange(n, dtype=np.int32)
+        self._rank = np.arange(n, dtype=np.int32)
         max_lanes = int(self._net["edge_lanes"].max()) if len(self.edge_ids) else 1
         self.max_lanes = max_lanes
         nb = self.instances * len(self.edge_ids) * max_lanes
@@ -872,6 +873,7 @@ class NetSim:
                 self._plat_head,
                 self._plat_lc,
                 self._order,
+                self._rank,
                 self._bucket_start,
                 self._scratch,
                 self._head_of,
