@@ -4,7 +4,8 @@
 [--pg postgresql://postgres@127.0.0.1:5432/test]``
 
 The pipeline of ``convoy serve``'s telemetry: trucks publish (QoS 1) to a private Mosquitto,
-one :class:`~convoy.service.mqtt.ingest.Ingest` worker validates, :func:`to_storage` maps the
+``--workers`` :class:`~convoy.service.mqtt.ingest.Ingest` processes (one shared
+subscription, one PostgreSQL connection each) validate, :func:`to_storage` maps the
 MQTT ``VehicleState`` to storage's, and ``Storage.write_states`` COPYs the batch into a fresh
 PostgreSQL schema (dropped afterwards); the MQTT messages are acknowledged only after the
 commit. The load generator, the broker helper and the CPU reader are
@@ -13,8 +14,11 @@ commit. The load generator, the broker helper and the CPU reader are
 For each batch size (states per message) it reports:
 
 * states/s offered and ingested (rows committed per second of the ingest's span);
+* ``write_states_wall_share``: the share of each worker's wall time spent inside
+  ``write_states`` (waiting on PostgreSQL; the worker reads no MQTT meanwhile);
 * loss: states acknowledged to the publishers minus distinct ``(vehicle_id, t_s)`` rows in
-  PostgreSQL, and duplicate rows (redeliveries) beside it;
+  PostgreSQL once the ingest made no progress for ``--settle-s``, and duplicate rows
+  (redeliveries) beside it;
 * p50/p99/max latency from the publish stamp of each message's newest sample to the commit
   of the batch that holds it;
 * CPU seconds per 100,000 states of the broker, the ingest process (split, from the ingest
@@ -88,7 +92,8 @@ class StorageSink:
     With ``latency`` on, ``lat_ms`` collects, per message of ``per_message`` samples, the
     commit time minus the publish stamp of its newest sample. ``map_cpu_s`` and
     ``write_cpu_s`` are the calling thread's CPU seconds in the mapping and in
-    ``write_states``.
+    ``write_states``; ``write_wall_s`` is the wall time spent in ``write_states`` (the
+    worker reads no MQTT meanwhile).
     """
 
     def __init__(self, storage: Storage, latency: bool = False, per_message: int = 1) -> None:
@@ -101,6 +106,7 @@ class StorageSink:
         self.last_s = 0.0
         self.map_cpu_s = 0.0
         self.write_cpu_s = 0.0
+        self.write_wall_s = 0.0
         self.lat_ms: list[np.ndarray] = []
 
     def __call__(self, states: list[MqttState]) -> None:
@@ -111,11 +117,12 @@ class StorageSink:
                 rows.append(to_storage(s))
             except RecordError:
                 self.unstorable += 1
-        c1 = time.thread_time()
+        c1, w1 = time.thread_time(), time.perf_counter()
         self.storage.write_states(rows)
+        t = time.monotonic()
         self.map_cpu_s += c1 - c0
         self.write_cpu_s += time.thread_time() - c1
-        t = time.monotonic()
+        self.write_wall_s += time.perf_counter() - w1
         if not self.states:
             self.first_s = t
         self.last_s = t
@@ -167,7 +174,7 @@ def _delta(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def _worker(
-    port: int, url: str, batch: int, counter: Any,
+    port: int, index: int, url: str, batch: int, counter: Any,
     ready: EventType, stop: EventType, out: mp.Queue[Any],
 ) -> None:  # fmt: skip
     store = open_storage(url, migrate=False, pool_size=1)
@@ -182,7 +189,7 @@ def _worker(
         counted,
         IngestSettings(
             broker=BrokerSettings("127.0.0.1", port),
-            client_id="bench-pg-ingest",
+            client_id=f"bench-pg-ingest-{index}",
             session_expiry_s=0,
         ),
     )
@@ -196,7 +203,8 @@ def _worker(
     lat = np.concatenate(sink.lat_ms) if sink.lat_ms else np.zeros(0, np.int64)
     out.put({"states": sink.states, "first_s": sink.first_s, "last_s": sink.last_s,
              "lat_ms": lat, "sink_calls": ing.stats.sink_calls, "map_cpu_s": sink.map_cpu_s,
-             "write_cpu_s": sink.write_cpu_s, "unstorable": sink.unstorable,
+             "write_cpu_s": sink.write_cpu_s, "write_wall_s": sink.write_wall_s,
+             "unstorable": sink.unstorable,
              "rejected": sum(ing.stats.rejected.values())})  # fmt: skip
 
 
@@ -205,6 +213,7 @@ class Result:
     """One configuration's figures (rates per second, CPU seconds per 100,000 states)."""
 
     batch: int
+    workers: int
     trucks: int
     seconds: float
     offered_states_per_s: float
@@ -221,11 +230,14 @@ class Result:
     max_ms: float
     sink_calls: int
     mean_states_per_sink_call: float
+    write_states_wall_share: float
     cpu_s_per_100k: dict[str, float]
     publisher_drain_s: float
 
 
-def run_one(batch: int, trucks: int, seconds: float, pg_url: str) -> Result:
+def run_one(
+    batch: int, trucks: int, seconds: float, pg_url: str, workers: int = 1, settle_s: float = 10.0
+) -> Result:
     """One configuration: private broker, fresh schema, load, count, drop the schema."""
     ctx = mp.get_context("fork")
     schema = f"bench_{uuid.uuid4().hex[:12]}"
@@ -237,11 +249,18 @@ def run_one(batch: int, trucks: int, seconds: float, pg_url: str) -> Result:
         with private_broker() as (port, broker_pid):
             out: mp.Queue[Any] = ctx.Queue()
             counter = ctx.Value("q", 0)
-            stop, go, ready = ctx.Event(), ctx.Event(), ctx.Event()
-            w = ctx.Process(target=_worker, args=(port, url, batch, counter, ready, stop, out))
-            w.start()
-            if not ready.wait(20.0):
-                raise RuntimeError("the ingest worker did not connect within 20 s")
+            stop, go = ctx.Event(), ctx.Event()
+            readies = [ctx.Event() for _ in range(workers)]
+            wprocs = [
+                ctx.Process(
+                    target=_worker, args=(port, k, url, batch, counter, readies[k], stop, out)
+                )
+                for k in range(workers)
+            ]
+            for w in wprocs:
+                w.start()
+            if not all(e.wait(20.0) for e in readies):
+                raise RuntimeError("an ingest worker did not connect within 20 s")
             ids = acl.truck_ids(trucks)
             pub = ctx.Process(target=_publisher, args=(port, 0, ids, batch, seconds, go, out))
             pub.start()
@@ -253,23 +272,24 @@ def run_one(batch: int, trucks: int, seconds: float, pg_url: str) -> Result:
                 ).fetchall()
             ]
             pg0 = _cpu_of(_postgres_pids())
-            cpu0 = {"broker": _cpu_s(broker_pid), "ingest": _cpu_s(w.pid or 0),
+            cpu0 = {"broker": _cpu_s(broker_pid), "ingest": sum(_cpu_s(w.pid or 0) for w in wprocs),
                     "publishers": _cpu_s(pub.pid or 0)}  # fmt: skip
             go.set()
             pubres = out.get(timeout=seconds + 60.0)
             acked = int(pubres["acked_states"])
             seen, since = -1, time.monotonic()
-            while counter.value < acked and time.monotonic() - since < 5.0:
+            while counter.value < acked and time.monotonic() - since < settle_s:
                 if counter.value != seen:
                     seen, since = counter.value, time.monotonic()
                 time.sleep(0.05)
             pg1 = _cpu_of(_postgres_pids())
-            cpu1 = {"broker": _cpu_s(broker_pid), "ingest": _cpu_s(w.pid or 0),
+            cpu1 = {"broker": _cpu_s(broker_pid), "ingest": sum(_cpu_s(w.pid or 0) for w in wprocs),
                     "publishers": _cpu_s(pub.pid or 0)}  # fmt: skip
             dropped = broker_dropped(port)
             stop.set()
-            wres = out.get(timeout=30.0)
-            w.join(10.0)
+            wres = [out.get(timeout=30.0) for _ in wprocs]
+            for w in wprocs:
+                w.join(10.0)
             pub.join(10.0)
         rows, distinct = admin.execute(
             f"SELECT count(*), count(DISTINCT (vehicle_id, t_s)) FROM {schema}.vehicle_states"
@@ -277,12 +297,15 @@ def run_one(batch: int, trucks: int, seconds: float, pg_url: str) -> Result:
     finally:
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
         admin.close()
-    received = int(wres["states"])
-    lat = wres["lat_ms"]
-    span = max(wres["last_s"] - wres["first_s"], 1e-9)
+    received = sum(int(x["states"]) for x in wres)
+    lat = np.concatenate([x["lat_ms"] for x in wres])
+    first = min((x["first_s"] for x in wres if x["states"]), default=0.0)
+    span = max(max(x["last_s"] for x in wres) - first, 1e-9)
+    calls = sum(int(x["sink_calls"]) for x in wres)
     per100k = 1e5 / max(received, 1)
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
-    map_s, write_s = float(wres["map_cpu_s"]), float(wres["write_cpu_s"])
+    map_s = sum(float(x["map_cpu_s"]) for x in wres)
+    write_s = sum(float(x["write_cpu_s"]) for x in wres)
     parts = {
         "broker": cpu["broker"],
         "ingest_total": cpu["ingest"],
@@ -295,6 +318,7 @@ def run_one(batch: int, trucks: int, seconds: float, pg_url: str) -> Result:
     }
     return Result(
         batch=batch,
+        workers=workers,
         trucks=trucks,
         seconds=seconds,
         offered_states_per_s=pubres["states"] / seconds,
@@ -309,8 +333,9 @@ def run_one(batch: int, trucks: int, seconds: float, pg_url: str) -> Result:
         p50_ms=float(np.percentile(lat, 50)) if lat.size else float("nan"),
         p99_ms=float(np.percentile(lat, 99)) if lat.size else float("nan"),
         max_ms=float(lat.max()) if lat.size else float("nan"),
-        sink_calls=int(wres["sink_calls"]),
-        mean_states_per_sink_call=received / max(int(wres["sink_calls"]), 1),
+        sink_calls=calls,
+        mean_states_per_sink_call=received / max(calls, 1),
+        write_states_wall_share=sum(float(x["write_wall_s"]) for x in wres) / workers / span,
         cpu_s_per_100k={k: round(v * per100k, 3) for k, v in parts.items()},
         publisher_drain_s=float(pubres["drain_s"]),
     )
@@ -324,11 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trucks", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 10])
+    ap.add_argument("--workers", type=int, default=1, help="ingest processes (one group)")
+    ap.add_argument(
+        "--settle-s", type=float, default=10.0,
+        help="stop waiting for the ingest after this long without progress [s]",
+    )  # fmt: skip
     ap.add_argument("--pg", default=os.environ.get("CONVOY_TEST_PG", DEFAULT_PG_URL))
     a = ap.parse_args(argv)
     print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()} before the run")
     for b in a.batch:
-        print(json.dumps(asdict(run_one(b, a.trucks, a.seconds, a.pg))))
+        print(json.dumps(asdict(run_one(b, a.trucks, a.seconds, a.pg, a.workers, a.settle_s))))
     return 0
 
 
