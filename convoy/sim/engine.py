@@ -27,6 +27,9 @@ from convoy.sim.scenario import (
     ScenarioError,
 )
 from convoy.sim.state import (
+    RX_POS_M,
+    RX_SPEED_MPS,
+    RX_STAMP_S,
     TP_ACTUATOR_LAG_S,
     TP_CD_A_M2,
     TP_CRR,
@@ -517,6 +520,14 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
         hazards.shape[0],
         signals.shape[0],
     )
+    # The platoon is already formed and talking when the run starts: every follower holds a
+    # beacon of its predecessor and its head stamped at t = 0 (else, with a latency, it would
+    # start in ACC fallback until the first beacon arrives).
+    follows = np.flatnonzero(table.position > 0)
+    for rx, src in ((state.rx_pred, table.leader[follows]), (state.rx_head, table.head[follows])):
+        rx[RX_POS_M, follows] = pos0[src]
+        rx[RX_SPEED_MPS, follows] = p.initial.speed_mps
+        rx[RX_STAMP_S, follows] = 0.0
 
     prof = sc.leader.speed_profile or [(0.0, p.initial.speed_mps)]
     env = np.zeros(kernel.ENV_SIZE)
