@@ -39,9 +39,7 @@ def test_no_truck_is_in_two_places(day: DayResult) -> None:
     """A truck's engine vehicles (one per planned leg) never drive at the same time."""
     spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
     depart = {e["vehicle_id"]: e["time_s"] for e in day.result.events if e["kind"] == "depart"}
-    arrive = {
-        e["vehicle_id"]: e["time_s"] for e in day.result.events if e["kind"] == "arrive-site"
-    }
+    arrive = {e["vehicle_id"]: e["time_s"] for e in day.result.events if e["kind"] == "arrive-site"}
     for vid, t0 in depart.items():
         truck = day.vehicle_trip[str(vid)][0]
         spans[truck].append((float(t0), float(arrive.get(vid, 1e18))))  # type: ignore[arg-type]

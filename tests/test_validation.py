@@ -267,6 +267,7 @@ def test_batched_scenario_runs_along_the_batch_axis_exactly_as_single_runs() -> 
         assert [m[METRIC_NAMES[k]] for k in shared] == batch[j, shared].tolist()
     assert np.isnan(batch[:, METRIC_NAMES.index("drac_mps2")]).all()
     import jax  # noqa: F401  (a dev dependency; missing means a broken set-up)
+
     on_jax = run_chunk(tpl.name, rows, 0, 2, backend="jax")
     np.testing.assert_allclose(on_jax[:, shared], batch[:, shared], rtol=1e-9, atol=1e-9)
 
@@ -275,6 +276,7 @@ def test_batched_scenario_runs_along_the_batch_axis_exactly_as_single_runs() -> 
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_ray_run_equals_local_run() -> None:
     import ray
+
     try:
         local = validate(["human-lead-late-reaction"], samples=8, seed=11)
         remote = validate(["human-lead-late-reaction"], samples=8, seed=11, ray_address="local")
