@@ -86,3 +86,39 @@ def test_day_settings_are_checked() -> None:
         DayConfig(max_followers=9).check()
     with pytest.raises(DayError, match="hours = 0"):
         load_day_config(None, hours=0.0)
+
+
+def test_storm_takeovers_come_from_rsi_or_from_entering_the_storm() -> None:
+    """A follower within an RSU's radius on a road leading into the storm asks at that moment;
+    one outside every radius asks only when it enters a storm road; lead trucks (human) never."""
+    import numpy as np
+
+    from convoy.cloud.day import _storm_triggers
+    from convoy.sim.network import NetResult
+
+    # rows: edge 0 leads into storm edge 1; an RSU on edge 0 at 900 m with radius 500 m
+    fcd = {
+        "time_s": np.array([10.0, 20.0, 30.0, 40.0, 50.0]),
+        "edge": np.array([0.0, 0.0, 0.0, 1.0, 1.0]),
+        "pos_m": np.array([100.0, 450.0, 350.0, 5.0, 5.0]),
+        "vehicle": np.array([0.0, 0.0, 1.0, 1.0, 2.0]),
+    }
+    z = np.zeros(3)
+    part = NetResult(
+        ["a@x", "b@x", "c@x"],
+        np.zeros(3, np.int32),
+        ("u", "s"),
+        fcd,
+        [],
+        z,
+        z,
+        z,
+        np.zeros(3, np.int32),
+        np.zeros(3, np.int32),
+        np.zeros(3, np.int8),
+        0,
+        0,
+    )
+    trips = {"a@x": ("A", "x", 1), "b@x": ("B", "x", 2), "c@x": ("C", "x", 0)}
+    got = _storm_triggers(part, {1}, [(0, 900.0, 500.0)], 0.0, 100.0, trips, set())
+    assert [(t.vehicle_id, t.time_s) for t in got] == [("A", 20.0), ("B", 40.0)]

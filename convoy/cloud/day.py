@@ -8,7 +8,8 @@
    (``convoy.sim.network``): the human-driven lead truck (IDM) and its driverless followers
    (SUMO's CACC), released at the planned time on the planned route, loaded or empty.
 3. One weather event: a dust storm over the busiest corridor for three hours caps speeds
-   there; every driverless truck that meets it leaves its operating design domain and asks
+   there; every driverless truck that learns of it (from a roadside unit's RSI broadcast on
+   or before the storm's roads, or by entering it) leaves its operating design domain and asks
    the remote centre for a takeover, as do trucks with injected sensor faults
    (``supervision``); unanswered requests end in a minimal-risk manoeuvre.
 4. KPIs from what the twin measured (distance, energy, safety) and what the plan carried
@@ -372,6 +373,7 @@ def _drive_and_supervise(
     for k, vid in enumerate(sim.vehicle_ids):
         rows_of.setdefault(vehicle_trip[vid][0], []).append(k)
     storm_rows = {sim.edge_ids.index(e) for e in storm}
+    rsi = _rsi_zones(sim, storm)
     st = sim.state
     t = 0.0
     sup = simulate([], max(operators, 1), start_s=0.0, end_s=end_s)
@@ -389,7 +391,7 @@ def _drive_and_supervise(
         t = sim.step * sim.dt_s
         say("driving", t / end_s)
         # what the trucks met: the storm (from the FCD), and injected faults that are due
-        new = _storm_triggers(part, storm_rows, storm_start_s, storm_end_s, vehicle_trip, seen)
+        new = _storm_triggers(part, storm_rows, rsi, storm_start_s, storm_end_s, vehicle_trip, seen)
         new += [f for f in faults if f.time_s <= t and f.vehicle_id not in seen]
         seen.update(f.vehicle_id for f in new if f.cause != TakeoverCause.ODD_WEATHER)
         if new:
@@ -442,26 +444,41 @@ def _vehicle_steps(result: NetResult, cfg: DayConfig) -> int:
     return round(n_rows * cfg.record_every_s / cfg.dt_s)
 
 
+def _rsi_zones(sim: NetSim, storm: tuple[str, ...]) -> list[tuple[int, float, float]]:
+    """Where a truck hears the storm's RSI: ``(edge row, centre m, radius m)`` of every RSU on
+    a storm edge or on an edge that leads into one (the road layer's RSUs along the G65 and
+    G18 broadcast it, T/CSAE 53 RSI with the storm's area)."""
+    net = sim.network
+    into = {e.id for e in net.edges.values() for s in storm if e.to_node == net.edges[s].from_node}
+    zones = []
+    for r in net.rsus.values():
+        if r.edge in storm or r.edge in into:
+            zones.append((sim.edge_ids.index(r.edge), r.offset_m, r.radius_m))
+    return zones
+
+
 def _storm_triggers(
     part: NetResult,
     storm_rows: set[int],
+    rsi: list[tuple[int, float, float]],
     start_s: float,
     end_s: float,
     vehicle_trip: dict[str, tuple[str, str, int]],
     seen: set[str],
 ) -> list[TakeoverTrigger]:
-    """A takeover request from each driverless truck the first time it is seen in the storm
-    (``seen`` collects the trucks already asked for)."""
+    """A takeover request from each driverless truck the first time it learns of the storm:
+    from an RSU's RSI broadcast, or by entering it (``seen`` collects the trucks already
+    asked for)."""
     if not storm_rows:
         return []
     f = part.fcd
-    inside = (
-        np.isin(f["edge"].astype(np.int64), list(storm_rows))
-        & (f["time_s"] >= start_s)
-        & (f["time_s"] < end_s)
-    )
+    edge = f["edge"].astype(np.int64)
+    aware = np.isin(edge, list(storm_rows))
+    for row, centre_m, radius_m in rsi:
+        aware |= (edge == row) & (np.abs(f["pos_m"] - centre_m) <= radius_m)
+    aware &= (f["time_s"] >= start_s) & (f["time_s"] < end_s)
     out = []
-    for t, v in zip(f["time_s"][inside], f["vehicle"][inside].astype(np.int64), strict=True):
+    for t, v in zip(f["time_s"][aware], f["vehicle"][aware].astype(np.int64), strict=True):
         truck, _, pos = vehicle_trip[part.vehicle_ids[int(v)]]
         key = f"storm:{truck}"
         if pos == 0 or key in seen:
