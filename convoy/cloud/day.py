@@ -19,11 +19,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,9 +118,7 @@ def _types() -> tuple[VehicleType, ...]:
     out = []
     for base in (TRUCK_HUMAN, TRUCK_L4):
         for load, mass in (("loaded", 49_000.0), ("empty", 18_000.0)):
-            fields = {f: getattr(base, f) for f in base.__slots__}
-            fields.update(name=f"{base.name}-{load}", mass_kg=mass)
-            out.append(VehicleType(**fields))
+            out.append(dataclasses.replace(base, name=f"{base.name}-{load}", mass_kg=mass))
     return tuple(out)
 
 
@@ -497,14 +497,12 @@ def load_day_config(
     Raises:
         DayError: unreadable or malformed file, an unknown key, or a value out of range.
     """
-    import dataclasses
-
     import yaml
 
     values: dict[str, Any] = {}
     if path is not None:
         try:
-            raw = yaml.safe_load(open(path, encoding="utf-8").read())  # noqa: SIM115
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise DayError(f"{path}: cannot read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:

@@ -49,6 +49,7 @@ from numba import njit, prange
 
 from convoy.road.signals import PHASE_GREEN, PHASE_RED, PHASE_YELLOW
 from convoy.vehicle.aero import drag_multiplier_row
+from convoy.vehicle.controllers import idm_accel_terms
 from convoy.vehicle.energy import max_traction_accel_mps2, step_energy_kwh_unchecked
 from convoy.vehicle.rng import PURPOSE_LOSS, uniform
 from convoy.vehicle.sumo_cfm import (
@@ -173,19 +174,10 @@ def _idm_accel(
     b: float,
     delta: float,
 ) -> float:
-    """IDM acceleration (Treiber et al. 2000) with ``gap_m`` the bumper gap."""
-    v0 = max(v0, 0.1)
-    ratio = v / v0
-    if delta == 4.0:  # the usual exponent: two multiplications instead of a pow
-        r2 = ratio * ratio
-        free = 1.0 - r2 * r2
-    else:
-        free = 1.0 - ratio**delta
-    if gap_m >= NO_GAP:
-        return a * free
-    s_star = s0 + max(0.0, v * t_gap + v * (v - v_lead) / (2.0 * math.sqrt(a * b)))
-    s = max(gap_m, 0.01)
-    return a * (free - (s_star / s) ** 2)
+    """The vehicle layer's IDM, with this kernel's ``NO_GAP`` meaning a free road."""
+    return idm_accel_terms(
+        v, gap_m if gap_m < NO_GAP else math.inf, v_lead, v0, s0, t_gap, a, b, delta
+    )
 
 
 @njit(cache=True, inline="always")
@@ -288,7 +280,6 @@ def run_net_steps_py(
     edge_cap_mps: np.ndarray,
     lane_closed: np.ndarray,
     node_junction: np.ndarray,
-    node_max_rank: np.ndarray,
     pred_ptr: np.ndarray,
     pred_edge: np.ndarray,
     sig: np.ndarray,

@@ -349,7 +349,6 @@ class NetSim:
         self.beacon_period_steps = max(1, round(1.0 / (beacon_hz * dt_s)))
         self.lc_period_steps = max(1, round(lane_change_period_s / dt_s))
         self.record_every = max(1, round(record_every_s / dt_s))
-        self._types = {t.name: t for t in vtypes}
         #: type names by row of ``state["vtype"]``
         self.vtype_names = [t.name for t in vtypes]
         for t in vtypes:
@@ -359,7 +358,7 @@ class NetSim:
         self._edge_row = {e: k for k, e in enumerate(arrays.edge_ids)}
         self._node_row = {v: k for k, v in enumerate(arrays.node_ids)}
         self._arrays = arrays
-        self._net = self._network_tables(network, arrays)
+        self._net = self._network_tables(network)
         self._vt, self._cacc, self._acc, self._pt = self._type_tables(vtypes)
         self._site_ids = tuple(network.sites)
         self._site_row = {s: k for k, s in enumerate(self._site_ids)}
@@ -385,7 +384,7 @@ class NetSim:
             self._start_manoeuvres(max_followers)
 
     # --- tables ---------------------------------------------------------------------------
-    def _network_tables(self, network: RoadNetwork, arrays: object) -> dict[str, np.ndarray]:
+    def _network_tables(self, network: RoadNetwork) -> dict[str, np.ndarray]:
         a = self._arrays
         n_nodes = len(a.node_ids)
         edge_rank = np.array([_RANK[network.edges[e].road_class] for e in a.edge_ids], np.int32)
@@ -402,8 +401,6 @@ class NetSim:
             ],
             dtype=np.int32,
         )
-        node_max_rank = np.zeros(n_nodes, dtype=np.int32)
-        np.maximum.at(node_max_rank, a.edge_to, edge_rank)
         return {
             "edge_len_m": a.edge_length_m.copy(),
             "edge_lanes": a.edge_lanes.astype(np.int32),
@@ -413,7 +410,6 @@ class NetSim:
             "edge_to": a.edge_to.astype(np.int32),
             "edge_rank": edge_rank,
             "node_junction": node_junction,
-            "node_max_rank": node_max_rank,
             "pred_ptr": pred_ptr,
             "pred_edge": order,
             "sig": _signal_rows(network, a.edge_ids),
@@ -539,6 +535,7 @@ class NetSim:
         self._leg_dwell = np.array(leg_dwell or [0.0], dtype=np.float64)
         self._leg_site = np.array(leg_site or [-1], dtype=np.int32)
         row_of = {v: k for k, v in enumerate(veh.ids)}
+        self._vehicle_row = row_of
         s: dict[str, np.ndarray] = {}
         s["inst"] = np.array(veh.inst, dtype=np.int32)
         per_inst = n // self.instances if n else 0
@@ -704,8 +701,8 @@ class NetSim:
 
     def _row(self, vehicle_id: str) -> int:
         try:
-            return self.vehicle_ids.index(vehicle_id)
-        except ValueError:
+            return self._vehicle_row[vehicle_id]
+        except KeyError:
             raise NetSimError(f"unknown vehicle {vehicle_id!r}") from None
 
     def _platoon_of(self, vehicle_id: str) -> int:
@@ -825,7 +822,6 @@ class NetSim:
                 caps,
                 closed,
                 net["node_junction"],
-                net["node_max_rank"],
                 net["pred_ptr"],
                 net["pred_edge"],
                 net["sig"],

@@ -152,6 +152,42 @@ class PloegParams:
 
 
 @njit(cache=True, inline="always")
+def idm_accel_terms(
+    speed_mps: float,
+    gap_m: float,
+    pred_speed_mps: float,
+    desired_speed_mps: float,
+    min_gap_m: float,
+    time_gap_s: float,
+    max_accel_mps2: float,
+    comfort_decel_mps2: float,
+    delta: float,
+) -> float:
+    """IDM acceleration (Treiber et al. 2000, eqs. 1-2) from scalar parameters.
+
+    ``gap_m`` is the bumper gap to the predecessor; a non-finite gap means a free road.
+    The usual exponent 4 is computed with two multiplications instead of a ``pow``.
+    """
+    v0 = max(desired_speed_mps, 0.1)
+    ratio = speed_mps / v0
+    if delta == 4.0:
+        r2 = ratio * ratio
+        free = 1.0 - r2 * r2
+    else:
+        free = 1.0 - ratio**delta
+    if not math.isfinite(gap_m):
+        return max_accel_mps2 * free
+    dv = speed_mps - pred_speed_mps
+    s_star = min_gap_m + max(
+        0.0,
+        speed_mps * time_gap_s
+        + speed_mps * dv / (2.0 * math.sqrt(max_accel_mps2 * comfort_decel_mps2)),
+    )
+    s = max(gap_m, 0.01)
+    return max_accel_mps2 * (free - (s_star / s) ** 2)
+
+
+@njit(cache=True, inline="always")
 def idm_accel(
     p: np.ndarray,
     speed_mps: float,
@@ -161,32 +197,22 @@ def idm_accel(
     min_gap_m: float,
     max_accel_mps2: float,
 ) -> float:
-    """IDM acceleration (Treiber et al. 2000, eqs. 1-2).
-
-    Args:
-        p: parameter row, see ``IDM_*``.
-        speed_mps: own speed as perceived.
-        gap_m: bumper gap to the predecessor as perceived; ``inf`` if none.
-        pred_speed_mps: predecessor speed as perceived.
-        desired_speed_mps: v0.
-        min_gap_m: standstill gap s0.
-        max_accel_mps2: maximum acceleration a.
+    """IDM acceleration for a parameter row (see ``IDM_*``); ``inf`` gap: no predecessor.
 
     Returns:
         Commanded acceleration [m/s²] (noise is added by the engine).
     """
-    v0 = max(desired_speed_mps, 0.1)
-    free = 1.0 - (speed_mps / v0) ** p[IDM_DELTA]
-    if not math.isfinite(gap_m):
-        return max_accel_mps2 * free
-    dv = speed_mps - pred_speed_mps
-    s_star = min_gap_m + max(
-        0.0,
-        speed_mps * p[IDM_TIME_GAP_S]
-        + speed_mps * dv / (2.0 * math.sqrt(max_accel_mps2 * p[IDM_COMFORT_DECEL_MPS2])),
+    return idm_accel_terms(
+        speed_mps,
+        gap_m,
+        pred_speed_mps,
+        desired_speed_mps,
+        min_gap_m,
+        p[IDM_TIME_GAP_S],
+        max_accel_mps2,
+        p[IDM_COMFORT_DECEL_MPS2],
+        p[IDM_DELTA],
     )
-    s = max(gap_m, 0.01)
-    return max_accel_mps2 * (free - (s_star / s) ** 2)
 
 
 @njit(cache=True, inline="always")
