@@ -29,6 +29,7 @@ import pytest
 # loudly (`make test` installs the packages; .ci/run installs Debian's chromium).
 import uvicorn
 import websockets  # noqa: F401  (uvicorn's WebSocket protocol)
+from dashboard_browser import CHROMIUM, assert_network_drawn, launch
 from fastapi import Depends, FastAPI, Header, HTTPException, WebSocket
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -41,7 +42,6 @@ from convoy.road.network import Edge
 from convoy.road.ordos import ordos_network
 from convoy.service.dashboard import STATIC_DIR
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.timeout(60)]
 
 
@@ -229,10 +229,7 @@ def _vehicles(page: Any) -> dict[str, dict[str, str]]:
 def test_dashboard_in_browser(served: tuple[str, World], tmp_path: Path) -> None:
     base, world = served
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
-        )
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 950})
             errors: list[str] = []
@@ -240,18 +237,7 @@ def test_dashboard_in_browser(served: tuple[str, World], tmp_path: Path) -> None
             page.goto(f"{base}/?token={TOKEN}")
 
             # The network is drawn: every edge, site and RSU of the served GeoJSON, by MapLibre.
-            page.wait_for_selector("#net-stats[data-ready='1']", timeout=15000)
-            stats = page.eval_on_selector("#net-stats", "e => ({...e.dataset})")
-            net = ordos_network()
-            assert int(stats["edges"]) == len(net.edges) == 100
-            assert int(stats["sites"]) == len(net.sites)
-            assert int(stats["rsus"]) == len(net.rsus)
-            assert stats["renderer"] == "maplibre", "WebGL unavailable: fell back to canvas"
-            page.wait_for_function(
-                "() => window.convoyDashboard.map.loaded() && "
-                "window.convoyDashboard.map.queryRenderedFeatures({layers: ['edges']}).length > 50",
-                timeout=15000,
-            )
+            assert_network_drawn(page)
             style = page.evaluate("() => window.convoyDashboard.map.getStyle().sources")
             assert all(src["type"] == "geojson" for src in style.values()), style  # no tiles
 
@@ -342,7 +328,7 @@ def test_dashboard_without_token_or_webgl(served: tuple[str, World], tmp_path: P
     """
     base, world = served
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--disable-3d-apis"])
+        browser = launch(pw, ["--disable-3d-apis"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             page.goto(f"{base}/")

@@ -35,14 +35,13 @@ import pytest
 # Fail loudly, never skip, when a package is missing (`make test` installs them).
 import uvicorn
 import websockets  # noqa: F401  (uvicorn's WebSocket protocol)
+from dashboard_browser import CHROMIUM, assert_network_drawn, launch
 from PIL import Image
 from playwright import sync_api
 
-from convoy.road.ordos import ordos_network
 from convoy.service.app import create_app
 from convoy.service.settings import load_settings
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.timeout(90)]
 
 ADMIN = "admin-token-live-dashboard-0123"  # >= 16 characters (Settings.admin_token)
@@ -135,10 +134,7 @@ def test_dashboard_against_the_real_service(served: Served, tmp_path: Path) -> N
     )
     http = served.http
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
-        )
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 950})
             errors: list[str] = []
@@ -146,18 +142,7 @@ def test_dashboard_against_the_real_service(served: Served, tmp_path: Path) -> N
             page.goto(f"{served.base}/?token={ADMIN}")
 
             # The network is drawn: every edge, site and RSU the service serves, by MapLibre.
-            page.wait_for_selector("#net-stats[data-ready='1']", timeout=15000)
-            stats = page.eval_on_selector("#net-stats", "e => ({...e.dataset})")
-            net = ordos_network()
-            assert int(stats["edges"]) == len(net.edges) == 100
-            assert int(stats["sites"]) == len(net.sites)
-            assert int(stats["rsus"]) == len(net.rsus)
-            assert stats["renderer"] == "maplibre", "WebGL unavailable: fell back to canvas"
-            page.wait_for_function(
-                "() => window.convoyDashboard.map.loaded() && "
-                "window.convoyDashboard.map.queryRenderedFeatures({layers: ['edges']}).length > 50",
-                timeout=15000,
-            )
+            assert_network_drawn(page)
 
             # The twin's trucks arrive over the WebSocket.
             page.wait_for_selector("#status[data-state='live']", timeout=10000)
