@@ -441,6 +441,28 @@ def _table(rows: list[dict[str, Any]], startup: float) -> Table:
     return table
 
 
+def sumo_available(console: Console) -> bool:
+    """Whether the ``sumo`` binary is there; if not, say so and run the convoy side only."""
+    try:
+        sumo_binary("sumo")
+    except FileNotFoundError as exc:
+        console.print(f"[yellow]{exc}; running the convoy side only[/yellow]")
+        return False
+    return True
+
+
+def bench_progress(console: Console) -> Progress:
+    """The progress display the benchmarks share (transient: gone when they print)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 def bench_sim(
     sizes: list[int], sumo: bool, console: Console, backend: str = "cpu"
 ) -> list[dict[str, Any]]:
@@ -459,22 +481,10 @@ def bench_sim(
         backend timed, ``cpu`` by default) and ``load_avg_1min`` (the machine's load when
         that size started).
     """
-    if sumo:
-        try:
-            sumo_binary("sumo")
-        except FileNotFoundError as exc:
-            console.print(f"[yellow]{exc}; running the convoy side only[/yellow]")
-            sumo = False
+    sumo = sumo and sumo_available(console)
     phases = 4 if sumo else 2
     rows: list[dict[str, Any]] = []
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = bench_progress(console)
     with progress, tempfile.TemporaryDirectory(prefix="convoy_bench_") as tmp:
         task = progress.add_task("start-up time", total=len(sizes) * phases)
         started = 0

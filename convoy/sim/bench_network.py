@@ -63,12 +63,12 @@ from xml.sax.saxutils import quoteattr
 import numba
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from convoy.road.network import EARTH_RADIUS_M, Edge, Node, RoadNetwork
 from convoy.road.sumo_net import read_sumo_net, write_sumo_net
 from convoy.sim import net_kernel as nk
+from convoy.sim.bench import bench_progress, sumo_available
 from convoy.sim.network import TRUCK_HUMAN, Leg, NetResult, NetSim, Trip, VehicleType
 from convoy.sim.sumo_peer import sumo_binary
 
@@ -848,22 +848,10 @@ def bench_network(
     for ln in lanes:
         if not 1 <= ln <= 4:
             raise NetBenchError(f"lanes = {ln}; allowed: 1 to 4")
-    if sumo:
-        try:
-            sumo_binary("sumo")
-        except FileNotFoundError as exc:
-            console.print(f"[yellow]{exc}; running the convoy side only[/yellow]")
-            sumo = False
+    sumo = sumo and sumo_available(console)
     phases = 6 if sumo else 3
     rows: list[dict[str, Any]] = []
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = bench_progress(console)
     with progress, tempfile.TemporaryDirectory(prefix="convoy_bench_net_") as tmp:
         task = progress.add_task("network bench", total=len(sizes) * len(lanes) * phases)
         started = 0
