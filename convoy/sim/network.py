@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -308,8 +309,15 @@ class _Vehicles:
     cap: list[float] = field(default_factory=list)
 
 
+#: The network engine's backends: ``cpu`` (the Numba kernel, threaded for large fleets),
+#: ``jax`` (``net_jax``'s step in float64 on JAX's default device; agrees with ``cpu`` to
+#: rounding) and ``gpu`` (the same step in float32 with compensated per-edge offsets on the
+#: first CUDA GPU). ``jax`` and ``gpu`` refuse scenarios with lane changes or manoeuvres.
+NET_BACKENDS = ("cpu", "jax", "gpu")
+
+
 class NetSim:
-    """A network-scale simulation, ready to run."""
+    """A network-scale simulation, ready to run on one of ``NET_BACKENDS`` (``backend``)."""
 
     def __init__(
         self,
@@ -331,6 +339,7 @@ class NetSim:
         site_capacity: Mapping[str, int] | None = None,
         manoeuvres: bool = False,
         max_followers: int = 4,
+        backend: str = "cpu",
     ) -> None:
         if not (dt_s > 0 and math.isfinite(dt_s)):
             raise NetSimError(f"dt_s = {dt_s}; must be a finite number > 0")
@@ -379,9 +388,12 @@ class NetSim:
                     f"lane closure on {c.edge!r}: lane = {c.lane}; allowed: 0..{lanes - 1}"
                 )
         self._requests: list[tuple[float, Callable[[], object]]] = []
+        self._scripted_events: list[dict[str, object]] = []
         self._manager: ManoeuvreManager | None = None
         if manoeuvres:
             self._start_manoeuvres(max_followers)
+        self.backend = backend
+        self._check_backend()
 
     # --- tables ---------------------------------------------------------------------------
     def _network_tables(self, network: RoadNetwork) -> dict[str, np.ndarray]:
@@ -673,9 +685,10 @@ class NetSim:
         self._requests = [r for r in self._requests if r[0] > t + 1e-9]
         for _, call in due:
             call()
+        scripted, self._scripted_events = self._scripted_events, []
         man = self._manager
         if man is None or man.active() == 0:
-            return []
+            return scripted
         raw = man.step(t, _View(self), self._link)
         reg = self.registry
         s = self.state
@@ -684,7 +697,7 @@ class NetSim:
         s["set_speed_mps"][:] = reg.set_speed_mps
         s["lc_out"][:] = reg.lane_change_out
         self._sync_platoons()
-        out: list[dict[str, object]] = []
+        out: list[dict[str, object]] = scripted
         for e in raw:
             d: dict[str, object] = {
                 "time_s": float(e["t_s"]),
@@ -749,6 +762,216 @@ class NetSim:
             )
         )
 
+    # --- scripted vehicles (test scenarios: a formed platoon, a forced cut-in) ----------------
+    def _put_on_road(self, row: int, edge: int, lane: int, pos_m: float, speed_mps: float) -> None:
+        """Put a waiting vehicle, or move one driving on ``edge``, to a spot on the road."""
+        s = self.state
+        who = self.vehicle_ids[row]
+        length = float(self._net["edge_len_m"][edge])
+        if not 0.0 <= pos_m < length:
+            raise NetSimError(
+                f"vehicle {who!r}: pos_m = {pos_m:.2f} on edge {self.edge_ids[edge]!r}; "
+                f"allowed: 0 <= pos_m < {length:g}"
+            )
+        st = int(s["status"][row])
+        if st == nk.ST_DRIVING:
+            if s["edge"][row] != edge:
+                raise NetSimError(
+                    f"vehicle {who!r} drives on edge {self.edge_ids[s['edge'][row]]!r}, not "
+                    f"{self.edge_ids[edge]!r}; allowed: a vehicle on that edge or not yet on "
+                    "the road"
+                )
+        elif st == nk.ST_WAITING:
+            leg = int(s["leg"][row])
+            route = self._route_edges[self._leg_lo[leg] : self._leg_hi[leg]]
+            hits = np.flatnonzero(route == edge)
+            if hits.size == 0:
+                raise NetSimError(
+                    f"vehicle {who!r}: edge {self.edge_ids[edge]!r} is not on the route of its "
+                    "next leg; allowed: an edge of that route"
+                )
+            s["route_ptr"][row] = self._leg_lo[leg] + int(hits[0])
+            s["status"][row] = nk.ST_DRIVING
+        else:
+            raise NetSimError(
+                f"vehicle {who!r} has status {st} (not waiting or driving); allowed: a vehicle "
+                "not yet on the road or driving"
+            )
+        s["edge"][row] = edge
+        s["lane"][row] = lane
+        s["pos_m"][row] = pos_m
+        s["speed_mps"][row] = speed_mps
+        s["accel_mps2"][row] = 0.0
+        s["mode"][row] = 0
+        s["beacon_age_s"][row] = 0.0
+
+    def place(self, vehicle_id: str, edge: str, lane: int, pos_m: float, speed_mps: float) -> None:
+        """Put a vehicle that has not departed on the road now, before ``run``: front bumper
+        at ``pos_m`` from the start of ``edge`` (an edge of its route), in ``lane``, at
+        ``speed_mps`` (a platoon formed and cruising when the run starts).  Platoon members
+        placed this way hold a fresh beacon of their predecessor.
+
+        Raises:
+            NetSimError: for an unknown vehicle or edge, a lane or position off the edge, a
+                negative speed, or a vehicle already on the road elsewhere.
+        """
+        row = self._row(vehicle_id)
+        if edge not in self._edge_row:
+            raise NetSimError(f"place {vehicle_id!r}: unknown edge {edge!r}")
+        e = self._edge_row[edge]
+        lanes = int(self._net["edge_lanes"][e])
+        if not 0 <= lane < lanes:
+            raise NetSimError(
+                f"place {vehicle_id!r}: lane = {lane} on {edge!r}; allowed: 0..{lanes - 1}"
+            )
+        if not (speed_mps >= 0.0 and math.isfinite(speed_mps)):
+            raise NetSimError(f"place {vehicle_id!r}: speed_mps = {speed_mps}; must be >= 0")
+        self._put_on_road(row, e, lane, pos_m, speed_mps)
+
+    def set_vehicle_type(self, vehicle_id: str, vtype: str) -> None:
+        """Give a vehicle another of this simulation's types before the run starts (each
+        instance of a batch its own setting: a CACC time gap, a car's braking).
+
+        Raises:
+            NetSimError: for an unknown vehicle or type, after the run has started, or with
+                manoeuvres on (their registry was built from the types).
+        """
+        row = self._row(vehicle_id)
+        if vtype not in self._type_row:
+            raise NetSimError(
+                f"set_vehicle_type {vehicle_id!r}: vtype = {vtype!r}; allowed: "
+                f"{sorted(self._type_row)}"
+            )
+        if self.step > 0 or self._manager is not None:
+            raise NetSimError(
+                f"set_vehicle_type {vehicle_id!r}: allowed only before the run starts and "
+                "without manoeuvres"
+            )
+        self.state["vtype"][row] = self._type_row[vtype]
+
+    def schedule_cut_in(
+        self, t_s: float, vehicle_id: str, ahead_of: str, gap_m: float, speed_mps: float
+    ) -> None:
+        """At ``t_s``, ``vehicle_id`` cuts in right ahead of ``ahead_of``: it moves into that
+        vehicle's lane with its rear bumper ``gap_m`` ahead of that vehicle's front bumper,
+        at ``speed_mps`` (TraCI's ``moveTo`` plus ``setSpeed``; a vehicle that has not
+        departed enters the road there, as from an adjacent lane this engine did not need to
+        simulate).  The vehicle behind then sees it as its leader (a platoon member falls
+        back to ACC).  Logged as a ``cut-in`` event; the time is rounded to a step.
+
+        Raises:
+            NetSimError: now, for an unknown vehicle, a negative gap or speed; at ``t_s``,
+                when ``ahead_of`` is not driving or the car would not fit between it and the
+                vehicle ahead of it.
+        """
+        row, behind = self._row(vehicle_id), self._row(ahead_of)
+        if row == behind:
+            raise NetSimError(f"cut-in of {vehicle_id!r} ahead of itself; allowed: another vehicle")
+        if not (gap_m >= 0.0 and math.isfinite(gap_m)):
+            raise NetSimError(f"cut-in of {vehicle_id!r}: gap_m = {gap_m}; must be >= 0")
+        if not (speed_mps >= 0.0 and math.isfinite(speed_mps)):
+            raise NetSimError(f"cut-in of {vehicle_id!r}: speed_mps = {speed_mps}; must be >= 0")
+        step_t = round(t_s / self.dt_s) * self.dt_s
+
+        def go() -> None:
+            s = self.state
+            t_now = self.step * self.dt_s
+            if s["status"][behind] != nk.ST_DRIVING:
+                raise NetSimError(
+                    f"cut-in of {vehicle_id!r} at {t_now:g} s: {ahead_of!r} is not driving"
+                )
+            e, ln = int(s["edge"][behind]), int(s["lane"][behind])
+            length = self._vt[s["vtype"][row], nk.VT_LENGTH_M]
+            front = float(s["pos_m"][behind]) + gap_m + length
+            # the room up to the next vehicle ahead in that lane (same instance and edge)
+            ahead = np.flatnonzero(
+                (s["status"] == nk.ST_DRIVING)
+                & (s["inst"] == s["inst"][behind])
+                & (s["edge"] == e)
+                & (s["lane"] == ln)
+                & (s["pos_m"] > s["pos_m"][behind])
+            )
+            ahead = ahead[ahead != row]
+            if ahead.size:
+                j = int(ahead[np.argmin(s["pos_m"][ahead])])
+                rear = float(s["pos_m"][j] - self._vt[s["vtype"][j], nk.VT_LENGTH_M])
+                if front > rear:
+                    raise NetSimError(
+                        f"cut-in of {vehicle_id!r} at {t_now:g} s: gap_m = {gap_m:g} puts its "
+                        f"front {front - rear:.2f} m into {self.vehicle_ids[j]!r}; allowed: "
+                        f"gap_m <= {rear - length - float(s['pos_m'][behind]):.2f}"
+                    )
+            self._put_on_road(row, e, ln, front, speed_mps)
+            s["lane_changes"][row] += 1
+            ev: dict[str, object] = {
+                "time_s": round(t_now, 6),
+                "kind": "cut-in",
+                "vehicle_id": self.vehicle_ids[row],
+                "edge": self.edge_ids[e],
+                "lane": ln,
+                "ahead_of": self.vehicle_ids[behind],
+            }
+            if self.instances > 1:
+                ev["instance"] = int(s["inst"][row])
+            self._scripted_events.append(ev)
+
+        self._requests.append((step_t, go))
+
+    def schedule_speed_cap(self, t_s: float, vehicle_id: str, cap_mps: float) -> None:
+        """From ``t_s`` (rounded to a step), ``vehicle_id`` drives at most ``cap_mps`` (its
+        driver's own limit, like a trip's ``speed_cap_mps``; ``math.inf`` lifts it).  A cap
+        lowered by ``d * dt`` every step brakes a vehicle at ``d`` as long as ``d`` is within
+        its type's ``decel_mps2``.
+
+        Raises:
+            NetSimError: for an unknown vehicle or a cap that is not > 0.
+        """
+        row = self._row(vehicle_id)
+        if not cap_mps > 0.0:
+            raise NetSimError(f"speed cap of {vehicle_id!r}: cap_mps = {cap_mps}; must be > 0")
+
+        def go() -> None:
+            self.state["speed_cap_mps"][row] = cap_mps
+            if self._manager is not None:
+                self._trip_caps[row] = cap_mps  # the manoeuvres rebuild caps from these
+
+        self._requests.append((round(t_s / self.dt_s) * self.dt_s, go))
+
+    # --- backends -------------------------------------------------------------------------
+    def _jax(self) -> types.ModuleType:
+        """``net_jax``, imported on first use (JAX is an optional dependency)."""
+        try:
+            from convoy.sim import net_jax
+        except ImportError as exc:
+            raise NetSimError(
+                f"backend {self.backend!r} needs JAX ({exc}); install it (pip install jax), or "
+                "for an NVIDIA GPU convoy's gpu extra (JAX for CUDA 12); or use backend 'cpu'"
+            ) from None
+        return net_jax
+
+    def _jax_options(self) -> dict[str, object]:
+        if self.backend == "gpu":
+            return {"precision": "float32", "device": self._jax().gpu_device()}
+        return {"precision": "float64"}
+
+    def _check_backend(self) -> None:
+        """Refuse an unknown backend, and a scenario the JAX step does not run."""
+        if self.backend not in NET_BACKENDS:
+            raise NetSimError(f"backend = {self.backend!r}; allowed: {', '.join(NET_BACKENDS)}")
+        if self.backend == "cpu":
+            return
+        gaps = self._jax().unsupported(self)
+        if gaps:
+            raise NetSimError(
+                f"backend {self.backend!r}: the JAX network step does not have "
+                f"{'; '.join(gaps)}; use backend 'cpu'"
+            )
+        if self.backend == "gpu":
+            try:
+                self._jax().gpu_device()
+            except RuntimeError as exc:
+                raise NetSimError(str(exc)) from None
+
     # --- running --------------------------------------------------------------------------
     def _edge_caps(self, t_s: float) -> np.ndarray:
         cap = np.full(len(self.edge_ids), np.inf)
@@ -779,6 +1002,9 @@ class NetSim:
     ) -> NetResult:
         """Run until ``until_s``; ``progress(t_s)`` is called after each compiled chunk."""
         import time
+
+        if self.backend != "cpu":
+            return self._jax().run(self, until_s, progress, chunk_steps, **self._jax_options())
 
         end_step = round(until_s / self.dt_s)
         n = self.n
