@@ -467,7 +467,9 @@ def _drag_multiplier(row: jax.Array, gap: jax.Array, dtype: Any) -> jax.Array:
     r = jnp.maximum(row, 0)
     fine = gap < DRAG_FINE_END_M
     x = jnp.where(
-        fine, gap / DRAG_FINE_STEP_M, (gap - DRAG_FINE_END_M) / DRAG_COARSE_STEP_M + _N_FINE
+        fine,
+        gap * (1.0 / DRAG_FINE_STEP_M),
+        (gap - DRAG_FINE_END_M) * (1.0 / DRAG_COARSE_STEP_M) + _N_FINE,
     )
     top = knots.shape[1] - 2.0
     x = jnp.where(x >= 0.0, x, 0.0)

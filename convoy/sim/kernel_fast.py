@@ -35,9 +35,11 @@ the first and last truck of the fleet, stale beacons and collisions take the sca
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
+from numba.np.unsafe.ndarray import to_fixed_tuple as _to_fixed_tuple
 
 from convoy.sim.kernel import (
     ENV_AMBIENT_C,
@@ -87,9 +89,17 @@ from convoy.vehicle.controllers import (
     MODE_HEAD,
     MODEL_CACC_SUMO,
 )
-from convoy.vehicle.energy import KIND_DIESEL, KIND_ELECTRIC, PT_KIND, step_energy_kwh_unchecked
+from convoy.vehicle.energy import (
+    KIND_DIESEL,
+    KIND_ELECTRIC,
+    PT_KIND,
+    PT_VECTOR_LEN,
+    step_energy_kwh_unchecked,
+)
 from convoy.vehicle.sumo_cfm import (
-    cacc_cap,
+    CACC_VECTOR_SIZE,
+    NO_LEADER_GAP_M,
+    cacc_cap_is_off,
     cacc_control_speed,
     cacc_mode,
     cacc_next_speed,
@@ -100,6 +110,10 @@ from convoy.vehicle.sumo_cfm import (
 # Trucks per block of the parallel loop: large enough that the per-block call is noise,
 # small enough that two threads share the work of a 2,000-truck fleet evenly.
 CHUNK = 512
+
+# Numba's intrinsic: an array's first ``n`` values as a tuple (``n`` known at compile time);
+# typed Any, as mypy sees the intrinsic's own signature rather than the call's
+to_fixed_tuple: Any = _to_fixed_tuple
 
 
 def eligible(
@@ -243,11 +257,17 @@ def _step_block(
     of a follower that heard its predecessor this step, is complete here: SUMO's CACC law
     (``cacc_next_speed`` in its three parts), finalise or ``setSpeed``, integrate, energy.
     Every branch is computed and one selected, so LLVM vectorises the loop. A follower on
-    older beacons, a collided truck and a truck in contact are flagged in ``exceptions``;
+    older beacons, a collided truck, a truck in contact and one whose safe-speed cap might
+    bind (``sumo_cfm.cacc_cap_is_off`` cannot rule it out) are flagged in ``exceptions``;
     for them this pass writes no energy and no mode, and the caller redoes their step
     (``_truck_step``). Returns how many.
     """
     n_exceptions = 0
+    # the law's and the powertrain's parameters as tuples of values: LLVM cannot tell that
+    # the loop's stores leave an array of them alone, so it would load every one, and redo
+    # what is derived from them, for every truck
+    ctrl_t = to_fixed_tuple(ctrl0, CACC_VECTOR_SIZE)
+    pt_t = to_fixed_tuple(pt0, PT_VECTOR_LEN)
     dt = env[ENV_DT_S]
     length = phys0[TP_LENGTH_M]
     a_max = phys0[TP_MAX_ACCEL_MPS2]
@@ -270,26 +290,30 @@ def _step_block(
         is_follower = follows[k] != 0
         heard = is_follower & (abs(xj - x) <= range_m)
         # control: the law behind the truck ahead; a head caps its profile with it
-        mk = cacc_mode(ctrl0, v, gap, True, v_max, ctrl_mode[k])
-        v_ctl = cacc_control_speed(ctrl0, v, a, gap, pv, v_max, dt, mk, 0.0)
-        v_law = cacc_cap(ctrl0, v, gap, pv, v_max, dt, v_ctl)
+        mk = cacc_mode(ctrl_t, v, gap, True, v_max, ctrl_mode[k])
+        v_ctl = cacc_control_speed(ctrl_t, v, a, gap, pv, v_max, dt, mk, 0.0)
+        # SUMO's safe-speed cap, only where it might bind (those trucks are exceptions,
+        # redone exactly by _truck_step); a truck beyond the law's range drives free
+        free = not gap < NO_LEADER_GAP_M
+        cap_off = cacc_cap_is_off(ctrl_t, gap, pv, dt, v_ctl)
+        v_law = v_max if free else v_ctl
         target = min(head_target if head_target >= 0.0 else v, v_law)
         v_head = sumo_set_speed(v, target, a_max, b_max, dt, v_max)
         v_follow = sumo_finalize_speed(v, v_law, a_max, b_max, b_emg, v_max, dt)
         v_fin = v_follow if is_follower else v_head
-        # actuate and integrate as SUMO does
-        u_cmd = (v_fin - v) / dt
-        stopped = v_fin < 0.0
-        v_new = 0.0 if stopped else v_fin
-        a_new = -v / dt if stopped else u_cmd
+        # actuate and integrate as SUMO does (both speed functions return a speed >= 0, so
+        # the general step's clamp to a stop is idle here, and the acceleration is the command)
+        v_new = v_fin
+        a_new = (v_fin - v) / dt
+        u_cmd = a_new
         # account: energy with the drag of the own gap (a head: the gap behind it)
         drag_gap = gap if is_follower else x - length - pos_behind[k]
         cd_frac = drag_multiplier_row(drag_rows[k], drag_gap)
         e_kwh = step_energy_kwh_unchecked(
-            pt0, mass, 0.5 * (v + v_new), a_new, grade, cd_frac, cd_a, crr, ambient, dt
+            pt_t, mass, 0.5 * (v + v_new), a_new, grade, cd_frac, cd_a, crr, ambient, dt
         )
         collided = collided_at[k] == collided_at[k]  # not NaN (a time is set), without a call
-        exception = (is_follower & (not heard)) | collided | (gap < 0.0)
+        exception = (is_follower & (not heard)) | collided | (gap < 0.0) | (not (cap_off | free))
         energy[k] += 0.0 if exception else e_kwh
         pos_new[k] = x + v_new * dt
         speed_new[k] = v_new

@@ -62,6 +62,9 @@ DRAG_FINE_END_M = 50.0
 DRAG_COARSE_STEP_M = 0.5
 DRAG_TABLE_END_M = 500.0
 _N_FINE = round(DRAG_FINE_END_M / DRAG_FINE_STEP_M)
+# knots per metre, so that the lookup multiplies (a division costs as much as the rest of it)
+_PER_FINE_STEP = 1.0 / DRAG_FINE_STEP_M
+_PER_COARSE_STEP = 1.0 / DRAG_COARSE_STEP_M
 _N_COARSE = round((DRAG_TABLE_END_M - DRAG_FINE_END_M) / DRAG_COARSE_STEP_M)
 
 
@@ -136,8 +139,8 @@ def drag_multiplier_row(row: int, gap_m: float) -> float:
     """
     r = max(row, 0)
     fine = gap_m < DRAG_FINE_END_M
-    x = gap_m / DRAG_FINE_STEP_M
-    x_coarse = (gap_m - DRAG_FINE_END_M) / DRAG_COARSE_STEP_M + _N_FINE
+    x = gap_m * _PER_FINE_STEP
+    x_coarse = (gap_m - DRAG_FINE_END_M) * _PER_COARSE_STEP + _N_FINE
     x = x if fine else x_coarse
     # clamped so that the knots read exist; the result is not used outside the table
     top = DRAG_KNOTS.shape[1] - 2.0

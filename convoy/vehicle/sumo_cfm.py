@@ -696,6 +696,38 @@ def cacc_cap(
 
 
 @njit(cache=True, error_model="numpy")
+def cacc_cap_is_off(
+    p: FloatArray,
+    gap_m: float,
+    pred_speed_mps: float,
+    dt_s: float,
+    v_cacc_mps: float,
+) -> bool:
+    """True only where :func:`cacc_cap` returns ``v_cacc_mps`` unchanged (a follower with a
+    predecessor); False is "unknown", and the caller must then compute the cap.
+
+    The cap is off when ``v_safe + min(threshold, g) >= v_cacc``. ``v_safe`` is the highest
+    speed from which the truck, after its headway ``tau``, stops in Euler steps of ``decel``
+    within ``g + bg`` (``bg``: the predecessor's Euler brake gap). Euler braking (the speed
+    drops, then the truck moves) covers less than braking continuously, so a speed ``X`` is
+    safe if ``X·tau + X²/(2·decel) <= g + bg``; and with ``n = floor(v/r)`` steps of
+    ``r = b·dt`` the brake gap ``dt·(n·v − r·n(n+1)/2)`` is at least ``v²/(2b) − v·dt/2``
+    (the quadratic in ``n`` is largest at ``n = v/r − 1/2``, and ``n`` lies within 1/2 of
+    it, which costs at most ``r·dt/8``, exactly the constant dropped). A margin of 1 cm plus
+    SUMO's ``NUMERICAL_EPS`` covers rounding. None of it divides by a variable or takes a root,
+    which is the point: a cruising platoon skips the safe speed's four divisions and square root
+    (``tests/test_sumo_cfm.py`` checks the implication on a million random states).
+    """
+    net_gap = gap_m - p[CACC_MIN_GAP]
+    decel = p[CACC_DECEL]
+    pred_decel = max(decel, p[CACC_PRED_DECEL])
+    need = max(v_cacc_mps - min(p[CACC_EMERGENCY_THRESHOLD], net_gap), 0.0)
+    bg_low = pred_speed_mps * (pred_speed_mps * (0.5 / pred_decel) - 0.5 * dt_s)
+    stop_m = need * (p[CACC_TIME_GAP] + need * (0.5 / decel))
+    return (net_gap >= 0.0) & (net_gap + bg_low >= stop_m + NUMERICAL_EPS + 0.01)
+
+
+@njit(cache=True, error_model="numpy")
 def cacc_next_speed(
     p: FloatArray,
     speed_mps: float,
