@@ -107,7 +107,9 @@ def test_truck_closes_the_gap_again_after_the_car_leaves() -> None:
     assert left and left[0]["lane"] == 1
     t, gap = _series(res, 2, "gap_m")
     _, mode = _series(res, 2, "mode")
-    assert gap[t > float(left[0]["time_s"]) + 1.0].max() > 100.0  # it had fallen far back
+    left_s = left[0]["time_s"]
+    assert isinstance(left_s, float)
+    assert gap[t > left_s + 1.0].max() > 100.0  # it had fallen far back
     assert abs(gap[-1] - 24.5) < 0.5
     assert mode[-1] in (MODE_GAP, MODE_GAP_CLOSING)
 

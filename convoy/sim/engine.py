@@ -20,11 +20,13 @@ from convoy.sim import kernel, kernel_fast
 from convoy.sim.scenario import (
     AccConfig,
     CaccSumoConfig,
+    ControllerConfig,
     HumanConfig,
     PathConfig,
     PloegConfig,
     Scenario,
     ScenarioError,
+    TruckConfig,
 )
 from convoy.sim.state import (
     RX_POS_M,
@@ -382,10 +384,11 @@ def get_backend(name: str) -> Backend:
         raise ScenarioError(f"unknown backend {name!r}; valid backends: {valid}") from None
 
 
-def _control_rows(sc: Scenario) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-    """Law parameter row, ACC-fallback row, actuator lag, delay and noise of the followers."""
-    c = sc.platoon.controller
-    tr = sc.truck
+def _control_rows(
+    c: ControllerConfig, tr: TruckConfig
+) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """Law parameter row, ACC-fallback row, actuator lag, delay and noise of a follower
+    driving ``c``."""
     # SUMO's laws read the truck's own braking limits and the predecessor's (same type)
     truck_limits = {
         "min_gap_m": tr.min_gap_m,
@@ -450,14 +453,16 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
             f"(road.length_m = {sc.road.length_m})"
         )
 
-    row, acc_row, lag_s, delay_s, noise = _control_rows(sc)
-    model_code = MODEL_NAMES[p.controller.model]
-    model = np.full(n, model_code, np.int8)
-    width = max(row.size, acc_row.size)
+    # each position's controller: the platoon's, or an override (a mixed platoon)
+    laws = [p.controller_at(q) for q in range(k)]
+    rows_by_pos = [_control_rows(c, tr) for c in laws]
+    model = np.array([MODEL_NAMES[laws[q].model] for q in position], np.int8)
+    width = max(max(r[0].size, r[1].size) for r in rows_by_pos)
     ctrl = np.zeros((n, width))
-    ctrl[:, : row.size] = row
-    acc = np.zeros((n, acc_row.size))
-    acc[:] = acc_row
+    acc = np.zeros((n, rows_by_pos[0][1].size))
+    for q, (row, acc_row, _, _, _) in enumerate(rows_by_pos):
+        ctrl[position == q, : row.size] = row
+        acc[position == q] = acc_row
 
     pw = tr.powertrain
     if pw.kind == "electric":
@@ -485,12 +490,15 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
     phys[:, TP_CRR] = tr.rolling_resistance
     phys[:, TP_LIMIT_TRACTION] = 1.0 if pw.limit_traction else 0.0
     # heads are driven along the profile; the law's lag, delay and noise are the followers'
-    follower_rows = position > 0
-    phys[follower_rows, TP_ACTUATOR_LAG_S] = lag_s
-    delay_steps = round(delay_s / sc.dt_s)
-    phys[follower_rows, TP_SENSOR_DELAY_STEPS] = delay_steps
-    phys[follower_rows, TP_NOISE_MPS2] = noise
-    phys[follower_rows, TP_EMERGENCY_BRAKING] = 1.0 if p.controller.emergency_braking else 0.0
+    delay_steps = 0
+    for q in range(1, k):
+        _, _, lag_s, delay_s, noise = rows_by_pos[q]
+        at = position == q
+        phys[at, TP_ACTUATOR_LAG_S] = lag_s
+        phys[at, TP_SENSOR_DELAY_STEPS] = round(delay_s / sc.dt_s)
+        phys[at, TP_NOISE_MPS2] = noise
+        phys[at, TP_EMERGENCY_BRAKING] = 1.0 if laws[q].emergency_braking else 0.0
+        delay_steps = max(delay_steps, round(delay_s / sc.dt_s))
 
     table = TruckTable(
         model=model,

@@ -189,14 +189,32 @@ class InitialConfig(_Strict):
     head_pos_m: NonNegFloat = 2000.0
 
 
+class OverrideConfig(_Strict):
+    """One position of every platoon driven by another controller than ``platoon.controller``
+    (a mixed platoon: a human-driven truck among L4 ones).  ``index`` counts from the head
+    (0), which follows ``leader.speed_profile`` and cannot be overridden."""
+
+    index: Annotated[int, Field(ge=1)]
+    controller: ControllerConfig
+
+
 class PlatoonConfig(_Strict):
-    """Platoons of identical trucks, one behind another in the lane."""
+    """Platoons of identical trucks, one behind another in the lane; every follower drives
+    ``controller`` except the positions listed in ``overrides``."""
 
     trucks: Annotated[int, Field(ge=1, le=100)] = 5
     count: Annotated[int, Field(ge=1, le=10_000_000)] = 1
     spacing_m: NonNegFloat = 60.0
     controller: ControllerConfig = CaccSumoConfig(model="cacc-sumo")
+    overrides: list[OverrideConfig] = []
     initial: InitialConfig = InitialConfig()
+
+    def controller_at(self, index: int) -> ControllerConfig:
+        """The controller of the truck at ``index`` (0 = head) of each platoon."""
+        for o in self.overrides:
+            if o.index == index:
+                return o.controller
+        return self.controller
 
 
 class LeaderConfig(_Strict):
@@ -366,6 +384,17 @@ class Scenario(_Strict):
                 f"duration_s ({self.duration_s}) must be a whole number of steps of "
                 f"dt_s ({self.dt_s})"
             )
+        seen: set[int] = set()
+        last = self.platoon.trucks - 1
+        for k, o in enumerate(self.platoon.overrides):
+            if o.index > last or o.index in seen:
+                why = "given twice" if o.index in seen else "beyond the platoon's last truck"
+                allowed = f"1..{last}, each once" if last >= 1 else "none (a one-truck platoon)"
+                raise ValueError(
+                    f"platoon.overrides.{k}.index = {o.index}: {why} "
+                    f"(platoon.trucks = {self.platoon.trucks}); allowed: {allowed}"
+                )
+            seen.add(o.index)
         road = self.road.length_m
         for k, r in enumerate(self.rsus):
             if r.pos_m > road:

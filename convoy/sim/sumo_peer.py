@@ -497,8 +497,14 @@ def corridor_from_scenario(sc: Scenario) -> CorridorSpec:
     """The SUMO corridor that runs the same trucks, gaps and head profile as ``sc``.
 
     Raises:
-        ValueError: if the scenario's controller has no SUMO counterpart.
+        ValueError: if the scenario's controller has no SUMO counterpart, or it overrides
+            the controller of some positions.
     """
+    if sc.platoon.overrides:
+        raise ValueError(
+            f"platoon.overrides = {len(sc.platoon.overrides)} position(s): the SUMO corridor "
+            "has one car-following model per platoon; allowed: no overrides"
+        )
     model = {"cacc-sumo": "CACC", "acc": "ACC"}.get(sc.platoon.controller.model)
     if model is None:
         raise ValueError(
