@@ -20,6 +20,7 @@ from convoy.sim.validation import (
     get_template,
     instance,
     load_criteria,
+    net_instance_traces,
     replay_metrics,
     run_chunk,
     run_metrics,
@@ -194,12 +195,20 @@ def test_criteria_name_each_broken_limit() -> None:
 
 
 def test_every_library_scenario_builds_at_its_range_corners() -> None:
-    assert len(LIBRARY) == 9
+    assert len(LIBRARY) == 11
     for tpl in LIBRARY.values():
         rows = sample_params(tpl, 2 ** len(tpl.ranges), 0, grid=True)
         assert rows.shape == (2 ** len(tpl.ranges), len(tpl.ranges))
         for r, col in zip(tpl.ranges, rows.T, strict=True):
             assert set(np.unique(col)) == {r.low, r.high}
+        corners = rows[[0, len(rows) - 1]]
+        if tpl.net is not None:
+            # the network engine's scenarios build and run their instances as one batch
+            traces = net_instance_traces(tpl, corners, 7, 0)
+            assert len(traces) == 2 and all(t.truck.sum() == 5 for t in traces)
+            with pytest.raises(ValidationError, match="runs on the network engine"):
+                instance(tpl, rows[0], 7, 0)
+            continue
         for i in (0, len(rows) - 1):
             sc = instance(tpl, rows[i], 7, i)
             assert sc.name == f"{tpl.name}[{i}]"

@@ -28,7 +28,7 @@ from convoy.sim import net_kernel as nk
 from convoy.sim.manoeuvres import ManoeuvreManager, PlatoonRegistry, V2VLink
 from convoy.vehicle.aero import drag_row as _drag_row
 from convoy.vehicle.energy import ElectricPowertrain
-from convoy.vehicle.sumo_cfm import SumoAccParams, SumoCaccParams
+from convoy.vehicle.sumo_cfm import MODE_GAP, SumoAccParams, SumoCaccParams
 
 ModelName = Literal["idm", "acc", "cacc"]
 _MODEL_CODE = {"idm": nk.NM_IDM, "acc": nk.NM_ACC, "cacc": nk.NM_CACC}
@@ -808,8 +808,10 @@ class NetSim:
     def place(self, vehicle_id: str, edge: str, lane: int, pos_m: float, speed_mps: float) -> None:
         """Put a vehicle that has not departed on the road now, before ``run``: front bumper
         at ``pos_m`` from the start of ``edge`` (an edge of its route), in ``lane``, at
-        ``speed_mps`` (a platoon formed and cruising when the run starts).  Platoon members
-        placed this way hold a fresh beacon of their predecessor.
+        ``speed_mps`` (a platoon formed and cruising when the run starts).  Platoon followers
+        placed this way hold a fresh beacon of their predecessor and start in SUMO-CACC's gap
+        control, as in a formed platoon (from speed control, a time gap in its hysteresis
+        band of 1.5-2 s would keep them in speed control, closing in on the truck ahead).
 
         Raises:
             NetSimError: for an unknown vehicle or edge, a lane or position off the edge, a
@@ -827,6 +829,8 @@ class NetSim:
         if not (speed_mps >= 0.0 and math.isfinite(speed_mps)):
             raise NetSimError(f"place {vehicle_id!r}: speed_mps = {speed_mps}; must be >= 0")
         self._put_on_road(row, e, lane, pos_m, speed_mps)
+        if self.state["pred"][row] >= 0:
+            self.state["mode"][row] = MODE_GAP
 
     def set_vehicle_type(self, vehicle_id: str, vtype: str) -> None:
         """Give a vehicle another of this simulation's types before the run starts (each

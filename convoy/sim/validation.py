@@ -3,7 +3,8 @@ pass/fail criteria, and a seeded Monte Carlo / grid runner (``convoy validate``)
 
 Each library entry (``ScenarioTemplate``) names its parameters with their ranges
 (``ParamRange``) and builds an ordinary ``Scenario`` from one draw of them, so every instance
-is a scenario file that can be written out and replayed.  A run's metrics (``run_metrics``):
+is a scenario file that can be written out and replayed (``car-cut-in``, on the network
+engine, writes a replay file instead).  A run's metrics (``run_metrics``, ``net_metrics``):
 
 * ``collided``: some truck touched the truck ahead (1.0) or not (0.0);
 * ``min_gap_m``: smallest bumper gap of any follower [m];
@@ -14,7 +15,8 @@ is a scenario file that can be written out and replayed.  A run's metrics (``run
 * ``string_index``: the largest peak |acceleration| of a follower over the head's
   (``max_i ||a_i||∞ / ||a_0||∞``, the L∞ string-stability gain, Ploeg et al. 2014); above 1
   the string amplified the head's manoeuvre.  The head's peak is floored at 0.1 m/s² so a
-  head at constant speed does not divide by zero;
+  head at constant speed does not divide by zero.  In ``car-cut-in`` the car is the
+  manoeuvre's source: the trucks behind it over the car;
 * ``platoon_km``: km the platoon heads drove (the throughput figure's numerator).
 
 Instance i of a scenario gets the seed ``derive_seed(seed, name, i)``, a pure function of
@@ -22,14 +24,29 @@ Instance i of a scenario gets the seed ``derive_seed(seed, name, i)``, a pure fu
 A run split into chunks (over a Ray cluster or not) therefore computes exactly what one
 local run computes.
 
-The engine's batched step (``convoy.sim.batch.run_batch``) covers uniform SUMO-CACC fleets
-on an ideal channel and keeps no trace; the library's scenarios use actuator lag, latency,
-loss, hazards and sensor delays, and DRAC and the string index need the trajectories, so
-their instances run one ``simulate`` call each on Numba's general kernel (2-60 ms for 5
-trucks × 80 s at 10 Hz on the shared 2-core box, depending on its load).  The
+Engines and the batch axis.  Most entries run on the 1-D engine.  Its batched step
+(``convoy.sim.batch.run_batch``) covers uniform SUMO-CACC fleets on an ideal channel and
+keeps no trace; the library's 1-D scenarios use actuator lag, latency, loss, hazards, sensor
+and reaction delays and mixed controllers, and DRAC and the string index need the
+trajectories, so their instances run one ``simulate`` call each on Numba's general kernel
+(2-60 ms for 5 trucks × 80 s at 10 Hz on the shared 2-core box, depending on its load).
+Stacking them along one call of the general kernel would not keep an instance's results
+identical to its own run: every instance has its own speed profile, channel, hazards and
+seed, which that kernel holds once per call (``World``), and its random draws (beacon loss,
+driver noise) are keyed by the truck's row, which stacking would change; giving the kernel
+a real instance axis is a change to the kernel itself, left out here.  The
 ``cacc-brake-batched`` entry is in the batched regime and runs a chunk as one ``run_batch``
-call, on the GPU with ``backend="gpu"``.  The engine's JAX/GPU backends cover only that
-regime, so the other entries run on Numba whatever the backend.
+call, on the GPU with ``backend="gpu"``; the JAX/GPU backends cover only that regime, so
+the other 1-D entries run on Numba whatever the backend.
+
+``car-cut-in`` needs lanes and cars, so it runs on the network engine
+(``convoy.sim.validation_net``): a chunk of instances is one ``NetSim`` call along that
+engine's instance axis, each instance exactly its own run alone (tested), on Numba whatever
+the backend.  Its worst cases are written as ``NetReplay`` files (template, index, seed,
+parameters), which ``replay_metrics`` reads like the 1-D scenario files.
+
+``mixed-human-late-reaction`` puts a human-driven truck (IDM with a reaction delay) inside
+an L4 platoon with the scenario format's per-position ``platoon.overrides``.
 """
 
 from __future__ import annotations
@@ -46,14 +63,17 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from convoy.sim.batch import run_batch
-from convoy.sim.engine import RunResult, simulate
+from convoy.sim.engine import RunResult, Trace, simulate
 from convoy.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from convoy.sim.validation_net import CUT_IN_NAME, NetTrace, run_cut_in
 
 # Actuator lag of every truck, the head's brakes included (DESIGN.md: tau = 0.5 s).
 ACTUATOR_LAG_S = 0.5
@@ -147,22 +167,27 @@ class ScenarioTemplate:
         name: library key (``lead-emergency-brake``).
         description: what it tests, one sentence.
         ranges: its parameters.
-        make: ``make(params, seed) -> Scenario``, params keyed by ``ParamRange.name``.
+        make: ``make(params, seed) -> Scenario``, params keyed by ``ParamRange.name``, for
+            a scenario of the 1-D engine; None for one of the network engine.
         criteria: default pass/fail limits.
         batched: its instances are in the engine's batched step's regime (a uniform
             SUMO-CACC fleet on an ideal channel), so a chunk of them runs as one
             ``run_batch`` call along the batch axis (on the GPU with ``--backend gpu``);
             that path keeps no trace, so DRAC and the string index are NaN there.
         warmup_s: start of the metrics window [s] (``WARMUP_S`` where beacons have latency).
+        net: ``net(params_list, seed) -> traces``: the scenario runs on the network engine
+            (``convoy.sim.network``), a chunk of instances as one ``NetSim`` batch along its
+            instance axis; None for the 1-D engine's scenarios.
     """
 
     name: str
     description: str
     ranges: tuple[ParamRange, ...]
-    make: Callable[[Mapping[str, float], int], Scenario]
+    make: Callable[[Mapping[str, float], int], Scenario] | None
     criteria: Criteria = field(default_factory=Criteria)
     batched: bool = False
     warmup_s: float = 0.0
+    net: Callable[[Sequence[Mapping[str, float]], int], list[NetTrace]] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,6 +400,58 @@ def _human_late(p: Mapping[str, float], seed: int) -> Scenario:
     )
 
 
+# The L4 trucks of the mixed platoon: Ploeg CACC at h = 0.6 s with 100 ms latency, which
+# rides out the head's hardest slow-down (8 m/s² from 22 to 8 m/s) with metres to spare
+# when every follower is L4 (measured: min gap 3.7 m, TTC 1.0 s), so what fails is the
+# human's doing.
+MIXED_L4_TIME_GAP_S = 0.6
+# The head's hard slow-down in the mixed platoon: 22 -> 8 m/s (a queue ahead).
+MIXED_END_SPEED_MPS = 8.0
+
+
+def human_index(p: Mapping[str, float]) -> int:
+    """Position (1..4) of the human-driven truck of ``mixed-human-late-reaction``."""
+    return min(max(math.floor(p["human_index"] + 0.5), 1), 4)
+
+
+def _mixed_human(p: Mapping[str, float], seed: int) -> Scenario:
+    # Hybrid 1+4 with a human-driven truck INSIDE the platoon: the head (driven along its
+    # profile) brakes hard; the L4 trucks (Ploeg CACC) react after the V2V latency, the
+    # human (IDM, no automatic emergency braking) only after his reaction time, seeing the
+    # truck ahead through his own eyes (the IDM's delayed gap and speed).  He keeps his own
+    # IDM time gap; the L4 trucks behind him follow him by CACC (his truck's OBU beacons).
+    v = 22.0
+    human = {
+        "model": "human",
+        "time_gap_s": p["human_time_gap_s"],
+        "reaction_time_s": p["reaction_s"],
+        "actuator_lag_s": ACTUATOR_LAG_S,
+        "emergency_braking": False,
+    }
+    return _scenario(
+        "mixed-human-late-reaction",
+        seed,
+        duration_s=WARMUP_S + 40.0,
+        truck={"max_decel_mps2": 8.0, "emergency_decel_mps2": 8.0},
+        platoon={
+            "trucks": 5,
+            "controller": _ploeg(time_gap_s=MIXED_L4_TIME_GAP_S),
+            "overrides": [{"index": human_index(p), "controller": human}],
+            "initial": {
+                "speed_mps": v,
+                "gap_m": _gap_m(MIXED_L4_TIME_GAP_S, v),
+                "head_pos_m": 2000.0,
+            },
+        },
+        leader={
+            "speed_profile": brake_profile(
+                v, MIXED_END_SPEED_MPS, p["brake_decel_mps2"], WARMUP_S + 10.0
+            )
+        },
+        channel={"rate_hz": 10.0, "latency_s": 0.1},
+    )
+
+
 def _cacc_batched(p: Mapping[str, float], seed: int) -> Scenario:
     # SUMO's CACC law exactly (no lag, ideal channel at one beacon per step): the regime of
     # the batched step, so Monte Carlo over it runs along the batch axis
@@ -486,6 +563,34 @@ def _lib() -> dict[str, ScenarioTemplate]:
             warmup_s=WARMUP_S,
         ),
         ScenarioTemplate(
+            "mixed-human-late-reaction",
+            "hybrid 1+4 with a human-driven truck inside the L4 platoon (Ploeg CACC, "
+            "h = 0.6 s); the head brakes hard from 22 to 8 m/s and the human reacts late",
+            (
+                ParamRange("reaction_s", 0.5, 2.5, "human driver's reaction time"),
+                ParamRange("human_time_gap_s", 0.5, 2.0, "human driver's IDM time gap"),
+                ParamRange("brake_decel_mps2", 2.0, 8.0, "head's deceleration"),
+                ParamRange("human_index", 1.0, 4.0, "human truck's position (rounded)"),
+            ),
+            _mixed_human,
+            warmup_s=WARMUP_S,
+        ),
+        ScenarioTemplate(
+            CUT_IN_NAME,
+            "a car cuts into a gap of a 1+4 SUMO-CACC platoon at 22 m/s on a two-lane road "
+            "and brakes; the truck behind it falls back to ACC",
+            (
+                ParamRange("member", 1.0, 4.0, "follower the car cuts in ahead of (rounded)"),
+                ParamRange("cut_in_gap_m", 2.0, 12.0, "car's rear to that truck's front"),
+                ParamRange("speed_deficit_mps", 0.0, 8.0, "car's speed below the platoon's"),
+                ParamRange("car_brake_mps2", 0.0, 8.0, "car's braking after the cut-in"),
+                ParamRange("car_brake_s", 0.5, 3.0, "how long the car brakes"),
+                ParamRange("time_gap_s", 0.8, 2.0, "L4 followers' CACC time gap"),
+            ),
+            None,
+            net=run_cut_in,
+        ),
+        ScenarioTemplate(
             "cacc-brake-batched",
             "1+4 SUMO-CACC platoon (SUMO's law, ideal channel) under a hard head brake, run "
             "along the engine's batch axis",
@@ -521,6 +626,41 @@ def get_template(name: str) -> ScenarioTemplate:
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
+def _window_metrics(
+    gap: np.ndarray,
+    closing: np.ndarray,
+    acc: np.ndarray,
+    braking: np.ndarray,
+    fol: np.ndarray,
+    ref: np.ndarray,
+) -> tuple[float, float, float, float, float]:
+    """Min gap, min TTC, max deceleration, DRAC and string index over a window.
+
+    Args:
+        gap, closing: (r, f) bumper gap [m] and closing speed [m/s] of the followers; NaN
+            where a follower has no leader (or is off the road).
+        acc: (r, n) accelerations of every vehicle [m/s²], NaN while one is off the road.
+        braking: (n,) bool, the vehicles whose deceleration counts.
+        fol: (n,) bool, the vehicles whose peak |a| is the string index's numerator.
+        ref: (n,) bool, those whose peak is its denominator (the manoeuvre's source).
+    """
+    has = ~np.isnan(gap)
+    min_gap = float(gap[has].min()) if has.any() else math.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ttc = np.where(closing > 0.0, np.maximum(gap, 0.0) / closing, np.inf)
+    min_ttc = float(ttc[has].min()) if has.any() else math.inf
+    a = np.where(np.isnan(acc), 0.0, acc)
+    max_decel = float(max(0.0, -a[:, braking].min(initial=0.0)))
+    drac = 0.0
+    ok = has & (gap > 0.0) & (closing > 0.0)
+    if ok.any():
+        drac = float((closing[ok] ** 2 / (2.0 * gap[ok])).max())
+    peak = np.abs(a).max(axis=0, initial=0.0)
+    ref_peak = max(float(peak[ref].max(initial=0.0)), STRING_INDEX_FLOOR_MPS2)
+    ssi = float(peak[fol].max()) / ref_peak if fol.any() else 0.0
+    return min_gap, min_ttc, max_decel, drac, ssi
+
+
 def run_metrics(res: RunResult, from_s: float = 0.0) -> dict[str, float]:
     """The safety metrics of one run (see the module docstring), as floats.
 
@@ -533,37 +673,55 @@ def run_metrics(res: RunResult, from_s: float = 0.0) -> dict[str, float]:
     tr, st, table = res.trace, res.state, res.table
     fol = table.position > 0
     lead = table.leader[fol]
+    heads = table.position == 0
     w = tr.time_s >= from_s - 1e-9
-    collided = bool(np.isfinite(st.collided_at_s).any())
     gap = tr.gap_m[w][:, fol]
     closing = tr.speed_mps[w][:, fol] - tr.speed_mps[w][:, lead]
+    every = np.ones(table.n, bool)
+    min_gap, min_ttc, max_decel, drac, ssi = _window_metrics(
+        gap, closing, tr.accel_mps2[w], every, fol, heads
+    )
     if from_s <= 0.0:
         min_gap = float(st.min_gap_m[fol].min()) if fol.any() else math.inf
         min_ttc = float(st.min_ttc_s.min())
-    else:
-        min_gap = float(gap.min()) if gap.size else math.inf
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ttc = np.where(closing > 0.0, np.maximum(gap, 0.0) / closing, np.inf)
-        min_ttc = float(ttc.min()) if ttc.size else math.inf
-    acc = tr.accel_mps2[w]
-    max_decel = float(max(0.0, -acc.min()))
-    drac = 0.0
-    ok = (gap > 0.0) & (closing > 0.0)
-    if ok.any():
-        drac = float((closing[ok] ** 2 / (2.0 * gap[ok])).max())
-    peak = np.abs(acc).max(axis=0)
-    heads = table.position == 0
-    head_peak = max(float(peak[heads].max()), STRING_INDEX_FLOOR_MPS2)
-    ssi = float(peak[fol].max()) / head_peak if fol.any() else 0.0
     km = float((tr.pos_m[-1, heads] - tr.pos_m[0, heads]).sum()) / 1000.0
     return {
-        "collided": 1.0 if collided else 0.0,
+        "collided": 1.0 if np.isfinite(st.collided_at_s).any() else 0.0,
         "min_gap_m": min_gap,
         "min_ttc_s": min_ttc,
         "max_decel_mps2": max_decel,
         "drac_mps2": drac,
         "string_index": ssi,
         "platoon_km": km,
+    }
+
+
+def net_metrics(tr: NetTrace, from_s: float = 0.0) -> dict[str, float]:
+    """The safety metrics of one network-engine instance (``convoy.sim.validation_net``).
+
+    Gap, TTC and DRAC are the platoon followers' to whatever drives ahead of them (the car
+    that cut in included); the deceleration is the trucks' (the car's brake is the scenario's
+    input).  The string index is the L∞ gain from the manoeuvre's source (the car) to the
+    trucks behind it: their largest peak |a| over the car's (floored as for a head).
+    """
+    w = tr.time_s >= from_s - 1e-9
+    fol = tr.truck & (tr.position > 0)
+    min_gap, min_ttc, max_decel, drac, ssi = _window_metrics(
+        tr.gap_m[w][:, fol],
+        tr.closing_mps[w][:, fol],
+        tr.accel_mps2[w],
+        tr.truck,
+        tr.downstream,
+        tr.source,
+    )
+    return {
+        "collided": 1.0 if tr.collided else 0.0,
+        "min_gap_m": min_gap,
+        "min_ttc_s": min_ttc,
+        "max_decel_mps2": max_decel,
+        "drac_mps2": drac,
+        "string_index": ssi,
+        "platoon_km": tr.head_km,
     }
 
 
@@ -595,11 +753,33 @@ def sample_params(tpl: ScenarioTemplate, samples: int, seed: int, grid: bool) ->
     return lo + (hi - lo) * rng.random((samples, k))
 
 
+def _params(tpl: ScenarioTemplate, row: Sequence[float]) -> dict[str, float]:
+    return {r.name: float(v) for r, v in zip(tpl.ranges, row, strict=True)}
+
+
 def instance(tpl: ScenarioTemplate, row: Sequence[float], seed: int, index: int) -> Scenario:
-    """Instance ``index`` of ``tpl`` with parameter values ``row`` in a run with ``seed``."""
-    params = {r.name: float(v) for r, v in zip(tpl.ranges, row, strict=True)}
-    sc = tpl.make(params, derive_seed(seed, tpl.name, index))
+    """Instance ``index`` of ``tpl`` with parameter values ``row`` in a run with ``seed``.
+
+    Raises:
+        ValidationError: for a template of the network engine (it has no 1-D scenario;
+            ``net_instance_traces`` runs its instances).
+    """
+    if tpl.make is None:
+        raise ValidationError(
+            f"scenario {tpl.name!r} runs on the network engine and has no 1-D scenario file; "
+            "allowed: a 1-D library scenario (use net_instance_traces for this one)"
+        )
+    sc = tpl.make(_params(tpl, row), derive_seed(seed, tpl.name, index))
     return sc.model_copy(update={"name": f"{tpl.name}[{index}]"})
+
+
+def net_instance_traces(
+    tpl: ScenarioTemplate, rows: np.ndarray, seed: int, start: int
+) -> list[NetTrace]:
+    """Instances ``start .. start + len(rows)`` of a network-engine template, run as one batch
+    (the engine's seed: that of instance ``start``; see ``convoy.sim.validation_net``)."""
+    assert tpl.net is not None
+    return tpl.net([_params(tpl, r) for r in rows], derive_seed(seed, tpl.name, start))
 
 
 def run_chunk(
@@ -618,6 +798,12 @@ def run_chunk(
             [instance(tpl, row, seed, start + j) for j, row in enumerate(rows)], backend
         )
     out = np.empty((len(rows), len(METRIC_NAMES)))
+    if tpl.net is not None:
+        # the network engine runs on Numba whatever the backend: one call for the chunk
+        for j, tr in enumerate(net_instance_traces(tpl, rows, seed, start)):
+            m = net_metrics(tr, tpl.warmup_s)
+            out[j] = [m[k] for k in METRIC_NAMES]
+        return out
     for j, row in enumerate(rows):
         # the engine's JAX/GPU step covers only the batched regime; the rest run on Numba
         res = simulate(instance(tpl, row, seed, start + j), backend="cpu", chunks=1)
@@ -775,7 +961,7 @@ def library_lines() -> list[str]:
     """The library: each scenario, what it tests, and its parameter ranges."""
     out = []
     for t in LIBRARY.values():
-        tag = " [batched]" if t.batched else ""
+        tag = " [batched]" if t.batched else " [network engine, batched]" if t.net else ""
         out.append(f"{t.name}{tag}: {t.description}")
         out += [f"    {r.name}: {r.low:g} .. {r.high:g}  ({r.description})" for r in t.ranges]
     return out
@@ -811,9 +997,73 @@ def scenario_yaml(sc: Scenario, comment: str = "") -> str:
     return lines + text
 
 
+class NetReplay(BaseModel):
+    """A worst case of a network-engine scenario, as written to ``worst/*.yaml``: the
+    template, the instance's index, seed and parameters (the network engine has no scenario
+    file format of its own; the template rebuilds the instance from these)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replay: Literal["network"]
+    template: str
+    index: Annotated[int, Field(ge=0)]
+    seed: Annotated[int, Field(ge=0, lt=2**63)]
+    params: dict[str, Annotated[float, Field(allow_inf_nan=False)]]
+
+
+def net_replay_yaml(tpl: ScenarioTemplate, row: Sequence[float], seed: int, index: int,
+                    comment: str = "") -> str:  # fmt: skip
+    """Instance ``index`` of a network-engine template as a replay file (``NetReplay``)."""
+    rep = NetReplay(
+        replay="network",
+        template=tpl.name,
+        index=index,
+        seed=derive_seed(seed, tpl.name, index),
+        params=_params(tpl, row),
+    )
+    lines = "".join(f"# {c}\n" for c in comment.splitlines())
+    return lines + yaml.safe_dump(rep.model_dump(mode="json"), sort_keys=False)
+
+
+def load_net_replay(path: str | Path, data: Any) -> tuple[ScenarioTemplate, NetReplay]:
+    """Check a network replay file's mapping ``data`` (read from ``path``).
+
+    Raises:
+        ValidationError: naming the wrong field, its value and what is allowed.
+    """
+    try:
+        rep = NetReplay.model_validate(data)
+    except PydanticValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        raise ValidationError(f"{path}: field '{loc}' = {e.get('input')!r}: {e['msg']}") from None
+    tpl = get_template(rep.template)
+    names = [r.name for r in tpl.ranges]
+    if tpl.net is None or set(rep.params) != set(names):
+        what = (
+            "a 1-D scenario (write it as a scenario file)"
+            if tpl.net is None
+            else (f"params {sorted(rep.params)}")
+        )
+        raise ValidationError(
+            f"{path}: template {rep.template!r} with {what}; allowed: a network-engine "
+            f"template with params {names}"
+        )  # fmt: skip
+    return tpl, rep
+
+
 def replay_metrics(path: str | Path, backend: str = "cpu") -> dict[str, float]:
-    """Load a scenario file written by ``write_worst_cases`` and compute its metrics with
-    its library template's metrics window (the template is named before ``[index]``)."""
+    """Load a file written by ``write_worst_cases`` and compute its metrics with its library
+    template's metrics window: a 1-D scenario file (the template is named before
+    ``[index]``), or a network replay file (``NetReplay``), run alone."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None  # load_scenario says what is wrong with it
+    if isinstance(data, dict) and "replay" in data:
+        tpl, rep = load_net_replay(path, data)
+        assert tpl.net is not None  # load_net_replay admits network templates only
+        return net_metrics(tpl.net([rep.params], rep.seed)[0], tpl.warmup_s)
     sc = load_scenario(path)
     tpl = get_template(sc.name.split("[", 1)[0])
     if tpl.batched:
@@ -823,24 +1073,27 @@ def replay_metrics(path: str | Path, backend: str = "cpu") -> dict[str, float]:
 
 
 def write_worst_cases(run: ValidationRun, out: Path, k: int = 3) -> list[Path]:
-    """Write each scenario's k worst instances as replayable YAML files under ``out/worst``."""
+    """Write each scenario's k worst instances as replayable YAML files under ``out/worst``:
+    scenario files for the 1-D engine, ``NetReplay`` files for the network engine."""
     d = out / "worst"
     d.mkdir(parents=True, exist_ok=True)
     paths = []
     for o in run.outcomes:
+        t = o.template
         for rank, i in enumerate(o.worst(k)):
-            sc = instance(o.template, o.params[i], run.seed, int(i))
             params = ", ".join(
-                f"{r.name}={v:.4g}" for r, v in zip(o.template.ranges, o.params[i], strict=True)
+                f"{r.name}={v:.4g}" for r, v in zip(t.ranges, o.params[i], strict=True)
             )
             mets = ", ".join(
                 f"{n}={v:.4g}" for n, v in zip(METRIC_NAMES, o.metrics[i], strict=True)
             )
-            p = d / f"{o.template.name}-worst{rank + 1}.yaml"
-            p.write_text(
-                scenario_yaml(sc, f"worst case {rank + 1} of {o.template.name}: {params}\n{mets}"),
-                encoding="utf-8",
-            )
+            note = f"worst case {rank + 1} of {t.name}: {params}\n{mets}"
+            if t.net is not None:
+                text = net_replay_yaml(t, o.params[i], run.seed, int(i), note)
+            else:
+                text = scenario_yaml(instance(t, o.params[i], run.seed, int(i)), note)
+            p = d / f"{t.name}-worst{rank + 1}.yaml"
+            p.write_text(text, encoding="utf-8")
             paths.append(p)
     return paths
 
@@ -904,9 +1157,12 @@ def write_report(run: ValidationRun, out: Path, worst_k: int = 3) -> Path:
             parts.append(_png(fig))
         parts.append("<h3>Worst cases</h3>")
         for rank, i in enumerate(o.worst(worst_k)):
-            sc = instance(t, o.params[i], run.seed, int(i))
-            res = simulate(sc)
-            tr = res.trace
+            if t.net is not None:
+                tr: Trace | NetTrace = net_instance_traces(
+                    t, o.params[i : i + 1], run.seed, int(i)
+                )[0]
+            else:
+                tr = simulate(instance(t, o.params[i], run.seed, int(i))).trace
             fig, (a1, a2) = plt.subplots(2, 1, sharex=True, figsize=(7, 4.5), dpi=90)
             for j in range(tr.pos_m.shape[1]):
                 a1.plot(tr.time_s, tr.speed_mps[:, j], lw=1, label=tr.vehicle_id[j])
