@@ -29,7 +29,10 @@ IDS = ("t0", "t1", "t2")
 
 
 def _sim(
-    car_decel_mps2: float = CAR.decel_mps2, car_changes_lane: bool = False, road_m: float = 4000.0
+    car_decel_mps2: float = CAR.decel_mps2,
+    car_changes_lane: bool = False,
+    road_m: float = 4000.0,
+    time_gap_s: float = TRUCK_L4.time_gap_s,
 ) -> NetSim:
     """Three trucks formed at SUMO-CACC's equilibrium gap (min gap + tau v) at 22 m/s in
     lane 0 of a two-lane road (limit 25 m/s); a car that has not departed (depart at inf),
@@ -39,7 +42,7 @@ def _sim(
         [Edge("road", "a", "b", road_m, lanes=2, speed_limit_mps=25.0)],
     )
     car = replace(CAR, decel_mps2=car_decel_mps2, can_change_lane=car_changes_lane)
-    vtypes = [TRUCK_HUMAN, TRUCK_L4, car]
+    vtypes = [TRUCK_HUMAN, replace(TRUCK_L4, time_gap_s=time_gap_s), car]
     # the head cruises at 22 m/s below the 25 m/s limit, so followers can close a gap
     trips = [Trip(IDS[0], "truck-human", LEGS, speed_cap_mps=V)]
     trips += [Trip(v, "truck-l4", LEGS) for v in IDS[1:]]
@@ -48,7 +51,7 @@ def _sim(
     pos = 1000.0
     for j, v in enumerate(IDS):
         if j:
-            pos -= TRUCK_L4.length_m + TRUCK_L4.min_gap_m + TRUCK_L4.time_gap_s * V
+            pos -= TRUCK_L4.length_m + TRUCK_L4.min_gap_m + time_gap_s * V
         sim.place(v, "road", 0, pos, V)
     return sim
 
@@ -58,13 +61,17 @@ def _series(res, vehicle: int, col: str) -> tuple[np.ndarray, np.ndarray]:  # ty
     return res.fcd["time_s"][m], res.fcd[col][m]
 
 
-def test_placed_platoon_cruises_at_its_equilibrium_gaps() -> None:
+@pytest.mark.parametrize("time_gap_s", [1.0, 1.8])
+def test_placed_platoon_cruises_at_its_equilibrium_gaps(time_gap_s: float) -> None:
     # SUMO's CACC at gap min_gap + tau v and the predecessor's speed has zero spacing and
-    # speed error, so nothing moves off 22 m/s; the car never enters (depart at inf)
-    res = _sim().run(20.0)
+    # speed error, so nothing moves off 22 m/s; the car never enters (depart at inf).  At
+    # tau = 1.8 s the time gap (39.6 + 2.5) / 22 = 1.9 s lies in the law's 1.5-2 s mode
+    # hysteresis band: followers placed in gap control stay there (from speed control they
+    # would close in and then brake at their emergency limit)
+    res = _sim(time_gap_s=time_gap_s).run(20.0)
     assert res.collisions == 0
     assert np.abs(res.fcd["speed_mps"] - V).max() < 1e-9
-    assert np.allclose(res.fcd["gap_m"][res.fcd["vehicle"] > 0], 2.5 + 1.0 * V)
+    assert np.allclose(res.fcd["gap_m"][res.fcd["vehicle"] > 0], 2.5 + time_gap_s * V)
     assert not (res.fcd["vehicle"] == 3).any()
 
 
