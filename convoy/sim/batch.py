@@ -32,7 +32,7 @@ from numba import njit, prange
 
 from convoy.sim.engine import World, build, unhandled_tables
 from convoy.sim.kernel import ENV_DT_S, ENV_PROFILE_LEAD_S, profile_speed
-from convoy.sim.kernel_fast import CHUNK, _cacc_range
+from convoy.sim.kernel_fast import CHUNK, _cacc_range, receive_last_step
 from convoy.sim.scenario import Scenario, ScenarioError, parse_scenario
 from convoy.sim.state import (
     TP_ACTUATOR_LAG_S,
@@ -346,6 +346,11 @@ def _run_instances(
                 a = accel[b, nxt, i]
                 if a < min_accel[b, i]:
                     min_accel[b, i] = a
+        if n_steps > 0:
+            receive_last_step(
+                step0 + n_steps - 1, follows, phys0[b], ch[b], env[b], pos[b], speed[b],
+                accel[b], u[b], rx_pred[b],
+            )  # fmt: skip
 
 
 def _stack(built: list[_Built], get: Any, dtype: Any = None) -> np.ndarray:

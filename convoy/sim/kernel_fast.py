@@ -55,11 +55,8 @@ from convoy.sim.kernel import (
 )
 from convoy.sim.state import (
     RX_ACCEL_MPS2,
-    RX_HAZARD,
-    RX_POS_M,
     RX_SPEED_MPS,
     RX_STAMP_S,
-    RX_U_MPS2,
     TP_ACTUATOR_LAG_S,
     TP_CD_A_M2,
     TP_CRR,
@@ -177,51 +174,28 @@ def _count_hard_brakes(
 @njit(cache=True, error_model="numpy")
 def _sense_block(
     length_m: float,
-    range_m: float,
-    t_s: float,
-    hazard_accel_mps2: float,
     pos: np.ndarray,
     speed: np.ndarray,
     pos_ahead: np.ndarray,
     speed_ahead: np.ndarray,
-    accel_ahead: np.ndarray,
-    u_ahead: np.ndarray,
-    follows: np.ndarray,
     min_gap: np.ndarray,
     min_ttc: np.ndarray,
-    rx_pos: np.ndarray,
-    rx_speed: np.ndarray,
-    rx_accel: np.ndarray,
-    rx_u: np.ndarray,
-    rx_stamp: np.ndarray,
-    rx_hazard: np.ndarray,
 ) -> None:
-    """Sense and receive for a block (1-D slices, ``*_ahead`` shifted by one truck): the
-    minimum gap and time-to-collision, and a follower's beacon from its predecessor when in
-    range. No one brakes in MODE_EMERGENCY in this regime, so a beacon's hazard flag is its
-    deceleration alone. Selects only, so LLVM vectorises it; kept apart from
-    ``_step_block`` because LLVM gives up on a loop that writes too many arrays. A truck
-    that overlaps the truck ahead is an exception of ``_step_block``, and ``_truck_step``
-    records the contact.
+    """Sense for a block (1-D slices, ``*_ahead`` shifted by one truck): the minimum gap and
+    time-to-collision. Selects only, so LLVM vectorises it; kept apart from ``_step_block``
+    because LLVM gives up on a loop that writes too many arrays. A truck that overlaps the
+    truck ahead is an exception of ``_step_block``, and ``_truck_step`` records the contact.
+
+    Receiving writes nothing here: a follower that hears its predecessor drives on what the
+    predecessor is now, and ``receive_last_step`` stores the beacon once, after a call's last
+    step (see ``_step_block`` for the followers near the edge of the radio's range).
     """
     for k in range(pos.shape[0]):
-        x = pos[k]
-        xj = pos_ahead[k]
-        pv = speed_ahead[k]
-        aj = accel_ahead[k]
-        gap = xj - length_m - x
-        closing = speed[k] - pv
+        gap = pos_ahead[k] - length_m - pos[k]
+        closing = speed[k] - speed_ahead[k]
         min_gap[k] = gap if gap < min_gap[k] else min_gap[k]
         ttc = max(gap, 0.0) / closing
         min_ttc[k] = ttc if closing > 1e-9 and ttc < min_ttc[k] else min_ttc[k]
-        heard = (follows[k] != 0) & (abs(xj - x) <= range_m)
-        rx_pos[k] = xj if heard else rx_pos[k]
-        rx_speed[k] = pv if heard else rx_speed[k]
-        rx_accel[k] = aj if heard else rx_accel[k]
-        rx_u[k] = u_ahead[k] if heard else rx_u[k]
-        rx_stamp[k] = t_s if heard else rx_stamp[k]
-        hazard = 1.0 if aj <= hazard_accel_mps2 else 0.0
-        rx_hazard[k] = hazard if heard else rx_hazard[k]
 
 
 @njit(cache=True, error_model="numpy")
@@ -280,6 +254,7 @@ def _step_block(
     grade = env[ENV_GRADE]
     ambient = env[ENV_AMBIENT_C]
     range_m = ch[CH_RANGE_M]
+    reach_dv = (a_max + b_emg) * dt
     for k in range(pos.shape[0]):
         x = pos[k]
         v = speed[k]
@@ -289,6 +264,12 @@ def _step_block(
         gap = xj - length - x
         is_follower = follows[k] != 0
         heard = is_follower & (abs(xj - x) <= range_m)
+        # a follower whose predecessor could be out of range by the next step keeps its
+        # beacon now (as an exception, through _truck_step): the distance changes by at most
+        # (|Δv| + (accel + emergency decel)·dt)·dt in a step, so every follower that goes
+        # unheard has its last beacon stored, and no other needs one before the call ends
+        reach_m = range_m - (abs(pv - v) + reach_dv) * dt - 1.0
+        near_edge = heard & (abs(xj - x) > reach_m)
         # control: the law behind the truck ahead; a head caps its profile with it
         mk = cacc_mode(ctrl_t, v, gap, True, v_max, ctrl_mode[k])
         v_ctl = cacc_control_speed(ctrl_t, v, a, gap, pv, v_max, dt, mk, 0.0)
@@ -313,7 +294,13 @@ def _step_block(
             pt_t, mass, 0.5 * (v + v_new), a_new, grade, cd_frac, cd_a, crr, ambient, dt
         )
         collided = collided_at[k] == collided_at[k]  # not NaN (a time is set), without a call
-        exception = (is_follower & (not heard)) | collided | (gap < 0.0) | (not (cap_off | free))
+        exception = (
+            (is_follower & (not heard))
+            | near_edge
+            | collided
+            | (gap < 0.0)
+            | (not (cap_off | free))
+        )
         energy[k] += 0.0 if exception else e_kwh
         pos_new[k] = x + v_new * dt
         speed_new[k] = v_new
@@ -484,7 +471,6 @@ def _cacc_range(
     n = pos.shape[1]
     cur = s & 1
     nxt = 1 - cur
-    t = s * env[ENV_DT_S]
     first = max(lo, 1)
     last = min(hi, n - 1)
     length = phys0[TP_LENGTH_M]
@@ -492,24 +478,12 @@ def _cacc_range(
     if last > first:
         _sense_block(
             length,
-            ch[CH_RANGE_M],
-            t,
-            -HAZARD_DECEL_FRACTION * phys0[TP_EMERGENCY_DECEL_MPS2],
             pos[cur, first:last],
             speed[cur, first:last],
             pos[cur, first - 1 : last - 1],
             speed[cur, first - 1 : last - 1],
-            accel[cur, first - 1 : last - 1],
-            u[cur, first - 1 : last - 1],
-            follows[first:last],
             min_gap[first:last],
             min_ttc[first:last],
-            rx_pred[RX_POS_M, first:last],
-            rx_pred[RX_SPEED_MPS, first:last],
-            rx_pred[RX_ACCEL_MPS2, first:last],
-            rx_pred[RX_U_MPS2, first:last],
-            rx_pred[RX_STAMP_S, first:last],
-            rx_pred[RX_HAZARD, first:last],
         )
         n_exceptions = _step_block(
             head_target,
@@ -547,6 +521,35 @@ def _cacc_range(
     _count_hard_brakes(
         -env[ENV_HARD_BRAKE_MPS2], accel[nxt, lo:hi], accel[cur, lo:hi], hard_brakes[lo:hi]
     )
+
+
+@njit(cache=True)
+def receive_last_step(
+    s: int,
+    follows: np.ndarray,
+    phys0: np.ndarray,
+    ch: np.ndarray,
+    env: np.ndarray,
+    pos: np.ndarray,
+    speed: np.ndarray,
+    accel: np.ndarray,
+    u: np.ndarray,
+    rx_pred: np.ndarray,
+) -> None:
+    """Store the beacon each follower heard in step ``s``, the last of a call: what the
+    general step stores every step. The fast step reads the predecessor directly while it
+    hears it, and stores a beacon itself only where one is about to go unheard, so after this
+    the received state is what ``kernel.run_steps`` leaves, to the bit.
+    """
+    cur = s & 1
+    t = s * env[ENV_DT_S]
+    hazard_accel = -HAZARD_DECEL_FRACTION * phys0[TP_EMERGENCY_DECEL_MPS2]
+    for i in range(1, pos.shape[1]):
+        j = i - 1
+        xj = pos[cur, j]
+        if follows[i] != 0 and abs(xj - pos[cur, i]) <= ch[CH_RANGE_M]:
+            aj = accel[cur, j]
+            store_beacon(rx_pred, i, xj, speed[cur, j], aj, u[cur, j], t, aj <= hazard_accel)
 
 
 @njit(cache=True, parallel=True)
@@ -656,6 +659,8 @@ def run_steps_cacc(
                 rec_energy[rec, i] = energy[i]
                 rec_odd[rec, i] = odd_flags[i]
             rec += 1
+    if n_steps > 0:
+        receive_last_step(s0 + n_steps - 1, follows, phys0, ch, env, pos, speed, accel, u, rx_pred)
     for i in range(n):
         mode[i] = mode64[i]
         ctrl_mode[i] = ctrl_mode64[i]
