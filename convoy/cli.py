@@ -140,7 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks that run the peer side by side and print the ratio."""
-    from convoy.sim.bench import bench_sim
+    from convoy.sim.bench import BenchError, bench_sim
 
     if args.what == "network":
         return _bench_network(args)
@@ -156,7 +156,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         get_backend(args.backend)
     except ScenarioError as exc:  # an unknown name, listed with the valid ones
         raise BadInputError(f"--backend: {exc}") from None
-    results = bench_sim(sizes, sumo=not args.no_sumo, console=_out, backend=args.backend)
+    try:
+        results = bench_sim(sizes, sumo=not args.no_sumo, console=_out, backend=args.backend)
+    except BenchError as exc:
+        raise BadInputError(str(exc)) from None
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
