@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import os
 import signal
 import sqlite3
@@ -19,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from convoy.service.storage import (
     new_id,
     open_storage,
 )
+from convoy.service.storage.base import check_state_rows
 
 PG_URL = os.environ.get("CONVOY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parent.parent
@@ -264,6 +266,79 @@ def test_a_batch_with_garbage_stores_nothing(store: Storage) -> None:
         store.write_states([state("T1", 3.0), {"vehicle_id": "T1"}])  # type: ignore[list-item]
     assert store.states() == [state("T1", 1.0)]
     assert store.latest_states() == [state("T1", 1.0)]
+
+
+_ROW = operator.attrgetter(*(f.name for f in fields(VehicleState)))
+
+
+def test_state_rows_store_exactly_what_records_store(store: Storage) -> None:
+    states = _random_states(2_000, vehicles=20, seed=11)
+    assert store.write_state_rows([_ROW(s) for s in states[:1_000]]) == 1_000
+    assert store.write_states(states[1_000:]) == 1_000
+    assert store.states(limit=5_000) == states
+    assert store.latest_states() == sorted(states[-20:], key=lambda s: s.vehicle_id)
+    assert store.write_state_rows([]) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("speed_mps", math.nan),
+        ("speed_mps", 100.5),
+        ("speed_mps", True),
+        ("lon", 180.5),
+        ("t_s", math.inf),
+        ("accel_mps2", "1.0"),
+        ("soc", math.nan),
+        ("soc", 1.5),
+        ("lane", 64),
+        ("lane", 1.0),
+        ("mode", ""),
+        ("edge", "a b"),
+        ("vehicle_id", "T 1"),
+    ],
+)
+def test_a_bad_state_row_stores_nothing_and_is_named_like_a_record(
+    store: Storage, field: str, value: Any
+) -> None:
+    good = [_ROW(s) for s in _random_states(50, vehicles=5)]
+    k = [f.name for f in fields(VehicleState)].index(field)
+    bad = [*good[:30], (*good[30][:k], value, *good[30][k + 1 :]), *good[31:]]
+    with pytest.raises(RecordError, match=rf"VehicleState\.{field} = "):
+        store.write_state_rows(bad)
+    assert store.states() == [] and store.latest_states() == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["T1", "T2", "", "a b", "x" * 65]),
+            st.one_of(st.floats(), st.integers(-1, 2), st.booleans()),
+            st.floats(-200, 200),
+            st.floats(-100, 100),
+            st.floats(-10, 120),
+            st.floats(-10, 400),
+            st.floats(-60, 60),
+            st.sampled_from(["", "e1", "a b", "é", "\x00"]),
+            st.one_of(st.integers(-1, 70), st.just(True)),
+            st.one_of(st.none(), st.floats(-0.5, 1.5), st.just(math.nan)),
+            st.sampled_from(["cacc", "", "gap-closing", "bad mode"]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_bulk_row_check_accepts_exactly_what_records_accept(rows: list[tuple[Any, ...]]) -> None:
+    try:
+        want: list[tuple[Any, ...]] | str = [_ROW(VehicleState(*r)) for r in rows]
+    except RecordError as e:
+        want = str(e)
+    try:
+        got: list[tuple[Any, ...]] | str = check_state_rows(rows)
+    except RecordError as e:
+        got = str(e)
+    assert got == want
 
 
 def test_copy_throughput_is_printed(store: Storage, backend: Backend) -> None:

@@ -1,30 +1,44 @@
 """Telemetry end to end: MQTT states through a real Mosquitto and the ingest into PostgreSQL.
 
-2,000 states (100 trucks: 10 one-state messages each, and one 10-state batch message each)
-go through a private Mosquitto, an ``Ingest`` and ``StorageSink`` into a fresh PostgreSQL
-schema; every state must be stored exactly once with the values that were sent. PostgreSQL
-not reachable is a failure, not a skip: set ``CONVOY_TEST_PG`` to point at another server.
+3,000 states (100 trucks: 10 one-state messages each, one 10-state batch message and one
+10-state columns message each) go through a private Mosquitto, an ``Ingest`` and
+``StorageSink`` into a fresh PostgreSQL schema, in each of the ingest's modes (models or rows,
+commit thread or not); every state must be stored exactly once with the values that were
+sent. PostgreSQL not reachable is a failure, not a skip: set ``CONVOY_TEST_PG`` to point at
+another server.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convoy.service.mqtt import acl, topics
 from convoy.service.mqtt.bench import _RawPublisher, private_broker
 from convoy.service.mqtt.ingest import BrokerSettings, Ingest, IngestSettings
+from convoy.service.mqtt.messages import MODE_NAMES, state_row
 from convoy.service.mqtt.messages import VehicleState as MqttState
 from convoy.service.storage import open_storage
+from convoy.service.storage.base import RecordError, check_state_rows
 from convoy.service.storage.base import VehicleState as StoredState
-from convoy.service.telemetry_bench import DEFAULT_PG_URL, StorageSink, schema_url, to_storage
+from convoy.service.telemetry_bench import (
+    DEFAULT_PG_URL,
+    StorageSink,
+    schema_url,
+    to_storage,
+    to_storage_rows,
+)
 
 PG_URL = os.environ.get("CONVOY_TEST_PG", DEFAULT_PG_URL)
 T0_MS = 1_790_000_000_000  # 2026-09-21, a fixed epoch time so rows are reproducible
@@ -67,6 +81,12 @@ def _state(vid: str, t_ms: int, k: int) -> dict[str, Any]:
     return s
 
 
+def _as_columns(vid: str, states: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``columns`` payload: one array per field, ``null`` where a sample lacks it."""
+    names = [n for n in MqttState.model_fields if n != "id"]
+    return {"id": vid} | {n: [s.get(n) for s in states] for n in names}
+
+
 def test_to_storage_maps_fields_and_defaults() -> None:
     full = to_storage(MqttState.model_validate(_state("t1", 1_700_000_000_123, 4)))
     assert full == StoredState(
@@ -78,12 +98,45 @@ def test_to_storage_maps_fields_and_defaults() -> None:
     assert (bare.edge, bare.lane, bare.soc, bare.mode) == ("", 0, None, "unknown")
 
 
+_STORED = operator.attrgetter(*(f.name for f in fields(StoredState)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.builds(
+        MqttState,
+        id=st.sampled_from(["T0001", "a.b:c_d-e"]),
+        time_ms=st.integers(946_684_800_000, 4_102_444_799_999),
+        lon_deg=st.floats(-180, 180),
+        lat_deg=st.floats(-90, 90),
+        speed_mps=st.floats(0, 163.8),
+        heading_deg=st.floats(0, 360),
+        accel_mps2=st.floats(-20, 20),
+        soc=st.none() | st.floats(0, 1),
+        mode=st.none() | st.sampled_from(MODE_NAMES),
+        edge=st.none() | st.sampled_from(["e1", "x" * 64, "~!"]),
+        lane=st.none() | st.integers(0, 255),
+    )
+)
+def test_row_mapping_is_the_record_mapping(s: MqttState) -> None:
+    # every valid MQTT sample: the same stored row as to_storage, or left out where
+    # to_storage raises; and storage's bulk check passes what the mapping keeps
+    rows, bad = to_storage_rows([state_row(s)])
+    try:
+        want = [_STORED(to_storage(s))]
+    except RecordError:
+        want = []
+    assert rows == want and bad == 1 - len(want)
+    assert check_state_rows(rows) == rows
+
+
+@pytest.mark.parametrize(("rows", "pipeline"), [(True, True), (False, True), (True, False)])
 def test_states_stored_exactly_once_with_equal_values(
-    pg_schema: tuple[str, psycopg.Connection[Any]],
+    pg_schema: tuple[str, psycopg.Connection[Any]], rows: bool, pipeline: bool
 ) -> None:
     schema, admin = pg_schema
     store = open_storage(schema_url(PG_URL, schema, "convoy-test"), pool_size=1)
-    sink = StorageSink(store)
+    sink = StorageSink(store, rows=rows)
     trucks = acl.truck_ids(100)
     sent: list[dict[str, Any]] = []
     try:
@@ -94,7 +147,9 @@ def test_states_stored_exactly_once_with_equal_values(
                     broker=BrokerSettings("127.0.0.1", port),
                     client_id=f"test-pipe-{uuid.uuid4().hex[:8]}",
                     session_expiry_s=0,
+                    pipeline=pipeline,
                 ),
+                rows=rows,
             )
             th = ing.start()
             try:
@@ -110,6 +165,11 @@ def test_states_stored_exactly_once_with_equal_values(
                     sent += batch
                     body = json.dumps({"id": vid, "states": batch}).encode()
                     pub.publish(topics.states_topic(vid).encode(), body)
+                    cols = [_state(vid, T0_MS + 2_000 + 100 * j, 20 * i + 20 + j)
+                            for j in range(10)]  # fmt: skip
+                    sent += cols
+                    body = json.dumps(_as_columns(vid, cols)).encode()
+                    pub.publish(topics.columns_topic(vid).encode(), body)
                     pub.pump()
                 end = time.monotonic() + 10.0
                 while (pub.acked < pub.sent or sink.states < len(sent)) and (
@@ -117,20 +177,20 @@ def test_states_stored_exactly_once_with_equal_values(
                 ):
                     pub.pump(0.01)
                 pub.close()
-                assert pub.acked == pub.sent == 1_100
+                assert pub.acked == pub.sent == 1_200
             finally:
                 ing.stop()
                 th.join(5.0)
     finally:
         store.close()
-    assert len(sent) == 2_000
+    assert len(sent) == 3_000
     assert sink.unstorable == 0
     assert ing.stats.rejected.total() == 0
-    rows = admin.execute(
+    stored = admin.execute(
         "SELECT vehicle_id, t_s, lon, lat, speed_mps, heading_deg, accel_mps2, edge, lane, "
         f"soc, mode FROM {schema}.vehicle_states"
     ).fetchall()
-    assert len(rows) == 2_000, f"{len(rows)} rows stored of 2,000 sent"
+    assert len(stored) == 3_000, f"{len(stored)} rows stored of 3,000 sent"
     want = sorted(
         (
             s["id"], s["time_ms"] / 1000.0, s["lon_deg"], s["lat_deg"], s["speed_mps"],
@@ -139,8 +199,8 @@ def test_states_stored_exactly_once_with_equal_values(
         )
         for s in sent
     )  # fmt: skip
-    assert sorted(tuple(r) for r in rows) == want  # each once, every value equal
+    assert sorted(tuple(r) for r in stored) == want  # each once, every value equal
     latest = admin.execute(
         f"SELECT vehicle_id, t_s FROM {schema}.vehicle_latest ORDER BY vehicle_id"
     ).fetchall()
-    assert latest == sorted((v, (T0_MS + 1_900) / 1000.0) for v in trucks)
+    assert latest == sorted((v, (T0_MS + 2_900) / 1000.0) for v in trucks)

@@ -1,37 +1,46 @@
 """Benchmark (not a test): vehicle states through Mosquitto into PostgreSQL.
 
 ``python -m convoy.service.telemetry_bench [--trucks 10000] [--seconds 5] [--batch 1 10]
+[--payload auto|states|columns] [--workers 1] [--serial] [--settle-s 10]
 [--pg postgresql://postgres@127.0.0.1:5432/test]``
 
 The pipeline of ``convoy serve``'s telemetry: trucks publish (QoS 1) to a private Mosquitto,
 ``--workers`` :class:`~convoy.service.mqtt.ingest.Ingest` processes (one shared
-subscription, one PostgreSQL connection each) validate, :func:`to_storage` maps the
-MQTT ``VehicleState`` to storage's, and ``Storage.write_states`` COPYs the batch into a fresh
-PostgreSQL schema (dropped afterwards); the MQTT messages are acknowledged only after the
-commit. The load generator, the broker helper and the CPU reader are
+subscription, one PostgreSQL connection each, row mode) validate each payload, and their
+:class:`StorageSink` maps the rows to storage's (:func:`to_storage_rows`) and stores them with
+``Storage.write_state_rows`` (binary COPY plus the ``vehicle_latest`` merge, one transaction)
+into a fresh PostgreSQL schema (dropped afterwards). The sink runs on each worker's commit
+thread while the worker reads the next batch (``--serial``: on the worker's loop, reading
+nothing meanwhile). MQTT messages are acknowledged only after the commit. The load generator
+(pre-built packets, one process), the broker helper and the CPU reader are
 ``convoy.service.mqtt.bench``'s.
+
+Payloads: ``--batch 1`` sends ``state`` messages; more samples per message send ``states``
+(``VehicleStateBatch``) or, with ``--payload columns``, ``columns``
+(``VehicleStateColumns``).
 
 For each batch size (states per message) it reports:
 
 * states/s offered and ingested (rows committed per second of the ingest's span);
-* ``write_states_wall_share``: the share of each worker's wall time spent inside
-  ``write_states`` (waiting on PostgreSQL; the worker reads no MQTT meanwhile);
-* loss: states acknowledged to the publishers minus distinct ``(vehicle_id, t_s)`` rows in
+* ``commit_wall_share``: the share of each worker's wall time its sink spent storing;
+* loss: states acknowledged to the publisher minus distinct ``(vehicle_id, t_s)`` rows in
   PostgreSQL once the ingest made no progress for ``--settle-s``, and duplicate rows
-  (redeliveries) beside it;
+  (redeliveries) beside it; with a loss, which samples are missing (``missing``);
 * p50/p99/max latency from the publish stamp of each message's newest sample to the commit
   of the batch that holds it;
-* CPU seconds per 100,000 states of the broker, the ingest process (split, from the ingest
-  thread's CPU clock, into MQTT+validation, the mapping and the client side of
-  ``write_states``), the PostgreSQL backends of the benchmark's connections and the whole
+* CPU seconds per 100,000 states of the broker, the ingest process (split, from the commit
+  thread's CPU clock, into MQTT+validation on the loop, the mapping and the client side of
+  ``write_state_rows``), the PostgreSQL backends of the benchmark's connections and the whole
   PostgreSQL server (every ``postgres`` process: on a shared machine this includes others'
-  work), and of the publishers (the load generator, not part of the pipeline).
+  work), and of the publisher (the load generator, not part of the pipeline);
+* the load average before the run (the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -46,12 +55,20 @@ import numpy as np
 import psycopg
 
 from convoy.service.mqtt import acl
-from convoy.service.mqtt.bench import _cpu_s, _publisher, broker_dropped, private_broker
+from convoy.service.mqtt.bench import (
+    PayloadKind,
+    _cpu_s,
+    _publisher,
+    broker_dropped,
+    private_broker,
+    sent_samples,
+)
 from convoy.service.mqtt.ingest import BrokerSettings, Ingest, IngestSettings
+from convoy.service.mqtt.messages import StateRow as MqttRow
 from convoy.service.mqtt.messages import VehicleState as MqttState
 from convoy.service.mqtt.messages import now_ms
 from convoy.service.storage import open_storage
-from convoy.service.storage.base import RecordError, Storage
+from convoy.service.storage.base import MAX_LANE, MAX_SPEED_MPS, RecordError, StateRow, Storage
 from convoy.service.storage.base import VehicleState as StoredState
 
 #: The local test server of the project (trust auth, user postgres, database test).
@@ -83,23 +100,42 @@ def to_storage(s: MqttState) -> StoredState:
     )
 
 
-class StorageSink:
-    """An ingest sink that stores every batch with ``storage.write_states`` and returns after
-    the commit (so the MQTT acknowledgements follow it).
+def to_storage_rows(rows: list[MqttRow]) -> tuple[list[StateRow], int]:
+    """:func:`to_storage` for the ingest's row mode: MQTT rows (checked by the ingest) as
+    storage rows, without a record per sample; returns them and how many were left out
+    because storage's ranges are narrower (speed above 100 m/s, lane above 63: the only
+    checks of storage's that MQTT's do not imply). ``Storage.write_state_rows`` checks the
+    rest again in bulk."""
+    out = [
+        (v, t / 1000.0, lon, lat, sp, hd, ac, edge or "", lane or 0, soc, mode or "unknown")
+        for v, t, lon, lat, sp, hd, ac, soc, mode, edge, lane in rows
+        if sp <= MAX_SPEED_MPS and (lane is None or lane <= MAX_LANE)
+    ]
+    return out, len(rows) - len(out)
 
-    Samples that MQTT accepts but storage does not (see :func:`to_storage`) are counted in
-    ``unstorable`` and skipped: raising would make the broker redeliver them for ever.
-    With ``latency`` on, ``lat_ms`` collects, per message of ``per_message`` samples, the
-    commit time minus the publish stamp of its newest sample. ``map_cpu_s`` and
-    ``write_cpu_s`` are the calling thread's CPU seconds in the mapping and in
-    ``write_states``; ``write_wall_s`` is the wall time spent in ``write_states`` (the
-    worker reads no MQTT meanwhile).
+
+class StorageSink:
+    """An ingest sink that stores every batch and returns after the commit (so the MQTT
+    acknowledgements follow it).
+
+    With ``rows`` it takes the ingest's row mode (``Ingest(..., rows=True)``): MQTT
+    :data:`~convoy.service.mqtt.messages.StateRow` tuples, stored with
+    :func:`to_storage_rows` and ``storage.write_state_rows``; otherwise MQTT ``VehicleState``
+    models, stored with :func:`to_storage` and ``storage.write_states``. Samples that MQTT
+    accepts but storage does not are counted in ``unstorable`` and skipped: raising would
+    make the broker redeliver them for ever. With ``latency`` on, ``lat_ms`` collects, per
+    message of ``per_message`` samples, the commit time minus the publish stamp of its
+    newest sample. ``map_cpu_s`` and ``write_cpu_s`` are the calling thread's CPU seconds in
+    the mapping and in the write; ``write_wall_s`` is the wall time spent writing.
     """
 
-    def __init__(self, storage: Storage, latency: bool = False, per_message: int = 1) -> None:
+    def __init__(
+        self, storage: Storage, latency: bool = False, per_message: int = 1, rows: bool = False
+    ) -> None:
         self.storage = storage
         self.latency = latency
         self.per_message = per_message
+        self.rows = rows
         self.states = 0
         self.unstorable = 0
         self.first_s = 0.0
@@ -109,16 +145,21 @@ class StorageSink:
         self.write_wall_s = 0.0
         self.lat_ms: list[np.ndarray] = []
 
-    def __call__(self, states: list[MqttState]) -> None:
+    def __call__(self, states: list[Any]) -> None:
         c0 = time.thread_time()
-        rows: list[StoredState] = []
-        for s in states:
-            try:
-                rows.append(to_storage(s))
-            except RecordError:
-                self.unstorable += 1
+        if self.rows:
+            rows, bad = to_storage_rows(states)
+        else:
+            records: list[StoredState] = []
+            bad = 0
+            for s in states:
+                try:
+                    records.append(to_storage(s))
+                except RecordError:
+                    bad += 1
         c1, w1 = time.thread_time(), time.perf_counter()
-        self.storage.write_states(rows)
+        store = self.storage
+        n = store.write_state_rows(rows) if self.rows else store.write_states(records)
         t = time.monotonic()
         self.map_cpu_s += c1 - c0
         self.write_cpu_s += time.thread_time() - c1
@@ -126,17 +167,21 @@ class StorageSink:
         if not self.states:
             self.first_s = t
         self.last_s = t
-        self.states += len(rows)
-        if self.latency and self.per_message == 1:
-            stamps = [s.time_ms for s in states]
-        elif self.latency:
-            # the newest sample of a message is the last of a run of one truck's samples
-            stamps = [
-                s.time_ms for s, nxt in zip(states, [*states[1:], None], strict=True)
-                if nxt is None or nxt.id != s.id
-            ]  # fmt: skip
+        self.states += n
+        self.unstorable += bad
         if self.latency:
-            self.lat_ms.append(now_ms() - np.asarray(stamps, dtype=np.int64))
+            self.lat_ms.append(now_ms() - np.asarray(self._stamps(states), dtype=np.int64))
+
+    def _stamps(self, states: list[Any]) -> list[int]:
+        """The stamp of each message's newest sample: the last of a run of one truck's."""
+        if self.rows:
+            ids, times = [r[0] for r in states], [r[1] for r in states]
+        else:
+            ids, times = [s.id for s in states], [s.time_ms for s in states]
+        if self.per_message == 1:
+            return times
+        last = [a != b for a, b in itertools.pairwise(ids)] + [True]
+        return [t for t, end in zip(times, last, strict=True) if end]
 
 
 def _pg_admin(url: str) -> psycopg.Connection[Any]:
@@ -174,16 +219,16 @@ def _delta(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def _worker(
-    port: int, index: int, url: str, batch: int, counter: Any,
+    port: int, index: int, url: str, batch: int, pipeline: bool, counter: Any,
     ready: EventType, stop: EventType, out: mp.Queue[Any],
 ) -> None:  # fmt: skip
     store = open_storage(url, migrate=False, pool_size=1)
-    sink = StorageSink(store, latency=True, per_message=batch)
+    sink = StorageSink(store, latency=True, per_message=batch, rows=True)
 
-    def counted(states: list[MqttState]) -> None:
-        sink(states)
+    def counted(rows: list[MqttRow]) -> None:
+        sink(rows)
         with counter.get_lock():
-            counter.value += len(states)
+            counter.value += len(rows)
 
     ing = Ingest(
         counted,
@@ -191,7 +236,9 @@ def _worker(
             broker=BrokerSettings("127.0.0.1", port),
             client_id=f"bench-pg-ingest-{index}",
             session_expiry_s=0,
+            pipeline=pipeline,
         ),
+        rows=True,
     )
     th = ing.start()
     ing.wait_connected(10.0)
@@ -204,7 +251,7 @@ def _worker(
     out.put({"states": sink.states, "first_s": sink.first_s, "last_s": sink.last_s,
              "lat_ms": lat, "sink_calls": ing.stats.sink_calls, "map_cpu_s": sink.map_cpu_s,
              "write_cpu_s": sink.write_cpu_s, "write_wall_s": sink.write_wall_s,
-             "unstorable": sink.unstorable,
+             "unstorable": sink.unstorable, "connects": ing.stats.connects,
              "rejected": sum(ing.stats.rejected.values())})  # fmt: skip
 
 
@@ -213,32 +260,46 @@ class Result:
     """One configuration's figures (rates per second, CPU seconds per 100,000 states)."""
 
     batch: int
+    payload: str
     workers: int
+    pipeline: bool
     trucks: int
     seconds: float
+    load_avg_before: tuple[float, float, float]
     offered_states_per_s: float
     ingested_states_per_s: float
     published_states: int
     acked_states: int
+    rows_in_pg_at_settle: int
     rows_in_pg: int
     distinct_rows_in_pg: int
     lost_states: int
     duplicate_rows: int
+    missing: dict[str, Any]
     broker_dropped_messages: int | None
     p50_ms: float
     p99_ms: float
     max_ms: float
     sink_calls: int
     mean_states_per_sink_call: float
-    write_states_wall_share: float
+    commit_wall_share: float
     cpu_s_per_100k: dict[str, float]
     publisher_drain_s: float
 
 
 def run_one(
-    batch: int, trucks: int, seconds: float, pg_url: str, workers: int = 1, settle_s: float = 10.0
+    batch: int,
+    trucks: int,
+    seconds: float,
+    pg_url: str,
+    workers: int = 1,
+    settle_s: float = 10.0,
+    payload: PayloadKind | None = None,
+    pipeline: bool = True,
 ) -> Result:
     """One configuration: private broker, fresh schema, load, count, drop the schema."""
+    kind: PayloadKind = payload or ("state" if batch == 1 else "states")
+    load = os.getloadavg()
     ctx = mp.get_context("fork")
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     admin = _pg_admin(pg_url)
@@ -253,7 +314,8 @@ def run_one(
             readies = [ctx.Event() for _ in range(workers)]
             wprocs = [
                 ctx.Process(
-                    target=_worker, args=(port, k, url, batch, counter, readies[k], stop, out)
+                    target=_worker,
+                    args=(port, k, url, batch, pipeline, counter, readies[k], stop, out),
                 )
                 for k in range(workers)
             ]
@@ -262,7 +324,7 @@ def run_one(
             if not all(e.wait(20.0) for e in readies):
                 raise RuntimeError("an ingest worker did not connect within 20 s")
             ids = acl.truck_ids(trucks)
-            pub = ctx.Process(target=_publisher, args=(port, 0, ids, batch, seconds, go, out))
+            pub = ctx.Process(target=_publisher, args=(port, 0, ids, batch, seconds, go, out, kind))
             pub.start()
             time.sleep(0.5)  # the publisher connects
             own_pg = [
@@ -283,6 +345,7 @@ def run_one(
                     seen, since = counter.value, time.monotonic()
                 time.sleep(0.05)
             pg1 = _cpu_of(_postgres_pids())
+            at_settle = admin.execute(f"SELECT count(*) FROM {schema}.vehicle_states").fetchone()
             cpu1 = {"broker": _cpu_s(broker_pid), "ingest": sum(_cpu_s(w.pid or 0) for w in wprocs),
                     "publishers": _cpu_s(pub.pid or 0)}  # fmt: skip
             dropped = broker_dropped(port)
@@ -294,6 +357,9 @@ def run_one(
         rows, distinct = admin.execute(
             f"SELECT count(*), count(DISTINCT (vehicle_id, t_s)) FROM {schema}.vehicle_states"
         ).fetchone() or (0, 0)
+        missing: dict[str, Any] = {}
+        if int(distinct) < acked:
+            missing = _missing(admin, schema, ids, batch, pubres)
     finally:
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
         admin.close()
@@ -318,27 +384,54 @@ def run_one(
     }
     return Result(
         batch=batch,
+        payload=kind,
         workers=workers,
+        pipeline=pipeline,
         trucks=trucks,
         seconds=seconds,
+        load_avg_before=load,
         offered_states_per_s=pubres["states"] / seconds,
         ingested_states_per_s=received / span,
         published_states=int(pubres["states"]),
         acked_states=acked,
+        rows_in_pg_at_settle=int(at_settle[0]) if at_settle else 0,
         rows_in_pg=int(rows),
         distinct_rows_in_pg=int(distinct),
         lost_states=max(0, acked - int(distinct)),
         duplicate_rows=int(rows) - int(distinct),
+        missing=missing,
         broker_dropped_messages=dropped,
         p50_ms=float(np.percentile(lat, 50)) if lat.size else float("nan"),
         p99_ms=float(np.percentile(lat, 99)) if lat.size else float("nan"),
         max_ms=float(lat.max()) if lat.size else float("nan"),
         sink_calls=calls,
         mean_states_per_sink_call=received / max(calls, 1),
-        write_states_wall_share=sum(float(x["write_wall_s"]) for x in wres) / workers / span,
+        commit_wall_share=sum(float(x["write_wall_s"]) for x in wres) / workers / span,
         cpu_s_per_100k={k: round(v * per100k, 3) for k, v in parts.items()},
         publisher_drain_s=float(pubres["drain_s"]),
     )
+
+
+def _missing(
+    admin: psycopg.Connection[Any], schema: str, ids: list[str], batch: int, pub: dict[str, Any]
+) -> dict[str, Any]:
+    """Which acknowledged samples are not in PostgreSQL: how many, the first few, and where
+    in the publisher's sending order they fall (0 = first message, 1 = last)."""
+    have = {
+        (v, round(t * 1000.0))
+        for v, t in admin.execute(f"SELECT vehicle_id, t_s FROM {schema}.vehicle_states")
+    }
+    acked = int(pub["acked_messages"])
+    gone = [
+        (k // batch, v, t)
+        for k, (v, t) in enumerate(sent_samples(ids, batch, pub["ticks"], pub["tick_ms"], acked))
+        if (v, t) not in have
+    ]
+    where = [k / max(acked - 1, 1) for k, _, _ in gone]
+    return {"count": len(gone), "first": [[v, t] for _, v, t in gone[:5]],
+            "send_order_min": round(min(where), 4) if where else None,
+            "send_order_max": round(max(where), 4) if where else None,
+            "trucks": len({v for _, v, _ in gone})}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,6 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--workers", type=int, default=1, help="ingest processes (one group)")
     ap.add_argument(
+        "--payload", choices=["auto", "states", "columns"], default="auto",
+        help="messages of more than one sample: VehicleStateBatch (states, auto) or "
+        "VehicleStateColumns (columns)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--serial", action="store_true",
+        help="commit on the ingest loop (IngestSettings.pipeline=False)",
+    )  # fmt: skip
+    ap.add_argument(
         "--settle-s", type=float, default=10.0,
         help="stop waiting for the ingest after this long without progress [s]",
     )  # fmt: skip
@@ -358,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()} before the run")
     for b in a.batch:
-        print(json.dumps(asdict(run_one(b, a.trucks, a.seconds, a.pg, a.workers, a.settle_s))))
+        kind: PayloadKind | None = None if b == 1 or a.payload == "auto" else a.payload
+        res = run_one(b, a.trucks, a.seconds, a.pg, a.workers, a.settle_s, kind, not a.serial)
+        print(json.dumps(asdict(res)))
     return 0
 
 

@@ -3,7 +3,7 @@
 Roles, each a Mosquitto user:
 
 * every **vehicle** ``{id}`` may publish only on its own uplink topics
-  (``convoy/v1/vehicles/{id}/state|states|events``) and read only its own
+  (``convoy/v1/vehicles/{id}/state|states|columns|events``) and read only its own
   ``convoy/v1/vehicles/{id}/commands``;
 * the **service** user (the ingest workers and the cloud) reads everything under
   ``convoy/v1/`` and writes the downlinks (commands, platoon control, RSI) and the error topic;

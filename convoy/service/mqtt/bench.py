@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import cProfile
 import io
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -43,7 +44,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -56,7 +57,7 @@ from convoy.service.mqtt.ingest import (
     IngestSettings,
     Protocol,
 )
-from convoy.service.mqtt.messages import VehicleState, now_ms
+from convoy.service.mqtt.messages import now_ms
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -170,6 +171,17 @@ class _RawPublisher:
         self._out += struct.pack("!H", self.mid) + payload
         self.sent += 1
 
+    def publish_block(self, block: _Block, stamps_ms: list[int]) -> None:
+        """Queue a block's packets (see :class:`_Block`): its timestamps set from
+        ``stamps_ms`` (one per sample of a message, oldest first), its packet ids the next
+        ones."""
+        m = block.messages
+        while self.sent + m - self.acked > self.MAX_OUTSTANDING:
+            self.pump(0.01)
+        self._out += block.fill(self.mid, stamps_ms)
+        self.mid = (self.mid + m - 1) % 65_535 + 1
+        self.sent += m
+
     def pump(self, timeout_s: float = 0.0) -> None:
         """Write what is queued and count the PUBACKs that came (4 bytes each)."""
         r, w, _ = select.select([self.sock], [self.sock] if self._out else [], [], timeout_s)
@@ -193,6 +205,81 @@ class _RawPublisher:
             self.sock.close()
 
 
+#: Payload kinds of the load generator: the topic kind each message goes to.
+PayloadKind = Literal["state", "states", "columns"]
+_TS_DIGITS = 13  # a time_ms of 2001..2286 has 13 digits
+_FIXED = {  # one sample's fields after time_ms, the same for every sample and truck
+    "lon_deg": "109.9812345", "lat_deg": "39.8123456", "speed_mps": "22.22",
+    "heading_deg": "87.5", "accel_mps2": "0.12", "soc": "0.7734", "mode": '"gap"',
+    "edge": '"dongsheng__kangbashi"', "lane": "0",
+}  # fmt: skip
+
+
+def payload_template(kind: PayloadKind, vehicle_id: str, batch: int) -> tuple[bytes, list[int]]:
+    """A payload of ``batch`` samples of one truck with zeros where each sample's 13-digit
+    ``time_ms`` goes; returns it and the offsets of the timestamps, oldest sample first."""
+    ts = "\0" * _TS_DIGITS
+    rest = ",".join(f'"{k}":{v}' for k, v in _FIXED.items())
+    one = f'{{"id":"{vehicle_id}","time_ms":{ts},{rest}}}'
+    if kind == "state":
+        if batch != 1:
+            raise ValueError("a state message holds one sample")
+        text = one
+    elif kind == "states":
+        text = f'{{"id":"{vehicle_id}","states":[{",".join([one] * batch)}]}}'
+    else:
+        cols = ",".join(f'"{k}":[{",".join([v] * batch)}]' for k, v in _FIXED.items())
+        text = f'{{"id":"{vehicle_id}","time_ms":[{",".join([ts] * batch)}],{cols}}}'
+    raw = text.encode()
+    offsets, at = [], raw.find(b"\0" * _TS_DIGITS)
+    while at >= 0:
+        offsets.append(at)
+        at = raw.find(b"\0" * _TS_DIGITS, at + _TS_DIGITS)
+    if len(offsets) != batch:
+        raise AssertionError("timestamp placeholders")
+    return raw, offsets
+
+
+class _Block:
+    """The QoS 1 PUBLISH packets of some trucks, built once with placeholders: each use
+    copies them and writes the packet ids and timestamps in place with numpy, so the load
+    generator spends next to nothing per message."""
+
+    def __init__(self, trucks: list[str], kind: PayloadKind, batch: int) -> None:
+        parts: list[bytes] = []
+        mid_at: list[int] = []
+        ts_at: list[list[int]] = []
+        size = 0
+        for v in trucks:
+            payload, offsets = payload_template(kind, v, batch)
+            topic = topics.vehicle_topic(v, kind).encode()
+            head = _fixed_header(0x32, 4 + len(topic) + len(payload))
+            head += struct.pack("!H", len(topic)) + topic
+            mid_at.append(size + len(head))
+            body = size + len(head) + 2
+            ts_at.append([body + o for o in offsets])
+            parts += [head, b"\0\0", payload]
+            size = body + len(payload)
+        self.messages = len(trucks)
+        self.template = np.frombuffer(b"".join(parts), np.uint8)
+        self.mid_at = np.asarray(mid_at, np.int64)
+        # per sample index j: the byte positions of every message's 13 digits
+        digits = np.arange(_TS_DIGITS)
+        by_sample = zip(*ts_at, strict=True)
+        self.ts_at = [np.asarray(col, np.int64)[:, None] + digits for col in by_sample]
+
+    def fill(self, first_mid: int, stamps_ms: list[int]) -> bytes:
+        """The packets with ids ``first_mid + 1, ...`` (wrapping at 65,535) and sample
+        ``j`` of every message stamped ``stamps_ms[j]``."""
+        buf = self.template.copy()
+        mids = (first_mid + np.arange(self.messages)) % 65_535 + 1
+        buf[self.mid_at] = mids >> 8
+        buf[self.mid_at + 1] = mids & 0xFF
+        for at, ms in zip(self.ts_at, stamps_ms, strict=True):
+            buf[at] = np.frombuffer(str(ms).encode(), np.uint8)
+        return buf.tobytes()
+
+
 def _publisher(
     port: int,
     index: int,
@@ -201,23 +288,28 @@ def _publisher(
     seconds: float,
     go: EventType,
     out: mp.Queue[Any],
+    kind: PayloadKind | None = None,
 ) -> None:
-    """Send ``trucks`` at 10 Hz for ``seconds``, ``batch`` samples per message."""
+    """Send ``trucks`` at 10 Hz for ``seconds``, ``batch`` samples per message of ``kind``
+    (``state`` for 1, else ``states`` unless given). Each truck sends every ``batch / 10`` s,
+    the trucks spread over that period in 10 ms ticks; the newest sample of a message is
+    stamped with the wall clock when its tick is sent, the others 100 ms apart before it.
+
+    Puts its counts on ``out``, with the stamp of every tick (``tick_ms``), from which the
+    messages sent can be listed (:func:`sent_samples`)."""
+    kind = kind or ("state" if batch == 1 else "states")
     c = _RawPublisher(port, f"bench-pub-{index}-{os.getpid()}")
     n = len(trucks)
     period_s = batch / 10.0  # one message per truck every `batch` samples
-    pre = [f'{{"id":"{v}","time_ms":' for v in trucks]
-    post = (
-        ',"lon_deg":109.9812345,"lat_deg":39.8123456,"speed_mps":22.22,"heading_deg":87.5,'
-        '"accel_mps2":0.12,"soc":0.7734,"mode":"gap","edge":"dongsheng__kangbashi","lane":0}'
-    )
-    state_t = [topics.state_topic(v).encode() for v in trucks]
-    batch_t = [topics.states_topic(v).encode() for v in trucks]
+    tick_s = 0.01
+    ticks = max(1, round(period_s / tick_s))  # trucks are spread over the period
+    blocks = [_Block(trucks[j * n // ticks : (j + 1) * n // ticks], kind, batch)
+              for j in range(ticks)]  # fmt: skip
+    ages = [100 * (batch - 1 - j) for j in range(batch)]
     go.wait()
     t0 = time.monotonic()
     sent_states = 0
-    tick_s = 0.01
-    ticks = max(1, round(period_s / tick_s))  # trucks are spread over the period
+    tick_ms: list[int] = []
     k = 0
     while True:
         due = t0 + k * tick_s
@@ -227,15 +319,11 @@ def _publisher(
         if due > now:
             c.pump(min(due - now, 0.005))
             continue
-        lo, hi = (k % ticks) * n // ticks, (k % ticks + 1) * n // ticks
+        block = blocks[k % ticks]
         ms = now_ms()
-        for i in range(lo, hi):
-            if batch == 1:
-                c.publish(state_t[i], (pre[i] + str(ms) + post).encode())
-            else:
-                body = ",".join(pre[i] + str(ms - 100 * j) + post for j in range(batch - 1, -1, -1))
-                c.publish(batch_t[i], f'{{"id":"{trucks[i]}","states":[{body}]}}'.encode())
-        sent_states += (hi - lo) * batch
+        c.publish_block(block, [ms - a for a in ages])
+        tick_ms.append(ms)
+        sent_states += block.messages * batch
         k += 1
         c.pump()
     end = time.monotonic() + 20.0
@@ -243,8 +331,26 @@ def _publisher(
         c.pump(0.01)
     behind = max(0.0, time.monotonic() - t0 - seconds)
     out.put({"index": index, "messages": c.sent, "states": sent_states,
-             "acked_states": c.acked * batch, "drain_s": behind})  # fmt: skip
+             "acked_messages": c.acked, "acked_states": c.acked * batch, "drain_s": behind,
+             "tick_ms": tick_ms, "ticks": ticks})  # fmt: skip
     c.close()
+
+
+def sent_samples(
+    trucks: list[str], batch: int, ticks: int, tick_ms: list[int], messages: int
+) -> Iterator[tuple[str, int]]:
+    """``(vehicle id, time_ms)`` of every sample of the first ``messages`` messages that
+    :func:`_publisher` sent, in the order it sent them."""
+    n = len(trucks)
+    left = messages
+    for k, ms in enumerate(tick_ms):
+        j = k % ticks
+        for v in trucks[j * n // ticks : (j + 1) * n // ticks]:
+            if left <= 0:
+                return
+            left -= 1
+            for a in range(batch - 1, -1, -1):
+                yield v, ms - 100 * a
 
 
 # --- ingest process -----------------------------------------------------------------------------
@@ -259,7 +365,7 @@ class _CountingSink:
         self.last_s = 0.0
         self.lat_ms: list[np.ndarray] = []
 
-    def __call__(self, states: list[VehicleState]) -> None:
+    def __call__(self, states: list[Any]) -> None:
         now = now_ms()
         t = time.monotonic()
         if not self.states:
@@ -268,19 +374,20 @@ class _CountingSink:
         self.states += len(states)
         with self.counter.get_lock():
             self.counter.value += len(states)
-        if self.batch == 1:
-            stamps = [s.time_ms for s in states]
-        else:  # the last of each run of one truck's samples is its message's newest
-            stamps = [
-                s.time_ms for s, nxt in zip(states, [*states[1:], None], strict=True)
-                if nxt is None or nxt.id != s.id
-            ]  # fmt: skip
+        if states and isinstance(states[0], tuple):  # the ingest's row mode
+            ids, times = [r[0] for r in states], [r[1] for r in states]
+        else:
+            ids, times = [s.id for s in states], [s.time_ms for s in states]
+        stamps = times
+        if self.batch > 1:  # the last of each run of one truck's samples is its message's newest
+            ends = [a != b for a, b in itertools.pairwise(ids)] + [True]
+            stamps = [t for t, end in zip(times, ends, strict=True) if end]
         self.lat_ms.append(now - np.asarray(stamps, dtype=np.int64))
 
 
 def _worker(
-    port: int, index: int, batch: int, profile: bool, protocol: Protocol, counter: Any,
-    ready: EventType, stop: EventType, out: mp.Queue[Any],
+    port: int, index: int, batch: int, profile: bool, protocol: Protocol, rows: bool,
+    counter: Any, ready: EventType, stop: EventType, out: mp.Queue[Any],
 ) -> None:  # fmt: skip
     sink = _CountingSink(batch, counter)
     ing = Ingest(
@@ -290,6 +397,7 @@ def _worker(
             client_id=f"bench-ingest-{index}",
             session_expiry_s=0,
         ),
+        rows=rows,
     )
     prof = cProfile.Profile() if profile else None
     th = None
@@ -325,6 +433,8 @@ class Result:
     """One configuration's figures (rates per second of the run, CPU per 100k states)."""
 
     batch: int
+    payload: str
+    rows: bool
     protocol: str
     workers: int
     trucks: int
@@ -354,8 +464,11 @@ def run_one(
     port: int | None,
     profile: bool = False,
     protocol: Protocol = "5",
+    payload: PayloadKind | None = None,
+    rows: bool = False,
 ) -> tuple[Result, str]:
     """Run one configuration; returns its result and the profile text (if asked)."""
+    kind: PayloadKind = payload or ("state" if batch == 1 else "states")
     ctx = mp.get_context("fork")
     with contextlib.ExitStack() as stack:
         broker_pid = None
@@ -369,7 +482,8 @@ def run_one(
         wprocs = [
             ctx.Process(
                 target=_worker,
-                args=(port, w, batch, profile and w == 0, protocol, counter, readies[w], stop, out),
+                args=(port, w, batch, profile and w == 0, protocol, rows, counter, readies[w],
+                      stop, out),
             )
             for w in range(workers)
         ]  # fmt: skip
@@ -380,7 +494,8 @@ def run_one(
         ids = acl.truck_ids(trucks)
         pprocs = [
             ctx.Process(
-                target=_publisher, args=(port, j, ids[j::publishers], batch, seconds, go, out)
+                target=_publisher,
+                args=(port, j, ids[j::publishers], batch, seconds, go, out, kind),
             )
             for j in range(publishers)
         ]
@@ -420,6 +535,8 @@ def run_one(
     per100k = 1e5 / max(received, 1)
     res = Result(
         batch=batch,
+        payload=kind,
+        rows=rows,
         protocol=protocol,
         workers=workers,
         trucks=trucks,
@@ -453,12 +570,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, help="use a running broker on 127.0.0.1 instead")
     ap.add_argument("--profile", action="store_true", help="cProfile the first ingest worker")
     ap.add_argument("--protocol", choices=["5", "3.1.1"], default="5", help="of the ingest")
+    ap.add_argument(
+        "--payload", choices=["auto", "states", "columns"], default="auto",
+        help="messages of more than one sample: states (auto) or columns",
+    )  # fmt: skip
+    ap.add_argument("--rows", action="store_true", help="the ingest's row mode (tuples)")
     a = ap.parse_args(argv)
     print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()} before the run")
     for b in a.batch:
+        kind: PayloadKind | None = None if b == 1 or a.payload == "auto" else a.payload
         res, prof = run_one(
-            b, a.trucks, a.seconds, a.publishers, a.workers, a.port, a.profile, a.protocol
-        )
+            b, a.trucks, a.seconds, a.publishers, a.workers, a.port, a.profile, a.protocol,
+            kind, a.rows,
+        )  # fmt: skip
         print(json.dumps(asdict(res)))
         if prof:
             print(prof)

@@ -8,6 +8,7 @@ topic                                  direction  payload (``convoy.service.mqtt
 =====================================  =========  ================================================
 ``convoy/v1/vehicles/{id}/state``      up         ``VehicleState``, one sample (10 Hz)
 ``convoy/v1/vehicles/{id}/states``     up         ``VehicleStateBatch``, samples of one truck
+``convoy/v1/vehicles/{id}/columns``    up         ``VehicleStateColumns``, the same as columns
 ``convoy/v1/vehicles/{id}/events``     up         ``VehicleEvent``
 ``convoy/v1/vehicles/{id}/commands``   down       ``VehicleCommand``
 ``convoy/v1/platoons/{id}/control``    down       ``v2x.PlatoonControl`` (T/ITS 0118)
@@ -40,13 +41,15 @@ INGEST_GROUP = "convoy-ingest"
 # The V2X temporary id (convoy.road.v2x.TempId): no wildcard or separator can slip through.
 ID_PATTERN = re.compile(r"^[0-9A-Za-z._:-]{1,16}$")
 
-VehicleChannel = Literal["state", "states", "events", "commands"]
+VehicleChannel = Literal["state", "states", "columns", "events", "commands"]
 #: The last level of the per-vehicle topics.
-VEHICLE_CHANNELS: tuple[VehicleChannel, ...] = ("state", "states", "events", "commands")
+VEHICLE_CHANNELS: tuple[VehicleChannel, ...] = ("state", "states", "columns", "events", "commands")
 #: Channels a vehicle publishes on (uplink); ``commands`` is its only downlink.
-VEHICLE_UPLINK: tuple[VehicleChannel, ...] = ("state", "states", "events")
+VEHICLE_UPLINK: tuple[VehicleChannel, ...] = ("state", "states", "columns", "events")
 
-TopicKind = Literal["state", "states", "events", "commands", "platoon_control", "rsi", "errors"]
+TopicKind = Literal[
+    "state", "states", "columns", "events", "commands", "platoon_control", "rsi", "errors"
+]
 
 
 class TopicError(ValueError):
@@ -86,6 +89,11 @@ def state_topic(vehicle_id: str) -> str:
 def states_topic(vehicle_id: str) -> str:
     """Topic of a batch of state samples of ``vehicle_id``."""
     return vehicle_topic(vehicle_id, "states")
+
+
+def columns_topic(vehicle_id: str) -> str:
+    """Topic of a batch of state samples of ``vehicle_id`` as columns."""
+    return vehicle_topic(vehicle_id, "columns")
 
 
 def events_topic(vehicle_id: str) -> str:

@@ -19,14 +19,17 @@ import hashlib
 import hmac
 import json
 import math
+import operator
 import re
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self, TypeVar
+
+import numpy as np
 
 from convoy.cloud.entities import Cargo, Order, TimeWindow
 
@@ -40,6 +43,7 @@ __all__ = [
     "PlanRecord",
     "RecordError",
     "Role",
+    "StateRow",
     "Storage",
     "StorageError",
     "TakeoverRecord",
@@ -47,6 +51,7 @@ __all__ = [
     "TripRecord",
     "TripStatus",
     "VehicleState",
+    "check_state_rows",
     "new_id",
 ]
 
@@ -368,6 +373,74 @@ class VehicleState:
         if self.soc is not None:
             s(self, "soc", _num(rec, "soc", self.soc, 0.0, 1.0))
         _check_token(rec, "mode", self.mode, _TOKEN)
+
+
+#: :class:`VehicleState`'s fields, in order.
+_STATE_ROW_FIELDS = tuple(f.name for f in fields(VehicleState))
+_state_tuple = operator.attrgetter(*_STATE_ROW_FIELDS)
+
+#: A :class:`VehicleState` as a tuple in its field order: ``(vehicle_id, t_s, lon, lat,
+#: speed_mps, heading_deg, accel_mps2, edge, lane, soc, mode)``.
+StateRow = tuple[str, float, float, float, float, float, float, str, int, float | None, str]
+
+# Bounds of VehicleState's float fields t_s .. accel_mps2, as columns for the bulk check.
+_STATE_LO = np.array([0.0, -180.0, -90.0, 0.0, 0.0, -MAX_ABS_ACCEL_MPS2])[:, None]
+_STATE_HI = np.array([np.inf, 180.0, 90.0, MAX_SPEED_MPS, 360.0, MAX_ABS_ACCEL_MPS2])[:, None]
+
+
+def _edge_ok(edge: Any) -> bool:
+    return type(edge) is str and (
+        not edge or (len(edge) <= MAX_EDGE_CHARS and edge.isprintable() and " " not in edge)
+    )
+
+
+def check_state_rows(rows: Sequence[Any]) -> list[StateRow]:
+    """``rows`` if every one is a :data:`StateRow` that :class:`VehicleState` accepts as it
+    is; otherwise each row is built as a record, which raises :class:`RecordError` for the
+    first bad one (or converts, e.g. an int time to a float) and the rows are returned anew.
+
+    The same checks as the record, in bulk: a column at a time, with numpy for the ranges
+    and one check per distinct id, edge and mode. About a fifth of the cost of a record per
+    sample; the path of the telemetry ingest (``Storage.write_state_rows``).
+    """
+    if not rows:
+        return []
+    try:
+        cols = list(zip(*rows, strict=True))
+    except (TypeError, ValueError):
+        cols = []
+    if len(cols) == len(_STATE_ROW_FIELDS) and _state_cols_ok(cols):
+        return rows if isinstance(rows, list) else list(rows)
+    return [_state_tuple(VehicleState(*r)) for r in rows]
+
+
+def _state_cols_ok(cols: list[tuple[Any, ...]]) -> bool:
+    ids, *floats = cols[:7]
+    edges, lanes, socs, modes = cols[7:]
+    if any(set(map(type, c)) != {float} for c in floats):
+        return False
+    vals = np.array(floats)
+    if not ((vals >= _STATE_LO) & (vals <= _STATE_HI) & np.isfinite(vals)).all():
+        return False
+    if set(map(type, lanes)) != {int} or not 0 <= min(lanes) <= max(lanes) <= MAX_LANE:
+        return False
+    soc = [x for x in socs if x is not None]
+    if soc:
+        if set(map(type, soc)) != {float}:
+            return False
+        a = np.array(soc)
+        if not ((a >= 0.0) & (a <= 1.0)).all():  # NaN fails
+            return False
+    try:
+        distinct = (set(ids), set(edges), set(modes))
+    except TypeError:  # unhashable: not a string
+        return False
+    return (
+        all(type(v) is str and 0 < len(v) <= MAX_ID_CHARS and v.isprintable() and " " not in v
+            for v in distinct[0])
+        and all(_edge_ok(e) for e in distinct[1])
+        and all(type(m) is str and _TOKEN.fullmatch(m) for m in distinct[2])
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -772,6 +845,13 @@ class Storage(ABC):
     def write_states(self, batch: Iterable[VehicleState]) -> int:
         """Store a batch of samples in one transaction and return how many. Duplicates are
         stored as given (MQTT may redeliver); ``latest_states`` keeps the newest per truck."""
+
+    @abstractmethod
+    def write_state_rows(self, rows: Sequence[StateRow]) -> int:
+        """``write_states`` for samples as :data:`StateRow` tuples: the bulk path of the
+        telemetry ingest. The rows get the record's checks in bulk (:func:`check_state_rows`)
+        instead of a record each; a bad row raises :class:`RecordError` and nothing is
+        stored."""
 
     @abstractmethod
     def states(

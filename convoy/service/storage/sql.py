@@ -35,6 +35,7 @@ from convoy.service.storage.base import (
     PlanRecord,
     RecordError,
     Role,
+    StateRow,
     Storage,
     StorageError,
     TakeoverRecord,
@@ -48,6 +49,7 @@ from convoy.service.storage.base import (
     _fail,
     _int,
     _num,
+    check_state_rows,
     dump_json,
     hash_secret,
     make_token,
@@ -337,17 +339,23 @@ class SqlStorage(Storage):
                 raise RecordError(
                     f"write_states batch[{i}] is a {type(s).__name__}; allowed: VehicleState"
                 )
-        if not states:
+        return self._write_rows([_state_row(s) for s in states])
+
+    def write_state_rows(self, rows: Sequence[StateRow]) -> int:
+        return self._write_rows(check_state_rows(rows))
+
+    def _write_rows(self, rows: list[StateRow]) -> int:
+        """Store checked rows and merge each truck's newest into ``vehicle_latest``."""
+        if not rows:
             return 0
-        rows = [_state_row(s) for s in states]
-        latest: dict[str, VehicleState] = {}
-        for s in states:
-            prev = latest.get(s.vehicle_id)
-            if prev is None or s.t_s >= prev.t_s:
-                latest[s.vehicle_id] = s
+        latest: dict[str, StateRow] = {}
+        for r in rows:
+            prev = latest.get(r[0])
+            if prev is None or r[1] >= prev[1]:
+                latest[r[0]] = r
         with self._tx(durable=False) as cur:
             self._insert_states(cur, rows)
-            self._upsert_latest(cur, [_state_row(s) for s in latest.values()])
+            self._upsert_latest(cur, list(latest.values()))
         return len(rows)
 
     def states(
