@@ -33,6 +33,7 @@ Needs only numpy, jax (jax[cuda12] on the GPU) and convoy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -212,16 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     one = corridor_sim(args.corridor_trucks, args.edges, args.edge_km, dt_s=args.dt)
     tables = nj.tables_from_sim(one)
     fleet = nj.replicate(nj.fleet_from_sim(one), instances)
-    cfg = nj.RunConfig(
-        dt_s=one.dt_s,
-        seed=one.seed,
-        loss=one.loss,
-        beacon_period_steps=one.beacon_period_steps,
-        ambient_c=one.ambient_c,
-        record_every=one.record_every,
-        instances=instances,
-        max_lanes=one.max_lanes,
-    )
+    cfg = dataclasses.replace(nj.config_from_sim(one), instances=instances)
     build_s = time.perf_counter() - t0
     with nj.x64_scope():
         shape = nj.make_shape(tables, fleet, cfg, args.precision, rows_cap=0, ev_cap=0)

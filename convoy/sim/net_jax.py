@@ -29,7 +29,11 @@ One step, for every vehicle of every instance at once, as pure array code
 5. **Collisions** (a negative gap to the leader): reported and counted; both vehicles leave
    the road, resolved in vehicle order as the CPU kernel does (a short sequential pass over
    the few candidates, which runs only when there are any).
-6. **Move**, energy with the platoon drag, beacons (with the same counter-based draws for
+6. **Lane changes** on multi-lane edges: MOBIL for cars and solo trucks (staggered, one
+   direction per period), cut-ins into platoon gaps drawn as the CPU kernel draws them, and
+   platoons changing lanes as one unit where their lane ends or is closed; another lane's
+   leader and follower come from a binary search of the sorted order.
+7. **Move**, energy with the platoon drag, beacons (with the same counter-based draws for
    loss), edge transitions, arrivals at sites.
 
 The arithmetic is the CPU kernel's, in the same order, with the same laws (the JAX forms of
@@ -48,10 +52,8 @@ and the step a dwell ends; departures are whole steps), so discrete events land 
 same steps.
 
 **Not here** (``unsupported`` names them, and ``NetSim`` refuses such a scenario for
-backends ``jax`` and ``gpu``): lane changes (MOBIL, cut-ins into platoon gaps, platoons
-changing lanes as one unit), which need a vehicle to find its place in another lane's
-order; lane closures on multi-lane edges (they force lane changes); platoon manoeuvres
-(their state machines run in Python between steps).
+backends ``jax`` and ``gpu``): platoon manoeuvres (their state machines run in Python
+between steps), and route edges shorter than a third of a step's advance at top speed.
 """
 
 from __future__ import annotations
@@ -142,6 +144,9 @@ PRECISIONS: tuple[Precision, ...] = ("float64", "float32")
 #: Most edge transitions one vehicle may need in one step (an edge shorter than a step's
 #: advance needs more than one); a network that needs more is refused.
 MAX_HOPS = 4
+#: Events one vehicle can cause in one step (a release, a departure, a collision, a lane
+#: change, an arrival): ``advance`` stops before its buffer could overflow.
+EVENTS_PER_STEP = 5
 #: Collision candidates taken per pass of the sequential resolution.
 _COLLISION_BATCH = 32
 #: The IDM branch's mode code in the FCD (the vehicle layer's MODE_FOLLOW).
@@ -209,14 +214,15 @@ class Fleet:
     the random draws), ``vtype``, ``pred`` (platoon predecessor, -1 none), ``after`` (trip
     that must arrive first, -1 none), ``plat_next`` (platoon successor), ``drag_row``
     (``aero.drag_row``), ``leg_end`` (one past its last leg), ``speed_cap_mps``,
-    ``set_speed_mps`` (NaN: none), ``extra_gap_m``.
+    ``set_speed_mps`` (NaN: none), ``extra_gap_m``, ``platoon`` (-1: none), ``lc_out``
+    (leaving its platoon by a lane change), and per platoon ``plat_head`` (P,) its head.
 
     State: ``status`` (``nk.ST_*``), ``edge``, ``lane``, ``pos_m`` (from the edge's start),
     ``speed_mps``, ``accel_mps2``, ``route_ptr``, ``leg``, ``ready_s`` (time it may depart or
     leave its site), ``mode``, ``beacon_age_s``, ``energy_kwh``, ``distance_m``,
-    ``min_ttc_s``, ``hard_brakes``, ``gap_now_m`` (last gap seen, ``nk.NO_GAP`` none),
-    ``leader`` (-1 none), ``order`` (the lanes' sorted order), ``site_load`` ((I, S)
-    vehicles at each site).
+    ``min_ttc_s``, ``hard_brakes``, ``lane_changes``, ``gap_now_m`` (last gap seen,
+    ``nk.NO_GAP`` none), ``leader`` (-1 none), ``order`` (the lanes' sorted order),
+    ``site_load`` ((I, S) vehicles at each site).
     """
 
     inst: np.ndarray
@@ -230,6 +236,9 @@ class Fleet:
     speed_cap_mps: np.ndarray
     set_speed_mps: np.ndarray
     extra_gap_m: np.ndarray
+    platoon: np.ndarray
+    lc_out: np.ndarray
+    plat_head: np.ndarray
     status: np.ndarray
     edge: np.ndarray
     lane: np.ndarray
@@ -245,6 +254,7 @@ class Fleet:
     distance_m: np.ndarray
     min_ttc_s: np.ndarray
     hard_brakes: np.ndarray
+    lane_changes: np.ndarray
     gap_now_m: np.ndarray
     leader: np.ndarray
     order: np.ndarray
@@ -254,12 +264,14 @@ class Fleet:
 @dataclass(frozen=True)
 class RunConfig:
     """Scalars of a run: step length, random seed, beacon loss probability and period,
-    air temperature, FCD period (steps), instances, most lanes of any edge, first step."""
+    lane-change period (steps), air temperature, FCD period (steps), instances, most lanes
+    of any edge, first step."""
 
     dt_s: float
     seed: int
     loss: float
     beacon_period_steps: int
+    lc_period_steps: int
     ambient_c: float
     record_every: int
     instances: int
@@ -298,9 +310,16 @@ def tables_from_sim(sim: NetSim) -> NetTables:
 def fleet_from_sim(sim: NetSim) -> Fleet:
     """A :class:`NetSim`'s vehicles as they stand now."""
     s = sim.state
-    keep = {f.name for f in fields(Fleet)} - {"gap_now_m", "leader", "order", "site_load"}
+    keep = {f.name for f in fields(Fleet)} - {
+        "gap_now_m",
+        "leader",
+        "order",
+        "site_load",
+        "plat_head",
+    }
     return Fleet(
         **{k: s[k] for k in keep},
+        plat_head=sim._plat_head,
         gap_now_m=sim._gap_now,
         leader=sim._leader,
         order=sim._order,
@@ -315,6 +334,7 @@ def config_from_sim(sim: NetSim) -> RunConfig:
         seed=sim.seed,
         loss=sim.loss,
         beacon_period_steps=sim.beacon_period_steps,
+        lc_period_steps=sim.lc_period_steps,
         ambient_c=sim.ambient_c,
         record_every=sim.record_every,
         instances=sim.instances,
@@ -352,6 +372,16 @@ def replicate(fleet: Fleet, instances: int) -> Fleet:
     out["inst"] = np.repeat(np.arange(instances, dtype=fleet.inst.dtype), n)
     for name in ("pred", "after", "plat_next", "leader"):
         out[name] = rows(getattr(fleet, name))
+    n_plat = fleet.plat_head.shape[0]
+    copy = np.repeat(np.arange(instances, dtype=np.int64), n)
+    out["platoon"] = np.where(
+        fleet.platoon[np.arange(n * instances) % n] >= 0,
+        np.tile(fleet.platoon.astype(np.int64), instances) + copy * n_plat,
+        -1,
+    ).astype(fleet.platoon.dtype)
+    heads = np.tile(fleet.plat_head.astype(np.int64), instances)
+    head_copy = np.repeat(np.arange(instances, dtype=np.int64) * n, n_plat)
+    out["plat_head"] = np.where(heads >= 0, heads + head_copy, -1).astype(fleet.plat_head.dtype)
     out["order"] = (np.tile(fleet.order.astype(np.int64), instances) + base).astype(
         fleet.order.dtype
     )
@@ -431,26 +461,12 @@ def unsupported(sim: NetSim) -> list[str]:
     gaps: list[str] = []
     if sim._manager is not None:
         gaps.append("platoon manoeuvres (manoeuvres=True)")
-    s = sim.state
-    if sim.max_lanes > 1 and sim.lc_period_steps > 0:
-        movers = (sim._vt[s["vtype"], nk.VT_CAN_CHANGE_LANE] > 0.0) & (s["platoon"] < 0)
-        if np.any(movers):
-            names = sorted({sim.vtype_names[t] for t in np.unique(s["vtype"][movers])})
-            gaps.append(
-                "lane changes on multi-lane edges (MOBIL, cut-ins): vehicle types "
-                f"{', '.join(names)} may change lanes (VehicleType.can_change_lane)"
-            )
-        multi = [c.edge for c in sim.lane_closures if sim.network.edges[c.edge].lanes > 1]
-        if multi:
-            gaps.append(
-                "lane closures on multi-lane edges (vehicles change lanes around them): "
-                + ", ".join(sorted(set(multi)))
-            )
     tables = tables_from_sim(sim)
     if hops_needed(tables, sim.dt_s) > MAX_HOPS:
+        top_m = float(tables.vt[:, nk.VT_MAX_SPEED_MPS].max()) * sim.dt_s
         gaps.append(
-            f"route edges shorter than a {MAX_HOPS}th of a step's advance at top speed "
-            f"(dt_s = {sim.dt_s})"
+            f"route edges shorter than {top_m / (MAX_HOPS - 1):.2f} m (a third of a step's "
+            f"advance at top speed, dt_s = {sim.dt_s})"
         )
     if sim.instances * len(sim.edge_ids) * sim.max_lanes >= 2**31 - 2:
         gaps.append("more than 2**31 lanes over all instances")
@@ -469,6 +485,10 @@ class NetShape(NamedTuple):
         hops: edge transitions a vehicle may need in one step.
         inserts: a vehicle may still enter the road (one waits, or has a leg after this
             one); without, the insertion phase is left out.
+        lane_changes: the lane-change phase runs (an edge has more than one lane).
+        plat_max: the longest platoon (members a head checks before its platoon moves).
+        lc_scan: vehicles a platoon checks ahead of its margin in the target lane (their
+            rears may reach back into it): the longest type over the shortest, plus 2.
         relative: float32 offsets with compensation (``"float32"``); else plain float64.
         rows_cap: FCD snapshots one call can hold (0: none recorded).
         ev_cap: event rows one call can hold (0: none recorded).
@@ -481,6 +501,9 @@ class NetShape(NamedTuple):
     max_in: int
     hops: int
     inserts: bool
+    lane_changes: bool
+    plat_max: int
+    lc_scan: int
     relative: bool
     rows_cap: int
     ev_cap: int
@@ -537,6 +560,9 @@ class NetParams(NamedTuple):
     speed_cap_mps: jax.Array
     set_speed_mps: jax.Array
     extra_gap_m: jax.Array
+    platoon: jax.Array
+    lc_out: jax.Array
+    plat_head: jax.Array
     dt_s: jax.Array
     dt64_s: jax.Array
     dt_parts_s: jax.Array
@@ -544,6 +570,7 @@ class NetParams(NamedTuple):
     seed: jax.Array
     loss_bits: jax.Array
     beacon_period: jax.Array
+    lc_period: jax.Array
     record_every: jax.Array
     zero_bits: jax.Array
 
@@ -580,6 +607,7 @@ class NetState(NamedTuple):
     distance_err_m: jax.Array
     min_ttc_s: jax.Array
     hard_brakes: jax.Array
+    lane_changes: jax.Array
     gap_now_m: jax.Array
     leader: jax.Array
     order: jax.Array
@@ -654,6 +682,9 @@ def make_shape(
     waiting = fleet.status == nk.ST_WAITING
     more_legs = (fleet.leg_end - fleet.leg > 1) & (fleet.status != nk.ST_REMOVED)
     inserts = bool(np.any(waiting) or np.any(more_legs))
+    lengths = tables.vt[:, nk.VT_LENGTH_M]
+    sizes = np.bincount(fleet.platoon[fleet.platoon >= 0]) if np.any(fleet.platoon >= 0) else [1]
+    plat_max = max(int(np.max(sizes)), 1)
     return NetShape(
         n_inst=cfg.instances,
         n_edges=int(tables.edge_len_m.shape[0]),
@@ -661,6 +692,9 @@ def make_shape(
         max_in=int(_node_in(tables).shape[1]),
         hops=min(hops_needed(tables, cfg.dt_s), MAX_HOPS),
         inserts=inserts,
+        lane_changes=cfg.max_lanes > 1 and cfg.lc_period_steps > 0,
+        plat_max=plat_max,
+        lc_scan=math.ceil(lengths.max() / max(lengths.min(), 0.5)) + 2,
         relative=precision == "float32",
         rows_cap=rows_cap,
         ev_cap=ev_cap,
@@ -714,6 +748,9 @@ def make_params(
         "speed_cap_mps": fleet.speed_cap_mps.astype(f),
         "set_speed_mps": fleet.set_speed_mps.astype(f),
         "extra_gap_m": fleet.extra_gap_m.astype(f),
+        "platoon": fleet.platoon.astype(i32),
+        "lc_out": fleet.lc_out.astype(np.int8),
+        "plat_head": fleet.plat_head.astype(i32),
         "dt_s": np.asarray(cfg.dt_s, f),
         "dt64_s": np.asarray(cfg.dt_s, np.float64),
         "dt_parts_s": dt_parts(cfg.dt_s),
@@ -721,6 +758,7 @@ def make_params(
         "seed": np.asarray(seed_u, np.uint64),
         "loss_bits": np.asarray(loss_bits, np.uint64),
         "beacon_period": np.asarray(cfg.beacon_period_steps, i32),
+        "lc_period": np.asarray(max(cfg.lc_period_steps, 1), i32),
         "record_every": np.asarray(cfg.record_every, i32),
         "zero_bits": np.zeros((), np.uint64),
     }
@@ -761,6 +799,7 @@ def make_state(fleet: Fleet, cfg: RunConfig, precision: Precision, device: Any =
         "distance_err_m": dist_err,
         "min_ttc_s": fleet.min_ttc_s.astype(f),
         "hard_brakes": fleet.hard_brakes.astype(i32),
+        "lane_changes": fleet.lane_changes.astype(i32),
         "gap_now_m": fleet.gap_now_m.astype(f),
         "leader": fleet.leader.astype(i32),
         "order": fleet.order.astype(i32),
@@ -1342,6 +1381,32 @@ def net_step(
     hit &= (edge[ldc] == edge) | came_from
     status, out, n_hit = _resolve_collisions(hit, leader, status, edge, lane, step, out, shape)
 
+    # ---- 4b. lane changes: MOBIL, cut-ins, platoons as one unit ----------------------------
+    lane_changes = st.lane_changes
+    if shape.lane_changes:
+        lane, lane_changes, out = _lane_changes(
+            p,
+            shape,
+            inp,
+            out,
+            step,
+            status,
+            edge,
+            lane,
+            pos,
+            err,
+            speed,
+            route_ptr,
+            leg,
+            order,
+            head_of,
+            tail_of,
+            ins,
+            leader,
+            gap_now,
+            lane_changes,
+        )
+
     # ---- 5. move, energy, beacons ------------------------------------------------------------
     moving = status == nk.ST_DRIVING
     a_new = (v_next - v) / dt
@@ -1434,6 +1499,7 @@ def net_step(
         distance_err_m=dist_err,
         min_ttc_s=min_ttc,
         hard_brakes=hard_brakes,
+        lane_changes=lane_changes,
         gap_now_m=gap_now,
         leader=leader,
         order=order,
@@ -1443,6 +1509,265 @@ def net_step(
         sorts=st.sorts + sorted_now.astype(jnp.int32),
     )
     return new, out
+
+
+def _lane_changes(
+    p: NetParams,
+    shape: NetShape,
+    inp: NetInputs,
+    out: Outputs,
+    step: jax.Array,
+    status: jax.Array,
+    edge: jax.Array,
+    lane: jax.Array,
+    pos: jax.Array,
+    err: jax.Array,
+    speed: jax.Array,
+    route_ptr: jax.Array,
+    leg: jax.Array,
+    order: jax.Array,
+    head_of: jax.Array,
+    tail_of: jax.Array,
+    ins: jax.Array,
+    leader: jax.Array,
+    gap_now: jax.Array,
+    lane_changes: jax.Array,
+) -> tuple[jax.Array, jax.Array, Outputs]:
+    """The CPU kernel's lane-change phase (``_mobil``, ``_platoon_lane_change`` and the
+    changes applied): MOBIL for cars and solo trucks every ``lc_period`` steps (staggered by
+    vehicle, one direction per period), a cut-in into a platoon gap with a probability that
+    grows with the gap, and platoons that move as one unit where their lane ends. A lane's
+    leader and follower at a vehicle's position come from a binary search of the sorted
+    order within the lane (fixed iterations, all vehicles at once).
+
+    Returns:
+        (lane, lane_changes, out) after the changes.
+    """
+    f = speed.dtype
+    n = speed.shape[0]
+    E, L = shape.n_edges, shape.max_lanes
+    rel = shape.relative
+    idx = jnp.arange(n, dtype=jnp.int32)
+    n_route = p.route_edges.shape[0]
+    ty = p.vtype
+    vt = _Rows(p.vt, ty)
+    len_of = p.vt[:, nk.VT_LENGTH_M]
+
+    def key_of(e: jax.Array, ln: jax.Array) -> jax.Array:
+        return (p.inst * E + p.edge_key[e]) * L + ln
+
+    def closed(e: jax.Array, ln: jax.Array) -> jax.Array:
+        return inp.lane_closed[e, jnp.clip(ln, 0, L - 1)] != 0
+
+    def lane_open(e: jax.Array, ln: jax.Array) -> jax.Array:
+        return (ln >= 0) & (ln < p.edge_lanes[e]) & ~closed(e, ln)
+
+    def route_at(r: jax.Array) -> jax.Array:
+        return p.route_edges[jnp.clip(r, 0, n_route - 1)]
+
+    def front_of(j: jax.Array) -> jax.Array:
+        return pos[j] + err[j] if rel else pos[j]
+
+    def gap_to(j: jax.Array, i: jax.Array) -> jax.Array:
+        """Bumper gap from vehicle i to vehicle j ahead of it on the same edge [m]."""
+        if rel:
+            return ((pos[j] - pos[i]) + (err[j] - err[i])) - len_of[ty[j]]
+        return pos[j] - len_of[ty[j]] - pos[i]
+
+    def at(r: jax.Array) -> jax.Array:
+        return order[jnp.clip(r, 0, n - 1)]
+
+    rank = jnp.zeros(n, jnp.int32).at[order].set(idx)
+
+    def bounds(k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """First and one-past-last index of lane k in the order (0, 0 when empty)."""
+        h, t = head_of[k], tail_of[k]
+        lo = jnp.where(h >= 0, rank[jnp.maximum(h, 0)], 0)
+        return lo, jnp.where(t >= 0, rank[jnp.maximum(t, 0)] + 1, 0)
+
+    def search(lo: jax.Array, hi: jax.Array, x: jax.Array, strict: bool) -> jax.Array:
+        """First index in [lo, hi) whose vehicle is at or behind ``x`` (behind, if strict)."""
+        a, b = lo, hi
+        for _ in range(max(n, 1).bit_length() + 1):
+            m = (a + b) // 2
+            px = pos[at(m)]
+            right = (px >= x) if strict else (px > x)
+            live = a < b
+            a = jnp.where(live & right, m + 1, a)
+            b = jnp.where(live & ~right, m, b)
+        return a
+
+    def idm(
+        vv: jax.Array, gap: jax.Array, v_lead: jax.Array, t: jax.Array, v0: jax.Array
+    ) -> jax.Array:
+        """IDM of vehicles of types ``t`` at desired speed ``v0``."""
+        return _idm_accel(
+            vv,
+            gap,
+            v_lead,
+            v0,
+            p.vt[t, nk.VT_MIN_GAP_M],
+            p.vt[t, nk.VT_TIME_GAP_S],
+            p.vt[t, nk.VT_ACCEL_MPS2],
+            p.vt[t, nk.VT_DECEL_MPS2],
+            p.vt[t, nk.VT_IDM_DELTA],
+        )
+
+    def desired(t: jax.Array, e: jax.Array) -> jax.Array:
+        return jnp.minimum(
+            p.edge_speed_mps[e] * p.vt[t, nk.VT_SPEED_FACTOR], p.vt[t, nk.VT_MAX_SPEED_MPS]
+        )
+
+    no_gap = jnp.asarray(nk.NO_GAP, f)
+    drv = status == nk.ST_DRIVING
+    dir_allowed = jnp.where(jnp.remainder(step // p.lc_period, 2) == 0, 1, -1)
+    leaving = p.lc_out != 0
+    can = (vt[nk.VT_CAN_CHANGE_LANE] > 0.0) & (p.platoon < 0)
+    mob = drv & (jnp.remainder(p.local + step, p.lc_period) == 0) & (leaving | can)
+    e, ln, v = edge, lane, speed
+    length = vt[nk.VT_LENGTH_M]
+    v_des = jnp.minimum(desired(ty, e), inp.edge_cap_mps[e])
+    s0 = vt[nk.VT_MIN_GAP_M]
+    rp = route_ptr
+    has_next = rp + 1 < p.leg_hi[leg]
+    e_next = route_at(rp + 1)
+    to_end = p.edge_len_m[e] - pos
+    d_end = to_end + (p.edge_len_lo_m[e] - err) if rel else to_end
+
+    # ---- MOBIL's choice per vehicle (net_kernel._mobil) ----
+    mandatory = has_next & (d_end < nk.MANDATORY_LC_ZONE_M) & ~lane_open(e_next, ln)
+    mand_dir = jnp.where(mandatory & ~lane_open(e_next, ln - 1), 1, -1)
+    lc_ = jnp.maximum(leader, 0)
+    v_lead_cur = jnp.where(leader >= 0, speed[lc_], 0.0)
+    a_cur = idm(v, gap_now, v_lead_cur, ty, v_des)
+    lo_c, hi_c = bounds(key_of(e, ln))
+    r = jnp.where(ins, hi_c, rank)  # a vehicle that entered this step is behind the tail
+    f_old = jnp.where(r + 1 < hi_c, at(r + 1), -1)
+    fo = jnp.maximum(f_old, 0)
+    tf = ty[fo]
+    vf = speed[fo]
+    vf_des = desired(tf, e)
+    a_before = idm(vf, gap_to(idx, fo), v, tf, vf_des)
+    ld_cur = at(r - 1)
+    has_ld_cur = r > lo_c
+    g_after = jnp.where(has_ld_cur, gap_to(ld_cur, fo), no_gap)
+    v_after = jnp.where(has_ld_cur, speed[ld_cur], 0.0)
+    a_after = idm(vf, g_after, v_after, tf, vf_des)
+    d_old = jnp.where(f_old >= 0, a_after - a_before, 0.0)
+    seed_i = p.seed + p.inst.astype(jnp.uint64) * np.uint64(nk.INSTANCE_SEED_STRIDE)
+    draw = draw_bits(seed_i, p.local, step, nk.PURPOSE_CUT_IN).astype(jnp.float64) * 2.0**-53
+    best = jnp.full(n, -1, jnp.int32)
+    best_gain = jnp.full(n, -1.0e18, f)
+    cut = jnp.zeros(n, bool)
+    for dirn in (-1, 1):
+        tl = ln + dirn
+        ok = mob & (tl >= 0) & (tl < p.edge_lanes[e]) & (dirn == dir_allowed)
+        ok &= ~(mandatory & (dirn != mand_dir)) & ~closed(e, tl)
+        ok &= ~(has_next & ~lane_open(e_next, tl) & ~mandatory)
+        tlc = jnp.clip(tl, 0, L - 1)
+        lo, hi = bounds(key_of(e, tlc))
+        q = search(lo, hi, pos, strict=False)
+        ld = jnp.where(q > lo, at(q - 1), -1)
+        fw = jnp.where(q < hi, at(q), -1)
+        ldn = jnp.maximum(ld, 0)
+        fwn = jnp.maximum(fw, 0)
+        g_new = jnp.where(ld >= 0, gap_to(ldn, idx), no_gap)
+        v_ld = jnp.where(ld >= 0, speed[ldn], 0.0)
+        # the target lane's leader may already be on the next edge
+        j2 = tail_of[key_of(e_next, jnp.minimum(tlc, p.edge_lanes[e_next] - 1))]
+        j2c = jnp.maximum(j2, 0)
+        use2 = (ld < 0) & has_next & (j2 >= 0)
+        g_new = jnp.where(use2, d_end + front_of(j2c) - len_of[ty[j2c]], g_new)
+        v_ld = jnp.where(use2, speed[j2c], v_ld)
+        ok &= ~(g_new < s0 * 0.5)
+        # followers on the edges behind are not in this lane's bucket
+        ok &= ~((fw < 0) & (front_of(idx) - length < nk.LC_EDGE_START_M))
+        a_new = idm(v, g_new, v_ld, ty, v_des)
+        tw = ty[fwn]
+        s0w = p.vt[tw, nk.VT_MIN_GAP_M]
+        vw = speed[fwn]
+        g_fw = gap_to(idx, fwn)
+        vw_des = desired(tw, e)
+        a_fw_new = idm(vw, g_fw, v, tw, vw_des)
+        platoon_fw = p.platoon[fwn] >= 0
+        closing = vw - v
+        need = closing * closing / (2.0 * jnp.maximum(g_fw - s0w, 0.01))
+        unsafe = jnp.where(
+            platoon_fw,
+            (g_fw < s0w) | ((closing > 0.0) & (need > nk.MOBIL_SAFE_DECEL_MPS2)),
+            a_fw_new < -nk.MOBIL_SAFE_DECEL_MPS2,
+        )
+        ok &= ~((fw >= 0) & ((g_fw < s0w * 0.5) | unsafe))
+        g_fw_old = jnp.where(ld >= 0, gap_to(ldn, fwn), no_gap)
+        a_fw_old = idm(vw, g_fw_old, jnp.where(ld >= 0, v_ld, 0.0), tw, vw_des)
+        d_new = jnp.where(fw >= 0, a_fw_new - a_fw_old, 0.0)
+        ok &= ~(a_new < -nk.MOBIL_SAFE_DECEL_MPS2)
+        bias = nk.MOBIL_BIAS_RIGHT_MPS2 if dirn < 0 else -nk.MOBIL_BIAS_RIGHT_MPS2
+        gain = a_new - a_cur + nk.MOBIL_POLITENESS * (d_new + d_old) + bias
+        into = (ld >= 0) & (fw >= 0) & platoon_fw & (p.pred[fwn] == ld)
+        gain = jnp.where(into, gain - nk.MOBIL_POLITENESS * d_new, gain)
+        gain = jnp.where(mandatory | leaving, 1.0e6, gain).astype(f)
+        ok &= ~(gain <= nk.MOBIL_THRESHOLD_MPS2)
+        g_pl = gap_to(ldn, fwn)
+        span = nk.CUT_IN_GAP_HI_M - nk.CUT_IN_GAP_LO_M
+        p_cut = jnp.clip((g_pl - nk.CUT_IN_GAP_LO_M) / span, 0.0, 1.0) * nk.CUT_IN_MAX_P
+        ok &= ~(into & (draw >= p_cut.astype(jnp.float64)))
+        better = ok & (gain > best_gain)
+        best = jnp.where(better, tl, best)
+        best_gain = jnp.where(better, gain, best_gain)
+        cut = jnp.where(better, into, cut)
+    lc_target = jnp.where(mob, jnp.where((best >= 0) & cut, 100 + best, best), -1)
+
+    # ---- platoons as one unit, decided by the head (net_kernel._platoon_lane_change) ----
+    pl = p.platoon
+    plc = jnp.maximum(pl, 0)
+    head = drv & (pl >= 0) & (p.plat_head[plc] == idx)
+    ok_p = head & has_next & ~lane_open(e_next, ln)
+    right_ok = lane_open(e_next, ln - 1) & ~closed(e, ln - 1)
+    left_ok = (ln + 1 < p.edge_lanes[e]) & lane_open(e_next, ln + 1) & ~closed(e, ln + 1)
+    tgt_p = jnp.where(right_ok, ln - 1, ln + 1)
+    ok_p &= (right_ok | left_ok) & ~(d_end > nk.MANDATORY_LC_ZONE_M * 2.0)
+    tail = idx
+    j = p.plat_next
+    for _ in range(shape.plat_max - 1):
+        has = j >= 0
+        jc = jnp.maximum(j, 0)
+        ok_p &= ~(has & ((status[jc] != nk.ST_DRIVING) | (edge[jc] != e) | (lane[jc] != ln)))
+        tail = jnp.where(has, jc, tail)
+        j = jnp.where(has, p.plat_next[jc], -1)
+    front = pos + nk.PLATOON_LC_MARGIN_M
+    back = pos[tail] - len_of[ty[tail]] - nk.PLATOON_LC_MARGIN_M
+    lo_t, hi_t = bounds(key_of(e, jnp.clip(tgt_p, 0, L - 1)))
+    r_front = search(lo_t, hi_t, front, strict=False)
+    # a vehicle whose front is between the platoon's back and front margins
+    overlap = r_front < search(lo_t, hi_t, back, strict=True)
+    # or whose front is ahead of the margin but whose rear reaches back past it
+    q0 = jnp.maximum(search(lo_t, hi_t, front + 1000.0, strict=False), lo_t)
+    for t in range(1, shape.lc_scan + 1):
+        o = at(r_front - t)
+        overlap |= (r_front - t >= q0) & (pos[o] - len_of[ty[o]] <= front)
+    ok_p &= ~overlap
+    tgt_p = jnp.where(ok_p, tgt_p, -1)
+    n_plat = p.plat_head.shape[0]
+    decide = head & (tgt_p - ln == dir_allowed)
+    plat_lc = (
+        jnp.full(n_plat, -1, jnp.int32).at[jnp.where(decide, plc, n_plat)].set(tgt_p, mode="drop")
+    )
+
+    # ---- the changes ----
+    follow = (pl >= 0) & (plat_lc[plc] >= 0) & ~leaving
+    tgt = jnp.where(follow, plat_lc[plc], lc_target)
+    change = drv & (tgt >= 0) & (tgt != lane)
+    is_cut = tgt >= 100
+    lane = jnp.where(change, jnp.where(is_cut, tgt - 100, tgt), lane)
+    lane_changes = lane_changes + change.astype(jnp.int32)
+    code = jnp.where(
+        is_cut,
+        nk.EV_CUT_IN,
+        jnp.where((pl < 0) | leaving, nk.EV_LANE_CHANGE, nk.EV_PLATOON_LANE_CHANGE),
+    )
+    out = _push(out, shape, change, step, code, edge, lane, -1)
+    return lane, lane_changes, out
 
 
 def _resolve_collisions(
@@ -1559,11 +1884,23 @@ def advance(
 ) -> tuple[NetState, Outputs]:
     """``n_steps`` steps in one compiled call (``n_steps`` is traced: other counts reuse the
     compiled loop), recording a snapshot after every step ``s`` with ``(s + 1) %
-    record_every == 0`` (while ``rows_cap`` allows) and every event (while ``ev_cap``
-    allows)."""
+    record_every == 0`` (while ``rows_cap`` allows) and every event. With events recorded,
+    the loop stops early when the buffer might not hold another step's (at most
+    ``EVENTS_PER_STEP`` per vehicle); ``state.step`` says how far it got."""
     out0 = _empty_outputs(st, shape)
+    n = st.speed_mps.shape[0]
+    end = st.step + n_steps
 
-    def body(_: int | jax.Array, carry: tuple[NetState, Outputs]) -> tuple[NetState, Outputs]:
+    def room(out: Outputs) -> jax.Array:
+        if shape.ev_cap == 0:
+            return jnp.bool_(True)
+        return out.ev_n + EVENTS_PER_STEP * n <= shape.ev_cap
+
+    def going(carry: tuple[NetState, Outputs]) -> jax.Array:
+        s, out = carry
+        return (s.step < end) & room(out)
+
+    def body(carry: tuple[NetState, Outputs]) -> tuple[NetState, Outputs]:
         s, out = carry
         s, out = net_step(p, shape, s, inp, out)
         if shape.rows_cap:
@@ -1572,7 +1909,8 @@ def advance(
             out = out._replace(snaps=snaps)
         return s, out
 
-    return cast(tuple[NetState, Outputs], jax.lax.fori_loop(0, n_steps, body, (st, out0)))
+    new, out = jax.lax.while_loop(going, body, (st, out0))
+    return new, out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1632,6 +1970,7 @@ def _write_back(sim: NetSim, st: NetState, ready0: np.ndarray) -> None:
     s["beacon_age_s"][:] = h["beacon_age_s"]
     s["min_ttc_s"][:] = h["min_ttc_s"]
     s["hard_brakes"][:] = h["hard_brakes"]
+    s["lane_changes"][:] = h["lane_changes"]
     changed = h["ready_step"] != ready0
     s["ready_s"][changed] = h["ready_step"][changed].astype(np.float64) * sim.dt_s
     sim._gap_now[:] = h["gap_now_m"]
@@ -1675,7 +2014,7 @@ def run(
     rows_max = max(1, _SNAPSHOT_CELLS // max(n, 1))
     chunk = max(1, min(chunk_steps, rows_max * sim.record_every))
     rows_cap = 1 << max(-(-chunk // sim.record_every), 1).bit_length()
-    ev_cap = 3 * int(np.sum(sim.state["leg_end"] - sim.state["leg"])) + n + 16
+    ev_cap = (EVENTS_PER_STEP + 1) * n + 3 * int(np.sum(sim.state["leg_end"] - sim.state["leg"]))
     tables = tables_from_sim(sim)
     changes = [round(t / sim.dt_s) for t in sim._change_times()]
     fcd_parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -1711,10 +2050,11 @@ def run(
             st, out = advance(params, st, inp, jnp.int32(nxt - step), shape=shape)
             jax.block_until_ready(st)
             wall += time.perf_counter() - t0
-            sim.step = nxt
+            done = int(st.step) - step
+            if done <= 0:
+                raise RuntimeError("JAX network step made no progress (event buffer too small)")
+            sim.step = step + done
             ev_n = int(out.ev_n)
-            if ev_n > ev_cap:
-                raise RuntimeError("JAX network step: event buffer overflow (a bug)")
             if ev_n:
                 ev_parts.append(np.asarray(out.events[:ev_n]).astype(np.int64))
             count = int(out.snaps.rows)
@@ -1722,7 +2062,7 @@ def run(
                 snaps = {k: np.asarray(v) for k, v in out.snaps._asdict().items()}
                 fcd_parts.append(_fcd_rows(snaps, count, sim.dt_s))
             if progress is not None:
-                progress(nxt * sim.dt_s)
+                progress(sim.step * sim.dt_s)
     res = sim._result(fcd_parts, ev_parts, wall)
     if py_events:
         res.events = sorted(res.events + py_events, key=lambda e: float(cast(float, e["time_s"])))
