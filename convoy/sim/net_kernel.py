@@ -50,13 +50,22 @@ from numba import njit, prange
 from convoy.road.signals import PHASE_GREEN, PHASE_RED, PHASE_YELLOW
 from convoy.vehicle.aero import drag_multiplier_row
 from convoy.vehicle.controllers import idm_accel_terms
-from convoy.vehicle.energy import max_traction_accel_mps2, step_energy_kwh_unchecked
+from convoy.vehicle.energy import (
+    EP_LEN,
+    PT_FULL_POWER_SPEED_MPS,
+    PT_ROTATING_MASS_FACTOR,
+    energy_prep,
+    max_traction_accel_angle,
+    step_energy_kwh_prepared,
+    wheel_power_max_w,
+)
 from convoy.vehicle.rng import PURPOSE_LOSS, uniform
 from convoy.vehicle.sumo_cfm import (
     acc_next_speed,
     cacc_next_speed,
     sumo_finalize_speed,
 )
+from convoy.vehicle.truck import grade_angle
 
 # --- vehicle status --------------------------------------------------------------------------
 ST_WAITING = 0  # not yet on the road (before departure, or queued at a site)
@@ -372,6 +381,19 @@ def run_net_steps_py(
     fcd_cap = fcd.shape[0]
     ev_cap = events.shape[0]
     steps_done = 0
+    # per powertrain and per road, once per call: the energy model's constants and the
+    # roads' angles (the same numbers the per-truck formulas would compute every step)
+    n_types = vt.shape[0]
+    e_prep = np.zeros((n_types, EP_LEN))
+    wheel_max_w = np.zeros(n_types)
+    for ty in range(n_types):
+        if vt[ty, VT_IS_TRUCK] > 0.0:
+            e_prep[ty] = energy_prep(pt[ty], ambient_c, dt_s)
+            wheel_max_w[ty] = wheel_power_max_w(pt[ty])
+    edge_cos = np.empty(n_edges)
+    edge_sin = np.empty(n_edges)
+    for e in range(n_edges):
+        edge_cos[e], edge_sin[e] = grade_angle(edge_grade[e])
     for s in range(n_steps):
         step = step0 + s
         t_s = step * dt_s
@@ -587,11 +609,14 @@ def run_net_steps_py(
             if vt[ty, VT_IS_TRUCK] > 0.0:
                 a_max = min(
                     a_max,
-                    max_traction_accel_mps2(
-                        pt[ty],
+                    max_traction_accel_angle(
+                        wheel_max_w[ty],
+                        pt[ty, PT_FULL_POWER_SPEED_MPS],
+                        pt[ty, PT_ROTATING_MASS_FACTOR],
                         vt[ty, VT_MASS_KG],
                         v,
-                        edge_grade[e],
+                        edge_cos[e],
+                        edge_sin[e],
                         1.0,
                         vt[ty, VT_CD_A_M2],
                         vt[ty, VT_CRR],
@@ -773,17 +798,16 @@ def run_net_steps_py(
                 g_d = gap_now[i] if (leader[i] >= 0 and leader[i] == pred[i]) else math.nan
                 if pred[i] < 0 and plat_next[i] >= 0:
                     g_d = gap_now[plat_next[i]]
-                energy_kwh[i] += step_energy_kwh_unchecked(
-                    pt[ty],
+                energy_kwh[i] += step_energy_kwh_prepared(
+                    e_prep[ty],
                     vt[ty, VT_MASS_KG],
                     vn,
                     a,
-                    edge_grade[e],
+                    edge_cos[e],
+                    edge_sin[e],
                     drag_multiplier_row(drag_row[i], g_d),
                     vt[ty, VT_CD_A_M2],
                     vt[ty, VT_CRR],
-                    ambient_c,
-                    dt_s,
                 )
             if a < -HARD_BRAKE_MPS2 and accel_mps2[i] >= -HARD_BRAKE_MPS2:
                 hard_brakes[i] += 1

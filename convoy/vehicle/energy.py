@@ -26,7 +26,11 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
-from convoy.vehicle.truck import ORDOS_AIR_DENSITY_KGPM3, road_load_force_n, tractive_force_n
+from convoy.vehicle.truck import (
+    ORDOS_AIR_DENSITY_KGPM3,
+    grade_angle,
+    road_load_angle_n,
+)
 
 # Kind codes stored in slot PT_KIND.
 KIND_ELECTRIC = 0
@@ -318,6 +322,98 @@ def step_energy_kwh(
     )
 
 
+# Slots of ``energy_prep``'s tuple: what the energy of a step needs from the powertrain
+# vector, the weather and the step length, computed once rather than per truck and step.
+EP_PER_ETA_DRIVE = 0  # 1 / drivetrain efficiency [-]
+EP_REGEN_EFFICIENCY = 1  # wheel-to-battery share of braking power [-]
+EP_REGEN_FLOOR_W = 2  # minus the regen power limit [W]
+EP_LOADS_W = 3  # auxiliaries and heating, electric [W]
+EP_ETA_COLD = 4  # battery cold efficiency [-]
+EP_PER_ETA_COLD = 5  # its reciprocal [-]
+EP_KWH_PER_WS = 6  # step length over joules per kWh [kWh/W]
+EP_AUX_W = 7  # auxiliaries, diesel [W]
+EP_IDLE_FUEL_W = 8  # Willans intercept [W]
+EP_PER_ETA_MARGINAL = 9  # 1 / Willans slope [-]
+EP_ELECTRIC = 10  # 1 for electric, 0 for diesel
+EP_ROTATING_MASS_FACTOR = 11  # [-]
+EP_LEN = 12
+
+
+@njit(cache=True, error_model="numpy")
+def energy_prep(
+    pt: NDArray[np.float64], ambient_c: float, dt_s: float
+) -> tuple[float, float, float, float, float, float, float, float, float, float, float, float]:
+    """What :func:`step_energy_kwh_prepared` needs, by the ``EP_*`` slots: the efficiencies
+    and the step length as reciprocals and one factor (divisions are the slowest part of a
+    step; the results move by at most an ulp), the loads at ``ambient_c``."""
+    eta_cold = battery_cold_efficiency(pt, ambient_c)
+    return (
+        1.0 / pt[PT_DRIVETRAIN_EFFICIENCY],
+        pt[EL_REGEN_EFFICIENCY],
+        -pt[EL_REGEN_LIMIT_KW] * _W_PER_KW,
+        (pt[PT_AUX_KW] + heating_kw(pt, ambient_c)) * _W_PER_KW,
+        eta_cold,
+        1.0 / eta_cold,
+        dt_s / _J_PER_KWH,
+        pt[PT_AUX_KW] * _W_PER_KW,
+        pt[DI_IDLE_FUEL_KW] * _W_PER_KW,
+        1.0 / pt[DI_MARGINAL_EFFICIENCY],
+        1.0 if int(pt[PT_KIND]) == KIND_ELECTRIC else 0.0,
+        pt[PT_ROTATING_MASS_FACTOR],
+    )
+
+
+@njit(cache=True, error_model="numpy")
+def step_energy_kwh_prepared(
+    prep: NDArray[np.float64] | tuple[float, ...],
+    mass_kg: float,
+    speed_mps: float,
+    accel_mps2: float,
+    cos_theta: float,
+    sin_theta: float,
+    drag_mult: float,
+    cd_a_m2: float,
+    crr: float,
+    air_density_kgpm3: float = ORDOS_AIR_DENSITY_KGPM3,
+) -> float:
+    """:func:`step_energy_kwh_unchecked` from ``energy_prep``'s values (a tuple, or a row of
+    them) and the road's angle (``truck.grade_angle``), to the same result: a kernel prepares
+    both once per powertrain and road instead of once per truck and step.
+
+    Without jumps (both kinds and both signs of power are computed and the answer selected),
+    so that a loop over many trucks vectorises.
+    """
+    wheel_w = (
+        prep[EP_ROTATING_MASS_FACTOR] * mass_kg * accel_mps2
+        + road_load_angle_n(
+            mass_kg,
+            speed_mps,
+            cos_theta,
+            sin_theta,
+            drag_mult,
+            cd_a_m2,
+            crr,
+            air_density_kgpm3,
+        )
+    ) * speed_mps
+    # Electric. Motor electrical power: traction, or regen capped at the limit (friction
+    # takes the rest).
+    traction_w = wheel_w * prep[EP_PER_ETA_DRIVE]
+    regen_w = max(wheel_w * prep[EP_REGEN_EFFICIENCY], prep[EP_REGEN_FLOOR_W])
+    motor_w = traction_w if wheel_w >= 0.0 else regen_w
+    terminal_w = motor_w + prep[EP_LOADS_W]
+    # Cold battery: internal losses on the way out and on the way in.
+    battery_w = (
+        terminal_w * prep[EP_PER_ETA_COLD] if terminal_w > 0.0 else terminal_w * prep[EP_ETA_COLD]
+    )
+    electric_kwh = battery_w * prep[EP_KWH_PER_WS]
+    # Diesel, with the overrun fuel cut-off while braking.
+    engine_w = traction_w + prep[EP_AUX_W]
+    fuel_w = prep[EP_IDLE_FUEL_W] + engine_w * prep[EP_PER_ETA_MARGINAL]
+    diesel_kwh = fuel_w * prep[EP_KWH_PER_WS] if wheel_w >= 0.0 else 0.0
+    return electric_kwh if prep[EP_ELECTRIC] > 0.0 else diesel_kwh
+
+
 @njit(cache=True, error_model="numpy")
 def step_energy_kwh_unchecked(
     pt: NDArray[np.float64],
@@ -334,46 +430,23 @@ def step_energy_kwh_unchecked(
 ) -> float:
     """:func:`step_energy_kwh` for a powertrain vector known to be valid, in kWh.
 
-    Without the check, and without jumps (both kinds and both signs of power are computed
-    and the answer selected), so that a loop over many trucks vectorises.
+    Without the check, and without jumps, so that a loop over many trucks vectorises; where
+    it is inlined into such a loop with loop-invariant ``pt`` (a tuple), the preparation is
+    hoisted out of it.
     """
-    wheel_w = (
-        tractive_force_n(
-            mass_kg,
-            speed_mps,
-            accel_mps2,
-            grade,
-            drag_mult,
-            cd_a_m2,
-            crr,
-            air_density_kgpm3,
-            pt[PT_ROTATING_MASS_FACTOR],
-        )
-        * speed_mps
+    cos_theta, sin_theta = grade_angle(grade)
+    return step_energy_kwh_prepared(
+        energy_prep(pt, ambient_c, dt_s),
+        mass_kg,
+        speed_mps,
+        accel_mps2,
+        cos_theta,
+        sin_theta,
+        drag_mult,
+        cd_a_m2,
+        crr,
+        air_density_kgpm3,
     )
-    # Efficiencies and the step length enter as reciprocals and one factor, computed once
-    # per run where the function is inlined into a loop: divisions are the slowest part of
-    # the step, and the results move by at most an ulp.
-    per_eta_drive = 1.0 / pt[PT_DRIVETRAIN_EFFICIENCY]
-    per_eta_marginal = 1.0 / pt[DI_MARGINAL_EFFICIENCY]
-    kwh_per_ws = dt_s / _J_PER_KWH
-    aux_w = pt[PT_AUX_KW] * _W_PER_KW
-    # Electric. Motor electrical power: traction, or regen capped at the limit (friction
-    # takes the rest).
-    traction_w = wheel_w * per_eta_drive
-    regen_w = max(wheel_w * pt[EL_REGEN_EFFICIENCY], -pt[EL_REGEN_LIMIT_KW] * _W_PER_KW)
-    motor_w = traction_w if wheel_w >= 0.0 else regen_w
-    terminal_w = motor_w + (pt[PT_AUX_KW] + heating_kw(pt, ambient_c)) * _W_PER_KW
-    # Cold battery: internal losses on the way out and on the way in.
-    eta_cold = battery_cold_efficiency(pt, ambient_c)
-    per_eta_cold = 1.0 / eta_cold
-    battery_w = terminal_w * per_eta_cold if terminal_w > 0.0 else terminal_w * eta_cold
-    electric_kwh = battery_w * kwh_per_ws
-    # Diesel, with the overrun fuel cut-off while braking.
-    engine_w = traction_w + aux_w
-    fuel_w = pt[DI_IDLE_FUEL_KW] * _W_PER_KW + engine_w * per_eta_marginal
-    diesel_kwh = fuel_w * kwh_per_ws if wheel_w >= 0.0 else 0.0
-    return electric_kwh if int(pt[PT_KIND]) == KIND_ELECTRIC else diesel_kwh
 
 
 @njit(cache=True, error_model="numpy")
@@ -409,21 +482,62 @@ def max_traction_accel_mps2(
     Raises:
         ValueError: if ``pt[PT_KIND]`` is not a known kind.
     """
+    cos_theta, sin_theta = grade_angle(grade)
+    return max_traction_accel_angle(
+        wheel_power_max_w(pt),
+        pt[PT_FULL_POWER_SPEED_MPS],
+        pt[PT_ROTATING_MASS_FACTOR],
+        mass_kg,
+        speed_mps,
+        cos_theta,
+        sin_theta,
+        drag_mult,
+        cd_a_m2,
+        crr,
+        air_density_kgpm3,
+    )
+
+
+@njit(cache=True, error_model="numpy")
+def wheel_power_max_w(pt: NDArray[np.float64]) -> float:
+    """Most power the powertrain puts on the wheels [W]: ``power_limit * eta_dt``
+    (electric) or ``(power_limit - aux) * eta_dt`` (diesel).
+
+    Raises:
+        ValueError: if ``pt[PT_KIND]`` is not a known kind.
+    """
     kind = int(pt[PT_KIND])
     if kind == KIND_ELECTRIC:
-        wheel_max_w = pt[PT_POWER_LIMIT_KW] * _W_PER_KW * pt[PT_DRIVETRAIN_EFFICIENCY]
-    elif kind == KIND_DIESEL:
+        return pt[PT_POWER_LIMIT_KW] * _W_PER_KW * pt[PT_DRIVETRAIN_EFFICIENCY]
+    if kind == KIND_DIESEL:
         engine_net_kw = max(pt[PT_POWER_LIMIT_KW] - pt[PT_AUX_KW], 0.0)
-        wheel_max_w = engine_net_kw * _W_PER_KW * pt[PT_DRIVETRAIN_EFFICIENCY]
-    else:
-        raise ValueError(
-            "max_traction_accel_mps2: pt[PT_KIND] must be KIND_ELECTRIC (0) or KIND_DIESEL (1)"
-        )
-    force_max_n = wheel_max_w / max(speed_mps, pt[PT_FULL_POWER_SPEED_MPS])
-    road_n = road_load_force_n(
-        mass_kg, speed_mps, grade, drag_mult, cd_a_m2, crr, air_density_kgpm3
+        return engine_net_kw * _W_PER_KW * pt[PT_DRIVETRAIN_EFFICIENCY]
+    raise ValueError(
+        "max_traction_accel_mps2: pt[PT_KIND] must be KIND_ELECTRIC (0) or KIND_DIESEL (1)"
     )
-    return (force_max_n - road_n) / (pt[PT_ROTATING_MASS_FACTOR] * mass_kg)
+
+
+@njit(cache=True, error_model="numpy")
+def max_traction_accel_angle(
+    wheel_max_w: float,
+    full_power_speed_mps: float,
+    rotating_mass_factor: float,
+    mass_kg: float,
+    speed_mps: float,
+    cos_theta: float,
+    sin_theta: float,
+    drag_mult: float,
+    cd_a_m2: float,
+    crr: float,
+    air_density_kgpm3: float = ORDOS_AIR_DENSITY_KGPM3,
+) -> float:
+    """:func:`max_traction_accel_mps2` from :func:`wheel_power_max_w` and the road's angle
+    (``truck.grade_angle``), prepared once per powertrain and road, to the same result."""
+    force_max_n = wheel_max_w / max(speed_mps, full_power_speed_mps)
+    road_n = road_load_angle_n(
+        mass_kg, speed_mps, cos_theta, sin_theta, drag_mult, cd_a_m2, crr, air_density_kgpm3
+    )
+    return (force_max_n - road_n) / (rotating_mass_factor * mass_kg)
 
 
 @njit(cache=True)

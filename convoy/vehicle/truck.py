@@ -147,9 +147,34 @@ def road_load_force_n(
     Returns:
         Road-load force [N]; negative on a downgrade steep enough to push the truck.
     """
-    # Grade as an angle: cos for the normal load, sin for the along-road weight.
+    cos_theta, sin_theta = grade_angle(grade)
+    return road_load_angle_n(
+        mass_kg, speed_mps, cos_theta, sin_theta, drag_mult, cd_a_m2, crr, air_density_kgpm3
+    )
+
+
+@njit(cache=True, error_model="numpy")
+def grade_angle(grade: float) -> tuple[float, float]:
+    """(cos, sin) of the road's angle for a grade given as rise over run [-]: cos for the
+    normal load, sin for the along-road weight."""
     cos_theta = 1.0 / math.sqrt(1.0 + grade * grade)
-    sin_theta = grade * cos_theta
+    return cos_theta, grade * cos_theta
+
+
+@njit(cache=True, error_model="numpy")
+def road_load_angle_n(
+    mass_kg: float,
+    speed_mps: float,
+    cos_theta: float,
+    sin_theta: float,
+    drag_mult: float,
+    cd_a_m2: float,
+    crr: float,
+    air_density_kgpm3: float,
+) -> float:
+    """:func:`road_load_force_n` with the road's angle given by :func:`grade_angle`: a
+    kernel computes it once per road rather than once per truck and step (a square root and
+    a division), to the same result."""
     weight_n = mass_kg * GRAVITY_MPS2
     rolling_n = crr * weight_n * cos_theta
     grade_n = weight_n * sin_theta
