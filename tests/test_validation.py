@@ -289,7 +289,42 @@ def test_ray_run_equals_local_run() -> None:
     try:
         local = validate(["human-lead-late-reaction"], samples=8, seed=11)
         remote = validate(["human-lead-late-reaction"], samples=8, seed=11, ray_address="local")
+        if not ray.cluster_resources().get("GPU", 0.0):
+            # backend gpu over a cluster without a GPU: one line, not a task left pending
+            # (the address is not dialled: the Ray started above is still connected)
+            with pytest.raises(ValidationError, match="the Ray cluster has no GPU"):
+                validate(["cacc-brake-batched"], samples=1, backend="gpu", ray_address="x:1")
     finally:
         ray.shutdown()
     assert np.array_equal(local.outcomes[0].params, remote.outcomes[0].params)
     assert np.array_equal(local.outcomes[0].metrics, remote.outcomes[0].metrics)
+
+
+def test_gpu_backend_without_a_gpu_is_one_line_before_any_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # JAX on this machine sees no GPU (the test is skipped where it does): the library with
+    # the batched scenario stops at once with exit 2 and one line naming what to install,
+    # before any scenario runs (run_chunk would fail the test)
+    import jax
+
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("JAX sees a GPU here")
+
+    def no_run(*_: object, **__: object) -> None:
+        raise AssertionError("a scenario ran before the GPU check")
+
+    monkeypatch.setattr("convoy.sim.validation.run_chunk", no_run)
+    assert validate_main(["--backend", "gpu", "--samples", "2", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "needs a CUDA GPU visible to JAX" in err and "install JAX for CUDA 12" in err
+
+
+def test_ray_workers_only_with_a_local_ray(capsys: pytest.CaptureFixture[str]) -> None:
+    assert validate_main(["--ray-workers", "2", "--no-report"]) == 2
+    assert "--ray-workers = 2 with --ray = None" in capsys.readouterr().err
+    with pytest.raises(ValidationError, match="--ray-workers = 0 with --ray = 'local'"):
+        validate(samples=1, ray_address="local", ray_workers=0)
+    with pytest.raises(ValidationError, match="ray start --num-cpus"):
+        validate(samples=1, ray_address="10.0.0.1:6379", ray_workers=2)

@@ -183,3 +183,22 @@ def test_cut_in_metrics_window_and_units() -> None:
     assert np.allclose(tr.gap_m[before][:, fol], 46.5)
     assert m["platoon_km"] == pytest.approx(V * 40.0 / 1000.0, abs=1e-6)
     assert math.isfinite(m["min_ttc_s"])
+
+
+# Ray starts its processes by fork+exec (subprocess), which JAX's fork warning also flags
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+def test_ray_run_of_car_cut_in_equals_local_run() -> None:
+    # 40 instances are two chunks (32 + 8), each one NetSim batch in its own Ray task on
+    # one of two worker processes; an instance's metrics depend only on (seed, name, index),
+    # so the Ray run's params and metrics are the local run's, bit for bit
+    import ray
+
+    try:
+        local = validate([CUT_IN_NAME], samples=40, seed=5)
+        remote = validate([CUT_IN_NAME], samples=40, seed=5, ray_address="local", ray_workers=2)
+    finally:
+        ray.shutdown()
+    assert np.array_equal(local.outcomes[0].params, remote.outcomes[0].params)
+    assert np.array_equal(local.outcomes[0].metrics, remote.outcomes[0].metrics)
+    assert remote.platoon_km == local.platoon_km > 0.0
+    assert local.outcomes[0].passed.tolist() == remote.outcomes[0].passed.tolist()

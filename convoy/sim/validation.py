@@ -874,10 +874,11 @@ class ValidationRun:
 
 
 CHUNK_INSTANCES = 32
+RAY_LOCAL_WORKERS = 2  # --ray local's worker processes (Ray's num_cpus) by default
 
 
 def _ray_runner(
-    address: str,
+    address: str, workers: int | None = None
 ) -> Callable[[list[tuple[str, np.ndarray, int]], int, str], list[np.ndarray]]:
     try:
         import ray
@@ -890,12 +891,36 @@ def _ray_runner(
     def go(tasks: list[tuple[str, np.ndarray, int]], seed: int, backend: str) -> list[np.ndarray]:
         if not ray.is_initialized():
             if address == "local":
-                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                ray.init(
+                    num_cpus=workers or RAY_LOCAL_WORKERS,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                )
             else:
                 ray.init(address=address, log_to_driver=False)
         remote = ray.remote(run_chunk)
-        refs = [remote.remote(n, rows, start, seed, backend) for n, rows, start in tasks]
-        return list(ray.get(refs))
+        # Ray hides the GPUs from a task that asks for none (CUDA_VISIBLE_DEVICES=""), so a
+        # chunk that runs on the GPU asks for one
+        on_gpu = {n for n, _, _ in tasks if backend == "gpu" and get_template(n).batched}
+        if on_gpu and not ray.cluster_resources().get("GPU", 0.0):
+            raise ValidationError(
+                f"--backend gpu with --ray {address!r}: the Ray cluster has no GPU; allowed: "
+                "a cluster with a GPU node (ray start --num-gpus 1 on it), or --backend cpu|jax"
+            )
+        refs = [
+            (remote.options(num_gpus=1) if n in on_gpu else remote).remote(
+                n, rows, start, seed, backend
+            )
+            for n, rows, start in tasks
+        ]
+        try:
+            return list(ray.get(refs))
+        except ray.exceptions.RayTaskError as exc:
+            # a bad-input error raised in a worker: its one-line message, not Ray's traceback
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, ScenarioError):
+                raise ValidationError(str(cause)) from None
+            raise
 
     return go
 
@@ -908,6 +933,7 @@ def validate(
     backend: str = "cpu",
     ray_address: str | None = None,
     criteria: Mapping[str, Criteria] | None = None,
+    ray_workers: int | None = None,
 ) -> ValidationRun:
     """Run library scenarios by Monte Carlo sampling or a grid sweep.
 
@@ -919,15 +945,29 @@ def validate(
         backend: ``cpu``, ``jax`` or ``gpu`` (the engine's backend for each run).
         ray_address: a Ray cluster address (``"local"`` starts one here); None runs locally.
         criteria: per-scenario limits replacing the library's defaults.
+        ray_workers: worker processes of the local Ray (``ray_address="local"``; default
+            ``RAY_LOCAL_WORKERS``); a cluster's own size is set where it starts
+            (``ray start --num-cpus N``).
 
     Raises:
-        ValidationError: for an unknown scenario or backend, or samples < 1.
+        ValidationError: for an unknown scenario or backend, samples < 1, ray_workers
+            without a local Ray or < 1, or backend ``gpu`` with no GPU to run on.
     """
     if samples < 1:
         raise ValidationError(f"--samples = {samples}: allowed: 1 or more")
     if backend not in VALIDATE_BACKENDS:
         raise ValidationError(f"--backend = {backend!r}; allowed: {', '.join(VALIDATE_BACKENDS)}")
+    if ray_workers is not None and (ray_address != "local" or ray_workers < 1):
+        raise ValidationError(
+            f"--ray-workers = {ray_workers} with --ray = {ray_address!r}; allowed: 1 or more, "
+            "with --ray local (a cluster's size is set by ray start --num-cpus N)"
+        )
     tpls = [get_template(n) for n in (names or list(LIBRARY))]
+    if backend == "gpu" and ray_address in (None, "local") and any(t.batched for t in tpls):
+        # here, before the other scenarios run for minutes: one line if JAX sees no GPU
+        from convoy.sim.backend_jax import gpu_device
+
+        gpu_device()
     params = {t.name: sample_params(t, samples, seed, grid) for t in tpls}
     tasks = [
         (t.name, params[t.name][s : s + CHUNK_INSTANCES], s)
@@ -936,7 +976,7 @@ def validate(
     ]
     t0 = time.perf_counter()
     if ray_address:
-        results = _ray_runner(ray_address)(tasks, seed, backend)
+        results = _ray_runner(ray_address, ray_workers)(tasks, seed, backend)
     else:
         results = [run_chunk(n, rows, s, seed, backend) for n, rows, s in tasks]
     wall = time.perf_counter() - t0
@@ -1226,6 +1266,13 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="validate-out", help="report directory")
     ap.add_argument("--ray", default=None, metavar="ADDRESS", help="Ray address, or 'local'")
+    ap.add_argument(
+        "--ray-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"worker processes of --ray local (default {RAY_LOCAL_WORKERS})",
+    )
     ap.add_argument("--backend", default="cpu", choices=VALIDATE_BACKENDS)
     ap.add_argument("--criteria", default=None, help="YAML of per-scenario pass/fail limits")
     ap.add_argument("--worst", type=int, default=3, help="worst cases kept per scenario")
@@ -1238,7 +1285,14 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
     try:
         crit = load_criteria(args.criteria) if args.criteria else None
         run = validate(
-            args.scenario, args.samples, args.seed, args.grid, args.backend, args.ray, crit
+            args.scenario,
+            args.samples,
+            args.seed,
+            args.grid,
+            args.backend,
+            args.ray,
+            crit,
+            args.ray_workers,
         )
     except ScenarioError as exc:
         print(f"convoy validate: {exc}", file=sys.stderr)
