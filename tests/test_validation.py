@@ -328,3 +328,32 @@ def test_ray_workers_only_with_a_local_ray(capsys: pytest.CaptureFixture[str]) -
         validate(samples=1, ray_address="local", ray_workers=0)
     with pytest.raises(ValidationError, match="ray start --num-cpus"):
         validate(samples=1, ray_address="10.0.0.1:6379", ray_workers=2)
+
+
+def test_run_chunk_runs_numba_on_one_thread_with_the_same_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A 5-truck instance is one block of the kernel's parallel loop, so run_chunk runs Numba
+    # on one thread (a second only waits at the per-step barrier); the blocks do not depend
+    # on the thread count, so each instance's metrics equal its run at Numba's default
+    # threads, and the caller's thread count comes back afterwards
+    import numba
+
+    import convoy.sim.validation as val
+
+    tpl = get_template("lead-emergency-brake")
+    rows = sample_params(tpl, 2, 8, grid=False)
+    seen: list[int] = []
+
+    def counting(*a: object, **k: object):  # type: ignore[no-untyped-def]
+        seen.append(numba.get_num_threads())
+        return simulate(*a, **k)  # type: ignore[arg-type]
+
+    before = numba.get_num_threads()
+    monkeypatch.setattr(val, "simulate", counting)
+    chunk = run_chunk(tpl.name, rows, 0, 8)
+    assert seen == [1, 1]
+    assert numba.get_num_threads() == before
+    for j, row in enumerate(rows):
+        m = run_metrics(simulate(instance(tpl, row, 8, j)), tpl.warmup_s)
+        assert [m[k] for k in METRIC_NAMES] == chunk[j].tolist()

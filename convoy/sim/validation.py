@@ -60,7 +60,8 @@ import math
 import sys
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -782,16 +783,44 @@ def net_instance_traces(
     return tpl.net([_params(tpl, r) for r in rows], derive_seed(seed, tpl.name, start))
 
 
+@contextmanager
+def _one_numba_thread() -> Iterator[None]:
+    """Numba's parallel loops on one thread (this thread only), restored after.
+
+    A library instance is 5-7 trucks: one block of the kernels' parallel loop, so a second
+    thread has nothing to do but meet the first at the loop's barrier, twice a step.  On a
+    shared machine that barrier waits whenever the host deschedules the idle thread:
+    ``validate --samples 16`` over the library took 15-35 s with Numba's 2 threads and
+    1.0-1.7 s with 1 on the 2-core box (docs/benchmarks.md).  Results do not depend on the
+    thread count (the blocks are fixed by ``kernel.CHUNK``, not by threads); the work is
+    spread over instances instead, by Ray workers.
+    """
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def run_chunk(
     name: str, rows: np.ndarray, start: int, seed: int, backend: str = "cpu"
 ) -> np.ndarray:
     """Metrics of instances ``start .. start + len(rows)`` of scenario ``name``.
 
-    A pure function of its arguments: the unit of work a Ray task runs.
+    A pure function of its arguments: the unit of work a Ray task runs.  Numba runs on one
+    thread here (``_one_numba_thread``).
 
     Returns:
         (len(rows), len(METRIC_NAMES)) float64, columns in ``METRIC_NAMES`` order.
     """
+    with _one_numba_thread():
+        return _run_chunk(name, rows, start, seed, backend)
+
+
+def _run_chunk(name: str, rows: np.ndarray, start: int, seed: int, backend: str) -> np.ndarray:
     tpl = get_template(name)
     if tpl.batched:
         return _batch_metrics(
