@@ -1,13 +1,13 @@
 """The network engine's JAX backend against its Numba backend, on the same scenarios.
 
 Measured here (JAX 0.10 on the CPU) on the scenario below (junctions, a signal, a site,
-the 1,000 km road and a multi-lane road with MOBIL, cut-ins and a platoon changing lanes),
-300 s, two instances: in float64, FCD positions and gaps agree to 1.4e-12 m, speeds to
-4e-13 m/s, energies to 8e-14 kWh, and the event logs (departures, lane changes, cut-ins,
-arrivals, releases from the site, collisions) are identical; the tests allow 1e-9. In
-float32 with compensated per-edge offsets (the GPU's arithmetic, run on the CPU): the same
-events; positions within 0.5 mm on the single-lane roads, 1.2 cm in the platoon cars cut
-into; on the long road, 2 µm after 984-990 km.
+the 1,000 km road, a multi-lane road with MOBIL, cut-ins, a platoon changing lanes, and
+manoeuvres), 300 s, two instances: in float64, FCD positions and gaps agree to 1.4e-12 m,
+speeds to 4e-13 m/s, energies to 8e-14 kWh, and the event logs (departures, lane changes,
+cut-ins, manoeuvre messages, arrivals, releases from the site, collisions) are identical;
+the tests allow 1e-9. In float32 with compensated per-edge offsets (the GPU's arithmetic,
+run on the CPU): the same events; positions within 0.5 mm on the single-lane roads, 9 mm on
+the multi-lane road; on the long road, 2 µm after 984-990 km.
 
 The two runs compile the step once each (10-25 s on two busy cores); the 1,000 km run
 reuses the float32 compilation (same shapes, another ``dt``)."""
@@ -121,8 +121,9 @@ def _junction_sim(backend: str = "cpu", dt_s: float = 0.1, record_every_s: float
     three solo ACC trucks 2 minutes apart on the long road; on the multi-lane road a flow
     of cars (900/h), three trucks held to 18 m/s that the cars overtake, a 1+4 platoon with
     wide gaps, and works closing m2's right lane from 60 to 200 s (the platoon moves left
-    as one unit). Two instances with 60 % beacon loss (each draws its own losses and
-    cut-in decisions)."""
+    as one unit), a member leaving it and a truck asking to join (manoeuvres over V2V, in
+    instance 0). Two instances with 20 % beacon and message loss (each draws its own
+    losses and cut-in decisions)."""
     legs = (Leg(ROUTE, 30.0, "plant"),)
     trips = [Trip(f"p{j}", "truck-human" if j == 0 else "truck-l4", legs) for j in range(5)]
     trips += [Trip(f"solo{j}", "truck-human", (Leg(ROUTE),), 20.0 + 15.0 * j) for j in range(3)]
@@ -139,7 +140,8 @@ def _junction_sim(backend: str = "cpu", dt_s: float = 0.1, record_every_s: float
         Trip(f"slow{j}", "truck-human", multi, 10.0 + 40.0 * j, speed_cap_mps=18.0)
         for j in range(3)
     ]
-    return NetSim(
+    trips += [Trip("qj", "truck-l4", multi, 40.0)]
+    sim = NetSim(
         _junction_world(),
         trips,
         flows=[Flow("cars", MULTI_ROUTE, 900.0, "car", 0.0, 250.0)],
@@ -152,11 +154,16 @@ def _junction_sim(backend: str = "cpu", dt_s: float = 0.1, record_every_s: float
         site_capacity={"plant": 3},
         speed_caps=[SpeedCap(("d",), 150.0, 200.0, 12.0)],
         instances=2,
-        loss=0.6,
+        loss=0.2,
         backend=backend,
         dt_s=dt_s,
         record_every_s=record_every_s,
+        manoeuvres=True,
     )
+    # instance 0 only: q2 leaves its platoon (a lane change out of it), qj asks to join
+    sim.request_leave(80.0, "q2#0")
+    sim.request_join(100.0, "qj#0", "q0#0")
+    return sim
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +184,19 @@ def _rows(res: NetResult, vehicle: str, edge: str) -> np.ndarray:
 
 
 def _assert_agree(
-    ref: NetResult, res: NetResult, pos_m: float, speed_mps: float, energy_kwh: float
+    ref: NetResult,
+    res: NetResult,
+    pos_m: float,
+    speed_mps: float,
+    energy_kwh: float,
+    mode_share: float = 0.0,
 ) -> None:
     fa, fb = ref.fcd, res.fcd
-    for col in ("time_s", "vehicle", "edge", "lane", "mode"):
+    for col in ("time_s", "vehicle", "edge", "lane"):
         np.testing.assert_array_equal(fa[col], fb[col], err_msg=col)
+    # a follower held exactly at its CACC gap sits on the law's mode boundary (spacing
+    # error 0), where rounding picks the side: the mode shown may differ on such rows
+    assert np.mean(fa["mode"] != fb["mode"]) <= mode_share
     np.testing.assert_allclose(fb["pos_m"], fa["pos_m"], rtol=0, atol=pos_m)
     np.testing.assert_allclose(fb["gap_m"], fa["gap_m"], rtol=0, atol=pos_m)
     np.testing.assert_allclose(fb["speed_mps"], fa["speed_mps"], rtol=0, atol=speed_mps)
@@ -223,12 +238,16 @@ def test_scenario_exercises_what_the_backends_must_agree_on(numba_run: NetResult
     assert {(e["vehicle_id"], e["instance"]) for e in hits} == {("wreck#0", 0), ("wreck#1", 1)}
     # on the multi-lane road: MOBIL changes, cars cutting into the platoon's gaps, the
     # platoon leaving the closed lane as one unit
-    kinds = {e["kind"] for e in res.events if str(e["vehicle_id"]).endswith("#0")}
+    kinds = {e["kind"] for e in res.events}
     assert {"lane-change", "cut-in", "platoon-lane-change"} <= kinds
-    # the instances differ (their own beacon losses)
+    # manoeuvres: the leave completes, the join is turned down (q is a 1+3 platoon
+    # changing lanes), both negotiated over the lossy link
+    man = [(e["kind"], e["vehicle_id"]) for e in res.events if "-" in str(e["kind"])]
+    assert ("leave-complete", "q2#0") in man and ("join-abort", "qj#0") in man
+    assert ("leave-retry", "q2#0") in man
+    # the instances differ (their own losses and cut-in draws, the manoeuvres)
     inst = res.instance[f["vehicle"].astype(int)]
-    fallback = [int(np.sum((f["mode"] == 4) & (inst == k))) for k in (0, 1)]
-    assert fallback[0] != fallback[1]
+    assert not np.array_equal(f["speed_mps"][inst == 0], f["speed_mps"][inst == 1])
 
 
 def test_jax_float64_agrees_with_numba(numba_run: NetResult, jax_run: NetResult) -> None:
@@ -239,11 +258,12 @@ def test_jax_float64_agrees_with_numba(numba_run: NetResult, jax_run: NetResult)
 
 def test_jax_float32_offsets_agree_with_numba(numba_run: NetResult) -> None:
     """The GPU's arithmetic (float32, compensated per-edge offsets) run on the CPU: the same
-    events and lane changes, positions and gaps within 5 cm and speeds within 5 cm/s of the
-    float64 Numba run (measured: 0.5 mm on the single-lane roads; 1.2 cm and 1.3 cm/s in the
-    wide-gap platoon that cars cut into, where float32 rounding in the laws builds up)."""
+    events, lane changes and manoeuvres, positions and gaps within 5 cm and speeds within
+    5 cm/s of the float64 Numba run (measured: 0.5 mm on the single-lane roads, up to 1 cm
+    on the multi-lane road where cars cut in and float32 rounding in the laws builds up;
+    2 of 32,000 rows show another CACC mode, at the boundary the law's mode flips on)."""
     res = net_jax.run(_junction_sim("cpu"), RUN_S, precision="float32")
-    _assert_agree(numba_run, res, pos_m=0.05, speed_mps=0.05, energy_kwh=1e-2)
+    _assert_agree(numba_run, res, pos_m=0.05, speed_mps=0.05, energy_kwh=1e-2, mode_share=1e-3)
 
 
 def _along_long_road(sim: NetSim) -> np.ndarray:
@@ -290,18 +310,18 @@ def _two_lane_world() -> RoadNetwork:
     return RoadNetwork.build(nodes, edges)
 
 
-def test_features_it_lacks_are_named() -> None:
-    """Manoeuvres (Python state machines between steps) and edges shorter than what a step
-    can cross are refused by name; lane changes on the two-lane road are not."""
+def test_feature_it_lacks_is_named() -> None:
+    """An edge shorter than what a step can cross is refused by name, with what is allowed;
+    lane changes and manoeuvres on the same road are not."""
     trips = [Trip("t", "truck-human", (Leg(("e0",)),)), Trip("c", "car", (Leg(("e0",)),))]
-    NetSim(_two_lane_world(), trips, backend="jax")
+    NetSim(_two_lane_world(), trips, manoeuvres=True, backend="jax")
     short = [Trip("s", "car", (Leg(("e0", "e1", "e2")),))]
     with pytest.raises(NetSimError) as err:
-        NetSim(_two_lane_world(), trips + short, manoeuvres=True, backend="jax")
-    msg = str(err.value)
-    assert msg.startswith("backend 'jax': the JAX network step does not have platoon manoeuvres")
-    assert "route edges shorter than 1.11 m (a third of a step's advance" in msg
-    assert msg.endswith("use backend 'cpu'")
+        NetSim(_two_lane_world(), trips + short, backend="jax")
+    assert str(err.value) == (
+        "backend 'jax': the JAX network step does not have route edges shorter than 1.11 m "
+        "(a third of a step's advance at top speed, dt_s = 0.1); use backend 'cpu'"
+    )
 
 
 def test_unknown_backend_lists_the_allowed_ones() -> None:

@@ -51,9 +51,10 @@ clock stays float64 in both (``step * dt`` as the CPU kernel rounds it, for sign
 and the step a dwell ends; departures are whole steps), so discrete events land on the
 same steps.
 
-**Not here** (``unsupported`` names them, and ``NetSim`` refuses such a scenario for
-backends ``jax`` and ``gpu``): platoon manoeuvres (their state machines run in Python
-between steps), and route edges shorter than a third of a step's advance at top speed.
+Platoon manoeuvres and scripted requests run in Python between calls, as on the CPU path
+(``run``). **Not here** (``unsupported`` names it, and ``NetSim`` refuses such a scenario
+for backends ``jax`` and ``gpu``): route edges shorter than a third of a step's advance at
+top speed.
 """
 
 from __future__ import annotations
@@ -265,7 +266,7 @@ class Fleet:
 class RunConfig:
     """Scalars of a run: step length, random seed, beacon loss probability and period,
     lane-change period (steps), air temperature, FCD period (steps), instances, most lanes
-    of any edge, first step."""
+    of any edge, first step, and the most trucks a platoon may grow to (manoeuvres)."""
 
     dt_s: float
     seed: int
@@ -277,6 +278,7 @@ class RunConfig:
     instances: int
     max_lanes: int
     step0: int = 0
+    max_platoon: int = 1
 
 
 def tables_from_sim(sim: NetSim) -> NetTables:
@@ -340,6 +342,7 @@ def config_from_sim(sim: NetSim) -> RunConfig:
         instances=sim.instances,
         max_lanes=sim.max_lanes,
         step0=sim.step,
+        max_platoon=sim.registry.max_followers + 1 if sim._manager is not None else 1,
     )
 
 
@@ -459,8 +462,6 @@ def unsupported(sim: NetSim) -> list[str]:
         One phrase per missing feature, naming the setting where there is one.
     """
     gaps: list[str] = []
-    if sim._manager is not None:
-        gaps.append("platoon manoeuvres (manoeuvres=True)")
     tables = tables_from_sim(sim)
     if hops_needed(tables, sim.dt_s) > MAX_HOPS:
         top_m = float(tables.vt[:, nk.VT_MAX_SPEED_MPS].max()) * sim.dt_s
@@ -677,19 +678,21 @@ def make_shape(
     precision: Precision,
     rows_cap: int,
     ev_cap: int,
+    max_in: int | None = None,
 ) -> NetShape:
-    """The static shape of a run of ``fleet`` as it stands."""
+    """The static shape of a run of ``fleet`` as it stands (``max_in``: the width of
+    ``NetParams.node_in``, when known)."""
     waiting = fleet.status == nk.ST_WAITING
     more_legs = (fleet.leg_end - fleet.leg > 1) & (fleet.status != nk.ST_REMOVED)
     inserts = bool(np.any(waiting) or np.any(more_legs))
     lengths = tables.vt[:, nk.VT_LENGTH_M]
     sizes = np.bincount(fleet.platoon[fleet.platoon >= 0]) if np.any(fleet.platoon >= 0) else [1]
-    plat_max = max(int(np.max(sizes)), 1)
+    plat_max = max(int(np.max(sizes)), 1, cfg.max_platoon)
     return NetShape(
         n_inst=cfg.instances,
         n_edges=int(tables.edge_len_m.shape[0]),
         max_lanes=cfg.max_lanes,
-        max_in=int(_node_in(tables).shape[1]),
+        max_in=int(_node_in(tables).shape[1]) if max_in is None else max_in,
         hops=min(hops_needed(tables, cfg.dt_s), MAX_HOPS),
         inserts=inserts,
         lane_changes=cfg.max_lanes > 1 and cfg.lc_period_steps > 0,
@@ -702,21 +705,64 @@ def make_shape(
     )
 
 
+def _padded(a: np.ndarray) -> np.ndarray:
+    """``a`` padded with -1 to a power of two, so that a table that grows now and then
+    (platoons created by manoeuvres) keeps the compiled step's shapes most of the time."""
+    out = np.full(1 << max(a.shape[0] - 1, 0).bit_length(), -1, a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
 def make_params(
-    tables: NetTables, fleet: Fleet, cfg: RunConfig, precision: Precision, device: Any = None
+    tables: NetTables,
+    fleet: Fleet,
+    cfg: RunConfig,
+    precision: Precision,
+    device: Any = None,
+    base: NetParams | None = None,
 ) -> NetParams:
-    """Device arrays of everything fixed during a run (call inside :func:`x64_scope`)."""
+    """Device arrays of everything fixed during a run (call inside :func:`x64_scope`).
+    With ``base`` (params of the same tables), its network, type and route arrays are kept
+    and only the fleet's and the scalars are uploaded."""
     f = _float_type(precision)
     put = partial(jax.device_put, device=device)
-    length = np.asarray(tables.edge_len_m, np.float64)
-    len_hi = length.astype(f)
-    len_lo = (length - len_hi.astype(np.float64)).astype(f)
     seed_u = np.uint64(cfg.seed % 2**64)  # the CPU kernel's np.uint64(seed), wrapped
     loss_bits = np.uint64(math.ceil(cfg.loss * 2.0**53)) if cfg.loss > 0.0 else np.uint64(0)
     i32 = np.int32
     vals: dict[str, Any] = {
+        "inst": fleet.inst.astype(i32),
+        "local": fleet.local.astype(i32),
+        "vtype": fleet.vtype.astype(i32),
+        "pred": fleet.pred.astype(i32),
+        "after": fleet.after.astype(i32),
+        "plat_next": fleet.plat_next.astype(i32),
+        "drag_row": fleet.drag_row.astype(i32),
+        "leg_end": fleet.leg_end.astype(i32),
+        "speed_cap_mps": fleet.speed_cap_mps.astype(f),
+        "set_speed_mps": fleet.set_speed_mps.astype(f),
+        "extra_gap_m": fleet.extra_gap_m.astype(f),
+        "platoon": fleet.platoon.astype(i32),
+        "lc_out": fleet.lc_out.astype(np.int8),
+        "plat_head": _padded(fleet.plat_head.astype(i32)),
+        "dt_s": np.asarray(cfg.dt_s, f),
+        "dt64_s": np.asarray(cfg.dt_s, np.float64),
+        "dt_parts_s": dt_parts(cfg.dt_s),
+        "ambient_c": np.asarray(cfg.ambient_c, f),
+        "seed": np.asarray(seed_u, np.uint64),
+        "loss_bits": np.asarray(loss_bits, np.uint64),
+        "beacon_period": np.asarray(cfg.beacon_period_steps, i32),
+        "lc_period": np.asarray(max(cfg.lc_period_steps, 1), i32),
+        "record_every": np.asarray(cfg.record_every, i32),
+        "zero_bits": np.zeros((), np.uint64),
+    }
+    fleet_part = put(vals)  # one batched transfer
+    if base is not None:
+        return base._replace(**fleet_part)
+    length = np.asarray(tables.edge_len_m, np.float64)
+    len_hi = length.astype(f)
+    vals = {
         "edge_len_m": len_hi,
-        "edge_len_lo_m": len_lo,
+        "edge_len_lo_m": (length - len_hi.astype(np.float64)).astype(f),
         "edge_lanes": tables.edge_lanes.astype(i32),
         "edge_speed_mps": tables.edge_speed_mps.astype(f),
         "edge_grade": tables.edge_grade.astype(f),
@@ -737,32 +783,8 @@ def make_params(
         "leg_dwell_s": tables.leg_dwell_s.astype(np.float64),
         "leg_site": tables.leg_site.astype(i32),
         "site_capacity": tables.site_capacity.astype(i32),
-        "inst": fleet.inst.astype(i32),
-        "local": fleet.local.astype(i32),
-        "vtype": fleet.vtype.astype(i32),
-        "pred": fleet.pred.astype(i32),
-        "after": fleet.after.astype(i32),
-        "plat_next": fleet.plat_next.astype(i32),
-        "drag_row": fleet.drag_row.astype(i32),
-        "leg_end": fleet.leg_end.astype(i32),
-        "speed_cap_mps": fleet.speed_cap_mps.astype(f),
-        "set_speed_mps": fleet.set_speed_mps.astype(f),
-        "extra_gap_m": fleet.extra_gap_m.astype(f),
-        "platoon": fleet.platoon.astype(i32),
-        "lc_out": fleet.lc_out.astype(np.int8),
-        "plat_head": fleet.plat_head.astype(i32),
-        "dt_s": np.asarray(cfg.dt_s, f),
-        "dt64_s": np.asarray(cfg.dt_s, np.float64),
-        "dt_parts_s": dt_parts(cfg.dt_s),
-        "ambient_c": np.asarray(cfg.ambient_c, f),
-        "seed": np.asarray(seed_u, np.uint64),
-        "loss_bits": np.asarray(loss_bits, np.uint64),
-        "beacon_period": np.asarray(cfg.beacon_period_steps, i32),
-        "lc_period": np.asarray(max(cfg.lc_period_steps, 1), i32),
-        "record_every": np.asarray(cfg.record_every, i32),
-        "zero_bits": np.zeros((), np.uint64),
     }
-    return NetParams(**{k: put(v) for k, v in vals.items()})
+    return NetParams(**put(vals), **fleet_part)
 
 
 def make_state(fleet: Fleet, cfg: RunConfig, precision: Precision, device: Any = None) -> NetState:
@@ -808,7 +830,7 @@ def make_state(fleet: Fleet, cfg: RunConfig, precision: Precision, device: Any =
         "collisions": np.asarray(0, i32),
         "sorts": np.asarray(0, i32),
     }
-    return NetState(**{k: put(v) for k, v in vals.items()})
+    return NetState(**put(vals))
 
 
 def make_inputs(
@@ -1994,10 +2016,12 @@ def run(
     device: Any = None,
 ) -> NetResult:
     """``NetSim.run`` on the JAX step: the same chunks between changes of the world (speed
-    caps, lane closures) and scripted requests, the same outputs. The state stays on the
-    device between chunks; it is written back into ``sim`` at the end, and around a
-    scripted request (``sim._requests``, run in Python as the CPU path runs them), after
-    which the device arrays are rebuilt from ``sim``.
+    caps, lane closures), scripted requests and manoeuvre ticks, the same outputs. The
+    state stays on the device between chunks; it is written back into ``sim`` at the end,
+    and where Python acts on it (a scripted request, a platoon manoeuvre's tick: once per
+    chunk, and every step while a manoeuvre is under way, as on the CPU path), after which
+    the device arrays are rebuilt from ``sim``. A manoeuvre in progress thus costs a round
+    trip to the host per step.
 
     Raises:
         NetSimError: for a scenario with features the JAX step does not have.
@@ -2023,28 +2047,38 @@ def run(
     wall = 0.0
     with x64_scope():
         st: NetState | None = None
+        base: NetParams | None = None
         ready0 = np.zeros(0, np.int32)
-        while sim.step < end_step or st is not None:
-            t = sim.step * sim.dt_s
-            due = any(r[0] <= t + 1e-9 for r in sim._requests)
-            if st is not None and (due or sim.step >= end_step):
-                _write_back(sim, st, ready0)  # Python acts on the state next, or the run ends
+        while True:
+            step = sim.step
+            t = step * sim.dt_s
+            nxt = min(end_step, step + chunk)
+            for r in sim._requests:
+                if step < round(r[0] / sim.dt_s) < nxt:
+                    nxt = round(r[0] / sim.dt_s)
+            man = sim._manager
+            python_acts = man is not None or any(r[0] <= t + 1e-9 for r in sim._requests)
+            if st is not None and (python_acts or step >= end_step):
+                _write_back(sim, st, ready0)  # Python reads and changes the state next
                 st = None
-            if sim.step >= end_step:
+            if step >= end_step:
                 break
-            if due:
+            if python_acts:
+                # due requests; manoeuvres tick once per chunk, and every step while active
                 py_events.extend(sim._manoeuvre_tick())
+                if man is not None and man.active() > 0:
+                    nxt = step + 1
+            for c in changes:
+                if step < c < nxt:
+                    nxt = c
             if st is None:
                 fleet, cfg = fleet_from_sim(sim), config_from_sim(sim)
                 ready0 = _ready_steps(fleet.ready_s, cfg.dt_s)
-                shape = make_shape(tables, fleet, cfg, precision, rows_cap, ev_cap)
-                params = make_params(tables, fleet, cfg, precision, device)
+                base = make_params(tables, fleet, cfg, precision, device, base)
+                max_in = int(base.node_in.shape[1])
+                shape = make_shape(tables, fleet, cfg, precision, rows_cap, ev_cap, max_in)
+                params = base
                 st = make_state(fleet, cfg, precision, device)
-            step = sim.step
-            nxt = min(end_step, step + chunk)
-            for c in changes + [round(r[0] / sim.dt_s) for r in sim._requests]:
-                if step < c < nxt:
-                    nxt = c
             inp = make_inputs(sim._edge_caps(t), sim._closed_lanes(t), precision, device)
             t0 = time.perf_counter()
             st, out = advance(params, st, inp, jnp.int32(nxt - step), shape=shape)

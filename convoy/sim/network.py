@@ -312,7 +312,8 @@ class _Vehicles:
 #: The network engine's backends: ``cpu`` (the Numba kernel, threaded for large fleets),
 #: ``jax`` (``net_jax``'s step in float64 on JAX's default device; agrees with ``cpu`` to
 #: rounding) and ``gpu`` (the same step in float32 with compensated per-edge offsets on the
-#: first CUDA GPU). ``jax`` and ``gpu`` refuse scenarios with manoeuvres.
+#: first CUDA GPU). ``jax`` and ``gpu`` refuse only routes over edges too short to cross
+#: in a step (``net_jax.unsupported``).
 NET_BACKENDS = ("cpu", "jax", "gpu")
 
 
