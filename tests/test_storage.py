@@ -236,6 +236,155 @@ def test_prune_removes_exactly_the_samples_older_than_the_cut(store: Storage) ->
     assert store.prune_states(50.0) == 0
 
 
+def _newest_per_truck(states: list[VehicleState]) -> list[VehicleState]:
+    """The newest of each truck by time, an equal time going to the later one in the list."""
+    newest: dict[str, VehicleState] = {}
+    for st_ in states:
+        if st_.vehicle_id not in newest or st_.t_s >= newest[st_.vehicle_id].t_s:
+            newest[st_.vehicle_id] = st_
+    return [newest[v] for v in sorted(newest)]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["A", "B", "C", "D"]),
+                st.integers(0, 3_000),  # tenths of a second: late samples, spans > 60 s
+                st.sampled_from(["", "e1", "e2"]),
+                st.sampled_from(["cacc", "acc"]),
+                st.one_of(st.none(), st.floats(0, 1)),
+            ),
+            min_size=1,
+            max_size=40,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    since=st.one_of(st.none(), st.integers(0, 3_000)),
+    until=st.one_of(st.none(), st.integers(0, 3_000)),
+    vid=st.one_of(st.none(), st.sampled_from(["A", "C"])),
+    limit=st.integers(1, 60),
+)
+def test_chunked_telemetry_reads_back_like_one_row_per_sample(
+    backend: Backend,
+    batches: list[list[tuple[str, int, str, str, float | None]]],
+    since: int | None,
+    until: int | None,
+    vid: str | None,
+    limit: int,
+) -> None:
+    """Samples are stored as chunks (a truck's samples of one write, split at 60 s); every
+    read gives what a table of one row per sample would: the samples in a window, per truck,
+    limited, the newest per truck, and retention across a chunk's middle."""
+    with open_storage(backend.url) as s:
+        s.prune_states(1e12)  # a fresh database per example
+        seen: set[tuple[str, int]] = set()
+        written: list[VehicleState] = []
+        for b in batches:
+            batch = []
+            for v, t, edge, mode, soc in b:
+                if (v, t) in seen:  # unique (truck, time): one well-defined read order
+                    continue
+                seen.add((v, t))
+                batch.append(state(v, t / 10, edge=edge, mode=mode, soc=soc, lane=t % 4))
+            s.write_states(batch)
+            written += batch
+        by_time = sorted(written, key=lambda x: (x.t_s, x.vehicle_id))
+        assert s.states(limit=10_000) == by_time
+        want = [
+            x
+            for x in by_time
+            if (vid is None or x.vehicle_id == vid)
+            and (since is None or x.t_s >= since / 10)
+            and (until is None or x.t_s < until / 10)
+        ]
+        got = s.states(
+            vehicle_id=vid,
+            since_s=None if since is None else since / 10,
+            until_s=None if until is None else until / 10,
+            limit=limit,
+        )
+        assert got == want[:limit]
+        assert s.latest_states() == _newest_per_truck(written)
+        cut = (since or 0) / 10
+        assert s.prune_states(cut) == sum(x.t_s < cut for x in written)
+        left = [x for x in by_time if x.t_s >= cut]
+        assert s.states(limit=10_000) == left
+        assert s.latest_states() == _newest_per_truck([x for x in written if x.t_s >= cut])
+
+
+def test_chunks_are_one_row_per_truck_per_write(store: Storage, backend: Backend) -> None:
+    store.write_states([state(v, 1.0 + k / 10) for k in range(10) for v in ("A", "B", "C")])
+    store.write_states([state("A", 5.0)])
+    # one batch of 100 s of samples for D: split into chunks of at most 60 s
+    store.write_states([state("D", float(t)) for t in range(100)])
+    rows = backend.raw(
+        "SELECT vehicle_id, t_first, t_last, n FROM vehicle_state_chunks "
+        "ORDER BY vehicle_id, t_first"
+    )
+    assert rows == [
+        ("A", 1.0, 1.9, 10),
+        ("A", 5.0, 5.0, 1),
+        ("B", 1.0, 1.9, 10),
+        ("C", 1.0, 1.9, 10),
+        ("D", 0.0, 60.0, 61),
+        ("D", 61.0, 99.0, 39),
+    ]
+    assert len(store.states(limit=1_000)) == 131
+
+
+_TELEMETRY_WRITER = """
+import sys
+from convoy.service.storage import VehicleState, open_storage
+s = open_storage(sys.argv[1])
+i = 0
+while True:
+    s.write_states([VehicleState(f"T{k}", float(i), 109.0, 39.0, 10.0, 0.0, 0.0)
+                    for k in range(i % 7, 20)])
+    print(i, flush=True)  # acknowledged
+    i += 1
+"""
+
+
+def test_sigkill_of_a_telemetry_writer_leaves_latest_equal_to_the_newest_samples(
+    backend: Backend,
+) -> None:
+    """The newest sample per truck is read from the stored telemetry itself, so a writer
+    killed mid-stream leaves nothing to rebuild: after a restart, ``latest_states`` is the
+    newest stored sample of each truck and every acknowledged batch is there."""
+    open_storage(backend.url).close()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TELEMETRY_WRITER, backend.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    acked = -1
+    deadline = time.monotonic() + 30
+    while acked < 30 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acked = int(line)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert acked >= 30, proc.stderr.read() if proc.stderr else ""
+    with open_storage(backend.url) as s:
+        stored = s.states(limit=100_000)
+        have = {(x.vehicle_id, x.t_s) for x in stored}
+        for i in range(acked + 1):
+            assert {(f"T{k}", float(i)) for k in range(i % 7, 20)} <= have
+        assert s.latest_states() == _newest_per_truck(stored)
+        assert {x.vehicle_id: x.t_s for x in s.latest_states()}["T19"] >= acked
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -681,9 +830,15 @@ def test_upgrade_from_a_v1_database_keeps_and_extends_its_data(backend: Backend)
         "created_s) VALUES ('old', 'Ordos Coal Co.', 'coal', 'm', 'p', 31, 0, 10, 5, 20, 0, "
         "'open', 1)"
     )
-    assert s.migrate() == SCHEMA_VERSION == 2
+    assert s.migrate() == SCHEMA_VERSION == 3
     assert s.get_order("old").tonnes == 31.0
-    # vehicle_latest, new in v2, was filled from the v1 samples
+    # v3 moved the v1 samples into chunks: they read back unchanged
+    assert s.states() == [
+        VehicleState("T1", 5.0, 109.0, 39.0, 10.0, 0.0, 0.0, "e", 0, 0.5, "cacc"),
+        VehicleState("T2", 7.0, 108.0, 38.9, 0.0, 180.0, 0.0, "", 0, None, "human"),
+        VehicleState("T1", 9.0, 109.5, 39.0, 11.0, 0.0, 0.0, "e", 1, 0.4, "cacc"),
+    ]
+    # the newest sample per truck, read from the chunks
     assert s.latest_states() == [
         VehicleState("T1", 9.0, 109.5, 39.0, 11.0, 0.0, 0.0, "e", 1, 0.4, "cacc"),
         VehicleState("T2", 7.0, 108.0, 38.9, 0.0, 180.0, 0.0, "", 0, None, "human"),

@@ -32,6 +32,7 @@ from convoy.service.mqtt.messages import VehicleState as MqttState
 from convoy.service.storage import open_storage
 from convoy.service.storage.base import RecordError, check_state_rows
 from convoy.service.storage.base import VehicleState as StoredState
+from convoy.service.storage.chunks import decode_chunk
 from convoy.service.telemetry_bench import (
     DEFAULT_PG_URL,
     StorageSink,
@@ -186,10 +187,13 @@ def test_states_stored_exactly_once_with_equal_values(
     assert len(sent) == 3_000
     assert sink.unstorable == 0
     assert ing.stats.rejected.total() == 0
-    stored = admin.execute(
-        "SELECT vehicle_id, t_s, lon, lat, speed_mps, heading_deg, accel_mps2, edge, lane, "
-        f"soc, mode FROM {schema}.vehicle_states"
-    ).fetchall()
+    stored = [
+        r
+        for vid, data in admin.execute(
+            f"SELECT vehicle_id, data FROM {schema}.vehicle_state_chunks"
+        ).fetchall()
+        for r in decode_chunk(vid, data)
+    ]
     assert len(stored) == 3_000, f"{len(stored)} rows stored of 3,000 sent"
     want = sorted(
         (
@@ -200,7 +204,6 @@ def test_states_stored_exactly_once_with_equal_values(
         for s in sent
     )  # fmt: skip
     assert sorted(tuple(r) for r in stored) == want  # each once, every value equal
-    latest = admin.execute(
-        f"SELECT vehicle_id, t_s FROM {schema}.vehicle_latest ORDER BY vehicle_id"
-    ).fetchall()
+    with open_storage(schema_url(PG_URL, schema, "convoy-test")) as again:
+        latest = [(x.vehicle_id, x.t_s) for x in again.latest_states()]
     assert latest == sorted((v, (T0_MS + 2_900) / 1000.0) for v in trucks)

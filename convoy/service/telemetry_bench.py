@@ -8,7 +8,8 @@ The pipeline of ``convoy serve``'s telemetry: trucks publish (QoS 1) to a privat
 ``--workers`` :class:`~convoy.service.mqtt.ingest.Ingest` processes (one shared
 subscription, one PostgreSQL connection each, row mode) validate each payload, and their
 :class:`StorageSink` maps the rows to storage's (:func:`to_storage_rows`) and stores them with
-``Storage.write_state_rows`` (binary COPY plus the ``vehicle_latest`` merge, one transaction)
+``Storage.write_state_rows`` (one binary COPY of chunks, a row per truck per batch, in one
+transaction)
 into a fresh PostgreSQL schema (dropped afterwards). The sink runs on each worker's commit
 thread while the worker reads the next batch (``--serial``: on the worker's loop, reading
 nothing meanwhile). MQTT messages are acknowledged only after the commit. The load generator
@@ -70,6 +71,7 @@ from convoy.service.mqtt.messages import now_ms
 from convoy.service.storage import open_storage
 from convoy.service.storage.base import MAX_LANE, MAX_SPEED_MPS, RecordError, StateRow, Storage
 from convoy.service.storage.base import VehicleState as StoredState
+from convoy.service.storage.chunks import decode_chunk
 
 #: The local test server of the project (trust auth, user postgres, database test).
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -345,7 +347,9 @@ def run_one(
                     seen, since = counter.value, time.monotonic()
                 time.sleep(0.05)
             pg1 = _cpu_of(_postgres_pids())
-            at_settle = admin.execute(f"SELECT count(*) FROM {schema}.vehicle_states").fetchone()
+            at_settle = admin.execute(
+                f"SELECT COALESCE(SUM(n), 0) FROM {schema}.vehicle_state_chunks"
+            ).fetchone()
             cpu1 = {"broker": _cpu_s(broker_pid), "ingest": sum(_cpu_s(w.pid or 0) for w in wprocs),
                     "publishers": _cpu_s(pub.pid or 0)}  # fmt: skip
             dropped = broker_dropped(port)
@@ -354,9 +358,8 @@ def run_one(
             for w in wprocs:
                 w.join(10.0)
             pub.join(10.0)
-        rows, distinct = admin.execute(
-            f"SELECT count(*), count(DISTINCT (vehicle_id, t_s)) FROM {schema}.vehicle_states"
-        ).fetchone() or (0, 0)
+        samples = _stored_samples(admin, schema)
+        rows, distinct = len(samples), len(set(samples))
         missing: dict[str, Any] = {}
         if int(distinct) < acked:
             missing = _missing(admin, schema, ids, batch, pubres)
@@ -412,15 +415,23 @@ def run_one(
     )
 
 
+def _stored_samples(admin: psycopg.Connection[Any], schema: str) -> list[tuple[str, float]]:
+    """``(vehicle_id, t_s)`` of every stored sample (with duplicates), read from the chunks."""
+    return [
+        (r[0], r[1])
+        for vid, data in admin.execute(
+            f"SELECT vehicle_id, data FROM {schema}.vehicle_state_chunks"
+        )
+        for r in decode_chunk(vid, data)
+    ]
+
+
 def _missing(
     admin: psycopg.Connection[Any], schema: str, ids: list[str], batch: int, pub: dict[str, Any]
 ) -> dict[str, Any]:
     """Which acknowledged samples are not in PostgreSQL: how many, the first few, and where
     in the publisher's sending order they fall (0 = first message, 1 = last)."""
-    have = {
-        (v, round(t * 1000.0))
-        for v, t in admin.execute(f"SELECT vehicle_id, t_s FROM {schema}.vehicle_states")
-    }
+    have = {(v, round(t * 1000.0)) for v, t in _stored_samples(admin, schema)}
     acked = int(pub["acked_messages"])
     gone = [
         (k // batch, v, t)

@@ -10,6 +10,9 @@ Versions:
 1. telemetry (``vehicle_states``), orders, plans, events, takeovers, API tokens.
 2. order idempotency keys, trips, the newest sample per truck (``vehicle_latest``, filled
    from the stored samples) and an events-by-type index.
+3. telemetry in chunks (``vehicle_state_chunks``, see ``chunks.py``): a truck's samples of one
+   write as one row. The v2 samples move into chunks (:data:`RECHUNK`); ``vehicle_states``
+   and ``vehicle_latest`` are dropped: the newest sample per truck is read from the chunks.
 """
 
 from __future__ import annotations
@@ -102,6 +105,26 @@ def _v2(text: str, real: str, backfill: str) -> tuple[str, ...]:
     )
 
 
+#: A step of a migration done in Python by the runner, not SQL: move the rows of
+#: ``vehicle_states`` into ``vehicle_state_chunks``.
+RECHUNK = "-- convoy: move vehicle_states into vehicle_state_chunks"
+
+
+def _v3(text: str, real: str, blob: str, t_index: str) -> tuple[str, ...]:
+    return (
+        f"CREATE TABLE vehicle_state_chunks (vehicle_id {text} NOT NULL, "
+        f"t_first {real} NOT NULL, t_last {real} NOT NULL, n INTEGER NOT NULL, "
+        f"written_s {real} NOT NULL, data {blob} NOT NULL)",
+        RECHUNK,
+        "DROP TABLE vehicle_states",
+        "DROP TABLE vehicle_latest",
+        # Per-truck history and the newest chunk per truck (a loose index scan).
+        "CREATE INDEX vehicle_state_chunks_vehicle_t ON vehicle_state_chunks (vehicle_id, t_last)",
+        # Time windows and retention.
+        t_index,
+    )
+
+
 _COLS = "vehicle_id, t_s, lon, lat, speed_mps, heading_deg, accel_mps2, edge, lane, soc, mode"
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -142,6 +165,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DOUBLE PRECISION",
             f"INSERT INTO vehicle_latest ({_COLS}) SELECT DISTINCT ON (vehicle_id) {_COLS} "
             "FROM vehicle_states ORDER BY vehicle_id, t_s DESC",
+        ),
+    ),
+    Migration(
+        3,
+        "telemetry in chunks: one row per truck per write",
+        sqlite=_v3(
+            "TEXT",
+            "REAL",
+            "BLOB",
+            "CREATE INDEX vehicle_state_chunks_t ON vehicle_state_chunks (t_first)",
+        ),
+        postgresql=_v3(
+            "TEXT",
+            "DOUBLE PRECISION",
+            "BYTEA",
+            # Chunks arrive in about time order: BRIN stays tiny and cheap to keep up.
+            "CREATE INDEX vehicle_state_chunks_t ON vehicle_state_chunks USING brin (t_first)",
         ),
     ),
 )

@@ -1,7 +1,8 @@
 """PostgreSQL backend (psycopg 3): ``postgresql://user[:password]@host[:port]/db``.
 
-Telemetry goes in with ``COPY ... FROM STDIN (FORMAT BINARY)`` through psycopg's
-``cursor.copy``, the fastest path PostgreSQL offers for bulk rows.
+Telemetry goes in as chunks (one row per truck per write, see ``chunks.py``) with
+``COPY ... FROM STDIN (FORMAT BINARY)`` through psycopg's ``cursor.copy``, the fastest path
+PostgreSQL offers for bulk rows.
 
 Durability: orders, events, takeovers, plans, trips and tokens commit with the server's
 ``synchronous_commit`` (``on`` by default: the WAL is flushed before the commit returns).
@@ -26,36 +27,14 @@ import psycopg
 from psycopg import pq
 
 from convoy.service.storage.base import StorageError
-from convoy.service.storage.sql import MERGE_LATEST_FROM, STATE_COLS, Cursor, SqlStorage
+from convoy.service.storage.chunks import CHUNK_COLS, Chunk
+from convoy.service.storage.sql import Cursor, SqlStorage
 
 #: How long opening a connection may take [s].
 CONNECT_TIMEOUT_S = 10
 
-_COPY_STATES = f"COPY vehicle_states ({STATE_COLS}) FROM STDIN (FORMAT BINARY)"
-# Each connection's staging table for the newest sample per truck of a batch: COPY into it,
-# then one set-based upsert. Row-by-row upserts cost more than the COPY itself once a batch
-# holds thousands of trucks.
-_LATEST_IN = "convoy_latest_in"
-_CREATE_LATEST_IN = (
-    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_LATEST_IN} (vehicle_id TEXT, t_s FLOAT8, "
-    "lon FLOAT8, lat FLOAT8, speed_mps FLOAT8, heading_deg FLOAT8, accel_mps2 FLOAT8, "
-    "edge TEXT, lane INT4, soc FLOAT8, mode TEXT) ON COMMIT DELETE ROWS"
-)
-_COPY_LATEST_IN = f"COPY {_LATEST_IN} ({STATE_COLS}) FROM STDIN (FORMAT BINARY)"
-_MERGE_LATEST = MERGE_LATEST_FROM.format(source=_LATEST_IN)
-_STATE_TYPES = [
-    "text",  # vehicle_id
-    "float8",  # t_s
-    "float8",  # lon
-    "float8",  # lat
-    "float8",  # speed_mps
-    "float8",  # heading_deg
-    "float8",  # accel_mps2
-    "text",  # edge
-    "int4",  # lane
-    "float8",  # soc
-    "text",  # mode
-]
+_COPY_CHUNKS = f"COPY vehicle_state_chunks ({CHUNK_COLS}) FROM STDIN (FORMAT BINARY)"
+_CHUNK_TYPES = ["text", "float8", "float8", "int4", "float8", "bytea"]
 
 
 class _QmarkCursor:
@@ -109,7 +88,6 @@ class PostgresStorage(SqlStorage):
             conn = psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
             )
-            conn.execute(_CREATE_LATEST_IN)
             return conn
         except psycopg.Error as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -128,20 +106,12 @@ class PostgresStorage(SqlStorage):
                 cur.execute("SET LOCAL synchronous_commit = off")
             yield _QmarkCursor(cur)
 
-    def _insert_states(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_chunks(self, cur: Cursor, chunks: list[Chunk]) -> None:
         assert isinstance(cur, _QmarkCursor)
-        with cur.raw.copy(_COPY_STATES) as copy:
-            copy.set_types(_STATE_TYPES)
-            for row in rows:
-                copy.write_row(row)
-
-    def _upsert_latest(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
-        assert isinstance(cur, _QmarkCursor)
-        with cur.raw.copy(_COPY_LATEST_IN) as copy:
-            copy.set_types(_STATE_TYPES)
-            for row in rows:
-                copy.write_row(row)
-        cur.raw.execute(_MERGE_LATEST)
+        with cur.raw.copy(_COPY_CHUNKS) as copy:
+            copy.set_types(_CHUNK_TYPES)
+            for chunk in chunks:
+                copy.write_row(chunk)
 
     def _table_exists(self, cur: Cursor, table: str) -> bool:
         # to_regclass resolves the name on the search_path, as the other statements do.

@@ -56,7 +56,14 @@ from convoy.service.storage.base import (
     split_token,
     verify_secret,
 )
-from convoy.service.storage.migrations import LATEST, MIGRATIONS, SCHEMA_TABLE, Dialect
+from convoy.service.storage.chunks import (
+    CHUNK_COLS,
+    MAX_CHUNK_SPAN_S,
+    Chunk,
+    chunk_rows,
+    decode_chunk,
+)
+from convoy.service.storage.migrations import LATEST, MIGRATIONS, RECHUNK, SCHEMA_TABLE, Dialect
 
 #: Most rows one query returns.
 MAX_LIMIT = 1_000_000
@@ -129,21 +136,19 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-_ON_CONFLICT_LATEST = (
-    "ON CONFLICT (vehicle_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in STATE_FIELDS[1:])
-    # A late, older sample never replaces a newer one; an equal time is the later write.
-    + " WHERE excluded.t_s >= vehicle_latest.t_s"
+_INSERT_CHUNK = f"INSERT INTO vehicle_state_chunks ({CHUNK_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
+# The newest chunk of every truck: a loose index scan over (vehicle_id, t_last), one index
+# descent per truck instead of a scan of the whole history. Of chunks with the same t_last,
+# the later write.
+_LATEST_CHUNKS = (
+    "WITH RECURSIVE v(id) AS ("
+    "SELECT MIN(vehicle_id) FROM vehicle_state_chunks "
+    "UNION ALL SELECT (SELECT MIN(vehicle_id) FROM vehicle_state_chunks "
+    "WHERE vehicle_id > v.id) FROM v WHERE v.id IS NOT NULL) "
+    "SELECT id, (SELECT data FROM vehicle_state_chunks c WHERE c.vehicle_id = v.id "
+    "ORDER BY t_last DESC, written_s DESC LIMIT 1) FROM v WHERE id IS NOT NULL ORDER BY id"
 )
-UPSERT_LATEST = (
-    f"INSERT INTO vehicle_latest ({STATE_COLS}) VALUES ({_marks(len(STATE_FIELDS))}) "
-    + _ON_CONFLICT_LATEST
-)
-#: The set-based form: merge the rows of ``{source}`` (one per truck) in one statement.
-MERGE_LATEST_FROM = (
-    f"INSERT INTO vehicle_latest ({STATE_COLS}) SELECT {STATE_COLS} FROM {{source}} "
-    + _ON_CONFLICT_LATEST
-)
+_time_then_id = operator.itemgetter(1, 0)
 
 
 class Cursor(Protocol):
@@ -259,6 +264,8 @@ class SqlStorage(Storage):
 
     def __init__(self, url: str, pool_size: int) -> None:
         self.url = url
+        self._clock_lock = threading.Lock()
+        self._last_written_s = 0.0
         self._pool: Pool[Any] = Pool(self._connect, self._close_conn, self._usable, pool_size)
 
     # -- dialect hooks --
@@ -280,14 +287,9 @@ class SqlStorage(Storage):
         still survives the process being killed.
         """
 
-    @abstractmethod
-    def _insert_states(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
-        """Bulk-insert rows of ``STATE_FIELDS`` into ``vehicle_states``."""
-
-    def _upsert_latest(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
-        """Merge each truck's newest sample of a batch (rows of ``STATE_FIELDS``, one per
-        truck) into ``vehicle_latest``; an older sample never replaces a newer one."""
-        cur.executemany(UPSERT_LATEST, rows)
+    def _insert_chunks(self, cur: Cursor, chunks: list[Chunk]) -> None:
+        """Bulk-insert rows of ``CHUNK_COLS`` into ``vehicle_state_chunks``."""
+        cur.executemany(_INSERT_CHUNK, chunks)
 
     @abstractmethod
     def _table_exists(self, cur: Cursor, table: str) -> bool: ...
@@ -324,7 +326,10 @@ class SqlStorage(Storage):
             for m in MIGRATIONS:
                 if current < m.version <= target:
                     for stmt in m.statements(self.dialect):
-                        cur.execute(stmt)
+                        if stmt == RECHUNK:
+                            self._rechunk(cur)
+                        else:
+                            cur.execute(stmt)
                     cur.execute(
                         "INSERT INTO schema_migrations (version, name, applied_s) VALUES (?, ?, ?)",
                         (m.version, m.name, time.time()),
@@ -345,18 +350,28 @@ class SqlStorage(Storage):
         return self._write_rows(check_state_rows(rows))
 
     def _write_rows(self, rows: list[StateRow]) -> int:
-        """Store checked rows and merge each truck's newest into ``vehicle_latest``."""
+        """Store checked rows as chunks (one per truck, see ``chunks.py``) in one
+        transaction."""
         if not rows:
             return 0
-        latest: dict[str, StateRow] = {}
-        for r in rows:
-            prev = latest.get(r[0])
-            if prev is None or r[1] >= prev[1]:
-                latest[r[0]] = r
+        chunks = chunk_rows(rows, self._written_s())
         with self._tx(durable=False) as cur:
-            self._insert_states(cur, rows)
-            self._upsert_latest(cur, list(latest.values()))
+            self._insert_chunks(cur, chunks)
         return len(rows)
+
+    def _written_s(self) -> float:
+        """The write stamp of a chunk: wall-clock time, never going back within an instance
+        (it breaks ties between chunks of equal ``t_last`` for ``latest_states``)."""
+        with self._clock_lock:
+            self._last_written_s = max(time.time(), self._last_written_s)
+            return self._last_written_s
+
+    def _rechunk(self, cur: Cursor) -> None:
+        """Migration 3: move the rows of ``vehicle_states`` into chunks."""
+        cur.execute(f"SELECT {STATE_COLS} FROM vehicle_states ORDER BY vehicle_id, t_s")
+        rows = [tuple(r) for r in cur.fetchall()]
+        if rows:
+            self._insert_chunks(cur, chunk_rows(rows, time.time()))
 
     def states(
         self,
@@ -371,33 +386,69 @@ class SqlStorage(Storage):
             _check_id("query", "vehicle_id", vehicle_id)
             conds.append("vehicle_id = ?")
             params.append(vehicle_id)
-        if since_s is not None:
-            conds.append("t_s >= ?")
-            params.append(_finite("since_s", since_s))
-        if until_s is not None:
-            conds.append("t_s < ?")
-            params.append(_finite("until_s", until_s))
-        params.append(_limit(limit))
+        since = _opt_finite("since_s", since_s)
+        until = _opt_finite("until_s", until_s)
+        if since is not None:
+            # A chunk spans at most MAX_CHUNK_SPAN_S: the bound on t_first lets the time
+            # index find it (+1 s against rounding).
+            conds.append("t_last >= ?")
+            conds.append("t_first >= ?")
+            params += [since, since - MAX_CHUNK_SPAN_S - 1.0]
+        if until is not None:
+            conds.append("t_first < ?")
+            params.append(until)
+        n = _limit(limit)
+        lo = -math.inf if since is None else since
+        hi = math.inf if until is None else until
         sql = (
-            f"SELECT {STATE_COLS} FROM vehicle_states{_where(conds)} "
-            "ORDER BY t_s, vehicle_id LIMIT ?"
+            f"SELECT vehicle_id, t_first, data FROM vehicle_state_chunks{_where(conds)} "
+            "ORDER BY t_first LIMIT ?"
         )
+        fetch = n  # chunks: each holds at least one sample
         with self._tx(write=False) as cur:
-            cur.execute(sql, params)
-            return [VehicleState(*r) for r in cur.fetchall()]
+            while True:
+                cur.execute(sql, [*params, fetch])
+                got = cur.fetchall()
+                out = [
+                    r for vid, _, data in got for r in decode_chunk(vid, data) if lo <= r[1] < hi
+                ]
+                out.sort(key=_time_then_id)
+                # Done when every chunk matched, or when the chunks not fetched (t_first at
+                # least the last one's) cannot hold any of the first n samples.
+                if len(got) < fetch or (len(out) >= n and got[-1][1] > out[n - 1][1]):
+                    break
+                fetch *= 4
+        return [VehicleState(*r) for r in out[:n]]
 
     def latest_states(self) -> list[VehicleState]:
         with self._tx(write=False) as cur:
-            cur.execute(f"SELECT {STATE_COLS} FROM vehicle_latest ORDER BY vehicle_id")
-            return [VehicleState(*r) for r in cur.fetchall()]
+            cur.execute(_LATEST_CHUNKS)
+            got = cur.fetchall()
+        # A chunk is in time order: its last sample is its newest.
+        return [VehicleState(*decode_chunk(vid, data)[-1]) for vid, data in got]
 
     def prune_states(self, older_than_s: float) -> int:
         cut = _finite("older_than_s", older_than_s)
         with self._tx() as cur:
-            cur.execute("DELETE FROM vehicle_states WHERE t_s < ?", (cut,))
-            n = cur.rowcount
-            # Whatever is older than the cut in vehicle_latest has no samples left.
-            cur.execute("DELETE FROM vehicle_latest WHERE t_s < ?", (cut,))
+            cur.execute(
+                "DELETE FROM vehicle_state_chunks WHERE t_first < ? AND t_last < ? RETURNING n",
+                (cut, cut),
+            )
+            n = sum(int(r[0]) for r in cur.fetchall())
+            # Chunks across the cut keep their samples at or after it.
+            cur.execute(
+                "DELETE FROM vehicle_state_chunks WHERE t_first < ? AND t_last >= ? "
+                "RETURNING vehicle_id, written_s, data",
+                (cut, cut),
+            )
+            kept: list[Chunk] = []
+            for vid, written_s, data in cur.fetchall():
+                rows = decode_chunk(vid, data)
+                left = [r for r in rows if r[1] >= cut]
+                n += len(rows) - len(left)
+                kept += chunk_rows(left, written_s)
+            if kept:
+                self._insert_chunks(cur, kept)
         return n
 
     # -- orders --

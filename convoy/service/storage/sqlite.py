@@ -20,14 +20,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from convoy.service.storage.base import StorageError
-from convoy.service.storage.sql import STATE_COLS, STATE_FIELDS, Cursor, SqlStorage, _marks
+from convoy.service.storage.sql import Cursor, SqlStorage
 
 #: Longest wait for another connection's write lock [s].
 BUSY_TIMEOUT_S = 30.0
 #: ``INSERT ... ON CONFLICT`` needs 3.24, ``RETURNING`` 3.35.
 MIN_SQLITE = (3, 35, 0)
-
-_INSERT_STATES = f"INSERT INTO vehicle_states ({STATE_COLS}) VALUES ({_marks(len(STATE_FIELDS))})"
 
 
 class SQLiteStorage(SqlStorage):
@@ -88,9 +86,6 @@ class SQLiteStorage(SqlStorage):
             finally:
                 if not durable:
                     conn.execute("PRAGMA synchronous = FULL")
-
-    def _insert_states(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
-        cur.executemany(_INSERT_STATES, rows)
 
     def _table_exists(self, cur: Cursor, table: str) -> bool:
         cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
