@@ -46,6 +46,7 @@ __all__ = [
     "Chunk",
     "chunk_rows",
     "decode_chunk",
+    "decode_last",
     "encode_chunk",
 ]
 
@@ -114,9 +115,36 @@ def decode_chunk(vehicle_id: str, data: bytes | memoryview) -> list[StateRow]:
     )  # fmt: skip
 
 
+_F64 = struct.Struct("<d")
+_ONE = _body(1)
+
+
+def decode_last(vehicle_id: str, data: bytes | memoryview) -> StateRow:
+    """The last (newest) sample of a chunk: ``decode_chunk(vehicle_id, data)[-1]``, without
+    decoding the rest."""
+    fmt, flags, n = _HEAD.unpack_from(data)
+    if fmt != _FORMAT:
+        return decode_chunk(vehicle_id, data)[-1]  # raises
+    at = _HEAD.size + 8 * (n - 1)
+    f = [_F64.unpack_from(data, at + 8 * n * i)[0] for i in range(7)]
+    lane = data[_HEAD.size + 56 * n + n - 1]
+    text = bytes(data[_body(n).size :]).decode()
+    edges, _, modes = text.partition("\x1e")
+    edge = edges if flags & _EDGES_SAME else edges.rsplit("\x1f", 1)[-1]
+    mode = modes if flags & _MODES_SAME else modes.rsplit("\x1f", 1)[-1]
+    soc = None if f[6] != f[6] else f[6]
+    return (vehicle_id, f[0], f[1], f[2], f[3], f[4], f[5], edge, lane, soc, mode)
+
+
 def _split(vehicle_id: str, g: list[Any], written_s: float, out: list[Chunk]) -> None:
     """Append the chunks of one truck's time-sorted samples ``g`` to ``out``."""
     n = len(g)
+    if n == 1:  # one sample per message: skip the column shuffle
+        r = g[0]
+        soc = _NAN if r[9] is None else r[9]
+        data = _ONE.pack(_FORMAT, _EDGES_SAME | _MODES_SAME, 1, *r[1:7], soc, r[8])
+        out.append((vehicle_id, r[1], r[1], 1, written_s, data + f"{r[7]}\x1e{r[10]}".encode()))
+        return
     if n <= MAX_CHUNK_STATES and g[-1][1] - g[0][1] <= MAX_CHUNK_SPAN_S:
         out.append((vehicle_id, g[0][1], g[-1][1], n, written_s, encode_chunk(g)))
         return

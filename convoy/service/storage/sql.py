@@ -62,6 +62,7 @@ from convoy.service.storage.chunks import (
     Chunk,
     chunk_rows,
     decode_chunk,
+    decode_last,
 )
 from convoy.service.storage.migrations import LATEST, MIGRATIONS, RECHUNK, SCHEMA_TABLE, Dialect
 
@@ -146,9 +147,10 @@ _LATEST_CHUNKS = (
     "UNION ALL SELECT (SELECT MIN(vehicle_id) FROM vehicle_state_chunks "
     "WHERE vehicle_id > v.id) FROM v WHERE v.id IS NOT NULL) "
     "SELECT id, (SELECT data FROM vehicle_state_chunks c WHERE c.vehicle_id = v.id "
-    "ORDER BY t_last DESC, written_s DESC LIMIT 1) FROM v WHERE id IS NOT NULL ORDER BY id"
+    "ORDER BY t_last DESC, written_s DESC LIMIT 1) FROM v WHERE id IS NOT NULL"
 )
 _time_then_id = operator.itemgetter(1, 0)
+_first = operator.itemgetter(0)
 
 
 class Cursor(Protocol):
@@ -424,8 +426,9 @@ class SqlStorage(Storage):
         with self._tx(write=False) as cur:
             cur.execute(_LATEST_CHUNKS)
             got = cur.fetchall()
+        got.sort(key=_first)  # by vehicle id, in code point order on both backends
         # A chunk is in time order: its last sample is its newest.
-        return [VehicleState(*decode_chunk(vid, data)[-1]) for vid, data in got]
+        return [VehicleState(*decode_last(vid, data)) for vid, data in got]
 
     def prune_states(self, older_than_s: float) -> int:
         cut = _finite("older_than_s", older_than_s)
