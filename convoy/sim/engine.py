@@ -221,7 +221,12 @@ def _cpu_fast(
     rec: tuple[np.ndarray, ...],
 ) -> int:
     t, s = table, state
-    run_steps_cacc: Any = kernel_fast.run_steps_cacc  # a Numba dispatcher
+    # a Numba dispatcher: threaded for large fleets, one thread for a few blocks of trucks
+    run_steps_cacc: Any = (
+        kernel_fast.run_steps_cacc
+        if t.leader.shape[0] >= kernel_fast.PARALLEL_MIN_TRUCKS
+        else kernel_fast.run_steps_cacc_serial
+    )
     # rec[6] (the SPAT phase) keeps the -1 it was filled with: no signals here
     return int(
         run_steps_cacc(

@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit, prange
 from numba.np.unsafe.ndarray import to_fixed_tuple as _to_fixed_tuple
 
+from convoy.sim.jit import compiled_variant
 from convoy.sim.kernel import (
     ENV_AMBIENT_C,
     ENV_DT_S,
@@ -552,8 +553,7 @@ def receive_last_step(
             store_beacon(rx_pred, i, xj, speed[cur, j], aj, u[cur, j], t, aj <= hazard_accel)
 
 
-@njit(cache=True, parallel=True)
-def run_steps_cacc(
+def run_steps_cacc_py(
     n_steps: int,
     rec_every: int,
     rec_pos: np.ndarray,
@@ -667,3 +667,13 @@ def run_steps_cacc(
         hard_brakes[i] = hard_brakes64[i]
     step[0] = s0 + n_steps
     return rec
+
+
+#: The step with the blocks of trucks spread over all cores.
+run_steps_cacc = compiled_variant(run_steps_cacc_py, "run_steps_cacc", parallel=True)
+#: The same step on one thread, for fleets of a few blocks: each step of the threaded
+#: variant ends at a barrier, and a thread the host has descheduled holds the other one
+#: there, which on a busy machine costs more than the second core gives back.
+run_steps_cacc_serial = compiled_variant(run_steps_cacc_py, "run_steps_cacc_serial")
+#: Fleets at least this large use ``run_steps_cacc``.
+PARALLEL_MIN_TRUCKS = 4 * CHUNK

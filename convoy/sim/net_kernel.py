@@ -40,14 +40,12 @@ depend on thread scheduling, and instance 0 of a batch is the unbatched run.
 from __future__ import annotations
 
 import math
-import types
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from numba import njit, prange
 
 from convoy.road.signals import PHASE_GREEN, PHASE_RED, PHASE_YELLOW
+from convoy.sim.jit import compiled_variant
 from convoy.vehicle.aero import drag_multiplier_row
 from convoy.vehicle.controllers import idm_accel_terms
 from convoy.vehicle.energy import (
@@ -1252,22 +1250,11 @@ def _platoon_lane_change(
     return tl
 
 
-def _renamed(f: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """A copy of ``f`` under another name, so that Numba caches each variant on its own."""
-    g = types.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
-    g.__qualname__ = name
-    g.__module__ = f.__module__
-    g.__doc__ = f.__doc__
-    return g
-
-
 #: The step on one thread: fastest for fleets of up to some ten thousand vehicles, where the
 #: cost of waking threads for each of the step's parallel loops outweighs their work
 #: (measured on the Ordos day: 2.6x faster than the threaded variant with 400 trucks).
-run_net_steps = njit(cache=True)(_renamed(run_net_steps_py, "run_net_steps"))
+run_net_steps = compiled_variant(run_net_steps_py, "run_net_steps")
 #: The step with its per-vehicle loops spread over all cores, for large fleets.
-run_net_steps_parallel = njit(cache=True, parallel=True)(
-    _renamed(run_net_steps_py, "run_net_steps_parallel")
-)
+run_net_steps_parallel = compiled_variant(run_net_steps_py, "run_net_steps_parallel", parallel=True)
 #: Fleets at least this large use ``run_net_steps_parallel``.
 PARALLEL_MIN_VEHICLES = 20_000

@@ -1,0 +1,27 @@
+"""Several compiled variants of one Python function (for example one-thread and threaded).
+
+Numba caches a compiled function under its module and qualified name, so two ``njit``
+wrappers of the same function with different options would share, and overwrite, one cache
+entry. ``compiled_variant`` compiles a copy under another name instead.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+from numba import njit
+
+
+def compiled_variant(f: Callable[..., Any], name: str, **options: Any) -> Any:
+    """``njit(cache=True, **options)`` of a copy of ``f`` named ``name`` (in ``f``'s module).
+
+    Returns:
+        The Numba dispatcher.
+    """
+    g = types.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
+    g.__qualname__ = name
+    g.__module__ = f.__module__
+    g.__doc__ = f.__doc__
+    return njit(cache=True, **options)(g)
