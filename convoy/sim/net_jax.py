@@ -1242,16 +1242,18 @@ def net_step(
         cand &= (tail < 0) | ~(room < need)
         # a vehicle about to cross the node into the first edge has the way
         node0 = p.edge_from[e0]
-        for q in range(shape.max_in):
-            e_o = p.node_in[node0, q]
+
+        def yield_to(k: int | jax.Array, cand: jax.Array) -> jax.Array:
+            e_o = p.node_in[node0, k // L]  # incoming edge k // L, lane k % L
             eo = jnp.maximum(e_o, 0)
-            for lq in range(L):
-                j = head_of[jnp.where(e_o >= 0, key_of(p.inst, eo, lq), nb)]
-                jj = jnp.maximum(j, 0)
-                rj = route_ptr[jj] + 1
-                goes = (j >= 0) & (rj < p.leg_hi[leg[jj]]) & (route_at(rj) == e0)
-                near = to_end(jj, eo) < speed[jj] * nk.INSERT_YIELD_S + 20.0
-                cand &= ~(goes & near)
+            j = head_of[jnp.where(e_o >= 0, key_of(p.inst, eo, k % L), nb)]
+            jj = jnp.maximum(j, 0)
+            rj = route_ptr[jj] + 1
+            goes = (j >= 0) & (rj < p.leg_hi[leg[jj]]) & (route_at(rj) == e0)
+            near = to_end(jj, eo) < speed[jj] * nk.INSERT_YIELD_S + 20.0
+            return cand & ~(goes & near)
+
+        cand = jax.lax.fori_loop(0, shape.max_in * L, yield_to, cand)
         first_in_lane = jnp.full(nb + 1, n, jnp.int32).at[jnp.where(cand, k0, nb)].min(idx)
         ins = cand & (first_in_lane[k0] == idx)
         status = jnp.where(ins, nk.ST_DRIVING, status).astype(jnp.int8)
@@ -1276,7 +1278,10 @@ def net_step(
     dist = d_end
     rp = route_ptr
     looking = is_head
-    for _ in range(nk.LOOKAHEAD_EDGES):
+
+    def look(_: int | jax.Array, c: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        """One more edge along the route: its lane's last vehicle, if any, leads."""
+        looking, rp, dist, ld, gap, v_lead = c
         looking &= dist < nk.LOOKAHEAD_M
         rp = rp + 1
         looking &= rp < p.leg_hi[leg]
@@ -1293,6 +1298,10 @@ def net_step(
             dist = jnp.where(looking, dist + (p.edge_len_m[e2] + p.edge_len_lo_m[e2]), dist)
         else:
             dist = jnp.where(looking, dist + p.edge_len_m[e2], dist)
+        return looking, rp, dist, ld, gap, v_lead
+
+    carry = (looking, rp, dist, ld, gap, v_lead)
+    _, _, _, ld, gap, v_lead = jax.lax.fori_loop(0, nk.LOOKAHEAD_EDGES, look, carry)
     leader = jnp.where(driving, ld, -1)
     gap_now = jnp.where(driving, gap, st.gap_now_m)
     ldc = jnp.maximum(ld, 0)
@@ -1319,27 +1328,33 @@ def net_step(
     unsignalled = p.sig[edge, 0] <= 0.0
     rank_e = p.edge_rank[edge]
     virt = jnp.zeros(n, bool)
-    for q in range(shape.max_in):
-        e_o = p.node_in[node, q]
+
+    def junction(
+        k: int | jax.Array, c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """The head of lane k % L of incoming edge k // L, as the kernel's loops see it."""
+        stop, gap, v_lead, virt = c
+        e_o = p.node_in[node, k // L]
         eo = jnp.maximum(e_o, 0)
         other = rules & (e_o >= 0) & (e_o != edge) & ~(p.sig[eo, 0] > 0.0)
-        for lq in range(L):
-            j = head_of[jnp.where(other, key_of(p.inst, eo, lq), nb)]
-            jj = jnp.maximum(j, 0)
-            d_o = to_end(jj, eo)
-            seen = other & (j >= 0) & ~(d_o > nk.JUNCTION_ZONE_M + speed[jj] * 6.0)
-            eta_o = d_o / jnp.maximum(speed[jj], 0.5)
-            minor = priority & (rank_e < p.edge_rank[eo])
-            stop |= seen & minor & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
-            rj = route_ptr[jj] + 1
-            merge = seen & ~minor & ~(rank_e > p.edge_rank[eo])
-            merge &= (rj < p.leg_hi[leg[jj]]) & (route_at(rj) == e_next)
-            merge &= (d_o < d_end) | ((d_o == d_end) & (j < idx))
-            g_v = d_end - d_o - len_of[ty[jj]]
-            take = merge & (g_v < gap)
-            gap = jnp.where(take, g_v, gap)
-            v_lead = jnp.where(take, speed[jj], v_lead)
-            virt |= take
+        j = head_of[jnp.where(other, key_of(p.inst, eo, k % L), nb)]
+        jj = jnp.maximum(j, 0)
+        d_o = to_end(jj, eo)
+        seen = other & (j >= 0) & ~(d_o > nk.JUNCTION_ZONE_M + speed[jj] * 6.0)
+        eta_o = d_o / jnp.maximum(speed[jj], 0.5)
+        minor = priority & (rank_e < p.edge_rank[eo])
+        stop |= seen & minor & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
+        rj = route_ptr[jj] + 1
+        merge = seen & ~minor & ~(rank_e > p.edge_rank[eo])
+        merge &= (rj < p.leg_hi[leg[jj]]) & (route_at(rj) == e_next)
+        merge &= (d_o < d_end) | ((d_o == d_end) & (j < idx))
+        g_v = d_end - d_o - len_of[ty[jj]]
+        take = merge & (g_v < gap)
+        return stop, jnp.where(take, g_v, gap), jnp.where(take, speed[jj], v_lead), virt | take
+
+    stop, gap, v_lead, virt = jax.lax.fori_loop(
+        0, shape.max_in * L, junction, (stop, gap, v_lead, virt)
+    )
     stop &= near_end
     g_s = d_end + min_gap - 0.5
     hold = stop & (g_s < gap)
@@ -1609,14 +1624,17 @@ def _lane_changes(
 
     def search(lo: jax.Array, hi: jax.Array, x: jax.Array, strict: bool) -> jax.Array:
         """First index in [lo, hi) whose vehicle is at or behind ``x`` (behind, if strict)."""
-        a, b = lo, hi
-        for _ in range(max(n, 1).bit_length() + 1):
+
+        def halve(_: int | jax.Array, ab: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
+            a, b = ab
             m = (a + b) // 2
             px = pos[at(m)]
             right = (px >= x) if strict else (px > x)
             live = a < b
-            a = jnp.where(live & right, m + 1, a)
-            b = jnp.where(live & ~right, m, b)
+            return jnp.where(live & right, m + 1, a), jnp.where(live & ~right, m, b)
+
+        # a loop, not unrolled: five searches would otherwise multiply the compile time
+        a, _ = jax.lax.fori_loop(0, max(n, 1).bit_length() + 1, halve, (lo, hi))
         return a
 
     def idm(
@@ -1681,7 +1699,13 @@ def _lane_changes(
     best = jnp.full(n, -1, jnp.int32)
     best_gain = jnp.full(n, -1.0e18, f)
     cut = jnp.zeros(n, bool)
-    for dirn in (-1, 1):
+
+    def choose(
+        k: int | jax.Array, c: tuple[jax.Array, jax.Array, jax.Array]
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The lane to the right (k = 0), then to the left: kept where it gains most."""
+        best, best_gain, cut = c
+        dirn = 2 * k - 1
         tl = ln + dirn
         ok = mob & (tl >= 0) & (tl < p.edge_lanes[e]) & (dirn == dir_allowed)
         ok &= ~(mandatory & (dirn != mand_dir)) & ~closed(e, tl)
@@ -1724,7 +1748,7 @@ def _lane_changes(
         a_fw_old = idm(vw, g_fw_old, jnp.where(ld >= 0, v_ld, 0.0), tw, vw_des)
         d_new = jnp.where(fw >= 0, a_fw_new - a_fw_old, 0.0)
         ok &= ~(a_new < -nk.MOBIL_SAFE_DECEL_MPS2)
-        bias = nk.MOBIL_BIAS_RIGHT_MPS2 if dirn < 0 else -nk.MOBIL_BIAS_RIGHT_MPS2
+        bias = jnp.where(dirn < 0, nk.MOBIL_BIAS_RIGHT_MPS2, -nk.MOBIL_BIAS_RIGHT_MPS2)
         gain = a_new - a_cur + nk.MOBIL_POLITENESS * (d_new + d_old) + bias
         into = (ld >= 0) & (fw >= 0) & platoon_fw & (p.pred[fwn] == ld)
         gain = jnp.where(into, gain - nk.MOBIL_POLITENESS * d_new, gain)
@@ -1735,9 +1759,13 @@ def _lane_changes(
         p_cut = jnp.clip((g_pl - nk.CUT_IN_GAP_LO_M) / span, 0.0, 1.0) * nk.CUT_IN_MAX_P
         ok &= ~(into & (draw >= p_cut.astype(jnp.float64)))
         better = ok & (gain > best_gain)
-        best = jnp.where(better, tl, best)
-        best_gain = jnp.where(better, gain, best_gain)
-        cut = jnp.where(better, into, cut)
+        return (
+            jnp.where(better, tl, best),
+            jnp.where(better, gain, best_gain),
+            jnp.where(better, into, cut),
+        )
+
+    best, best_gain, cut = jax.lax.fori_loop(0, 2, choose, (best, best_gain, cut))
     lc_target = jnp.where(mob, jnp.where((best >= 0) & cut, 100 + best, best), -1)
 
     # ---- platoons as one unit, decided by the head (net_kernel._platoon_lane_change) ----
@@ -2048,6 +2076,7 @@ def run(
     with x64_scope():
         st: NetState | None = None
         base: NetParams | None = None
+        shape: NetShape | None = None
         ready0 = np.zeros(0, np.int32)
         while True:
             step = sim.step
@@ -2076,7 +2105,10 @@ def run(
                 ready0 = _ready_steps(fleet.ready_s, cfg.dt_s)
                 base = make_params(tables, fleet, cfg, precision, device, base)
                 max_in = int(base.node_in.shape[1])
-                shape = make_shape(tables, fleet, cfg, precision, rows_cap, ev_cap, max_in)
+                new = make_shape(tables, fleet, cfg, precision, rows_cap, ev_cap, max_in)
+                if shape is not None and shape.inserts:
+                    new = new._replace(inserts=True)  # (no second compilation for a run)
+                shape = new
                 params = base
                 st = make_state(fleet, cfg, precision, device)
             inp = make_inputs(sim._edge_caps(t), sim._closed_lanes(t), precision, device)
@@ -2090,7 +2122,8 @@ def run(
             sim.step = step + done
             ev_n = int(out.ev_n)
             if ev_n:
-                ev_parts.append(np.asarray(out.events[:ev_n]).astype(np.int64))
+                # the whole buffer, cut on the host (a device slice per length compiles)
+                ev_parts.append(np.asarray(out.events)[:ev_n].astype(np.int64))
             count = int(out.snaps.rows)
             if count:
                 snaps = {k: np.asarray(v) for k, v in out.snaps._asdict().items()}
