@@ -225,6 +225,13 @@ def test_latest_state_is_the_newest_even_when_samples_arrive_late(store: Storage
     assert len(store.states()) == 6  # the late one is kept in the history
 
 
+def test_latest_state_of_an_equal_time_is_the_later_write(store: Storage) -> None:
+    store.write_states([state("T1", 5.0, speed_mps=1.0), state("T2", 5.0, speed_mps=1.0)])
+    store.write_states([state("T1", 5.0, speed_mps=2.0)])
+    store.write_states([state("T2", 5.0, speed_mps=3.0), state("T2", 5.0, speed_mps=4.0)])
+    assert [s.speed_mps for s in store.latest_states()] == [2.0, 4.0]
+
+
 def test_prune_removes_exactly_the_samples_older_than_the_cut(store: Storage) -> None:
     store.write_states([state(v, float(t)) for v in ("A", "B", "C") for t in range(100)])
     store.write_states([state("OLD", 3.0)])  # a truck silent since t = 3 s

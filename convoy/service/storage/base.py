@@ -865,7 +865,8 @@ class Storage(ABC):
 
     @abstractmethod
     def latest_states(self) -> list[VehicleState]:
-        """The newest stored sample of every truck, by vehicle id."""
+        """The newest stored sample of every truck, by vehicle id; of samples with the same
+        time, the later write. Read from the stored telemetry itself, so never stale."""
 
     @abstractmethod
     def prune_states(self, older_than_s: float) -> int:
