@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -64,15 +63,6 @@ def _lane_scenario(lane_trucks: int, steps: int, dt_s: float) -> Any:
         },
         "gpu-bench-lane",
     )
-
-
-def _median_time(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dump_hlo:
             args.dump_hlo.write_text(hlo)
         jax.block_until_ready(run(args.steps))  # warm: first execution, allocations
-        t_short = _median_time(lambda: run(args.steps), args.repeats)
-        t_long = _median_time(lambda: run(2 * args.steps), args.repeats)
+        t_short = bj.median_time_s(lambda: run(args.steps), args.repeats)
+        t_long = bj.median_time_s(lambda: run(2 * args.steps), args.repeats)
         final = jax.block_until_ready(run(2 * args.steps))
         speed = np.asarray(final.speed_mps)
         min_gap = np.asarray(final.min_gap_m)

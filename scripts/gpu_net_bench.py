@@ -36,7 +36,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -56,6 +55,7 @@ from convoy.road.network import (
 )
 from convoy.sim import net_jax as nj
 from convoy.sim import net_kernel as nk
+from convoy.sim.backend_jax import median_time_s
 from convoy.sim.network import Leg, NetSim, Platoon, Trip
 
 PLATOON_TRUCKS = 5  # DESIGN.md: "1+4" hybrid platoons
@@ -147,15 +147,6 @@ def corridor_sim(
     return sim
 
 
-def _median_time(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def numba_rate(args: argparse.Namespace, instances: int) -> dict[str, Any]:
     """The Numba kernel (backend ``cpu``) on the same world: after a warm-up (compile cache,
     threads), one timed run of ``2 * steps`` steps without FCD."""
@@ -232,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             return out
 
         jax.block_until_ready(run(args.steps))  # warm: first execution, allocations
-        t_short = _median_time(lambda: run(args.steps), args.repeats)
-        t_long = _median_time(lambda: run(2 * args.steps), args.repeats)
+        t_short = median_time_s(lambda: run(args.steps), args.repeats)
+        t_long = median_time_s(lambda: run(2 * args.steps), args.repeats)
         final = jax.block_until_ready(run(2 * args.steps))
         speed = np.asarray(final.speed_mps)
         status = np.asarray(final.status)

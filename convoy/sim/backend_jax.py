@@ -37,6 +37,8 @@ as the current state), and ``u_mps2`` is the realised acceleration (in this regi
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -1004,6 +1006,17 @@ def gpu_device() -> Any:
             "install JAX for CUDA 12 (convoy's gpu extra) on a machine with an NVIDIA GPU, "
             "or use backend 'jax' (JAX on the CPU) or 'cpu' (Numba)"
         ) from None
+
+
+def median_time_s(fn: Any, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``, each waited for on the device, s
+    (what the GPU benchmark scripts time)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 @contextmanager

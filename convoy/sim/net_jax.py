@@ -1966,23 +1966,6 @@ def advance(
 # ---------------------------------------------------------------------------------------------
 # NetSim's backends "jax" and "gpu"
 # ---------------------------------------------------------------------------------------------
-def gpu_device() -> Any:
-    """The first GPU JAX sees.
-
-    Raises:
-        RuntimeError: if JAX sees none, saying what it sees instead.
-    """
-    try:
-        return jax.devices("gpu")[0]
-    except RuntimeError:
-        seen = ", ".join(str(d) for d in jax.devices())
-        raise RuntimeError(
-            f"backend 'gpu' needs a CUDA GPU visible to JAX, and JAX sees only: {seen}; "
-            "install JAX for CUDA 12 (convoy's gpu extra) on a machine with an NVIDIA GPU, "
-            "or use backend 'jax' (JAX on the CPU) or 'cpu' (Numba)"
-        ) from None
-
-
 def _fcd_rows(
     snaps: dict[str, np.ndarray], count: int, dt_s: float
 ) -> tuple[np.ndarray, np.ndarray]:

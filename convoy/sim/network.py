@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from convoy.road.network import JunctionType, RoadClass, RoadNetwork
 from convoy.sim import net_kernel as nk
 from convoy.sim.manoeuvres import ManoeuvreManager, PlatoonRegistry, V2VLink
+from convoy.sim.scenario import ScenarioError
 from convoy.vehicle.aero import drag_row as _drag_row
 from convoy.vehicle.energy import ElectricPowertrain
 from convoy.vehicle.sumo_cfm import MODE_GAP, SumoAccParams, SumoCaccParams
@@ -954,9 +955,16 @@ class NetSim:
             ) from None
         return net_jax
 
+    def _gpu(self) -> object:
+        """The first GPU JAX sees (``backend_jax.gpu_device``: ScenarioError if none)."""
+        self._jax()  # JAX is there, or a NetSimError says how to install it
+        from convoy.sim.backend_jax import gpu_device
+
+        return gpu_device()
+
     def _jax_options(self) -> dict[str, object]:
         if self.backend == "gpu":
-            return {"precision": "float32", "device": self._jax().gpu_device()}
+            return {"precision": "float32", "device": self._gpu()}
         return {"precision": "float64"}
 
     def _check_backend(self) -> None:
@@ -973,8 +981,8 @@ class NetSim:
             )
         if self.backend == "gpu":
             try:
-                self._jax().gpu_device()
-            except RuntimeError as exc:
+                self._gpu()
+            except ScenarioError as exc:
                 raise NetSimError(str(exc)) from None
 
     # --- running --------------------------------------------------------------------------

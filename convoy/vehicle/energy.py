@@ -30,6 +30,7 @@ from convoy.vehicle.truck import (
     ORDOS_AIR_DENSITY_KGPM3,
     grade_angle,
     road_load_angle_n,
+    tractive_force_angle_n,
 )
 
 # Kind codes stored in slot PT_KIND.
@@ -384,18 +385,20 @@ def step_energy_kwh_prepared(
     so that a loop over many trucks vectorises.
     """
     wheel_w = (
-        prep[EP_ROTATING_MASS_FACTOR] * mass_kg * accel_mps2
-        + road_load_angle_n(
+        tractive_force_angle_n(
             mass_kg,
             speed_mps,
+            accel_mps2,
             cos_theta,
             sin_theta,
             drag_mult,
             cd_a_m2,
             crr,
             air_density_kgpm3,
+            prep[EP_ROTATING_MASS_FACTOR],
         )
-    ) * speed_mps
+        * speed_mps
+    )
     # Electric. Motor electrical power: traction, or regen capped at the limit (friction
     # takes the rest).
     traction_w = wheel_w * prep[EP_PER_ETA_DRIVE]

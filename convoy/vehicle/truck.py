@@ -212,7 +212,36 @@ def tractive_force_n(
     Returns:
         Tractive force [N]; negative when the truck must brake (regen and/or friction).
     """
+    cos_theta, sin_theta = grade_angle(grade)
+    return tractive_force_angle_n(
+        mass_kg,
+        speed_mps,
+        accel_mps2,
+        cos_theta,
+        sin_theta,
+        drag_mult,
+        cd_a_m2,
+        crr,
+        air_density_kgpm3,
+        rotating_mass_factor,
+    )
+
+
+@njit(cache=True, error_model="numpy")
+def tractive_force_angle_n(
+    mass_kg: float,
+    speed_mps: float,
+    accel_mps2: float,
+    cos_theta: float,
+    sin_theta: float,
+    drag_mult: float,
+    cd_a_m2: float,
+    crr: float,
+    air_density_kgpm3: float,
+    rotating_mass_factor: float,
+) -> float:
+    """:func:`tractive_force_n` with the road's angle given by :func:`grade_angle`."""
     inertia_n = rotating_mass_factor * mass_kg * accel_mps2
-    return inertia_n + road_load_force_n(
-        mass_kg, speed_mps, grade, drag_mult, cd_a_m2, crr, air_density_kgpm3
+    return inertia_n + road_load_angle_n(
+        mass_kg, speed_mps, cos_theta, sin_theta, drag_mult, cd_a_m2, crr, air_density_kgpm3
     )
