@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
-from typing import Annotated, Any, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -339,6 +339,26 @@ def _oversized(payload: bytes | bytearray) -> Reject | None:
     return None
 
 
+_Owned = TypeVar("_Owned", VehicleState, VehicleStateBatch, VehicleStateColumns)
+
+
+def _decode_owned(
+    model: type[_Owned], payload: bytes | bytearray, vehicle_id: str | None
+) -> _Owned | Reject:
+    """Parse ``payload`` as ``model``; ``vehicle_id`` (the topic's) must match its ``id``.
+    Never raises on bad input: returns a :class:`Reject` instead."""
+    big = _oversized(payload)
+    if big is not None:
+        return big
+    try:
+        msg = model.model_validate_json(payload)
+    except ValidationError as exc:
+        return _reject(exc)
+    if vehicle_id is not None and msg.id != vehicle_id:
+        return Reject("id_mismatch", f"field 'id' = {msg.id!r} is not the topic's {vehicle_id!r}")
+    return msg
+
+
 def decode_state(
     payload: bytes | bytearray, vehicle_id: str | None = None
 ) -> VehicleState | Reject:
@@ -346,48 +366,22 @@ def decode_state(
 
     Never raises on bad input: returns a :class:`Reject` instead.
     """
-    big = _oversized(payload)
-    if big is not None:
-        return big
-    try:
-        state = VehicleState.model_validate_json(payload)
-    except ValidationError as exc:
-        return _reject(exc)
-    if vehicle_id is not None and state.id != vehicle_id:
-        return Reject("id_mismatch", f"field 'id' = {state.id!r} is not the topic's {vehicle_id!r}")
-    return state
+    return _decode_owned(VehicleState, payload, vehicle_id)
 
 
 def decode_batch(
     payload: bytes | bytearray, vehicle_id: str | None = None
 ) -> list[VehicleState] | Reject:
     """Parse a :class:`VehicleStateBatch` into its samples; ``vehicle_id`` must match."""
-    big = _oversized(payload)
-    if big is not None:
-        return big
-    try:
-        batch = VehicleStateBatch.model_validate_json(payload)
-    except ValidationError as exc:
-        return _reject(exc)
-    if vehicle_id is not None and batch.id != vehicle_id:
-        return Reject("id_mismatch", f"field 'id' = {batch.id!r} is not the topic's {vehicle_id!r}")
-    return list(batch.states)
+    batch = _decode_owned(VehicleStateBatch, payload, vehicle_id)
+    return batch if isinstance(batch, Reject) else list(batch.states)
 
 
 def decode_columns(
     payload: bytes | bytearray, vehicle_id: str | None = None
 ) -> VehicleStateColumns | Reject:
     """Parse a :class:`VehicleStateColumns`; ``vehicle_id`` must match its ``id``."""
-    big = _oversized(payload)
-    if big is not None:
-        return big
-    try:
-        cols = VehicleStateColumns.model_validate_json(payload)
-    except ValidationError as exc:
-        return _reject(exc)
-    if vehicle_id is not None and cols.id != vehicle_id:
-        return Reject("id_mismatch", f"field 'id' = {cols.id!r} is not the topic's {vehicle_id!r}")
-    return cols
+    return _decode_owned(VehicleStateColumns, payload, vehicle_id)
 
 
 #: Topic kinds that carry vehicle states.
