@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 import pytest
 from conftest import collision_course, example
@@ -66,11 +67,13 @@ def test_brake_and_recover_bit_identical() -> None:
     assert general.trace.accel_mps2.min() < -1.5
 
 
-def test_a_fleet_of_many_blocks_bit_identical() -> None:
-    """1,250 trucks: several blocks of the fast step (and two of the general one), whose
-    first trucks read the truck ahead from another block; braking, and ACC fallback beyond
-    the beacon range."""
-    assert 2 * kernel_fast.CHUNK < 1_250
+def test_a_fleet_of_many_blocks_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,250 trucks: two blocks of the fast step, threaded (and two of the general one),
+    whose first trucks read the truck ahead from another block; braking, and ACC fallback
+    beyond the beacon range."""
+    monkeypatch.setattr(kernel_fast, "PARALLEL_MIN_TRUCKS", 0)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 4)  # as many blocks as allowed
+    assert kernel_fast.block_count(1_250, numba.get_num_threads()) == 2
     general, _ = _assert_same(
         example(
             "brake-and-recover",

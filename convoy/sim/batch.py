@@ -32,7 +32,7 @@ from numba import njit, prange
 
 from convoy.sim.engine import World, build, unhandled_tables
 from convoy.sim.kernel import ENV_DT_S, ENV_PROFILE_LEAD_S, profile_speed
-from convoy.sim.kernel_fast import CHUNK, _cacc_range, receive_last_step
+from convoy.sim.kernel_fast import _cacc_range, block_count, receive_last_step
 from convoy.sim.scenario import Scenario, ScenarioError, parse_scenario
 from convoy.sim.state import (
     TP_ACTUATOR_LAG_S,
@@ -325,7 +325,8 @@ def _run_instances(
     run's. ``mode``, ``ctrl_mode`` and ``hard_brakes`` are int64 working copies, as there."""
     n_inst = pos.shape[0]
     n = pos.shape[2]
-    n_chunks = (n + CHUNK - 1) // CHUNK
+    n_chunks = block_count(n, 1)
+    chunk = (n + n_chunks - 1) // n_chunks
     for b in prange(n_inst):
         exceptions = np.empty(n, np.int64)
         dt = env[b, ENV_DT_S]
@@ -333,11 +334,14 @@ def _run_instances(
         speeds = prof_v[b, : prof_len[b]]
         for s in range(step0, step0 + n_steps):
             target = profile_speed(s * dt + env[b, ENV_PROFILE_LEAD_S], times, speeds)
+            cur = s & 1
+            nxt = 1 - cur
             for c in range(n_chunks):
                 _cacc_range(
-                    c * CHUNK, min(n, (c + 1) * CHUNK), s, target, follower, follows,
-                    drag_rows, phys0[b], ctrl0[b], pt0[b], ch[b], env[b], pos[b], speed[b],
-                    accel[b], u[b], mode[b], ctrl_mode[b], energy[b], rx_pred[b],
+                    c * chunk, min(n, (c + 1) * chunk), s, target, follower, follows,
+                    drag_rows, phys0[b], ctrl0[b], pt0[b], ch[b], env[b], pos[b, cur],
+                    speed[b, cur], accel[b, cur], u[b, cur], pos[b, nxt], speed[b, nxt],
+                    accel[b, nxt], u[b, nxt], mode[b], ctrl_mode[b], energy[b], rx_pred[b],
                     collided_at[b], collision_speed[b], min_gap[b], min_ttc[b], hard_brakes[b],
                     fallback_steps[b], exceptions,
                 )  # fmt: skip

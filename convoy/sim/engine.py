@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import numba
 import numpy as np
 
 from convoy.road.hazards import hazard_table, rsu_table
@@ -222,14 +223,14 @@ def _cpu_fast(
 ) -> int:
     t, s = table, state
     # a Numba dispatcher: threaded for large fleets, one thread for a few blocks of trucks
+    threaded = t.leader.shape[0] >= kernel_fast.PARALLEL_MIN_TRUCKS
     run_steps_cacc: Any = (
-        kernel_fast.run_steps_cacc
-        if t.leader.shape[0] >= kernel_fast.PARALLEL_MIN_TRUCKS
-        else kernel_fast.run_steps_cacc_serial
+        kernel_fast.run_steps_cacc if threaded else kernel_fast.run_steps_cacc_serial
     )
     # rec[6] (the SPAT phase) keeps the -1 it was filled with: no signals here
     return int(
         run_steps_cacc(
+            numba.get_num_threads() if threaded else 1,
             n_steps,
             rec_every,
             *rec[:6],

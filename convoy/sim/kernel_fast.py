@@ -22,14 +22,14 @@ What it drops, because eligibility (``eligible``) rules it out: the history ring
 (no reader is delayed), the random draws (no loss), hazard effects, traction limits and
 actuator lag, the emergency-braking trigger, the Gilbert–Elliott state.
 
-Speed comes from vectorisation. Trucks run in blocks of ``CHUNK`` per compiled call, in
-passes over 1-D slices of the block that LLVM turns into AVX2 code, four trucks per
-instruction: ``_sense_block`` (gaps, safety minima, beacons) and ``_step_block`` (the law,
-``setSpeed`` or finalising, integration, energy). Those passes select rather than branch,
-read the truck ahead as the same arrays shifted by one row, keep the mode rows in int64
-working copies, and stay under the number of written arrays past which LLVM gives up. Only
-the first and last truck of the fleet, stale beacons and collisions take the scalar
-``_truck_step``. See docs/benchmarks.md for what each of these was worth.
+Speed comes from vectorisation. Trucks run in a few large blocks (one or a few per thread,
+``block_count``), in passes over the block's trucks that LLVM turns into SIMD code, four
+trucks per instruction with AVX2: ``_sense_block`` (gaps, safety minima, beacons) and
+``_step_block`` (the law, ``setSpeed`` or finalising, integration, energy). Those passes
+select rather than branch, read the truck ahead as the row above (index ``k - 1``), keep the
+mode rows in int64 working copies, and stay under the number of written arrays past which
+LLVM gives up. Only the first and last truck of the fleet, stale beacons and collisions
+take the scalar ``_truck_step``. See docs/benchmarks.md for what each of these was worth.
 """
 
 from __future__ import annotations
@@ -105,13 +105,32 @@ from convoy.vehicle.sumo_cfm import (
     sumo_set_speed,
 )
 
-# Trucks per block of the parallel loop: large enough that the per-block call is noise,
-# small enough that two threads share the work of a 2,000-truck fleet evenly.
+# Trucks per block of the parallel loop, at least: each block costs its passes' set-up (the
+# vector loops' alias checks and constants, the scalar remainders), about half a microsecond
+# per pass, so the blocks are as large as the threads allow (``block_count``)...
 CHUNK = 512
+# ...and at most this, so that a block's arrays stay in a core's own cache.
+MAX_CHUNK = 16384
+
+# How the block functions are compiled. ``_nrt=False``: without Numba's reference counts,
+# which cost an atomic add and subtract per array argument and call (some sixty per block
+# and step, more than the step of a small fleet); these functions allocate nothing. Their
+# loops count in unsigned integers (``np.uint64``): Numba wraps a negative index, and that
+# select on every index stops LLVM from vectorising a loop that does not start at 0.
+_BLOCK: dict[str, Any] = {"cache": True, "error_model": "numpy", "_nrt": False}
 
 # Numba's intrinsic: an array's first ``n`` values as a tuple (``n`` known at compile time);
 # typed Any, as mypy sees the intrinsic's own signature rather than the call's
 to_fixed_tuple: Any = _to_fixed_tuple
+
+
+@njit(cache=True)
+def block_count(n: int, threads: int) -> int:
+    """How many blocks ``n`` trucks run in: as few as give each thread the same number,
+    none larger than ``MAX_CHUNK`` and (where there are enough trucks) none smaller than
+    ``CHUNK``."""
+    per_thread = (n + threads * MAX_CHUNK - 1) // (threads * MAX_CHUNK)
+    return max(1, min(threads * per_thread, n // CHUNK))
 
 
 def eligible(
@@ -163,44 +182,54 @@ def eligible(
     return all(bool(np.all(a == a[0])) for a in (phys, ctrl, acc, powertrain))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_BLOCK)
 def _count_hard_brakes(
-    hard_mps2: float, accel_new: np.ndarray, accel_old: np.ndarray, count: np.ndarray
+    lo: int,
+    hi: int,
+    hard_mps2: float,
+    accel_new: np.ndarray,
+    accel_old: np.ndarray,
+    count: np.ndarray,
 ) -> None:
-    """Count the steps that start a hard brake (the int64 working copy, vectorised)."""
-    for k in range(count.shape[0]):
+    """Count the steps of trucks ``lo..hi-1`` that start a hard brake (the int64 working
+    copy, vectorised)."""
+    for k in range(np.uint64(lo), np.uint64(hi)):
         count[k] += 1 if accel_new[k] < hard_mps2 and accel_old[k] >= hard_mps2 else 0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_BLOCK)
 def _sense_block(
+    first: int,
+    last: int,
     length_m: float,
     pos: np.ndarray,
     speed: np.ndarray,
-    pos_ahead: np.ndarray,
-    speed_ahead: np.ndarray,
     min_gap: np.ndarray,
     min_ttc: np.ndarray,
 ) -> None:
-    """Sense for a block (1-D slices, ``*_ahead`` shifted by one truck): the minimum gap and
-    time-to-collision. Selects only, so LLVM vectorises it; kept apart from ``_step_block``
-    because LLVM gives up on a loop that writes too many arrays. A truck that overlaps the
-    truck ahead is an exception of ``_step_block``, and ``_truck_step`` records the contact.
+    """Sense for trucks ``first..last-1`` (each with a truck ahead, the row above): the
+    minimum gap and time-to-collision. Selects only, so LLVM vectorises it; kept apart from
+    ``_step_block`` because LLVM gives up on a loop that writes too many arrays. A truck that
+    overlaps the truck ahead is an exception of ``_step_block``, and ``_truck_step`` records
+    the contact.
 
     Receiving writes nothing here: a follower that hears its predecessor drives on what the
     predecessor is now, and ``receive_last_step`` stores the beacon once, after a call's last
     step (see ``_step_block`` for the followers near the edge of the radio's range).
     """
-    for k in range(pos.shape[0]):
-        gap = pos_ahead[k] - length_m - pos[k]
-        closing = speed[k] - speed_ahead[k]
+    one = np.uint64(1)
+    for k in range(np.uint64(first), np.uint64(last)):
+        gap = pos[k - one] - length_m - pos[k]
+        closing = speed[k] - speed[k - one]
         min_gap[k] = gap if gap < min_gap[k] else min_gap[k]
         ttc = max(gap, 0.0) / closing
         min_ttc[k] = ttc if closing > 1e-9 and ttc < min_ttc[k] else min_ttc[k]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_BLOCK)
 def _step_block(
+    first: int,
+    last: int,
     head_target: float,
     ctrl0: np.ndarray,
     phys0: np.ndarray,
@@ -210,9 +239,6 @@ def _step_block(
     pos: np.ndarray,
     speed: np.ndarray,
     accel: np.ndarray,
-    pos_ahead: np.ndarray,
-    speed_ahead: np.ndarray,
-    pos_behind: np.ndarray,
     follows: np.ndarray,
     drag_rows: np.ndarray,
     collided_at: np.ndarray,
@@ -225,12 +251,14 @@ def _step_block(
     u_new: np.ndarray,
     exceptions: np.ndarray,
 ) -> int:
-    """One step for a block of trucks that each have a truck ahead and one behind in the lane.
+    """One step for trucks ``first..last-1``, each with a truck ahead and one behind in the
+    lane (the rows above and below).
 
-    All arrays are the block's 1-D slices, indexed alike; ``*_ahead`` and ``pos_behind``
-    are the same rows shifted by one truck. After ``_sense_block``, the step of a head, and
-    of a follower that heard its predecessor this step, is complete here: SUMO's CACC law
-    (``cacc_next_speed`` in its three parts), finalise or ``setSpeed``, integrate, energy.
+    The arrays are whole 1-D rows (this step's, the next step's, per truck), indexed by
+    truck: slices of a block would each cost a reference count. After ``_sense_block``, the
+    step of a head, and of a follower that heard its predecessor this step, is complete
+    here: SUMO's CACC law (``cacc_next_speed`` in its three parts), finalise or
+    ``setSpeed``, integrate, energy.
     Every branch is computed and one selected, so LLVM vectorises the loop. A follower on
     older beacons, a collided truck, a truck in contact and one whose safe-speed cap might
     bind (``sumo_cfm.cacc_cap_is_off`` cannot rule it out) are flagged in ``exceptions``;
@@ -256,12 +284,13 @@ def _step_block(
     ambient = env[ENV_AMBIENT_C]
     range_m = ch[CH_RANGE_M]
     reach_dv = (a_max + b_emg) * dt
-    for k in range(pos.shape[0]):
+    one = np.uint64(1)
+    for k in range(np.uint64(first), np.uint64(last)):
         x = pos[k]
         v = speed[k]
         a = accel[k]
-        xj = pos_ahead[k]
-        pv = speed_ahead[k]
+        xj = pos[k - one]
+        pv = speed[k - one]
         gap = xj - length - x
         is_follower = follows[k] != 0
         heard = is_follower & (abs(xj - x) <= range_m)
@@ -289,7 +318,7 @@ def _step_block(
         a_new = (v_fin - v) / dt
         u_cmd = a_new
         # account: energy with the drag of the own gap (a head: the gap behind it)
-        drag_gap = gap if is_follower else x - length - pos_behind[k]
+        drag_gap = gap if is_follower else x - length - pos[k + one]
         cd_frac = drag_multiplier_row(drag_rows[k], drag_gap)
         e_kwh = step_energy_kwh_unchecked(
             pt_t, mass, 0.5 * (v + v_new), a_new, grade, cd_frac, cd_a, crr, ambient, dt
@@ -314,7 +343,7 @@ def _step_block(
     return n_exceptions
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_BLOCK)
 def _truck_step(
     i: int,
     s: int,
@@ -327,10 +356,14 @@ def _truck_step(
     pt0: np.ndarray,
     ch: np.ndarray,
     env: np.ndarray,
-    pos: np.ndarray,
-    speed: np.ndarray,
-    accel: np.ndarray,
-    u: np.ndarray,
+    pos_now: np.ndarray,
+    speed_now: np.ndarray,
+    accel_now: np.ndarray,
+    u_now: np.ndarray,
+    pos_next: np.ndarray,
+    speed_next: np.ndarray,
+    accel_next: np.ndarray,
+    u_next: np.ndarray,
     mode: np.ndarray,
     ctrl_mode: np.ndarray,
     energy: np.ndarray,
@@ -347,28 +380,26 @@ def _truck_step(
     """
     dt = env[ENV_DT_S]
     t = s * dt
-    cur = s & 1
-    nxt = 1 - cur
     length = phys0[TP_LENGTH_M]
     a_max = phys0[TP_MAX_ACCEL_MPS2]
     b_max = phys0[TP_MAX_DECEL_MPS2]
     b_emg = phys0[TP_EMERGENCY_DECEL_MPS2]
     v_max = min(phys0[TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS])
-    x = pos[cur, i]
-    v = speed[cur, i]
-    a = accel[cur, i]
+    x = pos_now[i]
+    v = speed_now[i]
+    a = accel_now[i]
     gap = np.inf
     pv = v
     if i > 0:
         j = i - 1
-        xj = pos[cur, j]
-        pv = speed[cur, j]
+        xj = pos_now[j]
+        pv = speed_now[j]
         gap = xj - length - x
         account_gap(i, j, gap, v - pv, t, min_gap, min_ttc, collided_at, collision_speed)
         if follows[i] != 0 and abs(xj - x) <= ch[CH_RANGE_M]:
-            aj = accel[cur, j]
+            aj = accel_now[j]
             hazard = aj <= -HAZARD_DECEL_FRACTION * b_emg
-            store_beacon(rx_pred, i, xj, pv, aj, u[cur, j], t, hazard)
+            store_beacon(rx_pred, i, xj, pv, aj, u_now[j], t, hazard)
     if not math.isnan(collided_at[i]):
         # as the general step does for SUMO's laws: a negative speed bound, so the truck
         # brakes as hard as it may (a head through setSpeed, a follower through finalizeSpeed)
@@ -416,7 +447,7 @@ def _truck_step(
     f = follower[i]
     drag_gap = gap
     if follows[i] == 0:
-        drag_gap = x - length - pos[cur, f] if f >= 0 else np.inf
+        drag_gap = x - length - pos_now[f] if f >= 0 else np.inf
     cd_frac = drag_multiplier_row(drag_rows[i], drag_gap)
     energy[i] += step_energy_kwh_unchecked(
         pt0,
@@ -430,13 +461,13 @@ def _truck_step(
         env[ENV_AMBIENT_C],
         dt,
     )
-    pos[nxt, i] = x + v_new * dt
-    speed[nxt, i] = v_new
-    accel[nxt, i] = a_new
-    u[nxt, i] = u_cmd
+    pos_next[i] = x + v_new * dt
+    speed_next[i] = v_new
+    accel_next[i] = a_new
+    u_next[i] = u_cmd
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_BLOCK)
 def _cacc_range(
     lo: int,
     hi: int,
@@ -450,10 +481,14 @@ def _cacc_range(
     pt0: np.ndarray,
     ch: np.ndarray,
     env: np.ndarray,
-    pos: np.ndarray,
-    speed: np.ndarray,
-    accel: np.ndarray,
-    u: np.ndarray,
+    pos_now: np.ndarray,
+    speed_now: np.ndarray,
+    accel_now: np.ndarray,
+    u_now: np.ndarray,
+    pos_next: np.ndarray,
+    speed_next: np.ndarray,
+    accel_next: np.ndarray,
+    u_next: np.ndarray,
     mode: np.ndarray,
     ctrl_mode: np.ndarray,
     energy: np.ndarray,
@@ -469,59 +504,33 @@ def _cacc_range(
     """One step for trucks ``lo..hi-1``: the vectorised pass over those with a truck ahead
     and behind, then the scalar step for the ends of the fleet and the exceptions, then the
     hard-brake count (an integer, kept out of the vectorised pass)."""
-    n = pos.shape[1]
-    cur = s & 1
-    nxt = 1 - cur
+    n = pos_now.shape[0]
     first = max(lo, 1)
     last = min(hi, n - 1)
     length = phys0[TP_LENGTH_M]
     n_exceptions = 0
     if last > first:
-        _sense_block(
-            length,
-            pos[cur, first:last],
-            speed[cur, first:last],
-            pos[cur, first - 1 : last - 1],
-            speed[cur, first - 1 : last - 1],
-            min_gap[first:last],
-            min_ttc[first:last],
-        )
+        _sense_block(first, last, length, pos_now, speed_now, min_gap, min_ttc)
         n_exceptions = _step_block(
-            head_target,
-            ctrl0,
-            phys0,
-            pt0,
-            ch,
-            env,
-            pos[cur, first:last],
-            speed[cur, first:last],
-            accel[cur, first:last],
-            pos[cur, first - 1 : last - 1],
-            speed[cur, first - 1 : last - 1],
-            pos[cur, first + 1 : last + 1],
-            follows[first:last],
-            drag_rows[first:last],
-            collided_at[first:last],
-            ctrl_mode[first:last],
-            mode[first:last],
-            energy[first:last],
-            pos[nxt, first:last],
-            speed[nxt, first:last],
-            accel[nxt, first:last],
-            u[nxt, first:last],
-            exceptions[first:last],
-        )
+            first, last, head_target, ctrl0, phys0, pt0, ch, env, pos_now, speed_now,
+            accel_now, follows, drag_rows, collided_at, ctrl_mode, mode, energy, pos_next,
+            speed_next, accel_next, u_next, exceptions,
+        )  # fmt: skip
     # the scalar step: the ends of the fleet, and the exceptions if there are any
-    for i in range(lo, hi):
-        if i < first or i >= last or (n_exceptions > 0 and exceptions[i] != 0):
+    i = lo
+    while i < hi:
+        if i == first and n_exceptions == 0 and last > first:
+            i = last  # the block is complete
+            continue
+        if i < first or i >= last or exceptions[i] != 0:
             _truck_step(
                 i, s, head_target, follower, follows, drag_rows, phys0, ctrl0, pt0, ch, env,
-                pos, speed, accel, u, mode, ctrl_mode, energy, rx_pred, collided_at,
-                collision_speed, min_gap, min_ttc, fallback_steps,
+                pos_now, speed_now, accel_now, u_now, pos_next, speed_next, accel_next, u_next,
+                mode, ctrl_mode, energy, rx_pred, collided_at, collision_speed, min_gap, min_ttc,
+                fallback_steps,
             )  # fmt: skip
-    _count_hard_brakes(
-        -env[ENV_HARD_BRAKE_MPS2], accel[nxt, lo:hi], accel[cur, lo:hi], hard_brakes[lo:hi]
-    )
+        i += 1
+    _count_hard_brakes(lo, hi, -env[ENV_HARD_BRAKE_MPS2], accel_next, accel_now, hard_brakes)
 
 
 @njit(cache=True)
@@ -554,6 +563,7 @@ def receive_last_step(
 
 
 def run_steps_cacc_py(
+    threads: int,
     n_steps: int,
     rec_every: int,
     rec_pos: np.ndarray,
@@ -591,7 +601,9 @@ def run_steps_cacc_py(
     odd_flags: np.ndarray,
     step: np.ndarray,
 ) -> int:
-    """``kernel.run_steps`` for an ``eligible`` scenario: same arrays, same results.
+    """``kernel.run_steps`` for an ``eligible`` scenario: same arrays, same results; the
+    first argument is how many threads share the blocks of trucks (1 for the one-thread
+    variant).
 
     The tables (``phys``, ``ctrl``, ``accp``, ``pt``) are uniform, so only row 0 is read.
     """
@@ -599,7 +611,8 @@ def run_steps_cacc_py(
     s0 = step[0]
     rec = 0
     dt = env[ENV_DT_S]
-    n_chunks = (n + CHUNK - 1) // CHUNK
+    n_chunks = block_count(n, threads)
+    chunk = (n + n_chunks - 1) // n_chunks
     phys0 = phys[0]
     ctrl0 = ctrl[0]
     pt0 = pt[0]
@@ -619,10 +632,16 @@ def run_steps_cacc_py(
         hard_brakes64[i] = hard_brakes[i]
     for s in range(s0, s0 + n_steps):
         target = profile_speed(s * dt + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
+        # this step's and the next step's rows, made once per step: each view costs a
+        # reference count (an atomic add) that the threads would contend for per block
+        cur = s & 1
+        nxt = 1 - cur
+        pos_now, speed_now, accel_now, u_now = pos[cur], speed[cur], accel[cur], u[cur]
+        pos_next, speed_next, accel_next, u_next = pos[nxt], speed[nxt], accel[nxt], u[nxt]
         for c in prange(n_chunks):
             _cacc_range(
-                c * CHUNK,
-                min(n, (c + 1) * CHUNK),
+                c * chunk,
+                min(n, (c + 1) * chunk),
                 s,
                 target,
                 follower,
@@ -633,10 +652,14 @@ def run_steps_cacc_py(
                 pt0,
                 ch,
                 env,
-                pos,
-                speed,
-                accel,
-                u,
+                pos_now,
+                speed_now,
+                accel_now,
+                u_now,
+                pos_next,
+                speed_next,
+                accel_next,
+                u_next,
                 mode64,
                 ctrl_mode64,
                 energy,
