@@ -439,9 +439,7 @@ def _finalize_speed(
     v_pos = jnp.minimum(jnp.minimum(max_next, v_lim), v_pos_in)
     v_min_emergency = jnp.maximum(v - b_emg * dt, 0.0)
     v_min = jnp.minimum(jnp.maximum(v - b_max * dt, 0.0), jnp.maximum(v_pos, v_min_emergency))
-    a_top = (jnp.maximum(v_lim, v_pos) - v) / dt
-    v_top = jnp.minimum(jnp.minimum(v + a_top * dt, max_next), v_pos)
-    v_next = jnp.maximum(v_min, v_top)
+    v_next = jnp.maximum(v_min, v_pos)  # SUMO's bound by the lane's max speed: as there
     v_next = jnp.where(jnp.abs(v_next) < 0.1 * NUMERICAL_EPS * dt, 0.0, v_next)
     return jnp.maximum(v_next, 0.0)
 
@@ -675,7 +673,7 @@ def lane_step(
     fallback = st.fallback_steps + (follows & ~fresh & ~collided).astype(jnp.int32)
 
     # actuate and integrate as SUMO does
-    u_cmd = (v_fin - v) / dt
+    u_cmd = (v_fin - v) * (1.0 / dt)  # sumo_cfm's step 5
     stopped = v_fin < 0.0
     v_new = jnp.where(stopped, 0.0, v_fin)
     a_new = jnp.where(stopped, -v / dt, u_cmd)

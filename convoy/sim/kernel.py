@@ -297,6 +297,7 @@ def _truck_range(
     rather than once per truck, which used to be most of the step's time.
     """
     dt = env[ENV_DT_S]
+    per_dt = 1.0 / dt
     t = s * dt
     seed = int(env[ENV_SEED])
     cur = s & 1
@@ -544,7 +545,7 @@ def _truck_range(
                 v_fin = sumo_set_speed(v, v_des, a_hi, b_max, dt, v_max)
             else:
                 v_fin = sumo_finalize_speed(v, v_des, a_hi, b_max, b_emg, v_max, dt)
-            u_cmd = (v_fin - v) / dt
+            u_cmd = (v_fin - v) * per_dt  # sumo_cfm's step 5
             if tau == 0.0:
                 # exactly SUMO's update: the new speed is the law's, a = dv/dt
                 v_new = v_fin

@@ -284,6 +284,7 @@ def _step_block(
     ambient = env[ENV_AMBIENT_C]
     range_m = ch[CH_RANGE_M]
     reach_dv = (a_max + b_emg) * dt
+    per_dt = 1.0 / dt
     one = np.uint64(1)
     for k in range(np.uint64(first), np.uint64(last)):
         x = pos[k]
@@ -315,7 +316,7 @@ def _step_block(
         # actuate and integrate as SUMO does (both speed functions return a speed >= 0, so
         # the general step's clamp to a stop is idle here, and the acceleration is the command)
         v_new = v_fin
-        a_new = (v_fin - v) / dt
+        a_new = (v_fin - v) * per_dt  # sumo_cfm's step 5
         u_cmd = a_new
         # account: energy with the drag of the own gap (a head: the gap behind it)
         drag_gap = gap if is_follower else x - length - pos[k + one]
@@ -438,7 +439,7 @@ def _truck_step(
             fallback_steps[i] += 1
         ctrl_mode[i] = cm
         v_fin = sumo_finalize_speed(v, v_des, a_max, b_max, b_emg, v_max, dt)
-    u_cmd = (v_fin - v) / dt
+    u_cmd = (v_fin - v) * (1.0 / dt)  # sumo_cfm's step 5
     v_new = v_fin
     a_new = u_cmd
     if v_new < 0.0:

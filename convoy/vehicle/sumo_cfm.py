@@ -27,9 +27,11 @@ moves any):
    the head has a predecessor (a platoon behind another one on the same lane: SUMO's default
    speed mode still respects the car-following speed). No finalize step for such heads.
 4. Euler position update: ``pos[i] += new_speed * dt`` (the *new* speed over the whole step).
-5. ``accel[i] = (new_speed - speed[i]) / dt``; this is exactly what SUMO's acceleration getter
-   (``MSVehicle::getAcceleration``) returns and what the CACC law reads as its own acceleration
-   in the next step. It is 0 right after insertion. Then ``speed[i] = new_speed``.
+5. ``accel[i] = (new_speed - speed[i]) * (1 / dt)``; this is what SUMO's acceleration getter
+   (``MSVehicle::getAcceleration``) returns, ``(new_speed - speed[i]) / dt``, to an ulp (a
+   multiplication costs a fraction of a division in a loop over many trucks), and what the
+   CACC law reads as its own acceleration in the next step. It is 0 right after insertion.
+   Then ``speed[i] = new_speed``.
 
 Mode codes (:data:`MODE_SPEED` ... :data:`MODE_ACC_FALLBACK`) report the branch the law took,
 like SUMO's ``caccVehicleMode`` parameter, and are also the state the laws carry between steps:
@@ -839,10 +841,12 @@ def sumo_finalize_speed(
     v_pos = min(min(max_next, max_speed_mps), v_pos_mps)
     v_min_emergency = max(old_speed_mps - emergency_decel_mps2 * dt_s, 0.0)
     v_min = min(max(old_speed_mps - max_decel_mps2 * dt_s, 0.0), max(v_pos, v_min_emergency))
-    # Acceleration that reaches the lane's max speed (or v_pos if higher) in one step.
-    a_max = (max(max_speed_mps, v_pos) - old_speed_mps) / dt_s
-    v_max = min(old_speed_mps + a_max * dt_s, max_next, v_pos)
-    v_next = max(v_min, v_max)
+    # SUMO also bounds the speed by the one that reaches the lane's max speed (or v_pos if
+    # higher) in one step, ``old + ((max(max_speed, v_pos) - old) / dt) * dt``: that speed
+    # is at least v_pos but for rounding, so the bound is v_pos, which is at most max_next.
+    # The rounding (an ulp, at the max speed only) is left out, and with it a division per
+    # truck and step.
+    v_next = max(v_min, v_pos)
     # SUMO removes tiny residual speeds so that a queue really comes to rest.
     if abs(v_next) < 0.1 * NUMERICAL_EPS * dt_s:
         v_next = 0.0
