@@ -455,3 +455,28 @@ def test_road_works_platoon_leaves_the_closed_lane_as_one_unit() -> None:
     assert not np.any((f["edge"] == 2) & (f["lane"] == 0))
     with pytest.raises(NetSimError, match="lane = 3"):
         NetSim(net, lane_closures=[LaneClosure("e2", 3, 0.0, 1.0)])
+
+
+def test_threaded_step_equals_the_one_thread_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large fleets take the threaded variant of the step (``run_net_steps_parallel``): on
+    merging flows and lane changes it computes the one-thread variant's bits (each of its
+    parallel loops writes only its own vehicle's entries)."""
+    nodes = [Node("a", 109.0, 39.01), Node("b", 109.0, 38.99), Node("j", 109.01, 39.0)]
+    nodes.append(Node("x", 109.03, 39.0))
+    edges = [
+        Edge("aj", "a", "j", 800.0, lanes=2),
+        Edge("bj", "b", "j", 800.0),
+        Edge("jx", "j", "x", 2000.0, lanes=2),
+    ]
+    net = RoadNetwork.build(nodes, edges)
+    flows = [
+        Flow("fa", ("aj", "jx"), 1500.0, "car", 0, 200),
+        Flow("fb", ("bj", "jx"), 600.0, "car", 0, 200),
+    ]
+    one = NetSim(net, flows=flows, seed=4).run(300.0)
+    monkeypatch.setattr(nk, "PARALLEL_MIN_VEHICLES", 0)
+    threaded = NetSim(net, flows=flows, seed=4).run(300.0)
+    assert sum(one.lane_changes) > 0 and one.collisions == 0
+    np.testing.assert_array_equal(threaded.fcd["pos_m"], one.fcd["pos_m"])
+    np.testing.assert_array_equal(threaded.fcd["speed_mps"], one.fcd["speed_mps"])
+    np.testing.assert_array_equal(threaded.lane_changes, one.lane_changes)

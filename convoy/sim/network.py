@@ -1033,6 +1033,7 @@ class NetSim:
         net = self._net
         wall = 0.0
         step_fn = nk.run_net_steps_parallel if n >= nk.PARALLEL_MIN_VEHICLES else nk.run_net_steps
+        consts = nk.call_constants(self._vt, self._pt, self.ambient_c, self.dt_s, net["edge_grade"])
         while self.step < end_step:
             nxt = min(end_step, self.step + chunk_steps)
             for t_req, _ in self._requests:
@@ -1133,6 +1134,7 @@ class NetSim:
                 0,
                 ev,
                 0,
+                *consts,
             )
             wall += time.perf_counter() - t0
             self.step += done
