@@ -146,6 +146,34 @@ def test_same_seed_same_run_whatever_the_threads() -> None:
     assert not np.array_equal(one.pos_m, other.pos_m)
 
 
+def test_one_thread_and_threaded_general_steps_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fleets below ``kernel.PARALLEL_MIN_TRUCKS`` run the general step's one-thread variant
+    (no parallel region per step); on two blocks of human drivers under bursty loss and
+    braking it gives the threaded variant's bits."""
+    burst = {"loss_bad": 0.9, "p_good_to_bad": 0.2, "p_bad_to_good": 0.3}
+    sc = example(
+        "brake-and-recover",
+        duration_s=60.0,
+        road={"length_m": 1_000_000},
+        platoon={
+            "controller": {"model": "human"},
+            "count": kernel.CHUNK // 5 + 20,
+            "spacing_m": 200,
+            "initial": {"head_pos_m": 600_000},
+        },
+        channel={"loss": 0.1, "burst": burst},
+        seed=3,
+    )
+    assert kernel.CHUNK < sc.n_trucks < kernel.PARALLEL_MIN_TRUCKS
+    one = simulate(sc)
+    monkeypatch.setattr(kernel, "PARALLEL_MIN_TRUCKS", 0)
+    threaded = simulate(sc)
+    for name in ("pos_m", "speed_mps", "accel_mps2", "mode", "energy_kwh"):
+        np.testing.assert_array_equal(getattr(one.trace, name), getattr(threaded.trace, name))
+    np.testing.assert_array_equal(one.state.min_gap_m, threaded.state.min_gap_m)
+    assert one.trace.accel_mps2.min() < -1.0
+
+
 def test_blocks_of_trucks_run_as_one_fleet() -> None:
     """The kernel hands trucks to threads in blocks of ``kernel.CHUNK``; every truck reads the
     state at the start of the step, so the blocks and the threads change nothing.

@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from convoy.sim.engine import World, build, unhandled_tables
+from convoy.sim.jit import NO_REFCOUNTS
 from convoy.sim.kernel import ENV_DT_S, ENV_PROFILE_LEAD_S, profile_speed
 from convoy.sim.kernel_fast import _cacc_range, block_count, receive_last_step
 from convoy.sim.scenario import Scenario, ScenarioError, parse_scenario
@@ -288,7 +289,11 @@ def _build_all(scenarios: Sequence[Scenario]) -> list[_Built]:
     return out
 
 
-@njit(cache=True, parallel=True)
+# Without Numba's reference counts (``_nrt=False``): each instance's rows are views, and
+# with counts on, each view and each array argument of the block calls cost an atomic add and
+# subtract per instance and step, a large share of the step of a small fleet. Nothing here
+# allocates; the exceptions' scratch is passed in.
+@njit(cache=True, parallel=True, **NO_REFCOUNTS)
 def _run_instances(
     n_steps: int,
     step0: int,
@@ -318,6 +323,7 @@ def _run_instances(
     hard_brakes: np.ndarray,
     fallback_steps: np.ndarray,
     min_accel: np.ndarray,
+    exceptions: np.ndarray,
 ) -> None:
     """``kernel_fast.run_steps_cacc`` for B instances, parallel over instances: instance b's
     arrays are row b of each argument (its parameters, profile, state). Each instance takes
@@ -328,7 +334,6 @@ def _run_instances(
     n_chunks = block_count(n, 1)
     chunk = (n + n_chunks - 1) // n_chunks
     for b in prange(n_inst):
-        exceptions = np.empty(n, np.int64)
         dt = env[b, ENV_DT_S]
         times = prof_t[b, : prof_len[b]]
         speeds = prof_v[b, : prof_len[b]]
@@ -343,7 +348,7 @@ def _run_instances(
                     speed[b, cur], accel[b, cur], u[b, cur], pos[b, nxt], speed[b, nxt],
                     accel[b, nxt], u[b, nxt], mode[b], ctrl_mode[b], energy[b], rx_pred[b],
                     collided_at[b], collision_speed[b], min_gap[b], min_ttc[b], hard_brakes[b],
-                    fallback_steps[b], exceptions,
+                    fallback_steps[b], exceptions[b],
                 )  # fmt: skip
             nxt = (s + 1) & 1
             for i in range(n):
@@ -426,6 +431,7 @@ def _run_cpu(scenarios: list[Scenario], built: list[_Built]) -> BatchResult:
         hard_brakes,
         fallback,
         min_accel,
+        np.empty(pos.shape[::2], np.int64),
     )
     cur = (int(built[0].state.step[0]) + n_steps) % 2
     return BatchResult(

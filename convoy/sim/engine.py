@@ -276,7 +276,12 @@ def _cpu_general(
 ) -> int:
     """The general kernel, whatever the scenario (backend ``cpu-general``)."""
     t, s = table, state
-    run_steps: Any = kernel.run_steps  # a Numba dispatcher; mypy cannot see its signature
+    # a Numba dispatcher (mypy cannot see its signature): threaded for large fleets
+    run_steps: Any = (
+        kernel.run_steps
+        if t.leader.shape[0] >= kernel.PARALLEL_MIN_TRUCKS
+        else kernel.run_steps_serial
+    )
     return int(
         run_steps(
             n_steps,

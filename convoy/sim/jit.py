@@ -1,4 +1,5 @@
-"""Several compiled variants of one Python function (for example one-thread and threaded).
+"""Compile options shared by the kernels, and several compiled variants of one Python
+function (for example one-thread and threaded).
 
 Numba caches a compiled function under its module and qualified name, so two ``njit``
 wrappers of the same function with different options would share, and overwrite, one cache
@@ -25,3 +26,12 @@ def compiled_variant(f: Callable[..., Any], name: str, **options: Any) -> Any:
     g.__module__ = f.__module__
     g.__doc__ = f.__doc__
     return njit(cache=True, **options)(g)
+
+
+#: ``njit`` options for a function that allocates nothing: no reference counts. Numba counts
+#: references to arrays with an atomic add and subtract for every array argument of a call
+#: and every view it makes; in a step called per block or per instance, or calling helpers
+#: per truck, those atomics were up to half the time (docs/benchmarks.md). The functions it
+#: calls are compiled the same way, so none of them may allocate either (Numba refuses to
+#: compile one that does). ``_nrt`` is Numba's own name for the option.
+NO_REFCOUNTS: dict[str, Any] = {"_nrt": False}

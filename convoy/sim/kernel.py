@@ -40,6 +40,7 @@ from convoy.road.signals import (
     red_crossings,
     signal_effects,
 )
+from convoy.sim.jit import NO_REFCOUNTS, compiled_variant
 from convoy.sim.state import (
     H_ACCEL_MPS2,
     H_POS_M,
@@ -240,7 +241,7 @@ def store_beacon(
     rx[RX_HAZARD, i] = 1.0 if hazard else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNTS)
 def _truck_range(
     lo: int,
     hi: int,
@@ -607,8 +608,7 @@ def _truck_range(
         mode[i] = new_mode
 
 
-@njit(cache=True, parallel=True)
-def run_steps(
+def run_steps_py(
     n_steps: int,
     rec_every: int,
     rec_pos: np.ndarray,
@@ -744,3 +744,13 @@ def run_steps(
             rec += 1
     step[0] = s0 + n_steps
     return rec
+
+
+#: The step with the blocks of trucks spread over all cores.
+run_steps = compiled_variant(run_steps_py, "run_steps", parallel=True)
+#: The same step on one thread, for fleets of a few blocks: a threaded step opens a parallel
+#: region per step, which costs more than the step of a small fleet (a validation instance
+#: of five trucks: several microseconds per step).
+run_steps_serial = compiled_variant(run_steps_py, "run_steps_serial")
+#: Fleets at least this large use ``run_steps``.
+PARALLEL_MIN_TRUCKS = 2 * CHUNK

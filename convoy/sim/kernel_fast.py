@@ -41,7 +41,7 @@ import numpy as np
 from numba import njit, prange
 from numba.np.unsafe.ndarray import to_fixed_tuple as _to_fixed_tuple
 
-from convoy.sim.jit import compiled_variant
+from convoy.sim.jit import NO_REFCOUNTS, compiled_variant
 from convoy.sim.kernel import (
     ENV_AMBIENT_C,
     ENV_DT_S,
@@ -112,12 +112,11 @@ CHUNK = 512
 # ...and at most this, so that a block's arrays stay in a core's own cache.
 MAX_CHUNK = 16384
 
-# How the block functions are compiled. ``_nrt=False``: without Numba's reference counts,
-# which cost an atomic add and subtract per array argument and call (some sixty per block
-# and step, more than the step of a small fleet); these functions allocate nothing. Their
-# loops count in unsigned integers (``np.uint64``): Numba wraps a negative index, and that
-# select on every index stops LLVM from vectorising a loop that does not start at 0.
-_BLOCK: dict[str, Any] = {"cache": True, "error_model": "numpy", "_nrt": False}
+# How the block functions are compiled: without reference counts (``jit.NO_REFCOUNTS``;
+# some sixty atomic adds and subtracts per block and step otherwise). Their loops count in
+# unsigned integers (``np.uint64``): Numba wraps a negative index, and that select on every
+# index stops LLVM from vectorising a loop that does not start at 0.
+_BLOCK: dict[str, Any] = {"cache": True, "error_model": "numpy", **NO_REFCOUNTS}
 
 # Numba's intrinsic: an array's first ``n`` values as a tuple (``n`` known at compile time);
 # typed Any, as mypy sees the intrinsic's own signature rather than the call's

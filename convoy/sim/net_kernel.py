@@ -45,7 +45,7 @@ import numpy as np
 from numba import njit, prange
 
 from convoy.road.signals import PHASE_GREEN, PHASE_RED, PHASE_YELLOW
-from convoy.sim.jit import compiled_variant
+from convoy.sim.jit import NO_REFCOUNTS, compiled_variant
 from convoy.vehicle.aero import drag_multiplier_row
 from convoy.vehicle.controllers import idm_accel_terms
 from convoy.vehicle.energy import (
@@ -1279,10 +1279,10 @@ def _platoon_lane_change(
 #: The step on one thread: fastest for fleets of up to some ten thousand vehicles, where the
 #: cost of waking threads for each of the step's parallel loops outweighs their work
 #: (measured on the Ordos day: 2.6x faster than the threaded variant with 400 trucks).
-run_net_steps = compiled_variant(run_net_steps_py, "run_net_steps", _nrt=False)
+run_net_steps = compiled_variant(run_net_steps_py, "run_net_steps", **NO_REFCOUNTS)
 #: The step with its per-vehicle loops spread over all cores, for large fleets.
 run_net_steps_parallel = compiled_variant(
-    run_net_steps_py, "run_net_steps_parallel", parallel=True, _nrt=False
+    run_net_steps_py, "run_net_steps_parallel", parallel=True, **NO_REFCOUNTS
 )
 #: Fleets at least this large use ``run_net_steps_parallel``.
 PARALLEL_MIN_VEHICLES = 20_000
