@@ -837,8 +837,13 @@ def run_net_steps_py(
             beacon_age_s[i] += dt_s
             p = pred[i]
             beacon_due = p >= 0 and (step + local[p]) % beacon_period_steps == 0
-            draw = uniform(seed + inst[i] * INSTANCE_SEED_STRIDE, local[i], step, PURPOSE_LOSS)
-            if beacon_due and (loss_p <= 0.0 or draw >= loss_p):
+            # the loss draw only where a beacon is due and may be lost (counter-based: drawing
+            # it or not changes no other draw)
+            if beacon_due and (
+                loss_p <= 0.0
+                or uniform(seed + inst[i] * INSTANCE_SEED_STRIDE, local[i], step, PURPOSE_LOSS)
+                >= loss_p
+            ):
                 beacon_age_s[i] = 0.0
         # edge transitions and arrivals (serial: sites are shared)
         for i in range(n):
