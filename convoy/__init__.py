@@ -33,7 +33,10 @@ def _prefer_512_bit_vectors() -> None:
     if config.CPU_FEATURES is not None:
         return
     llvm.initialize_native_target()
-    features = llvm.get_host_cpu_features().flatten()
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # LLVM cannot tell on this platform: leave Numba's default
+        return
     if "+avx512f" in features.split(","):
         config.CPU_FEATURES = features + ",-prefer-256-bit"
 
