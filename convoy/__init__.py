@@ -26,7 +26,7 @@ def _prefer_512_bit_vectors() -> None:
     """
     if os.environ.get("NUMBA_CPU_FEATURES") or os.environ.get(VECTOR_BITS_ENV) == "256":
         return
-    import llvmlite.binding as llvm  # type: ignore[import-untyped]
+    import llvmlite.binding as llvm
     import numba
 
     config: Any = numba.config

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-import llvmlite.binding as llvm  # type: ignore[import-untyped]
+import llvmlite.binding as llvm
 
 _PROBE = "import convoy, numba; print(repr(numba.config.CPU_FEATURES))"
 
