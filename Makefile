@@ -40,4 +40,4 @@ bench: $(DEV_STAMP)  ## convoy vs SUMO, ratio printed; figures go to docs/benchm
 	$(BIN)/convoy bench sim
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out validate-out .pytest_cache .mypy_cache .ruff_cache
