@@ -344,6 +344,32 @@ def test_chunks_are_one_row_per_truck_per_write(store: Storage, backend: Backend
     assert len(store.states(limit=1_000)) == 131
 
 
+def _kill_after_acks(script: str, url: str, wanted: int) -> int:
+    """Run a writer ``script`` against ``url`` until it has printed (acknowledged) write
+    ``wanted``, then SIGKILL it at once, in the middle of its next write; the last write it
+    acknowledged."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    acked = -1
+    deadline = time.monotonic() + 30
+    while acked < wanted and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acked = int(line)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert acked >= wanted, proc.stderr.read() if proc.stderr else ""
+    return acked
+
+
 _TELEMETRY_WRITER = """
 import sys
 from convoy.service.storage import VehicleState, open_storage
@@ -364,25 +390,7 @@ def test_sigkill_of_a_telemetry_writer_leaves_latest_equal_to_the_newest_samples
     killed mid-stream leaves nothing to rebuild: after a restart, ``latest_states`` is the
     newest stored sample of each truck and every acknowledged batch is there."""
     open_storage(backend.url).close()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _TELEMETRY_WRITER, backend.url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    acked = -1
-    deadline = time.monotonic() + 30
-    while acked < 30 and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        acked = int(line)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert acked >= 30, proc.stderr.read() if proc.stderr else ""
+    acked = _kill_after_acks(_TELEMETRY_WRITER, backend.url, 30)
     with open_storage(backend.url) as s:
         stored = s.states(limit=100_000)
         have = {(x.vehicle_id, x.t_s) for x in stored}
@@ -885,25 +893,7 @@ def test_sigkill_right_after_acknowledged_writes_loses_nothing(backend: Backend)
     returned; it is killed with SIGKILL mid-stream. Every acknowledged order and event is
     there afterwards, and nothing half-written is."""
     open_storage(backend.url).close()  # migrate first, outside the timed part
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, backend.url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    acked = -1
-    deadline = time.monotonic() + 30
-    while acked < 24 and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        acked = int(line)
-    proc.send_signal(signal.SIGKILL)  # at once: the writer is in the middle of its next write
-    proc.wait(timeout=10)
-    assert acked >= 24, proc.stderr.read() if proc.stderr else ""
+    acked = _kill_after_acks(_WRITER, backend.url, 24)
     with open_storage(backend.url) as s:
         orders = {o.id for o in s.list_orders()}
         events = s.events(limit=10_000)

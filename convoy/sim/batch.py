@@ -431,7 +431,7 @@ def _run_cpu(scenarios: list[Scenario], built: list[_Built]) -> BatchResult:
         hard_brakes,
         fallback,
         min_accel,
-        np.empty(pos.shape[::2], np.int64),
+        np.empty((pos.shape[0], pos.shape[2]), np.int64),  # (instances, trucks)
     )
     cur = (int(built[0].state.step[0]) + n_steps) % 2
     return BatchResult(
