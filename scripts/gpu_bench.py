@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1000, help="steps of the shorter run (1000)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each length (3)")
     ap.add_argument("--dt", type=float, default=0.1, help="step length [s] (0.1)")
+    ap.add_argument("--unroll", type=int, default=1, help="steps per loop iteration (1)")
     ap.add_argument("--precision", choices=bj.PRECISIONS, default="float32")
     ap.add_argument("--device", choices=("default", "cpu", "gpu"), default="default")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--lane-trucks = {args.lane_trucks}: allowed: a positive multiple of 5")
     if args.trucks < args.lane_trucks or args.trucks % args.lane_trucks:
         ap.error(f"--trucks = {args.trucks}: allowed: a multiple of --lane-trucks")
-    if args.steps <= 0 or args.repeats <= 0:
-        ap.error("--steps and --repeats: allowed: positive integers")
+    if args.steps <= 0 or args.repeats <= 0 or args.unroll <= 0:
+        ap.error("--steps, --repeats and --unroll: allowed: positive integers")
     try:
         device = jax.devices()[0] if args.device == "default" else jax.devices(args.device)[0]
     except RuntimeError:
@@ -113,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         compiled = bj.advance_lanes.lower(
-            lp, lay, st, targets, jnp.int32(1), relative=relative, shared_params=True
+            lp,
+            lay,
+            st,
+            targets,
+            jnp.int32(1),
+            relative=relative,
+            shared_params=True,
+            unroll=args.unroll,
         ).compile()
         compile_s = time.perf_counter() - t0
 
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "lane_trucks": args.lane_trucks,
         "platoon_trucks": PLATOON_TRUCKS,
         "dt_s": args.dt,
+        "unroll": args.unroll,
         "steps_short": args.steps,
         "steps_long": 2 * args.steps,
         "repeats": args.repeats,

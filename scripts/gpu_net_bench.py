@@ -178,19 +178,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=500, help="steps of the shorter run (500)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each length (3)")
     ap.add_argument("--dt", type=float, default=0.1, help="step length [s] (0.1)")
+    ap.add_argument("--unroll-steps", type=int, default=1, help="steps per loop iteration (1)")
+    ap.add_argument(
+        "--unroll-inner", action="store_true", help="unroll the step's fixed-length loops"
+    )
     ap.add_argument("--precision", choices=nj.PRECISIONS, default="float32")
     ap.add_argument("--device", choices=("default", "cpu", "gpu"), default="default")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument(
         "--numba", action="store_true", help="also time the Numba kernel on the same world"
     )
+    ap.add_argument("--dump-hlo", type=Path, help="write the compiled program's HLO here")
     args = ap.parse_args(argv)
     if args.corridor_trucks % PLATOON_TRUCKS or args.corridor_trucks <= 0:
         ap.error(f"--corridor-trucks = {args.corridor_trucks}: allowed: a positive multiple of 5")
     if args.trucks < args.corridor_trucks or args.trucks % args.corridor_trucks:
         ap.error(f"--trucks = {args.trucks}: allowed: a multiple of --corridor-trucks")
-    if args.steps <= 0 or args.repeats <= 0 or args.edges < 2:
-        ap.error("--steps, --repeats: allowed: positive integers; --edges: at least 2")
+    if args.steps <= 0 or args.repeats <= 0 or args.edges < 2 or args.unroll_steps <= 0:
+        ap.error(
+            "--steps, --repeats, --unroll-steps: allowed: positive integers; --edges: at least 2"
+        )
     travel_m = 2 * args.steps * args.dt * 25.0
     if travel_m > (1.0 - FILLED_SHARE) * args.edges * args.edge_km * 1000.0:
         ap.error("--steps: the lead platoons would reach the corridor's end; add --edges")
@@ -208,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     build_s = time.perf_counter() - t0
     with nj.x64_scope():
         shape = nj.make_shape(tables, fleet, cfg, args.precision, rows_cap=0, ev_cap=0)
+        shape = shape._replace(unroll_steps=args.unroll_steps, unroll_inner=args.unroll_inner)
         params = nj.make_params(tables, fleet, cfg, args.precision, device)
         st = nj.make_state(fleet, cfg, args.precision, device)
         inp = nj.make_inputs(one._edge_caps(0.0), one._closed_lanes(0.0), args.precision, device)
@@ -216,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         compiled = nj.advance.lower(params, st, inp, jnp.int32(1), shape=shape).compile()
         compile_s = time.perf_counter() - t0
+        hlo = compiled.as_text() or ""
+        if args.dump_hlo:
+            args.dump_hlo.write_text(hlo)
 
         def run(n: int) -> nj.NetState:
             # the step count is an argument: every run reuses this one compiled loop
@@ -247,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         "edge_km": args.edge_km,
         "lanes_in_key": instances * args.edges,
         "dt_s": args.dt,
+        "unroll_steps": args.unroll_steps,
+        "unroll_inner": args.unroll_inner,
         "steps_short": args.steps,
         "steps_long": 2 * args.steps,
         "repeats": args.repeats,
@@ -256,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "t_long_s": round(t_long, 6),
         "vehicle_steps_per_s": float(f"{rate:.4g}"),
         "state_bytes_per_truck": round(state_bytes, 1),
+        "fusions": hlo.count("fusion("),
         "param_bytes_per_truck": round(param_bytes, 1),
         # full sorts in the longer run: 1 (the first step orders the replicated fleet)
         "full_sorts": sorts,

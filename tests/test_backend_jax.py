@@ -39,6 +39,7 @@ from convoy.vehicle.controllers import (
     MODE_GAP,
     MODE_GAP_CLOSING,
 )
+from convoy.vehicle.sumo_cfm import CACC_GAP_MODE_SPACING_ERR, CACC_MIN_GAP, CACC_TIME_GAP
 
 # Modes the law chooses by the sign of the spacing error: rounding may swap them at zero.
 _SIGN_MODES = {MODE_GAP, MODE_GAP_CLOSING, MODE_COLLISION_AVOIDANCE}
@@ -65,12 +66,29 @@ def _compare(sc: Scenario, backend: str, tol: dict[str, float]) -> tuple[RunResu
         counts = np.abs(getattr(ref.state, name) - getattr(run.state, name))
         assert counts.max() <= tol.get("counts", 0), name
     assert _max_diff(ref.state.collided_at_s, run.state.collided_at_s) <= tol["time_s"]
-    # modes: equal, except where rounding sits on the law's zero spacing error
+    # modes: equal, except where rounding sits on a boundary of the law's spacing error
     differ = ref.trace.mode != run.trace.mode
-    assert differ.mean() <= tol["mode_share"], differ.mean()
     swapped = set(ref.trace.mode[differ].tolist()) | set(run.trace.mode[differ].tolist())
     assert swapped <= _SIGN_MODES
+    off = _boundary_distance_m(sc, ref)[differ]
+    band = _max_diff(ref.trace.gap_m, run.trace.gap_m) + _max_diff(
+        ref.trace.speed_mps, run.trace.speed_mps
+    ) * float(engine.build(sc)[0].ctrl[:, CACC_TIME_GAP].max())
+    assert off.size == 0 or off.max() <= band + 1e-12, (off.max(), band, differ.mean())
     return ref, run
+
+
+def _boundary_distance_m(sc: Scenario, ref: RunResult) -> np.ndarray:
+    """(steps, trucks): how far the spacing error each step's mode was chosen from (the
+    row before's) lies from the nearest boundary of SUMO's gap modes, 0 and 0.2 m [m]. A run
+    whose gaps and speeds differ from the reference's by less than that cannot have chosen
+    another of those modes; nearer a boundary, rounding picks the side."""
+    ctrl = engine.build(sc)[0].ctrl
+    gap, speed = ref.trace.gap_m, ref.trace.speed_mps
+    err = gap - ctrl[:, CACC_MIN_GAP] - ctrl[:, CACC_TIME_GAP] * speed
+    err = np.vstack([np.full((1, err.shape[1]), np.inf), err[:-1]])  # decided a row earlier
+    near = np.minimum(np.abs(err), np.abs(err - ctrl[:, CACC_GAP_MODE_SPACING_ERR]))
+    return np.where(np.isfinite(near), near, np.inf)
 
 
 F64 = {
@@ -80,7 +98,6 @@ F64 = {
     "accel_mps2": 1e-8,
     "energy_rel": 1e-10,
     "time_s": 0.0,
-    "mode_share": 0.05,
 }
 
 
@@ -145,8 +162,6 @@ def test_float32_relative_agrees_with_numba(monkeypatch: pytest.MonkeyPatch) -> 
         "accel_mps2": 1e-2,
         "energy_rel": 1e-5,
         "time_s": 0.0,
-        # float32 rounding sits on the zero spacing error more often (measured 23 %)
-        "mode_share": 0.3,
     }
     _compare(sc, "jax-float32", tol)
 
@@ -187,6 +202,38 @@ def test_float32_position_is_exact_after_1000_km() -> None:
     assert np.abs(pos - (start + steps * v * 0.1)).max() < 0.05
     naive = np.cumsum(np.full(steps, np.float32(v) * np.float32(0.1)), dtype=np.float32)[-1]
     assert abs(float(naive) - steps * v * 0.1) > 1_000.0
+
+
+def test_unrolled_lanes_take_the_same_steps() -> None:
+    """``advance_lanes`` with 4 steps per loop iteration (an option for XLA on a GPU):
+    three lanes of six platoons braking and recovering, 703 steps (175 iterations and 3
+    left over), end in the one-step loop's state bit for bit."""
+    sc = example(
+        "brake-and-recover",
+        platoon={"count": 6, "spacing_m": 40.0, "initial": {"head_pos_m": 3000}},
+    )
+    table, state, world = engine.build(sc)
+    with bj.precision_scope("float32"):
+        lp = bj.LaneParams(
+            **{k: jnp.asarray(a) for k, a in bj.lane_params_np(table, world, "float32").items()}
+        )
+        lay = bj.LaneLayout(**{k: jnp.asarray(a) for k, a in bj.layout_np(table).items()})
+        one = bj.lane_state_np(table, state, "float32")
+        st = bj.LaneState(**{k: jnp.asarray(np.stack([a] * 3)) for k, a in one.items()})
+        st = st._replace(speed_mps=st.speed_mps + jnp.asarray([[0.0], [0.3], [-0.4]], "float32"))
+        targets = jnp.asarray(bj.head_targets(world, 0, 703, "float32"))
+
+        def run(unroll: int) -> dict[str, np.ndarray]:
+            out = bj.advance_lanes(
+                lp, lay, st, targets, jnp.int32(703), relative=True, shared_params=True,
+                unroll=unroll,
+            )  # fmt: skip
+            return {k: np.asarray(v) for k, v in out._asdict().items()}
+
+        plain, unrolled = run(1), run(4)
+    assert plain["min_accel_mps2"].min() < -1.0  # the heads brake within the 70 s
+    for k, v in plain.items():
+        np.testing.assert_array_equal(unrolled[k], v, err_msg=k)
 
 
 def test_dt_parts_sum_to_dt() -> None:
@@ -257,7 +304,6 @@ def test_gpu_agrees_with_numba() -> None:
         "accel_mps2": 1.5,
         "energy_rel": 1e-3,
         "time_s": 0.0,
-        "mode_share": 0.3,
         "counts": 1,  # a deceleration on the 3 m/s² hard-brake threshold
     }
     _, run = _compare(sc, "gpu", tol)

@@ -256,6 +256,16 @@ def test_jax_float64_agrees_with_numba(numba_run: NetResult, jax_run: NetResult)
     np.testing.assert_allclose(jax_run.min_ttc_s, numba_run.min_ttc_s, rtol=1e-9)
 
 
+def test_unrolled_loops_give_the_same_run(jax_run: NetResult) -> None:
+    """Three steps per loop iteration and the step's fixed-length loops unrolled (options
+    for XLA on a GPU) change the program, not the arithmetic: the same FCD, events and
+    counts as the plain JAX run, bit for bit."""
+    sim = _junction_sim("cpu")
+    res = net_jax.run(sim, RUN_S, unroll_steps=3, unroll_inner=True)
+    _assert_agree(jax_run, res, pos_m=0.0, speed_mps=0.0, energy_kwh=0.0)
+    np.testing.assert_array_equal(res.min_ttc_s, jax_run.min_ttc_s)
+
+
 def test_jax_float32_offsets_agree_with_numba(numba_run: NetResult) -> None:
     """The GPU's arithmetic (float32, compensated per-edge offsets) run on the CPU: the same
     events, lane changes and manoeuvres, positions and gaps within 5 cm and speeds within

@@ -731,13 +731,25 @@ def _advance(
     first: jax.Array,
     n_steps: jax.Array,
     relative: bool,
+    unroll: int = 1,
 ) -> LaneState:
+    """``n_steps`` steps from ``targets[first]``; ``unroll`` steps per loop iteration (the
+    same steps: XLA may fuse across them), the remainder one at a time."""
     last = targets.shape[0] - 1
 
-    def body(i: jax.Array, s: LaneState) -> LaneState:
-        return lane_step(lp, lay, s, targets[jnp.minimum(first + i, last)], relative=relative)
+    def step(k: jax.Array, s: LaneState) -> LaneState:
+        return lane_step(lp, lay, s, targets[jnp.minimum(first + k, last)], relative=relative)
 
-    return jax.lax.fori_loop(0, n_steps, body, st)
+    def body(i: jax.Array, s: LaneState) -> LaneState:
+        for j in range(unroll):
+            s = step(i * unroll + j, s)
+        return s
+
+    whole = n_steps // unroll
+    st = jax.lax.fori_loop(0, whole, body, st)
+    if unroll == 1:
+        return st
+    return jax.lax.fori_loop(whole * unroll, n_steps, step, st)
 
 
 @partial(jax.jit, static_argnames=("relative",))
@@ -756,7 +768,7 @@ def advance(
     return _advance(lp, lay, st, targets, jnp.int32(0), n_steps, relative)
 
 
-@partial(jax.jit, static_argnames=("relative", "shared_params"))
+@partial(jax.jit, static_argnames=("relative", "shared_params", "unroll"))
 def advance_lanes(
     lp: LaneParams,
     lay: LaneLayout,
@@ -766,15 +778,16 @@ def advance_lanes(
     *,
     relative: bool,
     shared_params: bool = False,
+    unroll: int = 1,
 ) -> LaneState:
     """``advance`` over a batch of independent lanes: every array of ``st`` has a leading
     instance axis (B, ...), and so have every array of ``lp`` and ``targets`` (B, m) unless
     ``shared_params`` (one set of parameters and targets for all lanes); the layout is
-    shared."""
+    shared. ``unroll``: steps per loop iteration (the results do not change)."""
     axis = None if shared_params else 0
 
     def one(p: LaneParams, s: LaneState, tg: jax.Array) -> LaneState:
-        return _advance(p, lay, s, tg, jnp.int32(0), n_steps, relative)
+        return _advance(p, lay, s, tg, jnp.int32(0), n_steps, relative, unroll)
 
     return jax.vmap(one, in_axes=(axis, 0, axis))(lp, st, targets)
 

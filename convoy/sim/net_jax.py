@@ -494,6 +494,10 @@ class NetShape(NamedTuple):
         rows_cap: FCD snapshots one call can hold (0: none recorded).
         ev_cap: event rows one call can hold (0: none recorded).
         lossy: beacons can be lost (``loss > 0``: the draws are made).
+        unroll_steps: steps per iteration of ``advance``'s loop (1: one; more lets XLA
+            fuse across steps and saves the loop's per-iteration test).
+        unroll_inner: the step's loops of fixed length (route look-ahead, junction
+            approaches, binary searches) unrolled into straight code instead of loops.
     """
 
     n_inst: int
@@ -509,6 +513,8 @@ class NetShape(NamedTuple):
     rows_cap: int
     ev_cap: int
     lossy: bool
+    unroll_steps: int = 1
+    unroll_inner: bool = False
 
 
 class NetParams(NamedTuple):
@@ -1253,7 +1259,7 @@ def net_step(
             near = to_end(jj, eo) < speed[jj] * nk.INSERT_YIELD_S + 20.0
             return cand & ~(goes & near)
 
-        cand = jax.lax.fori_loop(0, shape.max_in * L, yield_to, cand)
+        cand = jax.lax.fori_loop(0, shape.max_in * L, yield_to, cand, unroll=shape.unroll_inner)
         first_in_lane = jnp.full(nb + 1, n, jnp.int32).at[jnp.where(cand, k0, nb)].min(idx)
         ins = cand & (first_in_lane[k0] == idx)
         status = jnp.where(ins, nk.ST_DRIVING, status).astype(jnp.int8)
@@ -1301,7 +1307,9 @@ def net_step(
         return looking, rp, dist, ld, gap, v_lead
 
     carry = (looking, rp, dist, ld, gap, v_lead)
-    _, _, _, ld, gap, v_lead = jax.lax.fori_loop(0, nk.LOOKAHEAD_EDGES, look, carry)
+    _, _, _, ld, gap, v_lead = jax.lax.fori_loop(
+        0, nk.LOOKAHEAD_EDGES, look, carry, unroll=shape.unroll_inner
+    )
     leader = jnp.where(driving, ld, -1)
     gap_now = jnp.where(driving, gap, st.gap_now_m)
     ldc = jnp.maximum(ld, 0)
@@ -1353,7 +1361,7 @@ def net_step(
         return stop, jnp.where(take, g_v, gap), jnp.where(take, speed[jj], v_lead), virt | take
 
     stop, gap, v_lead, virt = jax.lax.fori_loop(
-        0, shape.max_in * L, junction, (stop, gap, v_lead, virt)
+        0, shape.max_in * L, junction, (stop, gap, v_lead, virt), unroll=shape.unroll_inner
     )
     stop &= near_end
     g_s = d_end + min_gap - 0.5
@@ -1633,8 +1641,10 @@ def _lane_changes(
             live = a < b
             return jnp.where(live & right, m + 1, a), jnp.where(live & ~right, m, b)
 
-        # a loop, not unrolled: five searches would otherwise multiply the compile time
-        a, _ = jax.lax.fori_loop(0, max(n, 1).bit_length() + 1, halve, (lo, hi))
+        # a loop unless asked: five unrolled searches multiply the compile time
+        a, _ = jax.lax.fori_loop(
+            0, max(n, 1).bit_length() + 1, halve, (lo, hi), unroll=shape.unroll_inner
+        )
         return a
 
     def idm(
@@ -1765,7 +1775,9 @@ def _lane_changes(
             jnp.where(better, into, cut),
         )
 
-    best, best_gain, cut = jax.lax.fori_loop(0, 2, choose, (best, best_gain, cut))
+    best, best_gain, cut = jax.lax.fori_loop(
+        0, 2, choose, (best, best_gain, cut), unroll=shape.unroll_inner
+    )
     lc_target = jnp.where(mob, jnp.where((best >= 0) & cut, 100 + best, best), -1)
 
     # ---- platoons as one unit, decided by the head (net_kernel._platoon_lane_change) ----
@@ -1941,16 +1953,12 @@ def advance(
     n = st.speed_mps.shape[0]
     end = st.step + n_steps
 
-    def room(out: Outputs) -> jax.Array:
+    def room(out: Outputs, k: int) -> jax.Array:
         if shape.ev_cap == 0:
             return jnp.bool_(True)
-        return out.ev_n + EVENTS_PER_STEP * n <= shape.ev_cap
+        return out.ev_n + k * EVENTS_PER_STEP * n <= shape.ev_cap
 
-    def going(carry: tuple[NetState, Outputs]) -> jax.Array:
-        s, out = carry
-        return (s.step < end) & room(out)
-
-    def body(carry: tuple[NetState, Outputs]) -> tuple[NetState, Outputs]:
+    def one(carry: tuple[NetState, Outputs]) -> tuple[NetState, Outputs]:
         s, out = carry
         s, out = net_step(p, shape, s, inp, out)
         if shape.rows_cap:
@@ -1959,8 +1967,23 @@ def advance(
             out = out._replace(snaps=snaps)
         return s, out
 
-    new, out = jax.lax.while_loop(going, body, (st, out0))
-    return new, out
+    def loop(carry: tuple[NetState, Outputs], k: int) -> tuple[NetState, Outputs]:
+        """Iterations of k steps while k more fit (the steps of a k = 1 loop exactly)."""
+
+        def going(c: tuple[NetState, Outputs]) -> jax.Array:
+            return (c[0].step + k <= end) & room(c[1], k)
+
+        def body(c: tuple[NetState, Outputs]) -> tuple[NetState, Outputs]:
+            for _ in range(k):
+                c = one(c)
+            return c
+
+        return jax.lax.while_loop(going, body, carry)
+
+    carry = (st, out0)
+    if shape.unroll_steps > 1:
+        carry = loop(carry, shape.unroll_steps)
+    return loop(carry, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2025,8 +2048,11 @@ def run(
     *,
     precision: Precision = "float64",
     device: Any = None,
+    unroll_steps: int = 1,
+    unroll_inner: bool = False,
 ) -> NetResult:
-    """``NetSim.run`` on the JAX step: the same chunks between changes of the world (speed
+    """``NetSim.run`` on the JAX step (``unroll_steps``, ``unroll_inner``: ``NetShape``'s,
+    the same results): the same chunks between changes of the world (speed
     caps, lane closures), scripted requests and manoeuvre ticks, the same outputs. The
     state stays on the device between chunks; it is written back into ``sim`` at the end,
     and where Python acts on it (a scripted request, a platoon manoeuvre's tick: once per
@@ -2089,6 +2115,7 @@ def run(
                 base = make_params(tables, fleet, cfg, precision, device, base)
                 max_in = int(base.node_in.shape[1])
                 new = make_shape(tables, fleet, cfg, precision, rows_cap, ev_cap, max_in)
+                new = new._replace(unroll_steps=unroll_steps, unroll_inner=unroll_inner)
                 if shape is not None and shape.inserts:
                     new = new._replace(inserts=True)  # (no second compilation for a run)
                 shape = new
