@@ -1035,20 +1035,57 @@ def _mobil(
             # towards the nearest lane that goes on (right first)
             if not lane_open(edge_lanes, lane_closed, e_next, ln - 1):
                 mand_dir = 1
-    a_cur = _idm_accel(v, gap_cur, v_lead_cur, v_des, s0, T, a_max, b, dl)
-    # the current follower, before and after
-    k_cur = lane_key(inst[i], e, ln, n_edges, max_lanes)
-    r = _rank_of(order, bucket_start, k_cur, i, rank)
-    f_old = order[r + 1] if r + 1 < bucket_start[k_cur + 1] else -1
-    d_old_follower = 0.0
-    if f_old >= 0:
-        tf = vtype[f_old]
-        vf = speed_mps[f_old]
+    # one direction per period: the cheap tests of the target lane come first, and the
+    # accelerations MOBIL weighs are computed only for a change that passes them
+    dirn = dir_allowed
+    tl = ln + dirn
+    if tl < 0 or tl >= edge_lanes[e] or (mandatory and dirn != mand_dir):
+        return -1
+    if lane_closed[e, tl] != 0:
+        return -1
+    # the target lane must continue on the next edge of the route
+    ends = rp + 1 < leg_route_hi[leg[i]] and not lane_open(
+        edge_lanes, lane_closed, route_edges[rp + 1], tl
+    )
+    if ends and not mandatory:
+        return -1
+    k = lane_key(inst[i], e, tl, n_edges, max_lanes)
+    lo = bucket_start[k]
+    hi = bucket_start[k + 1]
+    q = _first_behind(order, lo, hi, pos_m, pos_m[i])
+    ld = order[q - 1] if q > lo else -1
+    fw = order[q] if q < hi else -1
+    g_new = NO_GAP
+    v_ld = 0.0
+    if ld >= 0:
+        g_new = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[i]
+        v_ld = speed_mps[ld]
+    elif rp + 1 < leg_route_hi[leg[i]]:
+        # the target lane's leader may already be on the next edge
+        e2 = route_edges[rp + 1]
+        k2 = lane_key(inst[i], e2, min(tl, edge_lanes[e2] - 1), n_edges, max_lanes)
+        if bucket_start[k2 + 1] > bucket_start[k2]:
+            j = order[bucket_start[k2 + 1] - 1]
+            g_new = edge_len_m[e] - pos_m[i] + pos_m[j] - vt[vtype[j], VT_LENGTH_M]
+            v_ld = speed_mps[j]
+    if g_new < s0 * 0.5:
+        return -1
+    if fw < 0 and pos_m[i] - length < LC_EDGE_START_M:
+        return -1  # followers on the edges behind are not in this lane's bucket
+    a_new = _idm_accel(v, g_new, v_ld, v_des, s0, T, a_max, b, dl)
+    if a_new < -MOBIL_SAFE_DECEL_MPS2:
+        return -1
+    d_new_follower = 0.0
+    if fw >= 0:
+        tf = vtype[fw]
+        vf = speed_mps[fw]
+        g_fw = pos_m[i] - length - pos_m[fw]
+        if g_fw < vt[tf, VT_MIN_GAP_M] * 0.5:
+            return -1
         vf_des = min(edge_speed_mps[e] * vt[tf, VT_SPEED_FACTOR], vt[tf, VT_MAX_SPEED_MPS])
-        g_before = pos_m[i] - length - pos_m[f_old]
-        a_before = _idm_accel(
+        a_fw_new = _idm_accel(
             vf,
-            g_before,
+            g_fw,
             v,
             vf_des,
             vt[tf, VT_MIN_GAP_M],
@@ -1057,17 +1094,23 @@ def _mobil(
             vt[tf, VT_DECEL_MPS2],
             vt[tf, VT_IDM_DELTA],
         )
-        if r > bucket_start[k_cur]:
-            ldc = order[r - 1]
-            g_after = pos_m[ldc] - vt[vtype[ldc], VT_LENGTH_M] - pos_m[f_old]
-            v_after = speed_mps[ldc]
-        else:
-            g_after = NO_GAP
-            v_after = 0.0
-        a_after = _idm_accel(
+        if platoon[fw] >= 0:
+            # a platoon truck answers a cut-in with its ACC fallback, not with IDM's
+            # harsh reaction: the car judges safety by the closing speed (the braking
+            # that stops the closing within the gap, Gipps 1986's criterion)
+            closing = vf - v
+            need = closing * closing / (2.0 * max(g_fw - vt[tf, VT_MIN_GAP_M], 0.01))
+            if g_fw < vt[tf, VT_MIN_GAP_M] or (closing > 0.0 and need > MOBIL_SAFE_DECEL_MPS2):
+                return -1
+        elif a_fw_new < -MOBIL_SAFE_DECEL_MPS2:
+            return -1
+        g_fw_old = NO_GAP  # (a free road: the leader's speed is not read)
+        if ld >= 0:
+            g_fw_old = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[fw]
+        a_fw_old = _idm_accel(
             vf,
-            g_after,
-            v_after,
+            g_fw_old,
+            v_ld,
             vf_des,
             vt[tf, VT_MIN_GAP_M],
             vt[tf, VT_TIME_GAP_S],
@@ -1075,130 +1118,92 @@ def _mobil(
             vt[tf, VT_DECEL_MPS2],
             vt[tf, VT_IDM_DELTA],
         )
-        d_old_follower = a_after - a_before
-    best = -1
-    best_gain = -1.0e18
-    cut_in = False
-    for dirn in (-1, 1):
-        tl = ln + dirn
-        if tl < 0 or tl >= edge_lanes[e]:
-            continue
-        if dirn != dir_allowed or (mandatory and dirn != mand_dir):
-            continue
-        if lane_closed[e, tl] != 0:
-            continue
-        # the target lane must continue on the next edge of the route
-        ends = rp + 1 < leg_route_hi[leg[i]] and not lane_open(
-            edge_lanes, lane_closed, route_edges[rp + 1], tl
-        )
-        if ends and not mandatory:
-            continue
-        k = lane_key(inst[i], e, tl, n_edges, max_lanes)
-        lo = bucket_start[k]
-        hi = bucket_start[k + 1]
-        q = _first_behind(order, lo, hi, pos_m, pos_m[i])
-        ld = order[q - 1] if q > lo else -1
-        fw = order[q] if q < hi else -1
-        g_new = NO_GAP
-        v_ld = 0.0
-        if ld >= 0:
-            g_new = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[i]
-            v_ld = speed_mps[ld]
-        elif rp + 1 < leg_route_hi[leg[i]]:
-            # the target lane's leader may already be on the next edge
-            e2 = route_edges[rp + 1]
-            k2 = lane_key(inst[i], e2, min(tl, edge_lanes[e2] - 1), n_edges, max_lanes)
-            if bucket_start[k2 + 1] > bucket_start[k2]:
-                j = order[bucket_start[k2 + 1] - 1]
-                g_new = edge_len_m[e] - pos_m[i] + pos_m[j] - vt[vtype[j], VT_LENGTH_M]
-                v_ld = speed_mps[j]
-        if g_new < s0 * 0.5:
-            continue
-        if fw < 0 and pos_m[i] - length < LC_EDGE_START_M:
-            continue  # followers on the edges behind are not in this lane's bucket
-        a_new = _idm_accel(v, g_new, v_ld, v_des, s0, T, a_max, b, dl)
-        d_new_follower = 0.0
-        if fw >= 0:
-            tf = vtype[fw]
-            vf = speed_mps[fw]
-            g_fw = pos_m[i] - length - pos_m[fw]
-            if g_fw < vt[tf, VT_MIN_GAP_M] * 0.5:
-                continue
-            vf_des = min(edge_speed_mps[e] * vt[tf, VT_SPEED_FACTOR], vt[tf, VT_MAX_SPEED_MPS])
-            a_fw_new = _idm_accel(
-                vf,
-                g_fw,
-                v,
-                vf_des,
-                vt[tf, VT_MIN_GAP_M],
-                vt[tf, VT_TIME_GAP_S],
-                vt[tf, VT_ACCEL_MPS2],
-                vt[tf, VT_DECEL_MPS2],
-                vt[tf, VT_IDM_DELTA],
-            )
-            if platoon[fw] >= 0:
-                # a platoon truck answers a cut-in with its ACC fallback, not with IDM's
-                # harsh reaction: the car judges safety by the closing speed (the braking
-                # that stops the closing within the gap, Gipps 1986's criterion)
-                closing = vf - v
-                need = closing * closing / (2.0 * max(g_fw - vt[tf, VT_MIN_GAP_M], 0.01))
-                if g_fw < vt[tf, VT_MIN_GAP_M] or (closing > 0.0 and need > MOBIL_SAFE_DECEL_MPS2):
-                    continue
-            elif a_fw_new < -MOBIL_SAFE_DECEL_MPS2:
-                continue
-            if ld >= 0:
-                g_fw_old = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[fw]
-                a_fw_old = _idm_accel(
-                    vf,
-                    g_fw_old,
-                    v_ld,
-                    vf_des,
-                    vt[tf, VT_MIN_GAP_M],
-                    vt[tf, VT_TIME_GAP_S],
-                    vt[tf, VT_ACCEL_MPS2],
-                    vt[tf, VT_DECEL_MPS2],
-                    vt[tf, VT_IDM_DELTA],
-                )
-            else:
-                a_fw_old = _idm_accel(
-                    vf,
-                    NO_GAP,
-                    0.0,
-                    vf_des,
-                    vt[tf, VT_MIN_GAP_M],
-                    vt[tf, VT_TIME_GAP_S],
-                    vt[tf, VT_ACCEL_MPS2],
-                    vt[tf, VT_DECEL_MPS2],
-                    vt[tf, VT_IDM_DELTA],
-                )
-            d_new_follower = a_fw_new - a_fw_old
-        if a_new < -MOBIL_SAFE_DECEL_MPS2:
-            continue
+        d_new_follower = a_fw_new - a_fw_old
+    # a gap inside a platoon: drivers who cut in ignore the automated truck's comfort
+    # (politeness 0 towards it; its safety is checked above), and they do so only with a
+    # probability that grows with the gap
+    into_platoon = ld >= 0 and fw >= 0 and platoon[fw] >= 0 and pred[fw] == ld
+    if not (mandatory or leaving):  # else the lane ends, or a manoeuvre takes it out
+        a_cur = _idm_accel(v, gap_cur, v_lead_cur, v_des, s0, T, a_max, b, dl)
+        d_old_follower = _old_follower_gain(
+            i, e, ln, v, length, inst, vtype, speed_mps, pos_m, vt, edge_speed_mps, order,
+            bucket_start, rank, n_edges, max_lanes,
+        )  # fmt: skip
         bias = MOBIL_BIAS_RIGHT_MPS2 if dirn < 0 else -MOBIL_BIAS_RIGHT_MPS2
         gain = a_new - a_cur + MOBIL_POLITENESS * (d_new_follower + d_old_follower) + bias
-        # a gap inside a platoon: drivers who cut in ignore the automated truck's comfort
-        # (politeness 0 towards it; its safety is checked above), and they do so only with a
-        # probability that grows with the gap
-        into_platoon = ld >= 0 and fw >= 0 and platoon[fw] >= 0 and pred[fw] == ld
         if into_platoon:
             gain -= MOBIL_POLITENESS * d_new_follower
-        if mandatory or leaving:
-            gain = 1.0e6  # the lane ends, or a manoeuvre takes the truck out of its platoon
         if gain <= MOBIL_THRESHOLD_MPS2:
-            continue
-        if into_platoon:
-            g_pl = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[fw]
-            p_cut = (g_pl - CUT_IN_GAP_LO_M) / (CUT_IN_GAP_HI_M - CUT_IN_GAP_LO_M)
-            p_cut = min(max(p_cut, 0.0), 1.0) * CUT_IN_MAX_P
-            if uniform(seed, local_i, step, PURPOSE_CUT_IN) >= p_cut:
-                continue
-        if gain > best_gain:
-            best_gain = gain
-            best = tl
-            cut_in = into_platoon
-    if best >= 0 and cut_in:
-        return 100 + best
-    return best
+            return -1
+    if into_platoon:
+        g_pl = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[fw]
+        p_cut = (g_pl - CUT_IN_GAP_LO_M) / (CUT_IN_GAP_HI_M - CUT_IN_GAP_LO_M)
+        p_cut = min(max(p_cut, 0.0), 1.0) * CUT_IN_MAX_P
+        if uniform(seed, local_i, step, PURPOSE_CUT_IN) >= p_cut:
+            return -1
+        return 100 + tl
+    return tl
+
+
+@njit(cache=True, inline="always")
+def _old_follower_gain(
+    i: int,
+    e: int,
+    ln: int,
+    v: float,
+    length: float,
+    inst: np.ndarray,
+    vtype: np.ndarray,
+    speed_mps: np.ndarray,
+    pos_m: np.ndarray,
+    vt: np.ndarray,
+    edge_speed_mps: np.ndarray,
+    order: np.ndarray,
+    bucket_start: np.ndarray,
+    rank: np.ndarray,
+    n_edges: int,
+    max_lanes: int,
+) -> float:
+    """How much the follower in vehicle ``i``'s lane gains if ``i`` leaves it [m/s²]."""
+    k_cur = lane_key(inst[i], e, ln, n_edges, max_lanes)
+    r = _rank_of(order, bucket_start, k_cur, i, rank)
+    f_old = order[r + 1] if r + 1 < bucket_start[k_cur + 1] else -1
+    if f_old < 0:
+        return 0.0
+    tf = vtype[f_old]
+    vf = speed_mps[f_old]
+    vf_des = min(edge_speed_mps[e] * vt[tf, VT_SPEED_FACTOR], vt[tf, VT_MAX_SPEED_MPS])
+    g_before = pos_m[i] - length - pos_m[f_old]
+    a_before = _idm_accel(
+        vf,
+        g_before,
+        v,
+        vf_des,
+        vt[tf, VT_MIN_GAP_M],
+        vt[tf, VT_TIME_GAP_S],
+        vt[tf, VT_ACCEL_MPS2],
+        vt[tf, VT_DECEL_MPS2],
+        vt[tf, VT_IDM_DELTA],
+    )
+    if r > bucket_start[k_cur]:
+        ldc = order[r - 1]
+        g_after = pos_m[ldc] - vt[vtype[ldc], VT_LENGTH_M] - pos_m[f_old]
+        v_after = speed_mps[ldc]
+    else:
+        g_after = NO_GAP
+        v_after = 0.0
+    a_after = _idm_accel(
+        vf,
+        g_after,
+        v_after,
+        vf_des,
+        vt[tf, VT_MIN_GAP_M],
+        vt[tf, VT_TIME_GAP_S],
+        vt[tf, VT_ACCEL_MPS2],
+        vt[tf, VT_DECEL_MPS2],
+        vt[tf, VT_IDM_DELTA],
+    )
+    return a_after - a_before
 
 
 @njit(cache=True)
