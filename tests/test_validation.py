@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from convoy.sim.engine import simulate
+from convoy.sim.engine import build, simulate, simulate_many
 from convoy.sim.scenario import parse_scenario
 from convoy.sim.validation import (
     LIBRARY,
@@ -330,30 +331,45 @@ def test_ray_workers_only_with_a_local_ray(capsys: pytest.CaptureFixture[str]) -
         validate(samples=1, ray_address="10.0.0.1:6379", ray_workers=2)
 
 
-def test_run_chunk_runs_numba_on_one_thread_with_the_same_results(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A 5-truck instance is one block of the kernel's parallel loop, so run_chunk runs Numba
-    # on one thread (a second only waits at the per-step barrier); the blocks do not depend
-    # on the thread count, so each instance's metrics equal its run at Numba's default
-    # threads, and the caller's thread count comes back afterwards
+def test_run_chunk_runs_the_1d_library_along_the_instance_axis_exactly() -> None:
+    # A 1-D chunk is one call of the general kernel along its instance axis (instances of
+    # equal shapes; profiles padded), parallel over instances on Numba's threads; each
+    # instance's metrics are, bit for bit, those of its own simulate() run. The latency
+    # drawn for lead-emergency-brake sets the history buffer's length, so its chunk holds
+    # several shape groups; the caller's thread count is left as it was.
     import numba
 
-    import convoy.sim.validation as val
-
-    tpl = get_template("lead-emergency-brake")
-    rows = sample_params(tpl, 2, 8, grid=False)
-    seen: list[int] = []
-
-    def counting(*a: object, **k: object):  # type: ignore[no-untyped-def]
-        seen.append(numba.get_num_threads())
-        return simulate(*a, **k)  # type: ignore[arg-type]
-
     before = numba.get_num_threads()
-    monkeypatch.setattr(val, "simulate", counting)
-    chunk = run_chunk(tpl.name, rows, 0, 8)
-    assert seen == [1, 1]
-    assert numba.get_num_threads() == before
-    for j, row in enumerate(rows):
-        m = run_metrics(simulate(instance(tpl, row, 8, j)), tpl.warmup_s)
-        assert [m[k] for k in METRIC_NAMES] == chunk[j].tolist()
+    for name in ("lead-emergency-brake", "mixed-human-late-reaction"):
+        tpl = get_template(name)
+        rows = sample_params(tpl, 6, 8, grid=False)
+        chunk = run_chunk(tpl.name, rows, 0, 8)
+        assert numba.get_num_threads() == before
+        for j, row in enumerate(rows):
+            m = run_metrics(simulate(instance(tpl, row, 8, j)), tpl.warmup_s)
+            assert [m[k] for k in METRIC_NAMES] == chunk[j].tolist()
+
+
+def test_simulate_many_equals_simulate_to_the_last_bit() -> None:
+    # Instances of three library scenarios (histories of several lengths, profiles of
+    # several lengths, an RSU table) and one for the fast CACC step, interleaved: every
+    # trace and every state array equals the scenario's own simulate() run, in order.
+    scs = []
+    for name in ("lead-emergency-brake", "rsu-hazard-warning", "human-lead-late-reaction"):
+        tpl = get_template(name)
+        scs += [instance(tpl, r, 3, j) for j, r in enumerate(sample_params(tpl, 4, 3, False))]
+    fast = get_template("cacc-brake-batched")
+    scs.insert(5, instance(fast, sample_params(fast, 1, 3, False)[0], 3, 0))
+    many = simulate_many(scs)
+    assert [r.scenario.name for r in many] == [sc.name for sc in scs]
+    shapes = {build(sc)[1].hist.shape for sc in scs}
+    assert len(shapes) > 1  # groups of different history lengths
+    for sc, got in zip(scs, many, strict=True):
+        ref = simulate(sc, backend="cpu", chunks=1)
+        for f in ("time_s", "pos_m", "speed_mps", "accel_mps2", "gap_m", "mode", "energy_kwh",
+                  "odd_flags", "spat_phase"):  # fmt: skip
+            np.testing.assert_array_equal(getattr(got.trace, f), getattr(ref.trace, f), f)
+        for f in dataclasses.fields(ref.state):
+            np.testing.assert_array_equal(
+                getattr(got.state, f.name), getattr(ref.state, f.name), f.name
+            )

@@ -8,7 +8,7 @@ steps per call; the recorded rows come back as a ``Trace``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -266,6 +266,60 @@ def _cpu_fast(
     )
 
 
+def _general_args(table: TruckTable, state: TruckState, world: World) -> tuple[np.ndarray, ...]:
+    """The table, world and state arrays ``kernel.run_steps_py`` takes after the recording
+    arrays, in its order."""
+    t, s = table, state
+    return (
+        t.model,
+        t.leader,
+        t.follower,
+        t.head,
+        t.platoon_size,
+        t.position,
+        t.phys,
+        t.ctrl,
+        t.acc,
+        t.powertrain,
+        world.channel,
+        world.outages,
+        world.profile_t_s,
+        world.profile_v_mps,
+        world.env,
+        world.hazards,
+        world.rsus,
+        world.signals,
+        s.pos_m,
+        s.speed_mps,
+        s.accel_mps2,
+        s.u_mps2,
+        s.mode,
+        s.ctrl_mode,
+        s.energy_kwh,
+        s.rx_pred,
+        s.rx_head,
+        s.ge_bad,
+        s.hist,
+        s.collided_at_s,
+        s.collision_speed_mps,
+        s.min_gap_m,
+        s.min_ttc_s,
+        s.hard_brakes,
+        s.fallback_steps,
+        s.emergency_steps,
+        s.hazard_known,
+        s.odd_flags,
+        s.rsi_received_at_s,
+        s.signal_known,
+        s.spat_phase,
+        s.spat_received_at_s,
+        s.signal_seen_at_s,
+        s.red_light_stops,
+        s.red_light_crossings,
+        s.step,
+    )
+
+
 def _cpu_general(
     table: TruckTable,
     state: TruckState,
@@ -275,66 +329,13 @@ def _cpu_general(
     rec: tuple[np.ndarray, ...],
 ) -> int:
     """The general kernel, whatever the scenario (backend ``cpu-general``)."""
-    t, s = table, state
     # a Numba dispatcher (mypy cannot see its signature): threaded for large fleets
     run_steps: Any = (
         kernel.run_steps
-        if t.leader.shape[0] >= kernel.PARALLEL_MIN_TRUCKS
+        if table.leader.shape[0] >= kernel.PARALLEL_MIN_TRUCKS
         else kernel.run_steps_serial
     )
-    return int(
-        run_steps(
-            n_steps,
-            rec_every,
-            *rec,
-            t.model,
-            t.leader,
-            t.follower,
-            t.head,
-            t.platoon_size,
-            t.position,
-            t.phys,
-            t.ctrl,
-            t.acc,
-            t.powertrain,
-            world.channel,
-            world.outages,
-            world.profile_t_s,
-            world.profile_v_mps,
-            world.env,
-            world.hazards,
-            world.rsus,
-            world.signals,
-            s.pos_m,
-            s.speed_mps,
-            s.accel_mps2,
-            s.u_mps2,
-            s.mode,
-            s.ctrl_mode,
-            s.energy_kwh,
-            s.rx_pred,
-            s.rx_head,
-            s.ge_bad,
-            s.hist,
-            s.collided_at_s,
-            s.collision_speed_mps,
-            s.min_gap_m,
-            s.min_ttc_s,
-            s.hard_brakes,
-            s.fallback_steps,
-            s.emergency_steps,
-            s.hazard_known,
-            s.odd_flags,
-            s.rsi_received_at_s,
-            s.signal_known,
-            s.spat_phase,
-            s.spat_received_at_s,
-            s.signal_seen_at_s,
-            s.red_light_stops,
-            s.red_light_crossings,
-            s.step,
-        )
-    )
+    return int(run_steps(n_steps, rec_every, *rec, *_general_args(table, state, world)))
 
 
 def _backend_jax() -> Any:
@@ -609,6 +610,38 @@ def simulate(
     """
     run = get_backend(backend)
     table, state, world = build(sc)
+    rec, rec_every = _record_arrays(sc, table, state, record_every_s)
+    total = sc.n_steps
+    # chunk boundaries on multiples of the recording interval keep rows evenly spaced
+    per_call = max(rec_every, (total // max(chunks, 1)) // rec_every * rec_every)
+    done, row = 0, 1
+    while done < total:
+        steps = min(per_call, total - done)
+        views = tuple(r[row:] for r in rec)
+        row += run(table, state, world, steps, rec_every, views)
+        done += steps
+        if progress is not None:
+            progress(done, total)
+    trace = _trace(sc, table, rec, row, rec_every)
+    return RunResult(
+        scenario=sc,
+        table=table,
+        state=state,
+        trace=trace,
+        backend=backend,
+        roadside=RoadsideLog.of(state),
+    )
+
+
+def _record_arrays(
+    sc: Scenario, table: TruckTable, state: TruckState, record_every_s: float | None
+) -> tuple[tuple[np.ndarray, ...], int]:
+    """The recording arrays of a run (row 0 holds the initial state) and its interval in
+    steps.
+
+    Raises:
+        ScenarioError: for a recording that would not fit in memory.
+    """
     every_s = record_every_s or sc.output.record_every_s or sc.dt_s
     rec_every = max(1, round(every_s / sc.dt_s))
     n, total = table.n, sc.n_steps
@@ -637,25 +670,82 @@ def simulate(
     rec[4][0] = state.energy_kwh
     rec[5][0] = state.odd_flags
     rec[6][0] = state.spat_phase
-    # chunk boundaries on multiples of the recording interval keep rows evenly spaced
-    per_call = max(rec_every, (total // max(chunks, 1)) // rec_every * rec_every)
-    done, row = 0, 1
-    while done < total:
-        steps = min(per_call, total - done)
-        views = tuple(r[row:] for r in rec)
-        row += run(table, state, world, steps, rec_every, views)
-        done += steps
-        if progress is not None:
-            progress(done, total)
-    trace = _trace(sc, table, rec, row, rec_every)
-    return RunResult(
-        scenario=sc,
-        table=table,
-        state=state,
-        trace=trace,
-        backend=backend,
-        roadside=RoadsideLog.of(state),
-    )
+    return rec, rec_every
+
+
+def padded_profile(
+    times_s: np.ndarray, speeds_mps: np.ndarray, length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A non-empty speed profile lengthened to ``length`` points past its end (1 s apart, at
+    its last speed): ``kernel.profile_speed`` gives the same value, to the last bit, at
+    every time (between two equal speeds it adds ``w * 0.0``)."""
+    k = times_s.shape[0]
+    times = np.empty(length)
+    speeds = np.empty(length)
+    times[:k] = times_s
+    times[k:] = times_s[-1] + np.arange(1, length - k + 1)
+    speeds[:k] = speeds_mps
+    speeds[k:] = speeds_mps[-1]
+    return times, speeds
+
+
+# positions in the kernel's arguments after ``n_steps, rec_every`` (seven recording arrays,
+# then ``_general_args``): the speed profile, and the first of the state's arrays
+_PROF_T, _PROF_V, _FIRST_STATE = 7 + 12, 7 + 13, 7 + 18
+
+
+def simulate_many(scenarios: Sequence[Scenario]) -> list[RunResult]:
+    """``simulate(sc, backend="cpu")`` of every scenario, the same results to the last bit.
+    The general kernel's runs of equal shapes (trucks, steps, history, hazard and signal
+    tables; speed profiles are padded) are made in one call along its instance axis
+    (``kernel.run_instances``), parallel over instances. A scenario for the fast CACC step
+    runs alone, as ``simulate`` runs it.
+
+    Raises:
+        ScenarioError: as ``simulate``.
+    """
+    out: list[RunResult | None] = [None] * len(scenarios)
+    runs: dict[int, tuple[TruckTable, TruckState, tuple[np.ndarray, ...], int]] = {}
+    args: dict[int, list[np.ndarray]] = {}
+    groups: dict[tuple[int, int, bool, tuple[tuple[int, ...], ...]], list[int]] = {}
+    for i, sc in enumerate(scenarios):
+        table, state, world = build(sc)
+        if world.fast_cacc:
+            out[i] = simulate(sc, backend="cpu", chunks=1)
+            continue
+        rec, rec_every = _record_arrays(sc, table, state, None)
+        # the kernel fills rows 1.. (row 0 is the start)
+        a = [*(r[1:] for r in rec), *_general_args(table, state, world)]
+        shapes = tuple(x.shape for k, x in enumerate(a) if k not in (_PROF_T, _PROF_V))
+        key = (sc.n_steps, rec_every, a[_PROF_T].shape[0] == 0, shapes)
+        groups.setdefault(key, []).append(i)
+        runs[i] = (table, state, rec, rec_every)
+        args[i] = a
+    for (n_steps, rec_every, _, _), members in groups.items():
+        longest = max(args[i][_PROF_T].shape[0] for i in members)
+        if longest > 0:
+            for i in members:
+                args[i][_PROF_T], args[i][_PROF_V] = padded_profile(
+                    args[i][_PROF_T], args[i][_PROF_V], longest
+                )
+        stacked = [np.stack([args[i][k] for i in members]) for k in range(len(args[members[0]]))]
+        rows = np.zeros(len(members), np.int64)
+        kernel.run_instances(n_steps, rec_every, *stacked, rows)
+        for j, i in enumerate(members):
+            for k, (mine, all_) in enumerate(zip(args[i], stacked, strict=True)):
+                if k < 7 or k >= _FIRST_STATE:  # the recording and the state; the rest is read
+                    mine[...] = all_[j]
+            table, state, rec, every = runs[i]
+            sc = scenarios[i]
+            out[i] = RunResult(
+                scenario=sc,
+                table=table,
+                state=state,
+                trace=_trace(sc, table, rec, int(rows[j]) + 1, every),
+                backend="cpu",
+                roadside=RoadsideLog.of(state),
+            )
+    return [r for r in out if r is not None]
 
 
 def _trace(

@@ -72,7 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from convoy.sim.batch import run_batch
-from convoy.sim.engine import RunResult, Trace, simulate
+from convoy.sim.engine import RunResult, Trace, simulate, simulate_many
 from convoy.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from convoy.sim.validation_net import CUT_IN_NAME, NetTrace, run_cut_in
 
@@ -787,13 +787,13 @@ def net_instance_traces(
 def _one_numba_thread() -> Iterator[None]:
     """Numba's parallel loops on one thread (this thread only), restored after.
 
-    A library instance is 5-7 trucks: one block of the kernels' parallel loop, so a second
-    thread has nothing to do but meet the first at the loop's barrier, twice a step.  On a
-    shared machine that barrier waits whenever the host deschedules the idle thread:
-    ``validate --samples 16`` over the library took 15-35 s with Numba's 2 threads and
-    1.0-1.7 s with 1 on the 2-core box (docs/benchmarks.md).  Results do not depend on the
-    thread count (the blocks are fixed by ``kernel.CHUNK``, not by threads); the work is
-    spread over instances instead, by Ray workers.
+    A library instance is 5-7 trucks: in a step parallel over trucks (the network engine's,
+    for the car cut-in) a second thread has nothing to do but meet the first at the loop's
+    barrier, several times a step.  On a shared machine that barrier waits whenever the host
+    deschedules the idle thread: ``validate --samples 16`` over the library took 15-35 s with
+    Numba's 2 threads and 1.0-1.7 s with 1 on the 2-core box (docs/benchmarks.md).  Results
+    do not depend on the thread count.  The 1-D entries run parallel over instances instead
+    (``simulate_many``, ``run_batch``: no barrier per step), on all of Numba's threads.
     """
     import numba
 
@@ -810,17 +810,13 @@ def run_chunk(
 ) -> np.ndarray:
     """Metrics of instances ``start .. start + len(rows)`` of scenario ``name``.
 
-    A pure function of its arguments: the unit of work a Ray task runs.  Numba runs on one
-    thread here (``_one_numba_thread``).
+    A pure function of its arguments: the unit of work a Ray task runs.  The network
+    engine's chunks run Numba on one thread (``_one_numba_thread``); the 1-D ones run
+    parallel over their instances.
 
     Returns:
         (len(rows), len(METRIC_NAMES)) float64, columns in ``METRIC_NAMES`` order.
     """
-    with _one_numba_thread():
-        return _run_chunk(name, rows, start, seed, backend)
-
-
-def _run_chunk(name: str, rows: np.ndarray, start: int, seed: int, backend: str) -> np.ndarray:
     tpl = get_template(name)
     if tpl.batched:
         return _batch_metrics(
@@ -829,13 +825,16 @@ def _run_chunk(name: str, rows: np.ndarray, start: int, seed: int, backend: str)
     out = np.empty((len(rows), len(METRIC_NAMES)))
     if tpl.net is not None:
         # the network engine runs on Numba whatever the backend: one call for the chunk
-        for j, tr in enumerate(net_instance_traces(tpl, rows, seed, start)):
+        with _one_numba_thread():
+            traces = net_instance_traces(tpl, rows, seed, start)
+        for j, tr in enumerate(traces):
             m = net_metrics(tr, tpl.warmup_s)
             out[j] = [m[k] for k in METRIC_NAMES]
         return out
-    for j, row in enumerate(rows):
-        # the engine's JAX/GPU step covers only the batched regime; the rest run on Numba
-        res = simulate(instance(tpl, row, seed, start + j), backend="cpu", chunks=1)
+    # the engine's JAX/GPU step covers only the batched regime; the rest run on Numba, the
+    # chunk along the general kernel's instance axis (each instance exactly its own run)
+    runs = simulate_many([instance(tpl, row, seed, start + j) for j, row in enumerate(rows)])
+    for j, res in enumerate(runs):
         m = run_metrics(res, tpl.warmup_s)
         out[j] = [m[k] for k in METRIC_NAMES]
     return out
