@@ -467,7 +467,11 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
 
     # each position's controller: the platoon's, or an override (a mixed platoon)
     laws = [p.controller_at(q) for q in range(k)]
-    rows_by_pos = [_control_rows(c, tr) for c in laws]
+    rows_of: dict[int, tuple[np.ndarray, np.ndarray, float, float, float]] = {}
+    for c in laws:  # once per distinct law (the platoon's, and each override)
+        if id(c) not in rows_of:
+            rows_of[id(c)] = _control_rows(c, tr)
+    rows_by_pos = [rows_of[id(c)] for c in laws]
     model = np.array([MODEL_NAMES[laws[q].model] for q in position], np.int8)
     width = max(max(r[0].size, r[1].size) for r in rows_by_pos)
     ctrl = np.zeros((n, width))
