@@ -26,18 +26,16 @@ local run computes.
 
 Engines and the batch axis.  Most entries run on the 1-D engine.  Its batched step
 (``convoy.sim.batch.run_batch``) covers uniform SUMO-CACC fleets on an ideal channel and
-keeps no trace; the library's 1-D scenarios use actuator lag, latency, loss, hazards, sensor
-and reaction delays and mixed controllers, and DRAC and the string index need the
-trajectories, so their instances run one ``simulate`` call each on Numba's general kernel
-(2-60 ms for 5 trucks × 80 s at 10 Hz on the shared 2-core box, depending on its load).
-Stacking them along one call of the general kernel would not keep an instance's results
-identical to its own run: every instance has its own speed profile, channel, hazards and
-seed, which that kernel holds once per call (``World``), and its random draws (beacon loss,
-driver noise) are keyed by the truck's row, which stacking would change; giving the kernel
-a real instance axis is a change to the kernel itself, left out here.  The
-``cacc-brake-batched`` entry is in the batched regime and runs a chunk as one ``run_batch``
-call, on the GPU with ``backend="gpu"``; the JAX/GPU backends cover only that regime, so
-the other 1-D entries run on Numba whatever the backend.
+keeps no trace; the library's other 1-D scenarios use actuator lag, latency, loss, hazards,
+sensor and reaction delays and mixed controllers, and DRAC and the string index need the
+trajectories, so they run on Numba's general kernel.  A chunk of them is one call along that
+kernel's instance axis (``convoy.sim.engine.simulate_many``, ``kernel.run_instances``):
+instances of equal shapes (trucks, steps, history length, hazard and signal tables; speed
+profiles are padded, which leaves them as they were) run together, parallel over instances,
+each with its own world, channel, hazards and seeded draws, so each is bit for bit its own
+``simulate`` run (tested).  The ``cacc-brake-batched`` entry is in the batched regime and
+runs a chunk as one ``run_batch`` call, on the GPU with ``backend="gpu"``; the JAX/GPU
+backends cover only that regime, so the other 1-D entries run on Numba whatever the backend.
 
 ``car-cut-in`` needs lanes and cars, so it runs on the network engine
 (``convoy.sim.validation_net``): a chunk of instances is one ``NetSim`` call along that
