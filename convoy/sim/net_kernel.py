@@ -188,6 +188,22 @@ def _idm_accel(
 
 
 @njit(cache=True, inline="always")
+def _idm_of_type(vt: np.ndarray, t: int, v: float, gap_m: float, v_lead: float, v0: float) -> float:
+    """``_idm_accel`` with the IDM parameters of vehicle type ``t``."""
+    return _idm_accel(
+        v,
+        gap_m,
+        v_lead,
+        v0,
+        vt[t, VT_MIN_GAP_M],
+        vt[t, VT_TIME_GAP_S],
+        vt[t, VT_ACCEL_MPS2],
+        vt[t, VT_DECEL_MPS2],
+        vt[t, VT_IDM_DELTA],
+    )
+
+
+@njit(cache=True, inline="always")
 def lane_open(edge_lanes: np.ndarray, lane_closed: np.ndarray, e: int, lane: int) -> bool:
     """Whether lane ``lane`` exists on edge ``e`` and is not closed (road works)."""
     return 0 <= lane < edge_lanes[e] and lane_closed[e, lane] == 0
@@ -1083,17 +1099,7 @@ def _mobil(
         if g_fw < vt[tf, VT_MIN_GAP_M] * 0.5:
             return -1
         vf_des = min(edge_speed_mps[e] * vt[tf, VT_SPEED_FACTOR], vt[tf, VT_MAX_SPEED_MPS])
-        a_fw_new = _idm_accel(
-            vf,
-            g_fw,
-            v,
-            vf_des,
-            vt[tf, VT_MIN_GAP_M],
-            vt[tf, VT_TIME_GAP_S],
-            vt[tf, VT_ACCEL_MPS2],
-            vt[tf, VT_DECEL_MPS2],
-            vt[tf, VT_IDM_DELTA],
-        )
+        a_fw_new = _idm_of_type(vt, tf, vf, g_fw, v, vf_des)
         if platoon[fw] >= 0:
             # a platoon truck answers a cut-in with its ACC fallback, not with IDM's
             # harsh reaction: the car judges safety by the closing speed (the braking
@@ -1107,17 +1113,7 @@ def _mobil(
         g_fw_old = NO_GAP  # (a free road: the leader's speed is not read)
         if ld >= 0:
             g_fw_old = pos_m[ld] - vt[vtype[ld], VT_LENGTH_M] - pos_m[fw]
-        a_fw_old = _idm_accel(
-            vf,
-            g_fw_old,
-            v_ld,
-            vf_des,
-            vt[tf, VT_MIN_GAP_M],
-            vt[tf, VT_TIME_GAP_S],
-            vt[tf, VT_ACCEL_MPS2],
-            vt[tf, VT_DECEL_MPS2],
-            vt[tf, VT_IDM_DELTA],
-        )
+        a_fw_old = _idm_of_type(vt, tf, vf, g_fw_old, v_ld, vf_des)
         d_new_follower = a_fw_new - a_fw_old
     # a gap inside a platoon: drivers who cut in ignore the automated truck's comfort
     # (politeness 0 towards it; its safety is checked above), and they do so only with a
@@ -1174,17 +1170,7 @@ def _old_follower_gain(
     vf = speed_mps[f_old]
     vf_des = min(edge_speed_mps[e] * vt[tf, VT_SPEED_FACTOR], vt[tf, VT_MAX_SPEED_MPS])
     g_before = pos_m[i] - length - pos_m[f_old]
-    a_before = _idm_accel(
-        vf,
-        g_before,
-        v,
-        vf_des,
-        vt[tf, VT_MIN_GAP_M],
-        vt[tf, VT_TIME_GAP_S],
-        vt[tf, VT_ACCEL_MPS2],
-        vt[tf, VT_DECEL_MPS2],
-        vt[tf, VT_IDM_DELTA],
-    )
+    a_before = _idm_of_type(vt, tf, vf, g_before, v, vf_des)
     if r > bucket_start[k_cur]:
         ldc = order[r - 1]
         g_after = pos_m[ldc] - vt[vtype[ldc], VT_LENGTH_M] - pos_m[f_old]
@@ -1192,17 +1178,7 @@ def _old_follower_gain(
     else:
         g_after = NO_GAP
         v_after = 0.0
-    a_after = _idm_accel(
-        vf,
-        g_after,
-        v_after,
-        vf_des,
-        vt[tf, VT_MIN_GAP_M],
-        vt[tf, VT_TIME_GAP_S],
-        vt[tf, VT_ACCEL_MPS2],
-        vt[tf, VT_DECEL_MPS2],
-        vt[tf, VT_IDM_DELTA],
-    )
+    a_after = _idm_of_type(vt, tf, vf, g_after, v_after, vf_des)
     return a_after - a_before
 
 
