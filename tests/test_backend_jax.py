@@ -70,20 +70,21 @@ def _compare(sc: Scenario, backend: str, tol: dict[str, float]) -> tuple[RunResu
     differ = ref.trace.mode != run.trace.mode
     swapped = set(ref.trace.mode[differ].tolist()) | set(run.trace.mode[differ].tolist())
     assert swapped <= _SIGN_MODES
-    off = _boundary_distance_m(sc, ref)[differ]
+    ctrl = engine.build(sc)[0].ctrl
+    off = _boundary_distance_m(ctrl, ref)[differ]
     band = _max_diff(ref.trace.gap_m, run.trace.gap_m) + _max_diff(
         ref.trace.speed_mps, run.trace.speed_mps
-    ) * float(engine.build(sc)[0].ctrl[:, CACC_TIME_GAP].max())
+    ) * float(ctrl[:, CACC_TIME_GAP].max())
     assert off.size == 0 or off.max() <= band + 1e-12, (off.max(), band, differ.mean())
     return ref, run
 
 
-def _boundary_distance_m(sc: Scenario, ref: RunResult) -> np.ndarray:
+def _boundary_distance_m(ctrl: np.ndarray, ref: RunResult) -> np.ndarray:
     """(steps, trucks): how far the spacing error each step's mode was chosen from (the
     row before's) lies from the nearest boundary of SUMO's gap modes, 0 and 0.2 m [m]. A run
     whose gaps and speeds differ from the reference's by less than that cannot have chosen
-    another of those modes; nearer a boundary, rounding picks the side."""
-    ctrl = engine.build(sc)[0].ctrl
+    another of those modes; nearer a boundary, rounding picks the side. ``ctrl``: the
+    trucks' law parameter rows (``TruckTable.ctrl``)."""
     gap, speed = ref.trace.gap_m, ref.trace.speed_mps
     err = gap - ctrl[:, CACC_MIN_GAP] - ctrl[:, CACC_TIME_GAP] * speed
     err = np.vstack([np.full((1, err.shape[1]), np.inf), err[:-1]])  # decided a row earlier

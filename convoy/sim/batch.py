@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from convoy.sim.engine import World, build, unhandled_tables
+from convoy.sim.engine import World, build, padded_profile, unhandled_tables
 from convoy.sim.jit import NO_REFCOUNTS
 from convoy.sim.kernel import ENV_DT_S, ENV_PROFILE_LEAD_S, profile_speed
 from convoy.sim.kernel_fast import _cacc_range, block_count, receive_last_step
@@ -372,15 +372,8 @@ def _padded_profiles(built: list[_Built]) -> tuple[np.ndarray, np.ndarray, np.nd
     leaves every value of ``profile_speed`` as it was), and their (B,) lengths."""
     lengths = np.array([x.world.profile_t_s.size for x in built], np.int64)
     p = int(lengths.max())
-    times = np.empty((len(built), p))
-    speeds = np.empty((len(built), p))
-    for b, x in enumerate(built):
-        k = lengths[b]
-        times[b, :k] = x.world.profile_t_s
-        times[b, k:] = x.world.profile_t_s[-1] + np.arange(1, p - k + 1)
-        speeds[b, :k] = x.world.profile_v_mps
-        speeds[b, k:] = x.world.profile_v_mps[-1]
-    return times, speeds, lengths
+    padded = [padded_profile(x.world.profile_t_s, x.world.profile_v_mps, p) for x in built]
+    return np.stack([t for t, _ in padded]), np.stack([v for _, v in padded]), lengths
 
 
 def _run_cpu(scenarios: list[Scenario], built: list[_Built]) -> BatchResult:

@@ -7,6 +7,7 @@ steps per call; the recorded rows come back as a ``Trace``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -614,6 +615,21 @@ def simulate(
     """
     run = get_backend(backend)
     table, state, world = build(sc)
+    return _simulate_built(sc, backend, run, table, state, world, record_every_s, progress, chunks)
+
+
+def _simulate_built(
+    sc: Scenario,
+    backend: str,
+    run: Backend,
+    table: TruckTable,
+    state: TruckState,
+    world: World,
+    record_every_s: float | None,
+    progress: Callable[[int, int], None] | None,
+    chunks: int,
+) -> RunResult:
+    """``simulate`` from the arrays ``build(sc)`` made."""
     rec, rec_every = _record_arrays(sc, table, state, record_every_s)
     total = sc.n_steps
     # chunk boundaries on multiples of the recording interval keep rows evenly spaced
@@ -693,9 +709,12 @@ def padded_profile(
     return times, speeds
 
 
-# positions in the kernel's arguments after ``n_steps, rec_every`` (seven recording arrays,
+# positions in the kernel's arguments after ``n_steps, rec_every`` (the recording arrays,
 # then ``_general_args``): the speed profile, and the first of the state's arrays
-_PROF_T, _PROF_V, _FIRST_STATE = 7 + 12, 7 + 13, 7 + 18
+_KERNEL_ARGS = list(inspect.signature(kernel.run_steps_py).parameters)[2:]
+_PROF_T, _PROF_V = _KERNEL_ARGS.index("prof_t"), _KERNEL_ARGS.index("prof_v")
+_FIRST_STATE = _KERNEL_ARGS.index("pos")
+_RECORDS = _KERNEL_ARGS.index("model")  # the recording arrays come before
 
 
 def simulate_many(scenarios: Sequence[Scenario]) -> list[RunResult]:
@@ -715,7 +734,7 @@ def simulate_many(scenarios: Sequence[Scenario]) -> list[RunResult]:
     for i, sc in enumerate(scenarios):
         table, state, world = build(sc)
         if world.fast_cacc:
-            out[i] = simulate(sc, backend="cpu", chunks=1)
+            out[i] = _simulate_built(sc, "cpu", _cpu_fast, table, state, world, None, None, 1)
             continue
         rec, rec_every = _record_arrays(sc, table, state, None)
         # the kernel fills rows 1.. (row 0 is the start)
@@ -737,7 +756,7 @@ def simulate_many(scenarios: Sequence[Scenario]) -> list[RunResult]:
         kernel.run_instances(n_steps, rec_every, *stacked, rows)
         for j, i in enumerate(members):
             for k, (mine, all_) in enumerate(zip(args[i], stacked, strict=True)):
-                if k < 7 or k >= _FIRST_STATE:  # the recording and the state; the rest is read
+                if k < _RECORDS or k >= _FIRST_STATE:  # (the table and world are only read)
                     mine[...] = all_[j]
             table, state, rec, every = runs[i]
             sc = scenarios[i]
