@@ -164,7 +164,7 @@ def numba_rate(args: argparse.Namespace, instances: int) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     return {
         "vehicle_steps_per_s": float(f"{args.trucks * 2 * args.steps / wall:.4g}"),
-        "threaded": args.trucks >= nk.PARALLEL_MIN_VEHICLES,
+        "threaded": args.trucks >= nk.PARALLEL_MIN_ON_ROAD,
         "collisions": res.collisions,
     }
 

@@ -457,8 +457,24 @@ def test_road_works_platoon_leaves_the_closed_lane_as_one_unit() -> None:
         NetSim(net, lane_closures=[LaneClosure("e2", 3, 0.0, 1.0)])
 
 
+def test_a_call_threads_when_enough_vehicles_are_on_the_road() -> None:
+    """The threaded step pays off from some hundreds of vehicles on the road, whatever the
+    fleet: a call counts those driving and those due to enter before it ends."""
+    k = nk.PARALLEL_MIN_ON_ROAD
+    status = np.full(3 * k, nk.ST_DWELLING, dtype=np.int8)
+    ready_s = np.full(3 * k, 100.0)
+    status[: k - 1] = nk.ST_DRIVING
+    assert nk.step_variant(status, ready_s, 50.0) is nk.run_net_steps
+    status[k] = nk.ST_WAITING  # due at 100 s
+    assert nk.step_variant(status, ready_s, 50.0) is nk.run_net_steps
+    assert nk.step_variant(status, ready_s, 150.0) is nk.run_net_steps_parallel
+    status[k] = nk.ST_DONE
+    status[k - 1] = nk.ST_DRIVING
+    assert nk.step_variant(status, ready_s, 50.0) is nk.run_net_steps_parallel
+
+
 def test_threaded_step_equals_the_one_thread_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large fleets take the threaded variant of the step (``run_net_steps_parallel``): on
+    """Busy roads take the threaded variant of the step (``run_net_steps_parallel``): on
     merging flows and lane changes it computes the one-thread variant's bits (each of its
     parallel loops writes only its own vehicle's entries)."""
     nodes = [Node("a", 109.0, 39.01), Node("b", 109.0, 38.99), Node("j", 109.01, 39.0)]
@@ -473,8 +489,9 @@ def test_threaded_step_equals_the_one_thread_step(monkeypatch: pytest.MonkeyPatc
         Flow("fa", ("aj", "jx"), 1500.0, "car", 0, 200),
         Flow("fb", ("bj", "jx"), 600.0, "car", 0, 200),
     ]
+    monkeypatch.setattr(nk, "PARALLEL_MIN_ON_ROAD", 10**9)
     one = NetSim(net, flows=flows, seed=4).run(300.0)
-    monkeypatch.setattr(nk, "PARALLEL_MIN_VEHICLES", 0)
+    monkeypatch.setattr(nk, "PARALLEL_MIN_ON_ROAD", 0)
     threaded = NetSim(net, flows=flows, seed=4).run(300.0)
     assert sum(one.lane_changes) > 0 and one.collisions == 0
     np.testing.assert_array_equal(threaded.fcd["pos_m"], one.fcd["pos_m"])

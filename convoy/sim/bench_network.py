@@ -681,10 +681,9 @@ def _bench_one(
         "dt_s": DT_S,
         "t1_s": case.t1_s,
         "t2_s": case.t2_s,
-        # the engine steps on one thread below its parallel threshold
-        "threads": numba.get_num_threads()
-        if trucks >= getattr(nk, "PARALLEL_MIN_VEHICLES", 0)
-        else 1,
+        # the engine steps on one thread while fewer vehicles than its parallel threshold are
+        # on the road; the whole fleet is in the timed window
+        "threads": numba.get_num_threads() if trucks >= nk.PARALLEL_MIN_ON_ROAD else 1,
         "load_avg_1min": os.getloadavg()[0],
     }
 
@@ -830,7 +829,7 @@ def bench_network(
     Returns:
         One dict per (size, lanes): ``trucks``, ``lanes``, ``nodes``, ``edges``,
         ``lane_km``, ``t1_s``, ``t2_s``, ``threads`` (the engine's: one below
-        ``net_kernel.PARALLEL_MIN_VEHICLES``, else Numba's), ``load_avg_1min``;
+        ``net_kernel.PARALLEL_MIN_ON_ROAD``, else Numba's), ``load_avg_1min``;
         ``convoy_wall_s`` (to t1, t2), ``convoy_vehicle_steps``, ``convoy_on_road_t1/t2``,
         ``convoy_steady_vsps``, ``convoy_e2e_s``, ``convoy_collisions``,
         ``convoy_lane_changes``, ``engine_bytes_per_truck``, ``engine_bytes`` (per array),

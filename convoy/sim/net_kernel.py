@@ -40,6 +40,7 @@ depend on thread scheduling, and instance 0 of a batch is the unbatched run.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -833,6 +834,10 @@ def run_net_steps_py(
                 g_d = gap_now[i] if (leader[i] >= 0 and leader[i] == pred[i]) else math.nan
                 if pred[i] < 0 and plat_next[i] >= 0:
                     g_d = gap_now[plat_next[i]]
+                # a solo truck's multiplier is 1: skipping the table there saved ~4 ns per
+                # vehicle-step on the bench ring (the same bits)
+                row = drag_row[i]
+                drag = drag_multiplier_row(row, g_d) if row >= 0 else 1.0
                 energy_kwh[i] += step_energy_kwh_prepared(
                     e_prep[ty],
                     vt[ty, VT_MASS_KG],
@@ -840,7 +845,7 @@ def run_net_steps_py(
                     a,
                     edge_cos[e],
                     edge_sin[e],
-                    drag_multiplier_row(drag_row[i], g_d),
+                    drag,
                     vt[ty, VT_CD_A_M2],
                     vt[ty, VT_CRR],
                 )
@@ -1262,13 +1267,27 @@ def _platoon_lane_change(
 # it needs per call, ``sort_lanes`` sorts in place), and with counts on, every array
 # argument of an inner call and every row view was an atomic add and subtract, some half of
 # the step's time (122 -> 72 ns per vehicle-step on the two-lane bench ring).
-#: The step on one thread: fastest for fleets of up to some ten thousand vehicles, where the
-#: cost of waking threads for each of the step's parallel loops outweighs their work
-#: (measured on the Ordos day: 2.6x faster than the threaded variant with 400 trucks).
+#: The step on one thread: fastest while few vehicles are on the road, where waking the
+#: threads for each of the step's parallel loops costs more than their share of the work.
 run_net_steps = compiled_variant(run_net_steps_py, "run_net_steps", **NO_REFCOUNTS)
-#: The step with its per-vehicle loops spread over all cores, for large fleets.
+#: The step with its per-vehicle loops spread over all cores. Both give the same bits.
 run_net_steps_parallel = compiled_variant(
     run_net_steps_py, "run_net_steps_parallel", parallel=True, **NO_REFCOUNTS
 )
-#: Fleets at least this large use ``run_net_steps_parallel``.
-PARALLEL_MIN_VEHICLES = 20_000
+#: A call runs threaded when at least this many vehicles are on the road or due to enter it
+#: by its end. Measured on the one-lane bench ring (AMD EPYC, 2 threads, ns per
+#: vehicle-step, one thread / two): 200 vehicles 51 / 61, 500: 48 / 41, 1,000: 49 / 37,
+#: 2,000: 49 / 32. (With reference counts on, before, the threaded step only paid off from
+#: some 20,000 vehicles: the counts' atomics bounced between the cores.) The Ordos day
+#: (345 trucks, most of them parked or loading at any time) ran 3.4x slower threaded.
+PARALLEL_MIN_ON_ROAD = 500
+
+
+def step_variant(status: np.ndarray, ready_s: np.ndarray, end_s: float) -> Any:
+    """The variant of the step for a call that runs until ``end_s`` from this state: the
+    threaded one when ``PARALLEL_MIN_ON_ROAD`` vehicles or more are driving or waiting to
+    enter by ``end_s``."""
+    busy = np.count_nonzero(status == ST_DRIVING)
+    if busy < PARALLEL_MIN_ON_ROAD:
+        busy += np.count_nonzero((status == ST_WAITING) & (ready_s < end_s))
+    return run_net_steps_parallel if busy >= PARALLEL_MIN_ON_ROAD else run_net_steps

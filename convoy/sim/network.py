@@ -1034,7 +1034,6 @@ class NetSim:
         s = self.state
         net = self._net
         wall = 0.0
-        step_fn = nk.run_net_steps_parallel if n >= nk.PARALLEL_MIN_VEHICLES else nk.run_net_steps
         consts = nk.call_constants(self._vt, self._pt, self.ambient_c, self.dt_s, net["edge_grade"])
         while self.step < end_step:
             nxt = min(end_step, self.step + chunk_steps)
@@ -1052,6 +1051,7 @@ class NetSim:
                     nxt = c
             caps = self._edge_caps(self.step * self.dt_s)
             closed = self._closed_lanes(self.step * self.dt_s)
+            step_fn = nk.step_variant(s["status"], s["ready_s"], nxt * self.dt_s)
             t0 = time.perf_counter()
             done, fcd_n, ev_n = step_fn(
                 net["edge_len_m"],
