@@ -457,6 +457,60 @@ def test_road_works_platoon_leaves_the_closed_lane_as_one_unit() -> None:
         NetSim(net, lane_closures=[LaneClosure("e2", 3, 0.0, 1.0)])
 
 
+def test_lane_sort_orders_the_road_whatever_came_before() -> None:
+    """``sort_lanes`` starts from the previous step's order and scatters only the vehicles
+    that were on the road, then those new on it: after every step of a random history
+    (vehicles entering, leaving, changing lane and edge, overtaking, tied positions) the
+    road's order is a fresh sort's: by lane key, then front-most first, ties by index."""
+    rng = np.random.default_rng(7)
+    n, n_inst, n_edges, max_lanes = 300, 2, 5, 2
+    nb = n_inst * n_edges * max_lanes
+    inst = rng.integers(0, n_inst, n).astype(np.int32)
+    status = np.where(rng.random(n) < 0.5, nk.ST_DRIVING, nk.ST_WAITING).astype(np.int8)
+    edge = rng.integers(0, n_edges, n).astype(np.int32)
+    lane = rng.integers(0, max_lanes, n).astype(np.int8)
+    pos_m = np.round(rng.uniform(0.0, 100.0, n))  # whole metres: many ties
+    order = np.arange(n, dtype=np.int32)
+    rank = np.arange(n, dtype=np.int32)
+    bucket_start = np.zeros(nb + 2, dtype=np.int64)
+    scratch = np.zeros(nb + 2, dtype=np.int64)
+    head_of = np.zeros(nb, dtype=np.int32)
+    keys = np.zeros(n, dtype=np.int64)
+    old_order = np.zeros(n, dtype=np.int32)
+    entered = left = 0
+    for _ in range(60):
+        nk.sort_lanes(
+            inst, status, edge, lane, n_edges, max_lanes, keys, pos_m, order, bucket_start,
+            scratch, rank, head_of, old_order,
+        )  # fmt: skip
+        on = status == nk.ST_DRIVING
+        key = np.where(on, (inst * n_edges + edge) * max_lanes + lane, nb)
+        np.testing.assert_array_equal(keys, key)
+        idx = np.flatnonzero(on)
+        want = idx[np.lexsort((idx, -pos_m[idx], key[idx]))]
+        np.testing.assert_array_equal(order[: on.sum()], want)
+        counts = np.bincount(key[on], minlength=nb)
+        np.testing.assert_array_equal(bucket_start[: nb + 1], np.r_[0, np.cumsum(counts)])
+        assert bucket_start[nb + 1] == n
+        np.testing.assert_array_equal(rank[want], np.arange(want.size))
+        firsts = np.r_[0, np.cumsum(counts)[:-1]]
+        np.testing.assert_array_equal(
+            head_of, np.where(counts > 0, order[np.minimum(firsts, n - 1)], -1)
+        )
+        # the next step: most drive on, some overtake, change lane or edge, leave or enter
+        pos_m += np.where(on, np.round(rng.uniform(0.0, 3.0, n)), 0.0)
+        moved = on & (rng.random(n) < 0.05)
+        lane[moved] = 1 - lane[moved]
+        edge[moved & (rng.random(n) < 0.5)] = rng.integers(0, n_edges)
+        leave = on & (rng.random(n) < 0.03)
+        enter = ~on & (rng.random(n) < 0.05)
+        status[leave] = nk.ST_DWELLING
+        status[enter] = nk.ST_DRIVING
+        entered += int(enter.sum())
+        left += int(leave.sum())
+    assert entered > 50 and left > 50
+
+
 def test_a_call_threads_when_enough_vehicles_are_on_the_road() -> None:
     """The threaded step pays off from some hundreds of vehicles on the road, whatever the
     fleet: a call counts those driving and those due to enter before it ends."""

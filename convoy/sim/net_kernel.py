@@ -231,43 +231,68 @@ def sort_lanes(
     scratch: np.ndarray,
     rank: np.ndarray,
     head_of: np.ndarray,
+    old_order: np.ndarray,
 ) -> None:
-    """Order the vehicles by lane, then front-most first (ties by index), starting from the
-    previous order: a stable counting sort by lane key, then an insertion sort inside each
-    lane, which costs one comparison per vehicle when nobody overtook.
+    """Order the vehicles on the road by lane, then front-most first (ties by index),
+    starting from the previous order: a stable counting sort by lane key, then an insertion
+    sort inside each lane, which costs one comparison per vehicle when nobody overtook.
 
-    Writes ``keys`` (a vehicle off the road has key K, the number of lanes, and comes after
-    all lanes), ``order``, ``bucket_start`` (K + 2: the first index of each lane in
-    ``order``), ``rank`` (each vehicle's index in ``order``) and ``head_of`` (K: each
-    lane's front-most vehicle, -1 if empty); ``scratch`` is overwritten. One thread: the
-    sort is a few passes over small arrays, where a parallel loop's start costs as much as
-    its work and threads writing ranks at random bounce cache lines (measured, 2,000 trucks).
+    Only the vehicles on the road are ordered: ``order[:bucket_start[K]]`` (K the number of
+    lanes) holds them; what follows is stale. The previous order's vehicles are scattered
+    first, then those that entered the road since (found by their ``rank``, which points
+    into the previous order only for a vehicle that was in it). The result depends on keys
+    and positions alone. A fleet that is mostly parked or loading no longer pays a scatter
+    and a rank per parked vehicle: on the Ordos day (2,790 vehicles, a few hundred on the
+    road) the sort took 11.0 s of the engine's 24 s before, 3.9 s now.
+
+    Writes ``keys`` (K for a vehicle off the road), ``order``, ``bucket_start`` (K + 2: the
+    first index of each lane in ``order``; ``bucket_start[K + 1]`` is n), ``rank`` (each
+    vehicle's index in ``order``, for those on the road) and ``head_of`` (K: each lane's
+    front-most vehicle, -1 if empty); ``scratch`` (K + 1) and ``old_order`` (n) are
+    overwritten. One thread: the sort is a few passes over small arrays, where a parallel
+    loop's start costs as much as its work and threads writing ranks at random bounce cache
+    lines (measured, 2,000 trucks).
     """
     n = order.shape[0]
-    nb = bucket_start.shape[0] - 2  # on-road buckets; bucket nb is off the road
+    nb = bucket_start.shape[0] - 2  # lanes; key nb is off the road
+    old_on = bucket_start[nb]  # vehicles in the previous order
     # loops rather than slices and copies: this allocates nothing (``run_net_steps`` runs
     # without reference counts, and so do the functions it calls)
     for k in range(nb + 2):
         bucket_start[k] = 0
+    on = 0
     for i in range(n):
-        k = lane_key(inst[i], edge[i], lane[i], n_edges, max_lanes)
-        k = k if status[i] == ST_DRIVING else nb
+        k = nb
+        if status[i] == ST_DRIVING:
+            k = lane_key(inst[i], edge[i], lane[i], n_edges, max_lanes)
+            bucket_start[k + 1] += 1
+            on += 1
         keys[i] = k
-        bucket_start[k + 1] += 1
-    for k in range(nb + 1):
+    for k in range(nb):
         bucket_start[k + 1] += bucket_start[k]
-    # stable scatter of the previous order, kept in ``rank`` meanwhile
+    bucket_start[nb + 1] = n
+    # stable scatter of the previous order, then of the vehicles new on the road
     fill = scratch
-    for k in range(nb + 1):
+    for k in range(nb):
         fill[k] = bucket_start[k]
-    old = rank
-    for r in range(n):
-        old[r] = order[r]
-    for r in range(n):
-        i = old[r]
+    for r in range(old_on):
+        old_order[r] = order[r]
+    kept = 0
+    for r in range(old_on):
+        i = old_order[r]
         k = keys[i]
-        order[fill[k]] = i
-        fill[k] += 1
+        if k < nb:
+            order[fill[k]] = i
+            fill[k] += 1
+            kept += 1
+    if kept < on:
+        for i in range(n):
+            k = keys[i]
+            if k < nb:
+                r = rank[i]
+                if not (0 <= r < old_on and old_order[r] == i):
+                    order[fill[k]] = i
+                    fill[k] += 1
     for k in range(nb):
         lo = bucket_start[k]
         hi = bucket_start[k + 1]
@@ -282,8 +307,6 @@ def sort_lanes(
         for r in range(lo, hi):
             rank[order[r]] = r
         head_of[k] = order[lo] if hi > lo else -1
-    for r in range(bucket_start[nb], n):
-        rank[order[r]] = r
 
 
 @njit(cache=True, inline="always")
@@ -479,6 +502,7 @@ def run_net_steps_py(
             scratch,
             rank,
             head_of,
+            leader,  # free until the leaders are found below
         )
         # insertion of waiting vehicles whose time has come (serial: they compete for lanes)
         for i in range(n):
