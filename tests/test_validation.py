@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from convoy.sim.scenario import parse_scenario
 from convoy.sim.validation import (
     LIBRARY,
     METRIC_NAMES,
+    RAY_LOCAL_WORKERS,
     WARMUP_S,
     Criteria,
     ValidationError,
@@ -290,6 +292,14 @@ def test_ray_run_equals_local_run() -> None:
     try:
         local = validate(["human-lead-late-reaction"], samples=8, seed=11)
         remote = validate(["human-lead-late-reaction"], samples=8, seed=11, ray_address="local")
+
+        # the local Ray's workers share the cores out instead of each starting a Numba
+        # thread per core (2 workers on this 2-core machine: one thread each)
+        def numba_threads() -> str | None:
+            return os.environ.get("NUMBA_NUM_THREADS")
+
+        got = ray.get(ray.remote(numba_threads).remote())
+        assert got == str(max(1, (os.cpu_count() or 1) // RAY_LOCAL_WORKERS))
         if not ray.cluster_resources().get("GPU", 0.0):
             # backend gpu over a cluster without a GPU: one line, not a task left pending
             # (the address is not dialled: the Ray started above is still connected)

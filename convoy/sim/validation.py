@@ -55,6 +55,7 @@ import html
 import io
 import itertools
 import math
+import os
 import sys
 import time
 import zlib
@@ -903,6 +904,12 @@ CHUNK_INSTANCES = 32
 RAY_LOCAL_WORKERS = 2  # --ray local's worker processes (Ray's num_cpus) by default
 
 
+def _threads_per(workers: int) -> int:
+    """Numba threads for each of ``workers`` local Ray workers: the cores shared out, at
+    least one."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def _ray_runner(
     address: str, workers: int | None = None
 ) -> Callable[[list[tuple[str, np.ndarray, int]], int, str], list[np.ndarray]]:
@@ -917,10 +924,14 @@ def _ray_runner(
     def go(tasks: list[tuple[str, np.ndarray, int]], seed: int, backend: str) -> list[np.ndarray]:
         if not ray.is_initialized():
             if address == "local":
+                n_workers = workers or RAY_LOCAL_WORKERS
                 ray.init(
-                    num_cpus=workers or RAY_LOCAL_WORKERS,
+                    num_cpus=n_workers,
                     include_dashboard=False,
                     log_to_driver=False,
+                    # the machine's cores shared out: each worker's Numba would otherwise
+                    # start a thread per core, workers x cores threads on the cores
+                    runtime_env={"env_vars": {"NUMBA_NUM_THREADS": str(_threads_per(n_workers))}},
                 )
             else:
                 ray.init(address=address, log_to_driver=False)
