@@ -903,17 +903,20 @@ class ValidationRun:
 #: Instances per chunk (a Ray task) of a network-engine scenario. A chunk of those is one
 #: ``NetSim`` batch seeded by its first instance, so this number is part of the results.
 CHUNK_INSTANCES = 32
-#: Instances per chunk of a 1-D scenario (each instance is exactly its own run, whatever the
-#: chunk). Larger chunks group more instances of one shape into each call along the
-#: kernel's instance axis: ``--samples 512`` over the library took 8.1 s in 32-instance
-#: chunks and 6.9-7.0 s in 256-instance ones, the same table (session 7, AMD EPYC, 2 vCPUs).
+#: Instances per chunk of a 1-D scenario in a local run (each instance is exactly its own
+#: run, whatever the chunk). Larger chunks group more instances of one shape into each call
+#: along the kernel's instance axis: ``--samples 512`` over the library took 8.1 s in
+#: 32-instance chunks and 6.9-7.0 s in 256-instance ones, the same table (session 7, AMD
+#: EPYC, 2 vCPUs). Over Ray they stay at ``CHUNK_INSTANCES``: with 256, two local workers
+#: waited on each other's last big chunk (3.2 against 3.6x10^6 platoon-km/h).
 CHUNK_INSTANCES_1D = 256
 RAY_LOCAL_WORKERS = 2  # --ray local's worker processes (Ray's num_cpus) by default
 
 
-def chunk_size(tpl: ScenarioTemplate) -> int:
-    """Instances per chunk of ``tpl`` (``CHUNK_INSTANCES`` or ``CHUNK_INSTANCES_1D``)."""
-    return CHUNK_INSTANCES if tpl.net is not None else CHUNK_INSTANCES_1D
+def chunk_size(tpl: ScenarioTemplate, over_ray: bool) -> int:
+    """Instances per chunk of ``tpl``: ``CHUNK_INSTANCES_1D`` for a 1-D scenario run
+    locally, else ``CHUNK_INSTANCES``."""
+    return CHUNK_INSTANCES if tpl.net is not None or over_ray else CHUNK_INSTANCES_1D
 
 
 def _threads_per(workers: int) -> int:
@@ -1019,9 +1022,9 @@ def validate(
         gpu_device()
     params = {t.name: sample_params(t, samples, seed, grid) for t in tpls}
     tasks = [
-        (t.name, params[t.name][s : s + chunk_size(t)], s)
+        (t.name, params[t.name][s : s + chunk_size(t, bool(ray_address))], s)
         for t in tpls
-        for s in range(0, len(params[t.name]), chunk_size(t))
+        for s in range(0, len(params[t.name]), chunk_size(t, bool(ray_address)))
     ]
     t0 = time.perf_counter()
     if ray_address:
