@@ -457,11 +457,14 @@ def test_road_works_platoon_leaves_the_closed_lane_as_one_unit() -> None:
         NetSim(net, lane_closures=[LaneClosure("e2", 3, 0.0, 1.0)])
 
 
-def test_lane_sort_orders_the_road_whatever_came_before() -> None:
-    """``sort_lanes`` starts from the previous step's order and scatters only the vehicles
-    that were on the road, then those new on it: after every step of a random history
-    (vehicles entering, leaving, changing lane and edge, overtaking, tied positions) the
-    road's order is a fresh sort's: by lane key, then front-most first, ties by index."""
+@pytest.mark.parametrize("busy", [1.0, 0.05])
+def test_lane_sort_orders_the_road_whatever_came_before(busy: float) -> None:
+    """``sort_lanes`` starts from the previous step's order: it moves the few vehicles that
+    changed lane in place, or scatters those that were on the road and then those new on
+    it. After every step of a random history (vehicles entering, leaving, changing lane and
+    edge, overtaking, tied positions; ``busy`` scales how many) the road's order is a fresh
+    sort's: by lane key, then front-most first, ties by index. A busy history takes the
+    scatter, a calm one mostly the moves in place."""
     rng = np.random.default_rng(7)
     n, n_inst, n_edges, max_lanes = 300, 2, 5, 2
     nb = n_inst * n_edges * max_lanes
@@ -477,12 +480,14 @@ def test_lane_sort_orders_the_road_whatever_came_before() -> None:
     head_of = np.zeros(nb, dtype=np.int32)
     keys = np.zeros(n, dtype=np.int64)
     old_order = np.zeros(n, dtype=np.int32)
-    entered = left = 0
-    for _ in range(60):
-        nk.sort_lanes(
+    entered = left = in_place = 0
+    for step in range(60):
+        moved = nk.sort_lanes(
             inst, status, edge, lane, n_edges, max_lanes, keys, pos_m, order, bucket_start,
             scratch, rank, head_of, old_order,
         )  # fmt: skip
+        assert not (step == 0 and moved)  # the first call finds no previous order to trust
+        in_place += moved
         on = status == nk.ST_DRIVING
         key = np.where(on, (inst * n_edges + edge) * max_lanes + lane, nb)
         np.testing.assert_array_equal(keys, key)
@@ -499,16 +504,19 @@ def test_lane_sort_orders_the_road_whatever_came_before() -> None:
         )
         # the next step: most drive on, some overtake, change lane or edge, leave or enter
         pos_m += np.where(on, np.round(rng.uniform(0.0, 3.0, n)), 0.0)
-        moved = on & (rng.random(n) < 0.05)
-        lane[moved] = 1 - lane[moved]
-        edge[moved & (rng.random(n) < 0.5)] = rng.integers(0, n_edges)
-        leave = on & (rng.random(n) < 0.03)
-        enter = ~on & (rng.random(n) < 0.05)
+        change = on & (rng.random(n) < 0.05 * busy)
+        lane[change] = 1 - lane[change]
+        edge[change & (rng.random(n) < 0.5)] = rng.integers(0, n_edges)
+        leave = on & (rng.random(n) < 0.03 * busy)
+        enter = ~on & (rng.random(n) < 0.05 * busy)
         status[leave] = nk.ST_DWELLING
         status[enter] = nk.ST_DRIVING
         entered += int(enter.sum())
         left += int(leave.sum())
-    assert entered > 50 and left > 50
+    if busy == 1.0:
+        assert entered > 50 and left > 50 and in_place < 30
+    else:
+        assert entered > 5 and left > 5 and in_place > 40
 
 
 def test_a_call_threads_when_enough_vehicles_are_on_the_road() -> None:

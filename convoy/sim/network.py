@@ -629,7 +629,7 @@ class NetSim:
         self._bucket_start = np.zeros(nb + 2, dtype=np.int64)
         self._scratch = np.zeros(nb + 2, dtype=np.int64)
         self._head_of = np.full(nb + 1, -1, dtype=np.int64)
-        self._keys = np.zeros(n, dtype=np.int64)
+        self._keys = np.full(n, nb, dtype=np.int64)  # every vehicle off the road
         self._v_next = np.zeros(n)
         self._gap_now = np.full(n, nk.NO_GAP)
         self._leader = np.full(n, -1, dtype=np.int32)
