@@ -216,6 +216,23 @@ def lane_key(inst: int, edge: int, lane: int, n_edges: int, max_lanes: int) -> i
     return (inst * n_edges + edge) * max_lanes + lane
 
 
+@njit(cache=True, inline="always")
+def _key_now(
+    inst: np.ndarray,
+    status: np.ndarray,
+    edge: np.ndarray,
+    lane: np.ndarray,
+    i: int,
+    n_edges: int,
+    max_lanes: int,
+    nb: int,
+) -> int:
+    """Lane key of vehicle ``i`` as it is now; ``nb`` (the number of lanes) off the road."""
+    if status[i] == ST_DRIVING:
+        return lane_key(inst[i], edge[i], lane[i], n_edges, max_lanes)
+    return nb
+
+
 @njit(cache=True)
 def sort_lanes(
     inst: np.ndarray,
@@ -275,9 +292,8 @@ def sort_lanes(
         bucket_start[k] = 0
     on = 0
     for i in range(n):
-        k = nb
-        if status[i] == ST_DRIVING:
-            k = lane_key(inst[i], edge[i], lane[i], n_edges, max_lanes)
+        k = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
+        if k < nb:
             bucket_start[k + 1] += 1
             on += 1
         keys[i] = k
@@ -383,10 +399,8 @@ def _move_few(
     m = 0
     on = 0
     for i in range(n):
-        k = nb
-        if status[i] == ST_DRIVING:
-            k = lane_key(inst[i], edge[i], lane[i], n_edges, max_lanes)
-            on += 1
+        k = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
+        on += k < nb
         if k != keys[i]:
             if m == MOVES_IN_PLACE:
                 return False
@@ -396,9 +410,7 @@ def _move_few(
     for q in range(m):
         i = movers[q]
         ko = keys[i]
-        kn = nb
-        if status[i] == ST_DRIVING:
-            kn = lane_key(inst[i], edge[i], lane[i], n_edges, max_lanes)
+        kn = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
         if ko < nb:
             r_old = rank[i]
             if not (bucket_start[ko] <= r_old < bucket_start[ko + 1] and order[r_old] == i):
