@@ -283,7 +283,7 @@ def sort_lanes(
     if _move_few(
         inst, status, edge, lane, n_edges, max_lanes, keys, order, bucket_start, rank, old_order
     ):
-        _repair_lanes(pos_m, order, bucket_start, rank, head_of)
+        _repair_lanes(pos_m, order, bucket_start, rank, head_of, False)
         return True
     old_on = bucket_start[nb]  # vehicles in the previous order
     # loops rather than slices and copies: this allocates nothing (``run_net_steps`` runs
@@ -322,13 +322,7 @@ def sort_lanes(
                 if not (0 <= r < old_on and old_order[r] == i):
                     order[fill[k]] = i
                     fill[k] += 1
-    for k in range(nb):
-        lo = bucket_start[k]
-        hi = bucket_start[k + 1]
-        _sort_lane(pos_m, order, lo, hi)
-        for r in range(lo, hi):
-            rank[order[r]] = r
-        head_of[k] = order[lo] if hi > lo else -1
+    _repair_lanes(pos_m, order, bucket_start, rank, head_of, True)  # every slot is new
     return False
 
 
@@ -356,14 +350,15 @@ def _repair_lanes(
     bucket_start: np.ndarray,
     rank: np.ndarray,
     head_of: np.ndarray,
+    all_ranks: bool,
 ) -> None:
-    """Every lane sorted again, the ranks of a lane whose order changed, every lane's
-    head."""
+    """Every lane sorted again, every lane's head, and the ranks of every lane
+    (``all_ranks``) or only of those whose order changed."""
     nb = bucket_start.shape[0] - 2
     for k in range(nb):
         lo = bucket_start[k]
         hi = bucket_start[k + 1]
-        if _sort_lane(pos_m, order, lo, hi):
+        if _sort_lane(pos_m, order, lo, hi) or all_ranks:
             for r in range(lo, hi):
                 rank[order[r]] = r
         head_of[k] = order[lo] if hi > lo else -1
