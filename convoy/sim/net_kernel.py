@@ -492,6 +492,97 @@ def call_constants(
     return e_prep, wheel_max_w, edge_cos, edge_sin
 
 
+@njit(cache=True, inline="always")
+def next_speed(
+    vt: np.ndarray,
+    cacc_p: np.ndarray,
+    acc_p: np.ndarray,
+    pt: np.ndarray,
+    wheel_max_w: np.ndarray,
+    ty: int,
+    edge_speed_mps: float,
+    edge_cap_mps: float,
+    edge_cos: float,
+    edge_sin: float,
+    speed_cap_mps: float,
+    set_speed_mps: float,
+    extra_gap_m: float,
+    v: float,
+    accel_mps2: float,
+    gap: float,
+    v_lead: float,
+    coop: bool,
+    mode: int,
+    dt_s: float,
+) -> tuple[float, int]:
+    """A vehicle's speed at the end of the step and its controller mode, from what it sees
+    ahead (``gap``, ``NO_GAP``: nothing; ``v_lead``) on its edge: the desired speed, the
+    motor's power on the grade, and its type's law (IDM, or SUMO's CACC or ACC with SUMO's
+    speed finalisation). ``coop``: the leader is its platoon predecessor and the last beacon
+    is fresh. Shared by this kernel and ``net_cuda``'s."""
+    v_des = min(
+        edge_speed_mps * vt[ty, VT_SPEED_FACTOR],
+        vt[ty, VT_MAX_SPEED_MPS],
+        edge_cap_mps,
+        speed_cap_mps,
+    )
+    if set_speed_mps == set_speed_mps:  # a manoeuvre's set speed (NaN: none)
+        v_des = min(set_speed_mps, vt[ty, VT_MAX_SPEED_MPS], edge_cap_mps)
+    gap_ctl = gap - extra_gap_m if gap < NO_GAP else gap
+    model = int(vt[ty, VT_MODEL])
+    # a truck climbs only as fast as its motor's power allows on this grade
+    a_max = vt[ty, VT_ACCEL_MPS2]
+    if vt[ty, VT_IS_TRUCK] > 0.0:
+        a_max = min(
+            a_max,
+            max_traction_accel_angle(
+                wheel_max_w[ty],
+                pt[ty, PT_FULL_POWER_SPEED_MPS],
+                pt[ty, PT_ROTATING_MASS_FACTOR],
+                vt[ty, VT_MASS_KG],
+                v,
+                edge_cos,
+                edge_sin,
+                1.0,
+                vt[ty, VT_CD_A_M2],
+                vt[ty, VT_CRR],
+            ),
+        )
+    if model == NM_IDM:
+        a = _idm_accel(
+            v,
+            gap_ctl,
+            v_lead,
+            v_des,
+            vt[ty, VT_MIN_GAP_M],
+            vt[ty, VT_TIME_GAP_S],
+            max(a_max, 0.05),
+            vt[ty, VT_DECEL_MPS2],
+            vt[ty, VT_IDM_DELTA],
+        )
+        a = min(max(a, -vt[ty, VT_EMERGENCY_DECEL_MPS2]), a_max)
+        vn = max(0.0, v + a * dt_s)
+        vn = min(vn, max(v_des, v - vt[ty, VT_DECEL_MPS2] * dt_s))
+        return vn, 6
+    g_law = gap_ctl if gap_ctl < NO_GAP else math.inf
+    if model == NM_CACC:
+        v_pos, m = cacc_next_speed(
+            cacc_p[ty], v, accel_mps2, g_law, v_lead, 0.0, coop, v_des, dt_s, mode
+        )
+    else:
+        v_pos, m = acc_next_speed(acc_p[ty], v, accel_mps2, g_law, v_lead, v_des, dt_s, mode)
+    vn = sumo_finalize_speed(
+        v,
+        v_pos,
+        a_max,
+        vt[ty, VT_DECEL_MPS2],
+        vt[ty, VT_EMERGENCY_DECEL_MPS2],
+        max(v_des, 0.0),
+        dt_s,
+    )
+    return vn, m
+
+
 def run_net_steps_py(
     # network
     edge_len_m: np.ndarray,
@@ -807,81 +898,29 @@ def run_net_steps_py(
                     gap = g_s
                     v_lead = 0.0
                     ld = -2
-            # desired speed
-            v_des = min(
-                edge_speed_mps[e] * vt[ty, VT_SPEED_FACTOR],
-                vt[ty, VT_MAX_SPEED_MPS],
+            coop = ld >= 0 and ld == pred[i] and beacon_age_s[i] <= STALE_BEACON_S
+            vn, m = next_speed(
+                vt,
+                cacc_p,
+                acc_p,
+                pt,
+                wheel_max_w,
+                ty,
+                edge_speed_mps[e],
                 edge_cap_mps[e],
+                edge_cos[e],
+                edge_sin[e],
                 speed_cap_mps[i],
+                set_speed_mps[i],
+                extra_gap_m[i],
+                speed_mps[i],
+                accel_mps2[i],
+                gap,
+                v_lead,
+                coop,
+                mode[i],
+                dt_s,
             )
-            if set_speed_mps[i] == set_speed_mps[i]:  # a manoeuvre's set speed (NaN: none)
-                v_des = min(set_speed_mps[i], vt[ty, VT_MAX_SPEED_MPS], edge_cap_mps[e])
-            v = speed_mps[i]
-            gap_ctl = gap - extra_gap_m[i] if gap < NO_GAP else gap
-            model = int(vt[ty, VT_MODEL])
-            # a truck climbs only as fast as its motor's power allows on this grade
-            a_max = vt[ty, VT_ACCEL_MPS2]
-            if vt[ty, VT_IS_TRUCK] > 0.0:
-                a_max = min(
-                    a_max,
-                    max_traction_accel_angle(
-                        wheel_max_w[ty],
-                        pt[ty, PT_FULL_POWER_SPEED_MPS],
-                        pt[ty, PT_ROTATING_MASS_FACTOR],
-                        vt[ty, VT_MASS_KG],
-                        v,
-                        edge_cos[e],
-                        edge_sin[e],
-                        1.0,
-                        vt[ty, VT_CD_A_M2],
-                        vt[ty, VT_CRR],
-                    ),
-                )
-            if model == NM_IDM:
-                a = _idm_accel(
-                    v,
-                    gap_ctl,
-                    v_lead,
-                    v_des,
-                    vt[ty, VT_MIN_GAP_M],
-                    vt[ty, VT_TIME_GAP_S],
-                    max(a_max, 0.05),
-                    vt[ty, VT_DECEL_MPS2],
-                    vt[ty, VT_IDM_DELTA],
-                )
-                a = min(max(a, -vt[ty, VT_EMERGENCY_DECEL_MPS2]), a_max)
-                vn = max(0.0, v + a * dt_s)
-                vn = min(vn, max(v_des, v - vt[ty, VT_DECEL_MPS2] * dt_s))
-                m = 6
-            else:
-                g_law = gap_ctl if gap_ctl < NO_GAP else math.inf
-                if model == NM_CACC:
-                    coop = ld >= 0 and ld == pred[i] and beacon_age_s[i] <= STALE_BEACON_S
-                    v_pos, m = cacc_next_speed(
-                        cacc_p[ty],
-                        v,
-                        accel_mps2[i],
-                        g_law,
-                        v_lead,
-                        0.0,
-                        coop,
-                        v_des,
-                        dt_s,
-                        mode[i],
-                    )
-                else:
-                    v_pos, m = acc_next_speed(
-                        acc_p[ty], v, accel_mps2[i], g_law, v_lead, v_des, dt_s, mode[i]
-                    )
-                vn = sumo_finalize_speed(
-                    v,
-                    v_pos,
-                    a_max,
-                    vt[ty, VT_DECEL_MPS2],
-                    vt[ty, VT_EMERGENCY_DECEL_MPS2],
-                    max(v_des, 0.0),
-                    dt_s,
-                )
             v_next[i] = vn
             mode[i] = m
             if ld != -2:

@@ -80,6 +80,8 @@ def _power_law_knots() -> NDArray[np.float64]:
 
 # (5, _N_FINE + _N_COARSE + 1): a*h**b + c of each row at the knots (not clamped).
 DRAG_KNOTS: NDArray[np.float64] = _power_law_knots()
+#: Each row's g0 (``HUSSEIN_RAKHA_TABLE[:, HR_G0_M]``): beyond it the multiplier is 1.
+DRAG_G0_M: NDArray[np.float64] = np.ascontiguousarray(HUSSEIN_RAKHA_TABLE[:, HR_G0_M])
 
 
 @njit(cache=True, inline="always")
@@ -137,24 +139,26 @@ def drag_multiplier_row(row: int, gap_m: float) -> float:
     computed for every gap and the answer selected. 1.0 for a solo truck, for a gap at or
     beyond the fit's g0, and for a gap that is not a finite positive number.
     """
+    return drag_multiplier_table(DRAG_KNOTS, DRAG_G0_M, row, gap_m)
+
+
+@njit(cache=True, error_model="numpy")
+def drag_multiplier_table(knots: np.ndarray, g0_m: np.ndarray, row: int, gap_m: float) -> float:
+    """:func:`drag_multiplier_row` on tables passed in (``DRAG_KNOTS``, ``DRAG_G0_M``): a GPU
+    kernel takes them as arguments, since a device's constant memory cannot hold them."""
     r = max(row, 0)
     fine = gap_m < DRAG_FINE_END_M
     x = gap_m * _PER_FINE_STEP
     x_coarse = (gap_m - DRAG_FINE_END_M) * _PER_COARSE_STEP + _N_FINE
     x = x if fine else x_coarse
     # clamped so that the knots read exist; the result is not used outside the table
-    top = DRAG_KNOTS.shape[1] - 2.0
+    top = knots.shape[1] - 2.0
     x = x if x >= 0.0 else 0.0  # NaN too
     x = x if x <= top else top
     k = int(x)
     w = x - k
-    frac = min(DRAG_KNOTS[r, k] + w * (DRAG_KNOTS[r, k + 1] - DRAG_KNOTS[r, k]), 1.0)
-    inside = (
-        (row >= 0)
-        & (gap_m > 0.0)
-        & (gap_m < HUSSEIN_RAKHA_TABLE[r, HR_G0_M])
-        & (gap_m < DRAG_TABLE_END_M)
-    )
+    frac = min(knots[r, k] + w * (knots[r, k + 1] - knots[r, k]), 1.0)
+    inside = (row >= 0) & (gap_m > 0.0) & (gap_m < g0_m[r]) & (gap_m < DRAG_TABLE_END_M)
     return frac if inside else 1.0
 
 

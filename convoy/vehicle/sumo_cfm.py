@@ -53,6 +53,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 from numba import njit
+from numba.core.extending import overload
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -327,6 +328,24 @@ class SumoCaccParams:
         return v
 
 
+def floor_f(x: float) -> float:
+    """``np.floor`` of one float, as a float, in Python and every Numba target.
+
+    The CPU target compiles it to ``np.floor`` (the overload below: the same code as before);
+    ``convoy.sim.net_cuda`` gives the CUDA target its own (numba-cuda has no ``np.floor``), so
+    that the GPU kernel compiles these laws from this source.
+    """
+    return float(np.floor(x))
+
+
+@overload(floor_f, inline="always", target="cpu")
+def _floor_f_cpu(x: float):  # type: ignore[no-untyped-def]
+    def impl(x: float) -> float:
+        return np.floor(x)  # type: ignore[no-any-return, unused-ignore]
+
+    return impl
+
+
 # ---------------------------------------------------------------------------------------------
 # Safe speed (MSCFModel.cpp, Euler update).
 # ---------------------------------------------------------------------------------------------
@@ -339,7 +358,7 @@ def brake_gap_euler(speed_mps: float, decel_mps2: float, dt_s: float) -> float:
     """
     reduction = decel_mps2 * dt_s
     # floor, not int(): the same whole number for speeds >= 0, and it vectorises
-    steps = np.floor(speed_mps / reduction)
+    steps = floor_f(speed_mps / reduction)
     return dt_s * (steps * speed_mps - reduction * steps * (steps + 1.0) / 2.0)
 
 
@@ -358,7 +377,7 @@ def maximum_safe_stop_speed_euler(
     s = dt_s
     # n: whole braking steps that fit; h: the distance they cover; r spreads the remainder.
     # Computed for every gap and selected at the end (no branch), so that loops vectorise.
-    n = np.floor(
+    n = floor_f(
         0.5 - ((t + (math.sqrt((s * s) + (4.0 * ((s * (2.0 * g / b - t)) + (t * t)))) * -0.5)) / s)
     )
     h = 0.5 * n * (n - 1.0) * b * s + n * b * t
