@@ -7,6 +7,8 @@
 #   3. scripts/gpu_bench.py: the bare platoon step, 10 million trucks;
 #   4. scripts/gpu_net_bench.py: the network step, 10 million trucks (issue 4's figure);
 #   5. convoy validate --backend gpu on the batched scenario (issue 7's GPU path);
+#   (step "fused", not run by default) the fused CUDA kernel of the network step
+#   (convoy.sim.net_cuda): its GPU agreement test, then scripts/gpu_net_bench.py --kernel cuda;
 #   6. (steps "unroll" and "tests1d", not run by default) the two benches with steps unrolled
 #      in the loop and the network step's fixed-length loops unrolled; the 1-D GPU test alone.
 #
@@ -80,6 +82,12 @@ EOF"
     net)
         step net 150 $PY scripts/gpu_net_bench.py --trucks 10000000 --out "$OUT/net.json"
         ;;
+    fused)  # the fused CUDA kernel (convoy.sim.net_cuda): agreement with Numba, then its rate
+        step fusedtest 240 $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_net_cuda.py \
+            -k on_the_gpu
+        step fused 240 $PY scripts/gpu_net_bench.py --kernel cuda --trucks 10000000 \
+            --steps 100 --out "$OUT/fused.json"
+        ;;
     validate)
         step validate 80 $PY -c "import sys; from convoy.cli import main; sys.exit(main(sys.argv[1:]))" \
             validate --backend gpu --scenario cacc-brake-batched --samples 16384 --no-report
@@ -112,7 +120,7 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
 EOF
         ;;
     *)
-        echo "unknown step $s; allowed: env tests bench net validate tests1d unroll summary" >&2
+        echo "unknown step $s; allowed: env tests bench net fused validate tests1d unroll summary" >&2
         exit 2
         ;;
     esac

@@ -24,7 +24,13 @@ Timing excludes compilation and transfers: the same compiled call runs ``--steps
 times the difference of the step counts over the difference of the median times. One JSON
 object is printed at the end (and written to ``--out`` if given).
 
+``--kernel cuda`` times ``convoy.sim.net_cuda`` instead: the same step fused into one CUDA
+kernel (Numba CUDA), a thread block per corridor holding its trucks on chip for the whole
+launch, float64 throughout. Its rate is measured the same way (each run starts from a copy of
+the same state on the device; only the launch is timed).
+
     python scripts/gpu_net_bench.py                                    # the device machine
+    python scripts/gpu_net_bench.py --kernel cuda                      # the fused kernel
     python scripts/gpu_net_bench.py --trucks 100000 --steps 20 --repeats 1  # a CPU check
 
 Needs only numpy, jax (jax[cuda12] on the GPU) and convoy.
@@ -169,6 +175,103 @@ def numba_rate(args: argparse.Namespace, instances: int) -> dict[str, Any]:
     }
 
 
+def _timing(
+    args: argparse.Namespace, build_s: float, compile_s: float, t_short: float, t_long: float
+) -> dict[str, Any]:
+    """The JSON's timing fields: steps, repeats, times and the rate from their difference."""
+    rate = args.trucks * args.steps / max(t_long - t_short, 1e-12)
+    return {
+        "steps_short": args.steps,
+        "steps_long": 2 * args.steps,
+        "repeats": args.repeats,
+        "build_s": round(build_s, 3),
+        "compile_s": round(compile_s, 3),
+        "t_short_s": round(t_short, 6),
+        "t_long_s": round(t_long, 6),
+        "vehicle_steps_per_s": float(f"{rate:.4g}"),
+    }
+
+
+def _check(speed: np.ndarray, status: np.ndarray, collisions: int) -> dict[str, Any]:
+    """The JSON's check: speeds finite and their range, trucks driving, collisions."""
+    return {
+        "finite": bool(np.isfinite(speed).all()),
+        "speed_min_mps": float(speed.min()),
+        "speed_max_mps": float(speed.max()),
+        "driving": int(np.sum(status == nk.ST_DRIVING)),
+        "collisions": collisions,
+    }
+
+
+def fused_result(
+    args: argparse.Namespace,
+    tables: nj.NetTables,
+    fleet: nj.Fleet,
+    cfg: nj.RunConfig,
+    one: NetSim,
+    build_s: float,
+) -> dict[str, Any]:
+    """Time the fused CUDA kernel (``--kernel cuda``) on the replicated world."""
+    from numba import cuda
+
+    from convoy.sim import net_cuda
+
+    world = net_cuda.FusedWorld(
+        tables,
+        fleet,
+        cfg,
+        one._edge_caps(0.0),
+        one._closed_lanes(0.0),
+        fastmath=args.fastmath,
+        max_registers=args.max_registers or None,
+    )
+    t0 = time.perf_counter()
+    world.launch(1, world.copy_state())  # compiles for this block size and edge count
+    cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+
+    def timed(n: int) -> float:
+        times = []
+        for _ in range(args.repeats):
+            state = world.copy_state()  # the start state, which the timed runs leave alone
+            cuda.synchronize()
+            t = time.perf_counter()
+            world.launch(n, state)
+            cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+    t_short = timed(args.steps)
+    t_long = timed(2 * args.steps)
+    world.launch(2 * args.steps)
+    res = world.result()
+    speed = res.fleet.speed_mps
+    state_bytes = sum(a.nbytes for a in world.state) / args.trucks
+    const_bytes = sum(a.nbytes for a in world.consts if a.shape[0] == args.trucks)
+    get = getattr(cuda, "get_current_device", None)  # the simulator has none
+    name = get().name if get is not None else "CUDA simulator"
+    return {
+        "kernel": "cuda (convoy.sim.net_cuda, fused)",
+        "device": name.decode() if isinstance(name, bytes) else str(name),
+        "python": platform.python_version(),
+        "precision": "float64",
+        "trucks": args.trucks,
+        "instances": cfg.instances,
+        "corridor_trucks": args.corridor_trucks,
+        "threads_per_block": world.block,
+        "fastmath": args.fastmath,
+        "max_registers": args.max_registers,
+        **world.resources(),
+        "edges_per_corridor": args.edges,
+        "edge_km": args.edge_km,
+        "dt_s": args.dt,
+        **_timing(args, build_s, compile_s, t_short, t_long),
+        "state_bytes_per_truck": round(state_bytes, 1),
+        "param_bytes_per_truck": round(const_bytes / args.trucks, 1),
+        "check": _check(speed, res.fleet.status, int(res.collisions.sum())),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trucks", type=int, default=10_000_000, help="trucks in all (10M)")
@@ -189,6 +292,19 @@ def main(argv: list[str] | None = None) -> int:
         "--numba", action="store_true", help="also time the Numba kernel on the same world"
     )
     ap.add_argument("--dump-hlo", type=Path, help="write the compiled program's HLO here")
+    ap.add_argument(
+        "--kernel",
+        choices=("jax", "cuda"),
+        default="jax",
+        help="jax: net_jax's step (default); cuda: net_cuda's fused kernel (Numba CUDA)",
+    )
+    ap.add_argument("--fastmath", action="store_true", help="--kernel cuda: fastmath")
+    ap.add_argument(
+        "--max-registers",
+        type=int,
+        default=64,
+        help="--kernel cuda: registers per thread (64, net_cuda.MAX_REGISTERS; 0: no cap)",
+    )
     args = ap.parse_args(argv)
     if args.corridor_trucks % PLATOON_TRUCKS or args.corridor_trucks <= 0:
         ap.error(f"--corridor-trucks = {args.corridor_trucks}: allowed: a positive multiple of 5")
@@ -201,11 +317,19 @@ def main(argv: list[str] | None = None) -> int:
     travel_m = 2 * args.steps * args.dt * 25.0
     if travel_m > (1.0 - FILLED_SHARE) * args.edges * args.edge_km * 1000.0:
         ap.error("--steps: the lead platoons would reach the corridor's end; add --edges")
+    instances = args.trucks // args.corridor_trucks
+    if args.kernel == "cuda":
+        t0 = time.perf_counter()
+        one = corridor_sim(args.corridor_trucks, args.edges, args.edge_km, dt_s=args.dt)
+        tables = nj.tables_from_sim(one)
+        fleet = nj.replicate(nj.fleet_from_sim(one), instances)
+        cfg = dataclasses.replace(nj.config_from_sim(one), instances=instances)
+        result = fused_result(args, tables, fleet, cfg, one, time.perf_counter() - t0)
+        return _report(args, result)
     try:
         device = jax.devices()[0] if args.device == "default" else jax.devices(args.device)[0]
     except RuntimeError:
         ap.error(f"--device = {args.device}: JAX sees no such device, only {jax.devices()}")
-    instances = args.trucks // args.corridor_trucks
 
     t0 = time.perf_counter()
     one = corridor_sim(args.corridor_trucks, args.edges, args.edge_km, dt_s=args.dt)
@@ -242,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
         sorts = int(final.sorts)
         collisions = int(final.collisions)
 
-    rate = args.trucks * args.steps / max(t_long - t_short, 1e-12)
     state_bytes = sum(a.nbytes for a in jax.tree.leaves(st)) / args.trucks
     param_bytes = sum(a.nbytes for a in jax.tree.leaves(params)) / args.trucks
     result = {
@@ -260,29 +383,21 @@ def main(argv: list[str] | None = None) -> int:
         "dt_s": args.dt,
         "unroll_steps": args.unroll_steps,
         "unroll_inner": args.unroll_inner,
-        "steps_short": args.steps,
-        "steps_long": 2 * args.steps,
-        "repeats": args.repeats,
-        "build_s": round(build_s, 3),
-        "compile_s": round(compile_s, 3),
-        "t_short_s": round(t_short, 6),
-        "t_long_s": round(t_long, 6),
-        "vehicle_steps_per_s": float(f"{rate:.4g}"),
+        **_timing(args, build_s, compile_s, t_short, t_long),
         "state_bytes_per_truck": round(state_bytes, 1),
         "fusions": hlo.count("fusion("),
         "param_bytes_per_truck": round(param_bytes, 1),
         # full sorts in the longer run: 1 (the first step orders the replicated fleet)
         "full_sorts": sorts,
-        "check": {
-            "finite": bool(np.isfinite(speed).all()),
-            "speed_min_mps": float(speed.min()),
-            "speed_max_mps": float(speed.max()),
-            "driving": int(np.sum(status == nk.ST_DRIVING)),
-            "collisions": collisions,
-        },
+        "check": _check(speed, status, collisions),
     }
+    return _report(args, result)
+
+
+def _report(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Add the Numba rate if asked, print and write the JSON; 1 if the check failed."""
     if args.numba:
-        result["numba"] = numba_rate(args, instances)
+        result["numba"] = numba_rate(args, result["instances"])
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text + "\n")
