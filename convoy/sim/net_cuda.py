@@ -7,7 +7,8 @@ caps it near 3.6×10⁹ vehicle-steps/s on an H200 (docs/benchmarks.md). This ke
 batch instance's vehicles in one thread block for the whole launch: each thread holds its
 vehicle's state in registers, the block shares positions, speeds, edges and the sorted order
 in shared memory, and memory is touched only to load the state at the start and store it at
-the end. It is the form the GPU benchmark (``scripts/gpu_net_bench.py --kernel cuda``) needs.
+the end. A step has four block barriers (two more where some vehicle changed edge or the
+order broke). It is the form the GPU benchmark (``scripts/gpu_net_bench.py --kernel cuda``) needs.
 
 **What it runs** (the same model as ``net_kernel.run_net_steps``, which it is tested
 against): each step, a vehicle whose last dwell is over leaves the network; the lane order
@@ -65,7 +66,8 @@ MAX_BLOCK = 1024
 #: Registers per thread the kernel is compiled for. Uncapped it takes 152 (float64 state and
 #: model), which leaves room for few warps per SM; capped, some spill to local memory but more
 #: warps hide the latency. 10 million trucks on one H100 (scripts/gpu_fused_sweep.sh,
-#: 2026-11-27): uncapped 8.3e9 vehicle-steps/s, 128: 9.7e9, 96: 1.03e10, 64: 1.09e10.
+#: 2026-11-27, seven barriers a step): uncapped 8.3e9 vehicle-steps/s, 128: 9.7e9, 96: 1.03e10,
+#: 80: 1.07e10, 64: 1.09e10, 48: 7.6e9.
 MAX_REGISTERS = 64
 #: Sort key of a vehicle off the road: behind every lane.
 _OFF_ROAD_KEY = 2**30
@@ -190,6 +192,7 @@ def _kernel(
         s_dead = cuda.shared.array(b_sz, int32)
         s_bs = cuda.shared.array(e_sz, int32)  # a lane's first place in the order (-1: empty)
         s_be = cuda.shared.array(e_sz, int32)  # one past its last
+        s_flag = cuda.shared.array(1, int32)  # the order must be rebuilt this step
         mine = t < nb
         i = lo + t
         # the vehicle's state, in registers for the whole launch
@@ -246,6 +249,8 @@ def _kernel(
             setv = set_speed_mps[i]
             xgap = extra_gap_m[i]
         s_vty[t] = ty
+        s_gap[t] = gnow
+        moved = False  # this vehicle moved to another edge in the step before
         inst_seed = seed + k_inst * nk.INSTANCE_SEED_STRIDE
         n_prev = -1
         for s in range(n_steps):
@@ -265,7 +270,8 @@ def _kernel(
             s_rp[t] = rp
             s_leg[t] = lg
             s_dead[t] = 0
-            s_gap[t] = gnow
+            if t == 0:
+                s_flag[0] = 0
             n_drv = cuda.syncthreads_count(1 if drv else 0)
             # ---- the lane order: checked in one pass, rebuilt by counting ranks ----------
             bad = n_drv != n_prev
@@ -280,31 +286,35 @@ def _kernel(
                         ka == kc and (s_pos[a_] > s_pos[c_] or (s_pos[a_] == s_pos[c_] and a_ < c_))
                     )
                 )
-            rebuild = cuda.syncthreads_or(1 if bad else 0)
-            if rebuild and drv:
-                r = 0
-                my_key = s_key[t]
-                for j in range(nb):
-                    kj = s_key[j]
-                    if kj < my_key or (
-                        kj == my_key and (s_pos[j] > p or (s_pos[j] == p and j < t))
-                    ):
-                        r += 1
-                s_order[r] = t
+            # the lanes' places change only when the order or an edge does
+            if bad:
+                s_flag[0] = 1
+            if cuda.syncthreads_or(1 if (bad or moved) else 0):
+                if s_flag[0] != 0 and drv:
+                    r = 0
+                    my_key = s_key[t]
+                    for j in range(nb):
+                        kj = s_key[j]
+                        if kj < my_key or (
+                            kj == my_key and (s_pos[j] > p or (s_pos[j] == p and j < t))
+                        ):
+                            r += 1
+                    s_order[r] = t
+                for q in range(t, e_sz, b_sz):
+                    s_bs[q] = -1
+                    s_be[q] = -1
+                cuda.syncthreads()
+                if t < n_drv:
+                    j = s_order[t]
+                    s_rank[j] = t
+                    ej = s_edge[j]
+                    if t == 0 or s_edge[s_order[t - 1]] != ej:
+                        s_bs[ej] = t
+                    if t == n_drv - 1 or s_edge[s_order[t + 1]] != ej:
+                        s_be[ej] = t + 1
+                cuda.syncthreads()
             n_prev = n_drv
-            for q in range(t, e_sz, b_sz):
-                s_bs[q] = -1
-                s_be[q] = -1
-            cuda.syncthreads()
-            if t < n_drv:
-                j = s_order[t]
-                s_rank[j] = t
-                ej = s_edge[j]
-                if t == 0 or s_edge[s_order[t - 1]] != ej:
-                    s_bs[ej] = t
-                if t == n_drv - 1 or s_edge[s_order[t + 1]] != ej:
-                    s_be[ej] = t + 1
-            cuda.syncthreads()
+            moved = False
             # ---- 1. leaders, stop lines, control ------------------------------------------
             vn = v
             if drv:
@@ -452,7 +462,9 @@ def _kernel(
                     p -= edge_len_m[e]
                     rp += 1
                     e = route_edges[rp]
-            cuda.syncthreads()  # this step's shared state is read: the next may overwrite it
+                    moved = True
+            # no barrier here: after the one above, others read only s_gap (written in the
+            # next step's control, behind two barriers) and their own s_dead
         if mine:
             status[i] = st
             edge[i] = e
