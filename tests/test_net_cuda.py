@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from cuda_simulator import run_simulated
 
 from convoy.road.network import (
     Edge,
@@ -168,26 +166,9 @@ def compare(instances: int, steps: int, dt_s: float = DT_S) -> dict[str, Any]:
     return out
 
 
-def _simulated() -> dict[str, Any]:
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, __file__, "1", str(STEPS)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
 @pytest.fixture(scope="module")
 def simulated() -> dict[str, Any]:
-    return _simulated()
+    return run_simulated(__file__, "1", str(STEPS))
 
 
 def test_fused_kernel_equals_numba_in_the_cuda_simulator(simulated: dict[str, Any]) -> None:
@@ -236,20 +217,13 @@ def test_unsupported_names_what_the_kernel_does_not_run() -> None:
         )
 
 
-def _has_cuda() -> bool:
-    try:
-        from numba import cuda
-
-        return bool(cuda.is_available())
-    except Exception:
-        return False
-
-
 @pytest.mark.gpu
 def test_fused_kernel_on_the_gpu_agrees_with_numba() -> None:
     """On a GPU: 64 instances, 260 steps; discrete outcomes equal, positions within 1 mm
     and speeds within 1 mm/s (the device's fused multiply-adds round differently)."""
-    if not _has_cuda():
+    from convoy.sim.cuda_target import has_gpu
+
+    if not has_gpu():
         pytest.skip("no CUDA GPU: CI has none (numba.cuda.is_available() is False)")
     r = compare(64, STEPS)
     assert r["unsupported"] == []

@@ -29,8 +29,8 @@ step removes every vehicle of the chain here, where the serial CPU sweep skips a
 whose leader it removed a moment earlier. No FCD or event rows are written: collisions and
 arrivals are counted per instance.
 
-Numba's CUDA target is imported here alone. Without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` runs
-the kernel in Numba's CUDA simulator (one Python thread per CUDA thread): slow, but the same
+Numba's CUDA target comes through ``cuda_target``. Without a GPU, ``NUMBA_ENABLE_CUDASIM=1``
+runs the kernel in Numba's CUDA simulator (one Python thread per CUDA thread): slow, but the same
 code, which is how the agreement test runs in CI.
 """
 
@@ -42,25 +42,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-
-if not hasattr(np, "row_stack"):  # numba-cuda 0.30 registers np.row_stack, gone in NumPy 2.5
-    np.row_stack = np.vstack
-from numba import config as _config
-from numba import cuda as _cuda
 from numba import float64, int32
 
 from convoy.road.signals import PHASE_RED, PHASE_YELLOW
 from convoy.sim import net_kernel as nk
+from convoy.sim.cuda_target import config, cuda, device_fn
 from convoy.sim.net_jax import Fleet, NetTables, RunConfig, edge_sort_keys
 from convoy.vehicle.aero import DRAG_G0_M, DRAG_KNOTS, drag_multiplier_table
 from convoy.vehicle.energy import step_energy_kwh_prepared
 from convoy.vehicle.rng import PURPOSE_LOSS, uniform
-from convoy.vehicle.sumo_cfm import floor_f
 
-#: Numba's CUDA target and configuration, untyped (their stubs know neither the simulator's
-#: switch nor the kernel-side API).
-cuda: Any = _cuda
-config: Any = _config
 #: The most vehicles one instance (one thread block) may hold: CUDA's block size limit.
 MAX_BLOCK = 1024
 #: Registers per thread the kernel is compiled for. Uncapped it takes 152 (float64 state and
@@ -72,45 +63,13 @@ MAX_REGISTERS = 64
 #: Sort key of a vehicle off the road: behind every lane.
 _OFF_ROAD_KEY = 2**30
 
-try:  # numba-cuda (the device's numba.cuda) types calls through its own registry
-    from numba.cuda import libdevice
-    from numba.cuda.extending import overload as _cuda_overload  # type: ignore[attr-defined, unused-ignore]
-
-    @_cuda_overload(floor_f, inline="always")
-    def _floor_f_cuda(x: float) -> Any:
-        def impl(x: float) -> float:
-            return libdevice.floor(x)  # type: ignore[no-any-return, unused-ignore]
-
-        return impl
-
-except ImportError:  # Numba's built-in CUDA target or its simulator: Python's floor_f serves
-    pass
-
-
-def _model(f: Any) -> Any:
-    """A model function as the kernel calls it: the compiled function itself on a GPU (numba
-    compiles it again for the device); in Numba's CUDA simulator, a wrapper that hands it the
-    NumPy arrays under the simulator's array proxies."""
-    if not config.ENABLE_CUDASIM:
-        return f
-
-    def unwrap(x: Any) -> Any:
-        item = getattr(x, "_item", None) if not isinstance(x, np.ndarray) else None
-        return item._ary if item is not None else x
-
-    def call(*args: Any) -> Any:
-        return f(*(unwrap(a) for a in args))
-
-    return call
-
-
-_next_speed = _model(nk.next_speed)
-_signal_state = _model(nk._signal_state)
-_lane_open = _model(nk.lane_open)
-_eta_s = _model(nk._eta_s)
-_drag = _model(drag_multiplier_table)
-_energy = _model(step_energy_kwh_prepared)
-_uniform = _model(uniform)
+_next_speed = device_fn(nk.next_speed)
+_signal_state = device_fn(nk._signal_state)
+_lane_open = device_fn(nk.lane_open)
+_eta_s = device_fn(nk._eta_s)
+_drag = device_fn(drag_multiplier_table)
+_energy = device_fn(step_energy_kwh_prepared)
+_uniform = device_fn(uniform)
 
 
 def unsupported(tables: NetTables, fleet: Fleet) -> list[str]:
