@@ -717,23 +717,35 @@ _FIRST_STATE = _KERNEL_ARGS.index("pos")
 _RECORDS = _KERNEL_ARGS.index("model")  # the recording arrays come before
 
 
-def simulate_many(scenarios: Sequence[Scenario]) -> list[RunResult]:
+def simulate_many(scenarios: Sequence[Scenario], backend: str = "cpu") -> list[RunResult]:
     """``simulate(sc, backend="cpu")`` of every scenario, the same results to the last bit.
     The general kernel's runs of equal shapes (trucks, steps, history, hazard and signal
     tables; speed profiles are padded) are made in one call along its instance axis
     (``kernel.run_instances``), parallel over instances. A scenario for the fast CACC step
     runs alone, as ``simulate`` runs it.
 
+    ``backend="cuda"`` makes each such call on a CUDA GPU instead, one thread per instance
+    (``kernel_cuda.run_instances``, the general step compiled for the device), the fast CACC
+    scenarios included (the general step gives them the same results); the results then
+    agree with the CPU's to rounding.
+
     Raises:
-        ScenarioError: as ``simulate``.
+        ScenarioError: as ``simulate``, or for a backend other than ``cpu`` and ``cuda``.
     """
+    if backend not in ("cpu", "cuda"):
+        raise ScenarioError(f"simulate_many: backend = {backend!r}; allowed: cpu, cuda")
+    run_group = kernel.run_instances
+    if backend == "cuda":
+        from convoy.sim import kernel_cuda
+
+        run_group = kernel_cuda.run_instances
     out: list[RunResult | None] = [None] * len(scenarios)
     runs: dict[int, tuple[TruckTable, TruckState, tuple[np.ndarray, ...], int]] = {}
     args: dict[int, list[np.ndarray]] = {}
     groups: dict[tuple[int, int, bool, tuple[tuple[int, ...], ...]], list[int]] = {}
     for i, sc in enumerate(scenarios):
         table, state, world = build(sc)
-        if world.fast_cacc:
+        if world.fast_cacc and backend == "cpu":
             out[i] = _simulate_built(sc, "cpu", _cpu_fast, table, state, world, None, None, 1)
             continue
         rec, rec_every = _record_arrays(sc, table, state, None)
@@ -753,7 +765,7 @@ def simulate_many(scenarios: Sequence[Scenario]) -> list[RunResult]:
                 )
         stacked = [np.stack([args[i][k] for i in members]) for k in range(len(args[members[0]]))]
         rows = np.zeros(len(members), np.int64)
-        kernel.run_instances(n_steps, rec_every, *stacked, rows)
+        run_group(n_steps, rec_every, *stacked, rows)
         for j, i in enumerate(members):
             for k, (mine, all_) in enumerate(zip(args[i], stacked, strict=True)):
                 if k < _RECORDS or k >= _FIRST_STATE:  # (the table and world are only read)
@@ -765,7 +777,7 @@ def simulate_many(scenarios: Sequence[Scenario]) -> list[RunResult]:
                 table=table,
                 state=state,
                 trace=_trace(sc, table, rec, int(rows[j]) + 1, every),
-                backend="cpu",
+                backend=backend,
                 roadside=RoadsideLog.of(state),
             )
     return [r for r in out if r is not None]

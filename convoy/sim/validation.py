@@ -35,7 +35,10 @@ profiles are padded, which leaves them as they were) run together, parallel over
 each with its own world, channel, hazards and seeded draws, so each is bit for bit its own
 ``simulate`` run (tested).  The ``cacc-brake-batched`` entry is in the batched regime and
 runs a chunk as one ``run_batch`` call, on the GPU with ``backend="gpu"``; the JAX/GPU
-backends cover only that regime, so the other 1-D entries run on Numba whatever the backend.
+backends cover only that regime. With ``backend="gpu"`` and a CUDA GPU that Numba sees, the
+other 1-D entries run the general kernel on the GPU, one thread per instance
+(``simulate_many(..., backend="cuda")``, ``convoy.sim.kernel_cuda``); otherwise on Numba on
+the CPU.
 
 ``car-cut-in`` needs lanes and cars, so it runs on the network engine
 (``convoy.sim.validation_net``): a chunk of instances is one ``NetSim`` call along that
@@ -830,9 +833,17 @@ def run_chunk(
             m = net_metrics(tr, tpl.warmup_s)
             out[j] = [m[k] for k in METRIC_NAMES]
         return out
-    # the engine's JAX/GPU step covers only the batched regime; the rest run on Numba, the
-    # chunk along the general kernel's instance axis (each instance exactly its own run)
-    runs = simulate_many([instance(tpl, row, seed, start + j) for j, row in enumerate(rows)])
+    # the engine's JAX/GPU step covers only the batched regime; the rest run the general
+    # kernel, the chunk along its instance axis (each instance exactly its own run), on the
+    # GPU (one thread per instance) with backend gpu where Numba sees one
+    engine_backend = "cpu"
+    if backend == "gpu":
+        from convoy.sim.cuda_target import has_gpu
+
+        engine_backend = "cuda" if has_gpu() else "cpu"
+    runs = simulate_many(
+        [instance(tpl, row, seed, start + j) for j, row in enumerate(rows)], engine_backend
+    )
     for j, res in enumerate(runs):
         m = run_metrics(res, tpl.warmup_s)
         out[j] = [m[k] for k in METRIC_NAMES]
