@@ -9,6 +9,8 @@
 #   5. convoy validate --backend gpu on the batched scenario (issue 7's GPU path);
 #   (step "fused", not run by default) the fused CUDA kernel of the network step
 #   (convoy.sim.net_cuda): its GPU agreement test, then scripts/gpu_net_bench.py --kernel cuda;
+#   (step "general", not run by default) the 1-D general step on the GPU (convoy.sim.kernel_cuda):
+#   its agreement test, scripts/gpu_general_bench.py on two entries, validate on one;
 #   6. (steps "unroll" and "tests1d", not run by default) the two benches with steps unrolled
 #      in the loop and the network step's fixed-length loops unrolled; the 1-D GPU test alone.
 #
@@ -88,6 +90,17 @@ EOF"
         step fused 240 $PY scripts/gpu_net_bench.py --kernel cuda --trucks 10000000 \
             --steps 100 --out "$OUT/fused.json"
         ;;
+    general)  # the 1-D general step on the GPU (convoy.sim.kernel_cuda): agreement, speed
+        step generaltest 240 $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_kernel_cuda.py \
+            -k on_a_gpu
+        for sc in v2v-loss-latency mixed-human-late-reaction; do
+            step "general-$sc" 120 $PY scripts/gpu_general_bench.py --scenario "$sc" \
+                --instances 100000 --out "$OUT/general-$sc.json"
+        done
+        step validate-general 120 $PY -c "import sys; from convoy.cli import main; \
+sys.exit(main(sys.argv[1:]))" validate --backend gpu --scenario v2v-loss-latency \
+            --samples 4096 --no-report
+        ;;
     validate)
         step validate 80 $PY -c "import sys; from convoy.cli import main; sys.exit(main(sys.argv[1:]))" \
             validate --backend gpu --scenario cacc-brake-batched --samples 16384 --no-report
@@ -120,7 +133,7 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
 EOF
         ;;
     *)
-        echo "unknown step $s; allowed: env tests bench net fused validate tests1d unroll summary" >&2
+        echo "unknown step $s; allowed: env tests bench net fused general validate tests1d unroll summary" >&2
         exit 2
         ;;
     esac
