@@ -24,6 +24,7 @@ from cuda_simulator import run_simulated
 
 from convoy.sim.engine import ScenarioError, simulate_many
 from convoy.sim.validation import LIBRARY, derive_seed, instance, sample_params
+from convoy.vehicle.aero import HUSSEIN_RAKHA_TABLE, drag_lookup, drag_power_law
 
 #: Library entries on the general step, each with a feature the others lack.
 ENTRIES = (
@@ -109,6 +110,21 @@ def test_the_instances_exercise_the_faults(simulated: dict[str, Any]) -> None:
     late beacons, and emergency braking."""
     r = simulated
     assert r["fallback_steps"] > 0 and r["emergency_steps"] > 0, r
+
+
+def test_the_gpus_drag_power_law_agrees_with_the_cpus_table() -> None:
+    """On a GPU the platoon drag is the Hussein-Rakha fit evaluated (``drag_power_law``),
+    on a CPU its table interpolated (``drag_lookup`` there): within 1e-6 from 1 m, the
+    table's documented error, and both exactly 1 off the fit (solo truck, no gap, beyond
+    g0, not a number)."""
+    gaps = np.concatenate([np.linspace(1.0, 499.0, 4001), [1.005, 33.99, 319.9, 480.1]])
+    for row in range(len(HUSSEIN_RAKHA_TABLE)):
+        fit = np.array([drag_power_law(row, g) for g in gaps])
+        table = np.array([drag_lookup(row, g) for g in gaps])
+        assert np.max(np.abs(fit - table)) < 1e-6, row
+        assert np.any(fit < 0.999)  # the fit is in use for every row
+    for row, gap in ((-1, 10.0), (0, 0.0), (0, -3.0), (0, 34.5), (1, float("nan"))):
+        assert drag_power_law(row, gap) == drag_lookup(row, gap) == 1.0
 
 
 def test_unknown_backend_is_refused() -> None:

@@ -5,7 +5,9 @@ again for the device from the same source. This module holds what that needs:
 
 * ``cuda`` and ``config``: Numba's CUDA target and configuration, untyped (their stubs know
   neither the simulator's switch nor the kernel-side API);
-* a CUDA implementation of ``sumo_cfm.floor_f`` (numba-cuda has no ``np.floor``);
+* CUDA implementations of ``sumo_cfm.floor_f`` (numba-cuda has no ``np.floor``) and of
+  ``aero.drag_lookup`` (the power law evaluated: the CPU's table does not fit in 64 kB of
+  constant memory);
 * a shim for numba-cuda 0.30 under NumPy 2.5, which no longer has ``np.row_stack``;
 * ``device_fn``: a model function as a kernel calls it, on a GPU or in Numba's CUDA
   simulator (``NUMBA_ENABLE_CUDASIM=1``, how CI runs the kernels: no GPU there);
@@ -23,6 +25,7 @@ if not hasattr(np, "row_stack"):  # numba-cuda 0.30 registers np.row_stack, gone
 from numba import config as _config
 from numba import cuda as _cuda
 
+from convoy.vehicle.aero import drag_lookup, drag_power_law
 from convoy.vehicle.sumo_cfm import floor_f
 
 cuda: Any = _cuda
@@ -36,6 +39,13 @@ try:  # numba-cuda (the device's numba.cuda) types calls through its own registr
     def _floor_f_cuda(x: float) -> Any:
         def impl(x: float) -> float:
             return libdevice.floor(x)  # type: ignore[no-any-return, unused-ignore]
+
+        return impl
+
+    @_cuda_overload(drag_lookup, inline="always")
+    def _drag_lookup_cuda(row: int, gap_m: float) -> Any:
+        def impl(row: int, gap_m: float) -> float:
+            return drag_power_law(row, gap_m)
 
         return impl
 

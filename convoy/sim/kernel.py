@@ -67,7 +67,7 @@ from convoy.sim.state import (
     TP_NOISE_MPS2,
     TP_SENSOR_DELAY_STEPS,
 )
-from convoy.vehicle.aero import DRAG_G0_M, DRAG_KNOTS, drag_multiplier_table, drag_row
+from convoy.vehicle.aero import drag_lookup, drag_row
 from convoy.vehicle.channel import (
     CH_LATENCY_STEPS,
     CH_PERIOD_STEPS,
@@ -291,12 +291,8 @@ def _truck_range(
     signal_seen_at: np.ndarray,
     red_light_stops: np.ndarray,
     red_light_crossings: np.ndarray,
-    drag_knots: np.ndarray,
-    drag_g0_m: np.ndarray,
 ) -> None:
-    """One step (see the module docstring) for trucks ``lo..hi-1``. ``drag_knots`` and
-    ``drag_g0_m`` are ``aero.DRAG_KNOTS`` and ``aero.DRAG_G0_M`` (arguments, not globals, so
-    that a GPU, whose constant memory cannot hold them, can run this step too).
+    """One step (see the module docstring) for trucks ``lo..hi-1``.
 
     A whole block per call: the ~50 array arguments are reference-counted once per block
     rather than once per truck, which used to be most of the step's time.
@@ -580,9 +576,7 @@ def _truck_range(
             drag_gap = pos[cur, i] - length - pos[cur, k] if k >= 0 else np.inf
         else:
             drag_gap = gap
-        cd_frac = drag_multiplier_table(
-            drag_knots, drag_g0_m, drag_row(psize[i], ppos[i]), drag_gap
-        )
+        cd_frac = drag_lookup(drag_row(psize[i], ppos[i]), drag_gap)
         energy[i] += step_energy_kwh(
             pt[i],
             phys[i, TP_MASS_KG],
@@ -736,8 +730,6 @@ def run_steps_py(
                 signal_seen_at,
                 red_light_stops,
                 red_light_crossings,
-                DRAG_KNOTS,
-                DRAG_G0_M,
             )
         if rec_every > 0 and (s + 1 - s0) % rec_every == 0:
             nxt = (s + 1) & 1

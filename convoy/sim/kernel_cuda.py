@@ -4,7 +4,10 @@ batch instance (Numba CUDA).
 Each thread runs its instance's trucks through the steps exactly as ``kernel.run_instances``
 runs them on a CPU core: the same function (``kernel._truck_range``, compiled for the device
 by numba-cuda from its source, with the SUMO laws, controllers, channel, hazards, signals and
-energy model it calls), the same double-buffered state, the same recording. So every feature
+energy model it calls), the same double-buffered state, the same recording. One model
+function differs by design: the platoon drag is the Hussein-Rakha power law evaluated
+(``aero.drag_power_law``) where the CPU interpolates its table (236 kB, more than a GPU's
+constant memory holds); they agree to 1e-6. So every feature
 of the general step (actuator lag, latency and bursty loss, sensor and reaction delays,
 mixed controllers, hazards and RSUs, signals) runs on the GPU, for the scenarios
 ``engine.simulate_many`` groups by shape. Instances are independent, so a thread never waits
@@ -24,7 +27,6 @@ import numpy as np
 
 from convoy.sim import kernel
 from convoy.sim.cuda_target import cuda, device_fn
-from convoy.vehicle.aero import DRAG_G0_M, DRAG_KNOTS
 
 #: Threads per block (instances per block): one warp's multiple; instances are independent.
 THREADS_PER_BLOCK = 64
@@ -46,7 +48,7 @@ def _kernel() -> Any:
         collided_at, collision_speed, min_gap, min_ttc, hard_brakes, fallback_steps,
         emergency_steps, hz_known, odd_flags, rsi_received_at, sig_known, spat_phase,
         spat_received_at, signal_seen_at, red_light_stops, red_light_crossings, step,
-        rows, drag_knots, drag_g0_m,
+        rows,
     ):  # fmt: skip
         b = cuda.grid(1)
         if b >= rows.shape[0]:
@@ -67,7 +69,6 @@ def _kernel() -> Any:
                 emergency_steps[b], hz[b], rsus[b], hz_known[b], odd_flags[b],
                 rsi_received_at[b], sg[b], sig_known[b], spat_phase[b], spat_received_at[b],
                 signal_seen_at[b], red_light_stops[b], red_light_crossings[b],
-                drag_knots, drag_g0_m,
             )  # fmt: skip
             if rec_every > 0 and (s + 1 - s0) % rec_every == 0:
                 nxt = (s + 1) & 1
@@ -94,8 +95,6 @@ def run_instances(n_steps: int, rec_every: int, *stacked: np.ndarray) -> None:
     dev = [cuda.to_device(np.ascontiguousarray(a)) for a in (*arrays, rows)]
     n_inst = rows.shape[0]
     blocks = -(-n_inst // THREADS_PER_BLOCK)
-    _kernel()[blocks, THREADS_PER_BLOCK](
-        n_steps, rec_every, *dev, cuda.to_device(DRAG_KNOTS), cuda.to_device(DRAG_G0_M)
-    )
+    _kernel()[blocks, THREADS_PER_BLOCK](n_steps, rec_every, *dev)
     for host, d in zip((*arrays, rows), dev, strict=True):
         host[...] = d.copy_to_host()
