@@ -20,6 +20,8 @@
 #
 #   OUT=gpu-out bash scripts/gpu_check.sh            # all steps
 #   STEPS="env tests" bash scripts/gpu_check.sh      # a subset
+#   STEPS="env general fused" bash scripts/gpu_check.sh  # the CUDA kernels (about 5 min):
+#                                                    # kernel_cuda has not run on a GPU yet
 set -u
 OUT=${OUT:-gpu-out}
 STEPS=${STEPS:-"env tests bench net validate"}
