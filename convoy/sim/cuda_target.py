@@ -61,8 +61,17 @@ def device_fn(f: Any) -> Any:
         return f
 
     def unwrap(x: Any) -> Any:
-        item = getattr(x, "_item", None) if not isinstance(x, np.ndarray) else None
-        return item._ary if item is not None else x
+        # the simulators' proxies: an in-kernel view (``_item``) of a device array (``_ary``),
+        # nested differently in Numba's built-in simulator and in numba-cuda's
+        while not isinstance(x, np.ndarray):
+            d = getattr(x, "__dict__", None) or {}
+            if "_item" in d:
+                x = d["_item"]
+            elif "_ary" in d:
+                x = d["_ary"]
+            else:
+                return x
+        return x
 
     def call(*args: Any) -> Any:
         return f(*(unwrap(a) for a in args))
