@@ -44,16 +44,20 @@ def stacked_copies(name: str, copies: int) -> list[np.ndarray]:
     return [*out, np.zeros(copies, np.int64)]
 
 
+# positions of the position and step-counter arrays among the kernel's array arguments
+_POS = engine._KERNEL_ARGS.index("pos")
+_STEP = engine._KERNEL_ARGS.index("step")
+
+
 def timed(run: Any, n_steps: int, args: list[np.ndarray]) -> tuple[float, float]:
     """(wall seconds, km the heads drove) of one call of ``n_steps`` steps on a copy."""
     work = [a.copy() for a in args]
-    pos = engine._KERNEL_ARGS.index("pos") + 0  # index among the arrays after the two ints
-    start = work[pos][:, 0, 0].copy()  # (B, 2, n): buffer 0, the head (truck 0)
+    start = work[_POS][:, 0, 0].copy()  # (B, 2, n): buffer 0, the head (truck 0)
     t0 = time.perf_counter()
     run(n_steps, 0, *work)
     wall = time.perf_counter() - t0
-    buf = (int(work[-2][0, 0])) & 1  # the step counter after the call picks the buffer
-    km = float(np.sum(work[pos][:, buf, 0] - start)) / 1000.0
+    buf = int(work[_STEP][0, 0]) & 1  # the step counter after the call picks the buffer
+    km = float(np.sum(work[_POS][:, buf, 0] - start)) / 1000.0
     return wall, km
 
 

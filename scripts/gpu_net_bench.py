@@ -212,10 +212,10 @@ def fused_result(
     build_s: float,
 ) -> dict[str, Any]:
     """Time the fused CUDA kernel (``--kernel cuda``) on the replicated world."""
-    from numba import cuda
-
     from convoy.sim import net_cuda
+    from convoy.sim.cuda_target import cuda
 
+    max_registers = net_cuda.MAX_REGISTERS if args.max_registers is None else args.max_registers
     world = net_cuda.FusedWorld(
         tables,
         fleet,
@@ -223,7 +223,7 @@ def fused_result(
         one._edge_caps(0.0),
         one._closed_lanes(0.0),
         fastmath=args.fastmath,
-        max_registers=args.max_registers or None,
+        max_registers=max_registers or None,
     )
     t0 = time.perf_counter()
     world.launch(1, world.copy_state())  # compiles for this block size and edge count
@@ -260,7 +260,7 @@ def fused_result(
         "corridor_trucks": args.corridor_trucks,
         "threads_per_block": world.block,
         "fastmath": args.fastmath,
-        "max_registers": args.max_registers,
+        "max_registers": max_registers,
         **world.resources(),
         "edges_per_corridor": args.edges,
         "edge_km": args.edge_km,
@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--max-registers",
         type=int,
-        default=64,
-        help="--kernel cuda: registers per thread (64, net_cuda.MAX_REGISTERS; 0: no cap)",
+        default=None,
+        help="--kernel cuda: registers per thread (default net_cuda.MAX_REGISTERS; 0: no cap)",
     )
     args = ap.parse_args(argv)
     if args.corridor_trucks % PLATOON_TRUCKS or args.corridor_trucks <= 0:
@@ -317,26 +317,21 @@ def main(argv: list[str] | None = None) -> int:
     travel_m = 2 * args.steps * args.dt * 25.0
     if travel_m > (1.0 - FILLED_SHARE) * args.edges * args.edge_km * 1000.0:
         ap.error("--steps: the lead platoons would reach the corridor's end; add --edges")
-    instances = args.trucks // args.corridor_trucks
-    if args.kernel == "cuda":
-        t0 = time.perf_counter()
-        one = corridor_sim(args.corridor_trucks, args.edges, args.edge_km, dt_s=args.dt)
-        tables = nj.tables_from_sim(one)
-        fleet = nj.replicate(nj.fleet_from_sim(one), instances)
-        cfg = dataclasses.replace(nj.config_from_sim(one), instances=instances)
-        result = fused_result(args, tables, fleet, cfg, one, time.perf_counter() - t0)
-        return _report(args, result)
-    try:
-        device = jax.devices()[0] if args.device == "default" else jax.devices(args.device)[0]
-    except RuntimeError:
-        ap.error(f"--device = {args.device}: JAX sees no such device, only {jax.devices()}")
+    if args.kernel == "jax":
+        try:
+            device = jax.devices()[0] if args.device == "default" else jax.devices(args.device)[0]
+        except RuntimeError:
+            ap.error(f"--device = {args.device}: JAX sees no such device, only {jax.devices()}")
 
+    instances = args.trucks // args.corridor_trucks
     t0 = time.perf_counter()
     one = corridor_sim(args.corridor_trucks, args.edges, args.edge_km, dt_s=args.dt)
     tables = nj.tables_from_sim(one)
     fleet = nj.replicate(nj.fleet_from_sim(one), instances)
     cfg = dataclasses.replace(nj.config_from_sim(one), instances=instances)
     build_s = time.perf_counter() - t0
+    if args.kernel == "cuda":
+        return _report(args, fused_result(args, tables, fleet, cfg, one, build_s))
     with nj.x64_scope():
         shape = nj.make_shape(tables, fleet, cfg, args.precision, rows_cap=0, ev_cap=0)
         shape = shape._replace(unroll_steps=args.unroll_steps, unroll_inner=args.unroll_inner)

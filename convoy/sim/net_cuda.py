@@ -42,9 +42,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from numba import float64, int32
+from numba import float64, int32, njit
 
-from convoy.road.signals import PHASE_RED, PHASE_YELLOW
 from convoy.sim import net_kernel as nk
 from convoy.sim.cuda_target import config, cuda, device_fn
 from convoy.sim.net_jax import Fleet, NetTables, RunConfig, edge_sort_keys
@@ -63,10 +62,19 @@ MAX_REGISTERS = 64
 #: Sort key of a vehicle off the road: behind every lane.
 _OFF_ROAD_KEY = 2**30
 
+
+@njit(cache=True, inline="always")
+def _ahead_py(key_a: int, pos_a: float, a: int, key_c: int, pos_c: float, c: int) -> bool:
+    """Whether vehicle ``a`` comes before ``c`` in the lane order: by lane key, then
+    front-most first, ties by vehicle number (``net_kernel.sort_lanes``' order)."""
+    return key_a < key_c or (key_a == key_c and (pos_a > pos_c or (pos_a == pos_c and a < c)))
+
+
+_ahead = device_fn(_ahead_py)
 _next_speed = device_fn(nk.next_speed)
-_signal_state = device_fn(nk._signal_state)
+_signal_stops = device_fn(nk.signal_stops)
+_junction_rule = device_fn(nk.junction_rule)
 _lane_open = device_fn(nk.lane_open)
-_eta_s = device_fn(nk._eta_s)
 _drag = device_fn(drag_multiplier_table)
 _energy = device_fn(step_energy_kwh_prepared)
 _uniform = device_fn(uniform)
@@ -237,26 +245,15 @@ def _kernel(
             if not bad and t + 1 < n_drv:
                 a_ = s_order[t]
                 c_ = s_order[t + 1]
-                ka = s_key[a_]
-                kc = s_key[c_]
-                bad = not (
-                    ka < kc
-                    or (
-                        ka == kc and (s_pos[a_] > s_pos[c_] or (s_pos[a_] == s_pos[c_] and a_ < c_))
-                    )
-                )
+                bad = not _ahead(s_key[a_], s_pos[a_], a_, s_key[c_], s_pos[c_], c_)
             # the lanes' places change only when the order or an edge does
             if bad:
                 s_flag[0] = 1
             if cuda.syncthreads_or(1 if (bad or moved) else 0):
                 if s_flag[0] != 0 and drv:
                     r = 0
-                    my_key = s_key[t]
                     for j in range(nb):
-                        kj = s_key[j]
-                        if kj < my_key or (
-                            kj == my_key and (s_pos[j] > p or (s_pos[j] == p and j < t))
-                        ):
+                        if _ahead(s_key[j], s_pos[j], j, s_key[t], p, t):
                             r += 1
                     s_order[r] = t
                 for q in range(t, e_sz, b_sz):
@@ -312,10 +309,7 @@ def _kernel(
                 if r == s_bs[e] and d_end < max(nk.JUNCTION_ZONE_M, v * 6.0):
                     last = rp + 1 >= leg_hi[lg]
                     node = edge_to[e]
-                    ph = _signal_state(t_s, sig, e)
-                    brake_m = v * v / (2.0 * vt[ty, nk.VT_DECEL_MPS2])
-                    if ph == PHASE_RED or (ph == PHASE_YELLOW and d_end > brake_m):
-                        stop = True
+                    stop = _signal_stops(t_s, sig, e, v, vt[ty, nk.VT_DECEL_MPS2], d_end)
                     if last:
                         site = leg_site[lg]
                         if site >= 0 and site_load[k_inst, site] >= site_capacity[site]:
@@ -334,24 +328,15 @@ def _kernel(
                                 d_o = edge_len_m[e_o] - s_pos[j]
                                 if d_o > nk.JUNCTION_ZONE_M + s_spd[j] * 6.0:
                                     continue
-                                eta_o = _eta_s(d_o, s_spd[j])
-                                if node_junction[node] == nk.JT_PRIORITY and (
-                                    edge_rank[e] < edge_rank[e_o]
-                                ):
-                                    if eta_o < nk.CRITICAL_GAP_S and sig[e, 0] <= 0.0:
-                                        stop = True
-                                    continue
-                                if edge_rank[e] > edge_rank[e_o]:
-                                    continue
                                 rj = s_rp[j] + 1
-                                if rj >= leg_hi[s_leg[j]] or route_edges[rj] != e_next:
-                                    continue
-                                if d_o < d_end or (d_o == d_end and j < t):
-                                    g_v = d_end - d_o - vt[s_vty[j], nk.VT_LENGTH_M]
-                                    if g_v < gap:
-                                        gap = g_v
-                                        v_lead = s_spd[j]
-                                        ld = -2
+                                yields, gap, v_lead, ld = _junction_rule(
+                                    node_junction[node] == nk.JT_PRIORITY,
+                                    edge_rank[e], edge_rank[e_o], sig[e, 0] > 0.0,
+                                    d_end, d_o, s_spd[j], vt[s_vty[j], nk.VT_LENGTH_M], j < t,
+                                    rj < leg_hi[s_leg[j]] and route_edges[rj] == e_next,
+                                    gap, v_lead, ld,
+                                )  # fmt: skip
+                                stop = stop or yields
                 if stop:
                     g_s = d_end + vt[ty, nk.VT_MIN_GAP_M] - 0.5
                     if g_s < gap:
@@ -467,6 +452,19 @@ STATE_FIELDS = (
 )
 
 
+#: The state fields kept as integers on the device (the others are float64).
+_STATE_DTYPES: dict[str, Any] = {
+    "status": np.int8,
+    "edge": np.int32,
+    "route_ptr": np.int32,
+    "leg": np.int32,
+    "mode": np.int32,
+    "hard_brakes": np.int32,
+    "leader": np.int32,
+    "site_load": np.int32,
+}
+
+
 class FusedWorld:
     """A world on the device, ready for launches: the tables, the fleet's fixed columns and
     its state (``state``: device arrays, in ``STATE_FIELDS`` order), and the per-instance
@@ -555,17 +553,9 @@ class FusedWorld:
             dev(fleet.set_speed_mps, np.float64),
             dev(fleet.extra_gap_m, np.float64),
         )
-        self._dtypes = {
-            "status": np.int8,
-            "edge": np.int32,
-            "route_ptr": np.int32,
-            "leg": np.int32,
-            "mode": np.int32,
-            "hard_brakes": np.int32,
-            "leader": np.int32,
-            "site_load": np.int32,
-        }
-        self.state = [dev(getattr(fleet, f), self._dtypes.get(f, np.float64)) for f in STATE_FIELDS]
+        self.state = [
+            dev(getattr(fleet, f), _STATE_DTYPES.get(f, np.float64)) for f in STATE_FIELDS
+        ]
         self.collisions = cuda.to_device(np.zeros(self.n_blocks, np.int64))
         self.arrivals = cuda.to_device(np.zeros(self.n_blocks, np.int64))
         self._present = present
@@ -614,9 +604,11 @@ class FusedWorld:
     def result(self) -> CudaResult:
         """The fleet and the counters, copied back to the host."""
         cuda.synchronize()
-        host = {f: a.copy_to_host() for f, a in zip(STATE_FIELDS, self.state, strict=True)}
         fleet = self.fleet
-        fields_ = {f: host[f].astype(getattr(fleet, f).dtype) for f in STATE_FIELDS}
+        fields_ = {
+            f: a.copy_to_host().astype(getattr(fleet, f).dtype)
+            for f, a in zip(STATE_FIELDS, self.state, strict=True)
+        }
         coll = np.zeros(self.cfg.instances, np.int64)
         arr = np.zeros(self.cfg.instances, np.int64)
         coll[self._present] = self.collisions.copy_to_host()

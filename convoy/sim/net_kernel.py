@@ -469,6 +469,51 @@ def _eta_s(dist_m: float, speed_mps: float) -> float:
     return dist_m / max(speed_mps, 0.5)
 
 
+@njit(cache=True, inline="always")
+def signal_stops(
+    t_s: float, sig: np.ndarray, e: int, speed_mps: float, decel_mps2: float, d_end_m: float
+) -> bool:
+    """Whether the signal at the end of edge ``e`` holds a vehicle ``d_end_m`` before its line:
+    red, or yellow while it can still stop with ``decel_mps2``."""
+    ph = _signal_state(t_s, sig, e)
+    brake_m = speed_mps * speed_mps / (2.0 * decel_mps2)
+    return ph == PHASE_RED or (ph == PHASE_YELLOW and d_end_m > brake_m)
+
+
+@njit(cache=True, inline="always")
+def junction_rule(
+    priority_node: bool,
+    rank_e: int,
+    rank_o: int,
+    own_signal: bool,
+    d_end_m: float,
+    d_o_m: float,
+    speed_o_mps: float,
+    length_o_m: float,
+    other_first_on_tie: bool,
+    feeds_same_edge: bool,
+    gap: float,
+    v_lead: float,
+    ld: int,
+) -> tuple[bool, float, float, int]:
+    """The junction rule between a lane head ``d_end_m`` before its node and the head of
+    another approach ``d_o_m`` before it (within the junction zone): at a priority junction a
+    vehicle on a lower-ranked road stops while the other arrives within ``CRITICAL_GAP_S``
+    (unless a signal governs its own approach); on roads of equal rank that feed the same
+    edge, the one nearer the node goes first (a zipper), and the other becomes the leader
+    (``ld = -2``) if it is nearer than ``gap``. Returns ``(stop, gap, v_lead, ld)``."""
+    if priority_node and rank_e < rank_o:
+        yields = _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S and not own_signal
+        return yields, gap, v_lead, ld
+    if rank_e > rank_o or not feeds_same_edge:
+        return False, gap, v_lead, ld
+    if d_o_m < d_end_m or (d_o_m == d_end_m and other_first_on_tie):
+        g_v = d_end_m - d_o_m - length_o_m
+        if g_v < gap:
+            return False, g_v, speed_o_mps, -2
+    return False, gap, v_lead, ld
+
+
 @njit(cache=True)
 def call_constants(
     vt: np.ndarray, pt: np.ndarray, ambient_c: float, dt_s: float, edge_grade: np.ndarray
@@ -847,10 +892,7 @@ def run_net_steps_py(
                 lg = leg[i]
                 last = rp + 1 >= leg_route_hi[lg]
                 node = edge_to[e]
-                ph = _signal_state(t_s, sig, e)
-                brake_m = speed_mps[i] * speed_mps[i] / (2.0 * vt[ty, VT_DECEL_MPS2])
-                if ph == PHASE_RED or (ph == PHASE_YELLOW and d_end > brake_m):
-                    stop = True
+                stop = signal_stops(t_s, sig, e, speed_mps[i], vt[ty, VT_DECEL_MPS2], d_end)
                 if last:
                     site = leg_site[lg]
                     if site >= 0 and site_load[inst[i], site] >= site_capacity[site]:
@@ -872,26 +914,23 @@ def run_net_steps_py(
                                 d_o = edge_len_m[e_o] - pos_m[j]
                                 if d_o > JUNCTION_ZONE_M + speed_mps[j] * 6.0:
                                     continue
-                                eta_o = _eta_s(d_o, speed_mps[j])
-                                if node_junction[node] == JT_PRIORITY and (
-                                    edge_rank[e] < edge_rank[e_o]
-                                ):
-                                    if eta_o < CRITICAL_GAP_S and sig[e, 0] <= 0.0:
-                                        stop = True
-                                    continue
-                                if edge_rank[e] > edge_rank[e_o]:
-                                    continue
-                                # equal rank: merge only when both feed the same edge
                                 rj = route_ptr[j] + 1
-                                if rj >= leg_route_hi[leg[j]] or route_edges[rj] != e_next:
-                                    continue
-                                # the one nearer the junction goes first (a zipper)
-                                if d_o < d_end or (d_o == d_end and j < i):
-                                    g_v = d_end - d_o - vt[vtype[j], VT_LENGTH_M]
-                                    if g_v < gap:
-                                        gap = g_v
-                                        v_lead = speed_mps[j]
-                                        ld = -2
+                                yields, gap, v_lead, ld = junction_rule(
+                                    node_junction[node] == JT_PRIORITY,
+                                    edge_rank[e],
+                                    edge_rank[e_o],
+                                    sig[e, 0] > 0.0,
+                                    d_end,
+                                    d_o,
+                                    speed_mps[j],
+                                    vt[vtype[j], VT_LENGTH_M],
+                                    j < i,
+                                    rj < leg_route_hi[leg[j]] and route_edges[rj] == e_next,
+                                    gap,
+                                    v_lead,
+                                    ld,
+                                )
+                                stop = stop or yields
             if stop:
                 g_s = d_end + vt[ty, VT_MIN_GAP_M] - 0.5
                 if g_s < gap:

@@ -332,8 +332,8 @@ def floor_f(x: float) -> float:
     """``np.floor`` of one float, as a float, in Python and every Numba target.
 
     The CPU target compiles it to ``np.floor`` (the overload below: the same code as before);
-    ``convoy.sim.net_cuda`` gives the CUDA target its own (numba-cuda has no ``np.floor``), so
-    that the GPU kernel compiles these laws from this source.
+    ``convoy.sim.cuda_target`` gives the CUDA target its own (numba-cuda has no ``np.floor``),
+    so that the GPU kernels compile these laws from this source.
     """
     return float(np.floor(x))
 
