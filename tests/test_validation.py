@@ -383,3 +383,34 @@ def test_simulate_many_equals_simulate_to_the_last_bit() -> None:
             np.testing.assert_array_equal(
                 getattr(got.state, f.name), getattr(ref.state, f.name), f.name
             )
+
+
+def test_compiled_metrics_follow_their_definitions_on_the_trace() -> None:
+    # The metrics are computed in one compiled pass per run (batched over a chunk's runs);
+    # here they are recomputed from the trace, plainly, by their definitions: over the
+    # window after the warm-up, the least bumper gap of the followers, the least gap over
+    # closing speed where they close in, the deepest deceleration, the largest DRAC
+    # (closing² / 2 gap) and the followers' peak |a| over the head's; the head's km over
+    # the whole run. In dust at the low corner of visibility, speed and time gap the
+    # platoon collides (a negative gap, TTC 0), so no figure keeps its trivial value.
+    tpl = get_template("dust-sensor-degradation")
+    row = [r.low for r in tpl.ranges]
+    res = simulate(instance(tpl, row, 0, 0))
+    m = run_metrics(res, tpl.warmup_s)
+    tr, table = res.trace, res.table
+    w = tr.time_s >= tpl.warmup_s - 1e-9
+    fol = table.position > 0
+    gap = tr.gap_m[w][:, fol]
+    closing = tr.speed_mps[w][:, fol] - tr.speed_mps[w][:, table.leader[fol]]
+    closes = closing > 0.0
+    acc = tr.accel_mps2[w]
+    peak = np.abs(acc).max(axis=0)
+    assert m["collided"] == 1.0
+    assert m["min_gap_m"] == gap.min() < 0.0
+    assert m["min_ttc_s"] == (np.maximum(gap, 0.0)[closes] / closing[closes]).min()
+    assert m["max_decel_mps2"] == -acc.min() > 0.0
+    ok = closes & (gap > 0.0)
+    assert m["drac_mps2"] == (closing[ok] ** 2 / (2.0 * gap[ok])).max() > 0.0
+    assert m["string_index"] == peak[fol].max() / max(peak[~fol].max(), 0.1)
+    heads = table.position == 0
+    assert m["platoon_km"] == (tr.pos_m[-1, heads] - tr.pos_m[0, heads]).sum() / 1000.0 > 0.1

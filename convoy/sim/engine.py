@@ -717,17 +717,42 @@ _FIRST_STATE = _KERNEL_ARGS.index("pos")
 _RECORDS = _KERNEL_ARGS.index("model")  # the recording arrays come before
 
 
-def simulate_many(scenarios: Sequence[Scenario], backend: str = "cpu") -> list[RunResult]:
-    """``simulate(sc, backend="cpu")`` of every scenario, the same results to the last bit.
-    The general kernel's runs of equal shapes (trucks, steps, history, hazard and signal
-    tables; speed profiles are padded) are made in one call along its instance axis
-    (``kernel.run_instances``), parallel over instances. A scenario for the fast CACC step
-    runs alone, as ``simulate`` runs it.
+@dataclass(frozen=True, slots=True)
+class RunGroup:
+    """Runs of one shape made in one call along the general kernel's instance axis
+    (``run_groups``), their recordings and final states stacked, instance first."""
 
-    ``backend="cuda"`` makes each such call on a CUDA GPU instead, one thread per instance
-    (``kernel_cuda.run_instances``, the general step compiled for the device), the fast CACC
-    scenarios included (the general step gives them the same results); the results then
-    agree with the CPU's to rounding.
+    #: positions of the runs in the scenarios given
+    members: list[int]
+    scenarios: list[Scenario]
+    tables: list[TruckTable]
+    rec_every: int
+    #: the final state by the kernel's argument names (``kernel.run_steps_py``), (m, ...)
+    state: dict[str, np.ndarray]
+    #: each member's own arrays, in the kernel's argument order (``simulate_many`` copies
+    #: the stacked results back into them)
+    member_args: list[list[np.ndarray]]
+    member_runs: list[tuple[TruckTable, TruckState, tuple[np.ndarray, ...], int]]
+    #: the kernel's arguments, stacked (the recordings without their start row, ``start``)
+    stacked: list[np.ndarray]
+
+    def start(self, k: int) -> np.ndarray:
+        """The start rows of the first ``k`` recording arrays (``_record_arrays``' order:
+        position, speed, acceleration, ...), (k, m, n): ``stacked`` holds the rest."""
+        return np.array([[run[2][a][0] for run in self.member_runs] for a in range(k)])
+
+
+def run_groups(
+    scenarios: Sequence[Scenario], backend: str = "cpu"
+) -> tuple[dict[int, RunResult], list[RunGroup]]:
+    """The runs of ``simulate_many``, left stacked: the general kernel's runs of equal
+    shapes (trucks, steps, step length, history, hazard and signal tables; speed profiles
+    are padded) made in one call along its instance axis (``kernel.run_instances``, or
+    ``kernel_cuda``'s with ``backend="cuda"``), and the scenarios for the fast CACC step
+    (CPU only) run alone.
+
+    Returns:
+        ``(alone, groups)``: the runs made alone by position, and the groups.
 
     Raises:
         ScenarioError: as ``simulate``, or for a backend other than ``cpu`` and ``cuda``.
@@ -739,24 +764,25 @@ def simulate_many(scenarios: Sequence[Scenario], backend: str = "cpu") -> list[R
         from convoy.sim import kernel_cuda
 
         run_group = kernel_cuda.run_instances
-    out: list[RunResult | None] = [None] * len(scenarios)
+    alone: dict[int, RunResult] = {}
     runs: dict[int, tuple[TruckTable, TruckState, tuple[np.ndarray, ...], int]] = {}
     args: dict[int, list[np.ndarray]] = {}
-    groups: dict[tuple[int, int, bool, tuple[tuple[int, ...], ...]], list[int]] = {}
+    groups: dict[tuple[int, int, float, bool, tuple[tuple[int, ...], ...]], list[int]] = {}
     for i, sc in enumerate(scenarios):
         table, state, world = build(sc)
         if world.fast_cacc and backend == "cpu":
-            out[i] = _simulate_built(sc, "cpu", _cpu_fast, table, state, world, None, None, 1)
+            alone[i] = _simulate_built(sc, "cpu", _cpu_fast, table, state, world, None, None, 1)
             continue
         rec, rec_every = _record_arrays(sc, table, state, None)
         # the kernel fills rows 1.. (row 0 is the start)
         a = [*(r[1:] for r in rec), *_general_args(table, state, world)]
         shapes = tuple(x.shape for k, x in enumerate(a) if k not in (_PROF_T, _PROF_V))
-        key = (sc.n_steps, rec_every, a[_PROF_T].shape[0] == 0, shapes)
+        key = (sc.n_steps, rec_every, sc.dt_s, a[_PROF_T].shape[0] == 0, shapes)
         groups.setdefault(key, []).append(i)
         runs[i] = (table, state, rec, rec_every)
         args[i] = a
-    for (n_steps, rec_every, _, _), members in groups.items():
+    out: list[RunGroup] = []
+    for (n_steps, rec_every, _, _, _), members in groups.items():
         longest = max(args[i][_PROF_T].shape[0] for i in members)
         if longest > 0:
             for i in members:
@@ -766,21 +792,55 @@ def simulate_many(scenarios: Sequence[Scenario], backend: str = "cpu") -> list[R
         stacked = [np.stack([args[i][k] for i in members]) for k in range(len(args[members[0]]))]
         rows = np.zeros(len(members), np.int64)
         run_group(n_steps, rec_every, *stacked, rows)
-        for j, i in enumerate(members):
-            for k, (mine, all_) in enumerate(zip(args[i], stacked, strict=True)):
+        if (rows != n_steps // rec_every).any():  # pragma: no cover - the kernel records all
+            raise ScenarioError(f"simulate_many: a run recorded {rows.min()} rows, not all")
+        out.append(
+            RunGroup(
+                members=members,
+                scenarios=[scenarios[i] for i in members],
+                tables=[runs[i][0] for i in members],
+                rec_every=rec_every,
+                state={_KERNEL_ARGS[k]: stacked[k] for k in range(_FIRST_STATE, len(stacked))},
+                member_args=[args[i] for i in members],
+                member_runs=[runs[i] for i in members],
+                stacked=stacked,
+            )
+        )
+    return alone, out
+
+
+def simulate_many(scenarios: Sequence[Scenario], backend: str = "cpu") -> list[RunResult]:
+    """``simulate(sc, backend="cpu")`` of every scenario, the same results to the last bit.
+    The general kernel's runs of equal shapes are made in one call along its instance axis,
+    parallel over instances (``run_groups``). A scenario for the fast CACC step runs alone,
+    as ``simulate`` runs it.
+
+    ``backend="cuda"`` makes each such call on a CUDA GPU instead, one thread per instance
+    (``kernel_cuda.run_instances``, the general step compiled for the device), the fast CACC
+    scenarios included (the general step gives them the same results); the results then
+    agree with the CPU's to rounding.
+
+    Raises:
+        ScenarioError: as ``simulate``, or for a backend other than ``cpu`` and ``cuda``.
+    """
+    alone, groups = run_groups(scenarios, backend)
+    out: dict[int, RunResult] = dict(alone)
+    for g in groups:
+        for j, i in enumerate(g.members):
+            for k, (mine, all_) in enumerate(zip(g.member_args[j], g.stacked, strict=True)):
                 if k < _RECORDS or k >= _FIRST_STATE:  # (the table and world are only read)
                     mine[...] = all_[j]
-            table, state, rec, every = runs[i]
+            table, state, rec, every = g.member_runs[j]
             sc = scenarios[i]
             out[i] = RunResult(
                 scenario=sc,
                 table=table,
                 state=state,
-                trace=_trace(sc, table, rec, int(rows[j]) + 1, every),
+                trace=_trace(sc, table, rec, rec[0].shape[0], every),
                 backend=backend,
                 roadside=RoadsideLog.of(state),
             )
-    return [r for r in out if r is not None]
+    return [out[i] for i in range(len(scenarios))]
 
 
 def _trace(

@@ -70,12 +70,14 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
+from numba import njit, prange
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from convoy.sim.batch import run_batch
-from convoy.sim.engine import RunResult, Trace, simulate, simulate_many
+from convoy.sim.engine import RunGroup, RunResult, Trace, run_groups, simulate
 from convoy.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from convoy.sim.state import TP_LENGTH_M
 from convoy.sim.validation_net import CUT_IN_NAME, NetTrace, run_cut_in
 
 # Actuator lag of every truck, the head's brakes included (DESIGN.md: tau = 0.5 s).
@@ -97,6 +99,8 @@ METRIC_NAMES = (
     "string_index",
     "platoon_km",
 )
+# their columns, for the compiled metrics
+M_COLLIDED, M_MIN_GAP, M_MIN_TTC, M_MAX_DECEL, M_DRAC, M_STRING_INDEX, M_PLATOON_KM = range(7)
 VALIDATE_BACKENDS = ("cpu", "jax", "gpu")
 
 
@@ -629,6 +633,37 @@ def get_template(name: str) -> ScenarioTemplate:
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _fold_gap(
+    gap_m: float, closing_mps: float, min_gap: float, min_ttc: float, drac: float
+) -> tuple[float, float, float]:
+    """One follower's sample (bumper gap, closing speed; a NaN gap: no leader) folded into a
+    window's minimum gap, minimum TTC and maximum DRAC."""
+    if gap_m != gap_m:
+        return min_gap, min_ttc, drac
+    min_gap = min(min_gap, gap_m)
+    if closing_mps > 0.0:
+        min_ttc = min(min_ttc, max(gap_m, 0.0) / closing_mps)
+        if gap_m > 0.0:
+            drac = max(drac, closing_mps * closing_mps / (2.0 * gap_m))
+    return min_gap, min_ttc, drac
+
+
+@njit(cache=True, inline="always")
+def _string_index(peak: np.ndarray, fol: np.ndarray, ref: np.ndarray) -> float:
+    """The largest peak |a| of the ``fol`` vehicles over that of the ``ref`` ones (floored at
+    ``STRING_INDEX_FLOOR_MPS2``); 0 without followers."""
+    top = 0.0
+    ref_peak = 0.0
+    for q in range(peak.shape[0]):
+        if fol[q]:
+            top = max(top, peak[q])
+        if ref[q]:
+            ref_peak = max(ref_peak, peak[q])
+    return top / max(ref_peak, STRING_INDEX_FLOOR_MPS2)
+
+
+@njit(cache=True)
 def _window_metrics(
     gap: np.ndarray,
     closing: np.ndarray,
@@ -640,28 +675,97 @@ def _window_metrics(
     """Min gap, min TTC, max deceleration, DRAC and string index over a window.
 
     Args:
-        gap, closing: (r, f) bumper gap [m] and closing speed [m/s] of the followers; NaN
-            where a follower has no leader (or is off the road).
+        gap, closing: (r, n) bumper gap [m] and closing speed [m/s] of every vehicle; NaN
+            where one does not count (no leader, not a follower, off the road).
         acc: (r, n) accelerations of every vehicle [m/s²], NaN while one is off the road.
         braking: (n,) bool, the vehicles whose deceleration counts.
         fol: (n,) bool, the vehicles whose peak |a| is the string index's numerator.
         ref: (n,) bool, those whose peak is its denominator (the manoeuvre's source).
     """
-    has = ~np.isnan(gap)
-    min_gap = float(gap[has].min()) if has.any() else math.inf
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ttc = np.where(closing > 0.0, np.maximum(gap, 0.0) / closing, np.inf)
-    min_ttc = float(ttc[has].min()) if has.any() else math.inf
-    a = np.where(np.isnan(acc), 0.0, acc)
-    max_decel = float(max(0.0, -a[:, braking].min(initial=0.0)))
-    drac = 0.0
-    ok = has & (gap > 0.0) & (closing > 0.0)
-    if ok.any():
-        drac = float((closing[ok] ** 2 / (2.0 * gap[ok])).max())
-    peak = np.abs(a).max(axis=0, initial=0.0)
-    ref_peak = max(float(peak[ref].max(initial=0.0)), STRING_INDEX_FLOOR_MPS2)
-    ssi = float(peak[fol].max()) / ref_peak if fol.any() else 0.0
-    return min_gap, min_ttc, max_decel, drac, ssi
+    min_gap, min_ttc, drac, lowest = math.inf, math.inf, 0.0, 0.0
+    peak = np.zeros(acc.shape[1])
+    for t in range(acc.shape[0]):
+        for q in range(acc.shape[1]):
+            a = acc[t, q]
+            if a == a:
+                peak[q] = max(peak[q], abs(a))
+                if braking[q]:
+                    lowest = min(lowest, a)
+            min_gap, min_ttc, drac = _fold_gap(gap[t, q], closing[t, q], min_gap, min_ttc, drac)
+    return min_gap, min_ttc, max(0.0, -lowest), drac, _string_index(peak, fol, ref)
+
+
+@njit(cache=True, parallel=True)
+def _metric_rows(
+    time_s: np.ndarray,
+    start: np.ndarray,
+    pos_m: np.ndarray,
+    speed_mps: np.ndarray,
+    accel_mps2: np.ndarray,
+    leader: np.ndarray,
+    position: np.ndarray,
+    length_m: np.ndarray,
+    min_gap_m: np.ndarray,
+    min_ttc_s: np.ndarray,
+    collided_at_s: np.ndarray,
+    from_s: float,
+    out: np.ndarray,
+) -> None:
+    """``METRIC_NAMES`` of m runs of the 1-D engine with the same record times into ``out``
+    (m, 7): ``_window_metrics`` of each, its gaps and closing speeds taken from the trace
+    as they are read (a run's own trace only, so a run's figures do not depend on the
+    others).
+
+    Args:
+        time_s: (r,) record times [s].
+        start: (3, m, n) position, speed and acceleration at ``time_s[0]``.
+        pos_m, speed_mps, accel_mps2: (m, r - 1, n) the rest of the recorded trace.
+        leader, position: (m, n) each truck's leader row and place in its platoon.
+        length_m: (m, n) truck lengths [m].
+        min_gap_m, min_ttc_s, collided_at_s: (m, n) the engine's own whole-run minima and
+            collision times (the final state).
+        from_s: start of the metrics window (``run_metrics``).
+    """
+    n = pos_m.shape[2]
+    for j in prange(pos_m.shape[0]):
+        min_gap, min_ttc, drac, lowest = math.inf, math.inf, 0.0, 0.0
+        peak = np.zeros(n)
+        for t in range(time_s.shape[0]):
+            if time_s[t] < from_s - 1e-9:
+                continue
+            pos, speed, accel = start[0, j], start[1, j], start[2, j]
+            if t > 0:
+                pos, speed, accel = pos_m[j, t - 1], speed_mps[j, t - 1], accel_mps2[j, t - 1]
+            for q in range(n):
+                a = accel[q]
+                if a == a:
+                    peak[q] = max(peak[q], abs(a))
+                    lowest = min(lowest, a)
+                if position[j, q] > 0:
+                    ld = leader[j, q]
+                    gap = pos[ld] - length_m[j, ld] - pos[q]
+                    closing = speed[q] - speed[ld]
+                    min_gap, min_ttc, drac = _fold_gap(gap, closing, min_gap, min_ttc, drac)
+        if from_s <= 0.0:
+            min_gap = math.inf
+            for q in range(n):
+                if position[j, q] > 0:
+                    min_gap = min(min_gap, min_gap_m[j, q])
+            min_ttc = min_ttc_s[j].min()
+        km = 0.0
+        collided = 0.0
+        for q in range(n):
+            if position[j, q] == 0:
+                km += (pos_m[j, -1, q] if pos_m.shape[1] > 0 else start[0, j, q]) - start[0, j, q]
+            if math.isfinite(collided_at_s[j, q]):
+                collided = 1.0
+        out[j, M_COLLIDED] = collided
+        out[j, M_MIN_GAP] = min_gap
+        out[j, M_MIN_TTC] = min_ttc
+        out[j, M_MAX_DECEL] = max(0.0, -lowest)
+        out[j, M_DRAC] = drac
+        out[j, M_STRING_INDEX] = _string_index(peak, position[j] > 0, position[j] == 0)
+        out[j, M_PLATOON_KM] = km / 1000.0
 
 
 def run_metrics(res: RunResult, from_s: float = 0.0) -> dict[str, float]:
@@ -674,29 +778,47 @@ def run_metrics(res: RunResult, from_s: float = 0.0) -> dict[str, float]:
             happens, and ``platoon_km`` is the whole run's.
     """
     tr, st, table = res.trace, res.state, res.table
-    fol = table.position > 0
-    lead = table.leader[fol]
-    heads = table.position == 0
-    w = tr.time_s >= from_s - 1e-9
-    gap = tr.gap_m[w][:, fol]
-    closing = tr.speed_mps[w][:, fol] - tr.speed_mps[w][:, lead]
-    every = np.ones(table.n, bool)
-    min_gap, min_ttc, max_decel, drac, ssi = _window_metrics(
-        gap, closing, tr.accel_mps2[w], every, fol, heads
+    out = np.empty((1, len(METRIC_NAMES)))
+    _metric_rows(
+        tr.time_s,
+        np.stack([tr.pos_m[:1], tr.speed_mps[:1], tr.accel_mps2[:1]]),
+        tr.pos_m[None, 1:],
+        tr.speed_mps[None, 1:],
+        tr.accel_mps2[None, 1:],
+        table.leader[None],
+        table.position[None],
+        table.phys[None, :, TP_LENGTH_M],
+        st.min_gap_m[None],
+        st.min_ttc_s[None],
+        st.collided_at_s[None],
+        from_s,
+        out,
     )
-    if from_s <= 0.0:
-        min_gap = float(st.min_gap_m[fol].min()) if fol.any() else math.inf
-        min_ttc = float(st.min_ttc_s.min())
-    km = float((tr.pos_m[-1, heads] - tr.pos_m[0, heads]).sum()) / 1000.0
-    return {
-        "collided": 1.0 if np.isfinite(st.collided_at_s).any() else 0.0,
-        "min_gap_m": min_gap,
-        "min_ttc_s": min_ttc,
-        "max_decel_mps2": max_decel,
-        "drac_mps2": drac,
-        "string_index": ssi,
-        "platoon_km": km,
-    }
+    return {k: float(v) for k, v in zip(METRIC_NAMES, out[0], strict=True)}
+
+
+def group_metrics(g: RunGroup, from_s: float = 0.0) -> np.ndarray:
+    """``run_metrics`` of every run of a group (``engine.run_groups``), from the stacked
+    arrays as the kernel left them: (m, 7), columns in ``METRIC_NAMES`` order, each row
+    equal to its run's ``run_metrics`` to the last bit."""
+    rows = g.stacked[0].shape[1] + 1
+    out = np.empty((len(g.members), len(METRIC_NAMES)))
+    _metric_rows(
+        np.arange(rows) * g.rec_every * g.scenarios[0].dt_s,
+        g.start(3),
+        g.stacked[0],
+        g.stacked[1],
+        g.stacked[2],
+        np.stack([t.leader for t in g.tables]),
+        np.stack([t.position for t in g.tables]),
+        np.stack([t.phys[:, TP_LENGTH_M] for t in g.tables]),
+        g.state["min_gap"],
+        g.state["min_ttc"],
+        g.state["collided_at"],
+        from_s,
+        out,
+    )
+    return out
 
 
 def net_metrics(tr: NetTrace, from_s: float = 0.0) -> dict[str, float]:
@@ -710,8 +832,8 @@ def net_metrics(tr: NetTrace, from_s: float = 0.0) -> dict[str, float]:
     w = tr.time_s >= from_s - 1e-9
     fol = tr.truck & (tr.position > 0)
     min_gap, min_ttc, max_decel, drac, ssi = _window_metrics(
-        tr.gap_m[w][:, fol],
-        tr.closing_mps[w][:, fol],
+        np.where(fol, tr.gap_m[w], np.nan),
+        np.where(fol, tr.closing_mps[w], np.nan),
         tr.accel_mps2[w],
         tr.truck,
         tr.downstream,
@@ -841,12 +963,14 @@ def run_chunk(
         from convoy.sim.cuda_target import has_gpu
 
         engine_backend = "cuda" if has_gpu() else "cpu"
-    runs = simulate_many(
+    alone, groups = run_groups(
         [instance(tpl, row, seed, start + j) for j, row in enumerate(rows)], engine_backend
     )
-    for j, res in enumerate(runs):
+    for j, res in alone.items():
         m = run_metrics(res, tpl.warmup_s)
         out[j] = [m[k] for k in METRIC_NAMES]
+    for g in groups:  # the metrics of a whole group at once, from its stacked arrays
+        out[g.members] = group_metrics(g, tpl.warmup_s)
     return out
 
 
