@@ -291,7 +291,15 @@ def test_ray_run_equals_local_run() -> None:
 
     try:
         local = validate(["human-lead-late-reaction"], samples=8, seed=11)
-        remote = validate(["human-lead-late-reaction"], samples=8, seed=11, ray_address="local")
+        calls: list[tuple[int, int]] = []
+        remote = validate(
+            ["human-lead-late-reaction"],
+            samples=8,
+            seed=11,
+            ray_address="local",
+            progress=lambda d, t: calls.append((d, t)),
+        )
+        assert calls == [(0, 8), (8, 8)]  # the start, then one chunk of 8 runs as it finished
 
         # the local Ray's workers share the cores out instead of each starting a Numba
         # thread per core (2 workers on this 2-core machine: one thread each)
@@ -414,3 +422,20 @@ def test_compiled_metrics_follow_their_definitions_on_the_trace() -> None:
     assert m["string_index"] == peak[fol].max() / max(peak[~fol].max(), 0.1)
     heads = table.position == 0
     assert m["platoon_km"] == (tr.pos_m[-1, heads] - tr.pos_m[0, heads]).sum() / 1000.0 > 0.1
+
+
+def test_progress_counts_runs_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # convoy validate's progress bar is fed at the start (the total known) and after every
+    # chunk: 7 runs of a 1-D entry in chunks of 3 (3 + 3 + 1), then 7 of the car cut-in in
+    # one network-engine chunk.
+    import convoy.sim.validation as v
+
+    monkeypatch.setattr(v, "CHUNK_INSTANCES_1D", 3)
+    calls: list[tuple[int, int]] = []
+    validate(
+        ["lead-emergency-brake", "car-cut-in"],
+        samples=7,
+        seed=2,
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls == [(0, 14), (3, 14), (6, 14), (7, 14), (14, 14)]

@@ -1062,7 +1062,9 @@ def _threads_per(workers: int) -> int:
 
 def _ray_runner(
     address: str, workers: int | None = None
-) -> Callable[[list[tuple[str, np.ndarray, int]], int, str], list[np.ndarray]]:
+) -> Callable[
+    [list[tuple[str, np.ndarray, int]], int, str, Callable[[int], None]], list[np.ndarray]
+]:
     try:
         import ray
     except ImportError:
@@ -1071,7 +1073,12 @@ def _ray_runner(
             "or run without --ray"
         ) from None
 
-    def go(tasks: list[tuple[str, np.ndarray, int]], seed: int, backend: str) -> list[np.ndarray]:
+    def go(
+        tasks: list[tuple[str, np.ndarray, int]],
+        seed: int,
+        backend: str,
+        finished: Callable[[int], None],
+    ) -> list[np.ndarray]:
         if not ray.is_initialized():
             if address == "local":
                 n_workers = workers or RAY_LOCAL_WORKERS
@@ -1100,7 +1107,13 @@ def _ray_runner(
             )
             for n, rows, start in tasks
         ]
+        runs = {ref: len(rows) for ref, (_, rows, _) in zip(refs, tasks, strict=True)}
         try:
+            pending = list(refs)
+            while pending:  # each chunk as it finishes, for the progress bar
+                ready, pending = ray.wait(pending, num_returns=1)
+                ray.get(ready)  # (a failed task raises here)
+                finished(runs[ready[0]])
             return list(ray.get(refs))
         except ray.exceptions.RayTaskError as exc:
             # a bad-input error raised in a worker: its one-line message, not Ray's traceback
@@ -1121,6 +1134,7 @@ def validate(
     ray_address: str | None = None,
     criteria: Mapping[str, Criteria] | None = None,
     ray_workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ValidationRun:
     """Run library scenarios by Monte Carlo sampling or a grid sweep.
 
@@ -1135,6 +1149,8 @@ def validate(
         ray_workers: worker processes of the local Ray (``ray_address="local"``; default
             ``RAY_LOCAL_WORKERS``); a cluster's own size is set where it starts
             (``ray start --num-cpus N``).
+        progress: called as ``progress(runs_done, runs_total)`` before the first run and
+            whenever a chunk of runs has finished (over Ray, in the order they finish).
 
     Raises:
         ValidationError: for an unknown scenario or backend, samples < 1, ray_workers
@@ -1161,11 +1177,24 @@ def validate(
         for t in tpls
         for s in range(0, len(params[t.name]), chunk_size(t, bool(ray_address)))
     ]
+    total = sum(len(rows) for _, rows, _ in tasks)
+    done = 0
+
+    def finished(runs: int) -> None:
+        nonlocal done
+        done += runs
+        if progress is not None:
+            progress(done, total)
+
+    finished(0)
     t0 = time.perf_counter()
     if ray_address:
-        results = _ray_runner(ray_address, ray_workers)(tasks, seed, backend)
+        results = _ray_runner(ray_address, ray_workers)(tasks, seed, backend, finished)
     else:
-        results = [run_chunk(n, rows, s, seed, backend) for n, rows, s in tasks]
+        results = []
+        for name, rows, start in tasks:
+            results.append(run_chunk(name, rows, start, seed, backend))
+            finished(len(rows))
     wall = time.perf_counter() - t0
     outcomes = []
     for t in tpls:
@@ -1443,6 +1472,30 @@ def load_criteria(path: str) -> dict[str, Criteria]:
     return out
 
 
+def _progress_bar() -> Any:
+    """Runs done of the runs in all, on stderr while it is a terminal (gone when done)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    err = Console(stderr=True)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
 def validate_main(argv: Sequence[str] | None = None) -> int:
     """``convoy validate``: run the library (or one scenario), print the summary table,
     write ``OUT/report.html`` and ``OUT/worst/*.yaml``.  Exit 0, or 2 on bad input."""
@@ -1471,16 +1524,19 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         crit = load_criteria(args.criteria) if args.criteria else None
-        run = validate(
-            args.scenario,
-            args.samples,
-            args.seed,
-            args.grid,
-            args.backend,
-            args.ray,
-            crit,
-            args.ray_workers,
-        )
+        with _progress_bar() as bar:
+            task = bar.add_task("validating", total=None)
+            run = validate(
+                args.scenario,
+                args.samples,
+                args.seed,
+                args.grid,
+                args.backend,
+                args.ray,
+                crit,
+                args.ray_workers,
+                lambda d, t: bar.update(task, completed=d, total=t),
+            )
     except ScenarioError as exc:
         print(f"convoy validate: {exc}", file=sys.stderr)
         return 2
