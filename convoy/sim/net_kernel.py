@@ -699,6 +699,8 @@ def run_net_steps_py(
     keys: np.ndarray,
     v_next: np.ndarray,
     gap_now: np.ndarray,
+    ctl_gap: np.ndarray,
+    coop: np.ndarray,
     leader: np.ndarray,
     lc_target: np.ndarray,
     inserted_at: np.ndarray,
@@ -937,14 +939,27 @@ def run_net_steps_py(
                     gap = g_s
                     v_lead = 0.0
                     ld = -2
-            coop = ld >= 0 and ld == pred[i] and beacon_age_s[i] <= STALE_BEACON_S
+            # what the law needs, for the loop below (v_next holds the leader's speed until
+            # the law replaces it with the vehicle's own)
+            ctl_gap[i] = gap
+            v_next[i] = v_lead
+            coop[i] = 1 if ld >= 0 and ld == pred[i] and beacon_age_s[i] <= STALE_BEACON_S else 0
+            if ld != -2:
+                leader[i] = ld
+        # The law in a loop of its own: without the search's branches and scattered reads
+        # around it the CPU overlaps more of one vehicle's arithmetic with the next's (the
+        # same bits; 8-10 % of the step on the one-lane bench ring, docs/benchmarks.md).
+        for i in prange(n):
+            if status[i] != ST_DRIVING:
+                continue
+            e = edge[i]
             vn, m = next_speed(
                 vt,
                 cacc_p,
                 acc_p,
                 pt,
                 wheel_max_w,
-                ty,
+                vtype[i],
                 edge_speed_mps[e],
                 edge_cap_mps[e],
                 edge_cos[e],
@@ -954,16 +969,14 @@ def run_net_steps_py(
                 extra_gap_m[i],
                 speed_mps[i],
                 accel_mps2[i],
-                gap,
-                v_lead,
-                coop,
+                ctl_gap[i],
+                v_next[i],
+                coop[i] != 0,
                 mode[i],
                 dt_s,
             )
             v_next[i] = vn
             mode[i] = m
-            if ld != -2:
-                leader[i] = ld
         # ---- 2. collisions: the sorted sweep ---------------------------------------------
         for i in range(n):
             if status[i] != ST_DRIVING:

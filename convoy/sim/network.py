@@ -632,6 +632,8 @@ class NetSim:
         self._keys = np.full(n, nb, dtype=np.int64)  # every vehicle off the road
         self._v_next = np.zeros(n)
         self._gap_now = np.full(n, nk.NO_GAP)
+        self._ctl_gap = np.full(n, nk.NO_GAP)  # the law's gap (stop lines included)
+        self._coop = np.zeros(n, dtype=np.int8)  # the law may use the beacons
         self._leader = np.full(n, -1, dtype=np.int32)
         self._lc_target = np.full(n, -1, dtype=np.int32)
         self._inserted_at = np.full(nb + 1, -1, dtype=np.int64)
@@ -1118,6 +1120,8 @@ class NetSim:
                 self._keys,
                 self._v_next,
                 self._gap_now,
+                self._ctl_gap,
+                self._coop,
                 self._leader,
                 self._lc_target,
                 self._inserted_at,
