@@ -725,16 +725,18 @@ class RunGroup:
     #: positions of the runs in the scenarios given
     members: list[int]
     scenarios: list[Scenario]
-    tables: list[TruckTable]
     rec_every: int
-    #: the final state by the kernel's argument names (``kernel.run_steps_py``), (m, ...)
-    state: dict[str, np.ndarray]
     #: each member's own arrays, in the kernel's argument order (``simulate_many`` copies
     #: the stacked results back into them)
     member_args: list[list[np.ndarray]]
     member_runs: list[tuple[TruckTable, TruckState, tuple[np.ndarray, ...], int]]
     #: the kernel's arguments, stacked (the recordings without their start row, ``start``)
     stacked: list[np.ndarray]
+
+    def arg(self, name: str) -> np.ndarray:
+        """The stacked argument ``name`` of ``kernel.run_steps_py`` (m, ...): a table, the
+        world or, after the run, the final state."""
+        return self.stacked[_KERNEL_ARGS.index(name)]
 
     def start(self, k: int) -> np.ndarray:
         """The start rows of the first ``k`` recording arrays (``_record_arrays``' order:
@@ -798,9 +800,7 @@ def run_groups(
             RunGroup(
                 members=members,
                 scenarios=[scenarios[i] for i in members],
-                tables=[runs[i][0] for i in members],
                 rec_every=rec_every,
-                state={_KERNEL_ARGS[k]: stacked[k] for k in range(_FIRST_STATE, len(stacked))},
                 member_args=[args[i] for i in members],
                 member_runs=[runs[i] for i in members],
                 stacked=stacked,

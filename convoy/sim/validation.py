@@ -100,7 +100,13 @@ METRIC_NAMES = (
     "platoon_km",
 )
 # their columns, for the compiled metrics
-M_COLLIDED, M_MIN_GAP, M_MIN_TTC, M_MAX_DECEL, M_DRAC, M_STRING_INDEX, M_PLATOON_KM = range(7)
+M_COLLIDED = METRIC_NAMES.index("collided")
+M_MIN_GAP = METRIC_NAMES.index("min_gap_m")
+M_MIN_TTC = METRIC_NAMES.index("min_ttc_s")
+M_MAX_DECEL = METRIC_NAMES.index("max_decel_mps2")
+M_DRAC = METRIC_NAMES.index("drac_mps2")
+M_STRING_INDEX = METRIC_NAMES.index("string_index")
+M_PLATOON_KM = METRIC_NAMES.index("platoon_km")
 VALIDATE_BACKENDS = ("cpu", "jax", "gpu")
 
 
@@ -809,12 +815,12 @@ def group_metrics(g: RunGroup, from_s: float = 0.0) -> np.ndarray:
         g.stacked[0],
         g.stacked[1],
         g.stacked[2],
-        np.stack([t.leader for t in g.tables]),
-        np.stack([t.position for t in g.tables]),
-        np.stack([t.phys[:, TP_LENGTH_M] for t in g.tables]),
-        g.state["min_gap"],
-        g.state["min_ttc"],
-        g.state["collided_at"],
+        g.arg("leader"),
+        g.arg("ppos"),
+        g.arg("phys")[:, :, TP_LENGTH_M],
+        g.arg("min_gap"),
+        g.arg("min_ttc"),
+        g.arg("collided_at"),
         from_s,
         out,
     )
@@ -1108,13 +1114,14 @@ def _ray_runner(
             for n, rows, start in tasks
         ]
         runs = {ref: len(rows) for ref, (_, rows, _) in zip(refs, tasks, strict=True)}
+        got: dict[Any, np.ndarray] = {}
         try:
             pending = list(refs)
             while pending:  # each chunk as it finishes, for the progress bar
                 ready, pending = ray.wait(pending, num_returns=1)
-                ray.get(ready)  # (a failed task raises here)
+                got[ready[0]] = ray.get(ready[0])  # (a failed task raises here)
                 finished(runs[ready[0]])
-            return list(ray.get(refs))
+            return [got[ref] for ref in refs]
         except ray.exceptions.RayTaskError as exc:
             # a bad-input error raised in a worker: its one-line message, not Ray's traceback
             cause = getattr(exc, "cause", None)
