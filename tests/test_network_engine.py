@@ -554,8 +554,41 @@ def test_threaded_step_equals_the_one_thread_step(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(nk, "PARALLEL_MIN_ON_ROAD", 10**9)
     one = NetSim(net, flows=flows, seed=4).run(300.0)
     monkeypatch.setattr(nk, "PARALLEL_MIN_ON_ROAD", 0)
+    # the chooser measures both variants in turn, in calls of ``PROBE_STEPS`` steps
+    mixed_sim = NetSim(net, flows=flows, seed=4)
+    mixed = mixed_sim.run(300.0, chunk_steps=200)
+    assert set(mixed_sim._chooser.ns_per_vehicle_step) == {
+        "run_net_steps",
+        "run_net_steps_parallel",
+    }
+    monkeypatch.setattr(nk.StepChooser, "pick", lambda self, fn, step, end: (fn, end))
     threaded = NetSim(net, flows=flows, seed=4).run(300.0)
     assert sum(one.lane_changes) > 0 and one.collisions == 0
-    np.testing.assert_array_equal(threaded.fcd["pos_m"], one.fcd["pos_m"])
-    np.testing.assert_array_equal(threaded.fcd["speed_mps"], one.fcd["speed_mps"])
-    np.testing.assert_array_equal(threaded.lane_changes, one.lane_changes)
+    for other in (threaded, mixed):
+        np.testing.assert_array_equal(other.fcd["pos_m"], one.fcd["pos_m"])
+        np.testing.assert_array_equal(other.fcd["speed_mps"], one.fcd["speed_mps"])
+        np.testing.assert_array_equal(other.lane_changes, one.lane_changes)
+        assert other.events == one.events
+
+
+def test_the_chooser_times_both_variants_and_runs_the_faster() -> None:
+    """Where the step would thread, ``StepChooser`` runs short calls of each variant first,
+    then the faster, timing the slower again every ``REPROBE_EVERY`` calls; a variant's
+    first call in a process (compiling it) does not count, and a quiet road is left to
+    ``step_variant``."""
+    par, one = nk.run_net_steps_parallel, nk.run_net_steps
+    c = nk.StepChooser()
+    assert c.pick(one, 0, 600) == (one, 600)  # a quiet road: not the chooser's business
+    assert c.pick(par, 0, 600) == (par, nk.PROBE_STEPS)
+    c.record(par, False, 9.0, 1000)  # compiling: not a measurement
+    assert c.pick(par, 50, 600) == (par, 50 + nk.PROBE_STEPS)
+    c.record(par, True, 60e-6, 1000)  # 60 ns per vehicle-step
+    assert c.pick(par, 100, 600) == (one, 100 + nk.PROBE_STEPS)
+    c.record(one, True, 40e-6, 1000)
+    assert c.ns_per_vehicle_step == pytest.approx({par.__name__: 60.0, one.__name__: 40.0})
+    picks = [c.pick(par, 150, 700) for _ in range(nk.REPROBE_EVERY)]
+    # calls 4 .. 19: the faster to the chunk's end, the slower once, for a probe
+    assert picks.count((one, 700)) == nk.REPROBE_EVERY - 1
+    assert picks.count((par, 150 + nk.PROBE_STEPS)) == 1
+    c.record(par, True, 30e-6, 1000)  # the threads pay now
+    assert c.pick(par, 200, 800) == (par, 800)

@@ -168,6 +168,12 @@ PURPOSE_CUT_IN = 11
 #: vehicles from 0, so instance 0 is the same run as an unbatched one with the same seed.
 INSTANCE_SEED_STRIDE = 1_000_003
 NO_GAP = 1.0e9
+#: ``step_flags``: whether some vehicle overlaps its leader, or reached its route's end, this
+#: step (set from the parallel loops, to one value, so which thread writes it last does not
+#: matter); the serial passes that handle those run only then. One cache line each.
+FLAG_OVERLAP = 0
+FLAG_ARRIVAL = 8
+STEP_FLAGS_LEN = 16
 
 
 @njit(cache=True, inline="always")
@@ -278,13 +284,50 @@ def sort_lanes(
     Returns:
         Whether the few vehicles that changed lane were moved in place (else a fresh sort).
     """
-    n = order.shape[0]
-    nb = bucket_start.shape[0] - 2  # lanes; key nb is off the road
     if _move_few(
         inst, status, edge, lane, n_edges, max_lanes, keys, order, bucket_start, rank, old_order
     ):
         _repair_lanes(pos_m, order, bucket_start, rank, head_of, False)
         return True
+    _sort_afresh(
+        inst,
+        status,
+        edge,
+        lane,
+        n_edges,
+        max_lanes,
+        keys,
+        pos_m,
+        order,
+        bucket_start,
+        scratch,
+        rank,
+        head_of,
+        old_order,
+    )
+    return False
+
+
+@njit(cache=True)
+def _sort_afresh(
+    inst: np.ndarray,
+    status: np.ndarray,
+    edge: np.ndarray,
+    lane: np.ndarray,
+    n_edges: int,
+    max_lanes: int,
+    keys: np.ndarray,
+    pos_m: np.ndarray,
+    order: np.ndarray,
+    bucket_start: np.ndarray,
+    scratch: np.ndarray,
+    rank: np.ndarray,
+    head_of: np.ndarray,
+    old_order: np.ndarray,
+) -> None:
+    """``sort_lanes`` without its fast path: the counting sort and every lane's repair."""
+    n = order.shape[0]
+    nb = bucket_start.shape[0] - 2  # lanes; key nb is off the road
     old_on = bucket_start[nb]  # vehicles in the previous order
     # loops rather than slices and copies: this allocates nothing (``run_net_steps`` runs
     # without reference counts, and so do the functions it calls)
@@ -323,7 +366,6 @@ def sort_lanes(
                     order[fill[k]] = i
                     fill[k] += 1
     _repair_lanes(pos_m, order, bucket_start, rank, head_of, True)  # every slot is new
-    return False
 
 
 @njit(cache=True, inline="always")
@@ -354,14 +396,28 @@ def _repair_lanes(
 ) -> None:
     """Every lane sorted again, every lane's head, and the ranks of every lane
     (``all_ranks``) or only of those whose order changed."""
-    nb = bucket_start.shape[0] - 2
-    for k in range(nb):
-        lo = bucket_start[k]
-        hi = bucket_start[k + 1]
-        if _sort_lane(pos_m, order, lo, hi) or all_ranks:
-            for r in range(lo, hi):
-                rank[order[r]] = r
-        head_of[k] = order[lo] if hi > lo else -1
+    for k in range(bucket_start.shape[0] - 2):
+        _repair_lane(pos_m, order, bucket_start, rank, head_of, all_ranks, k)
+
+
+@njit(cache=True, inline="always")
+def _repair_lane(
+    pos_m: np.ndarray,
+    order: np.ndarray,
+    bucket_start: np.ndarray,
+    rank: np.ndarray,
+    head_of: np.ndarray,
+    all_ranks: bool,
+    k: int,
+) -> None:
+    """``_repair_lanes`` for lane ``k`` alone (lanes are independent: a parallel loop may
+    repair them)."""
+    lo = bucket_start[k]
+    hi = bucket_start[k + 1]
+    if _sort_lane(pos_m, order, lo, hi) or all_ranks:
+        for r in range(lo, hi):
+            rank[order[r]] = r
+    head_of[k] = order[lo] if hi > lo else -1
 
 
 #: ``sort_lanes`` moves at most this many vehicles between lanes in place, and shifts at most
@@ -704,6 +760,7 @@ def run_net_steps_py(
     leader: np.ndarray,
     lc_target: np.ndarray,
     inserted_at: np.ndarray,
+    step_flags: np.ndarray,
     # run
     step0: int,
     n_steps: int,
@@ -738,6 +795,13 @@ def run_net_steps_py(
     fcd_cap = fcd.shape[0]
     ev_cap = events.shape[0]
     steps_done = 0
+    # the earliest time a vehicle at a site or waiting to enter is due: until then the
+    # departure and insertion passes have nothing to do and are skipped (on a busy road,
+    # where nobody waits, they were 3 of 42 ns per vehicle-step on one thread)
+    next_due_s = math.inf
+    for i in range(n):
+        if status[i] == ST_DWELLING or status[i] == ST_WAITING:
+            next_due_s = min(next_due_s, ready_s[i])
     for s in range(n_steps):
         step = step0 + s
         t_s = step * dt_s
@@ -746,10 +810,16 @@ def run_net_steps_py(
             break
         if ev_n + 4 * n + 16 > ev_cap:
             break
+        due = t_s >= next_due_s
+        if due:
+            next_due_s = math.inf
         # ---- 0. departures and site releases -------------------------------------------
-        for i in range(n):
-            st = status[i]
-            if st == ST_DWELLING and t_s >= ready_s[i]:
+        for i in range(n if due else 0):
+            if status[i] != ST_DWELLING:
+                continue
+            if not t_s >= ready_s[i]:
+                next_due_s = min(next_due_s, ready_s[i])
+            else:
                 lg = leg[i]
                 site = leg_site[lg]
                 if site >= 0:
@@ -765,26 +835,38 @@ def run_net_steps_py(
                     status[i] = ST_DONE
                     _push(events, ev_n, step, EV_FINISH, i, site, -1, -1)
                     ev_n += 1
-        # the lane sort (inserted vehicles join next step's order through their keys)
-        sort_lanes(
-            inst,
-            status,
-            edge,
-            lane,
-            n_edges,
-            max_lanes,
-            keys,
-            pos_m,
-            order,
-            bucket_start,
-            scratch,
-            rank,
-            head_of,
-            leader,  # free until the leaders are found below
-        )
-        # insertion of waiting vehicles whose time has come (serial: they compete for lanes)
-        for i in range(n):
-            if status[i] != ST_WAITING or ready_s[i] > t_s:
+        # the lane sort (inserted vehicles join next step's order through their keys):
+        # ``sort_lanes``, with its repair of the lanes spread over the threads (``leader`` is
+        # free until the leaders are found below)
+        if _move_few(
+            inst, status, edge, lane, n_edges, max_lanes, keys, order, bucket_start, rank, leader
+        ):
+            for k in prange(bucket_start.shape[0] - 2):
+                _repair_lane(pos_m, order, bucket_start, rank, head_of, False, k)
+        else:
+            _sort_afresh(
+                inst,
+                status,
+                edge,
+                lane,
+                n_edges,
+                max_lanes,
+                keys,
+                pos_m,
+                order,
+                bucket_start,
+                scratch,
+                rank,
+                head_of,
+                leader,
+            )
+        # insertion of waiting vehicles whose time has come (serial: they compete for lanes);
+        # one that stays waiting keeps the pass due (one that enters too, for one more step)
+        for i in range(n if due else 0):
+            if status[i] != ST_WAITING:
+                continue
+            next_due_s = min(next_due_s, ready_s[i])
+            if ready_s[i] > t_s:
                 continue
             p = pred[i]
             if p >= 0 and status[p] == ST_WAITING:
@@ -841,6 +923,8 @@ def run_net_steps_py(
             _push(events, ev_n, step, EV_DEPART, i, e, ln, -1)
             ev_n += 1
         # ---- 1. leaders, stop lines, control -------------------------------------------
+        step_flags[FLAG_OVERLAP] = 0
+        step_flags[FLAG_ARRIVAL] = 0
         for i in prange(n):
             leader[i] = -1
             lc_target[i] = -1
@@ -946,6 +1030,8 @@ def run_net_steps_py(
             coop[i] = 1 if ld >= 0 and ld == pred[i] and beacon_age_s[i] <= STALE_BEACON_S else 0
             if ld != -2:
                 leader[i] = ld
+            if leader[i] >= 0 and gap_now[i] < 0.0:
+                step_flags[FLAG_OVERLAP] = 1  # a collision, unless the leader is elsewhere
         # The law in a loop of its own: without the search's branches and scattered reads
         # around it the CPU overlaps more of one vehicle's arithmetic with the next's (the
         # same bits; 8-10 % of the step on the one-lane bench ring, docs/benchmarks.md).
@@ -977,8 +1063,8 @@ def run_net_steps_py(
             )
             v_next[i] = vn
             mode[i] = m
-        # ---- 2. collisions: the sorted sweep ---------------------------------------------
-        for i in range(n):
+        # ---- 2. collisions: the sorted sweep (skipped when no vehicle overlaps its leader)
+        for i in range(n if step_flags[FLAG_OVERLAP] != 0 else 0):
             if status[i] != ST_DRIVING:
                 continue
             ld = leader[i]
@@ -1091,7 +1177,7 @@ def run_net_steps_py(
                 ev_n += 1
             for p_ in range(plat_lc.shape[0]):
                 plat_lc[p_] = -1
-        # ---- 4. move, energy, stats ------------------------------------------------------
+        # ---- 4. move, energy, stats, edge transitions ------------------------------------
         for i in prange(n):
             if status[i] != ST_DRIVING:
                 continue
@@ -1136,28 +1222,33 @@ def run_net_steps_py(
                 >= loss_p
             ):
                 beacon_age_s[i] = 0.0
-        # edge transitions and arrivals (serial: sites are shared)
-        for i in range(n):
-            if status[i] != ST_DRIVING:
-                continue
-            e = edge[i]
-            while pos_m[i] >= edge_len_m[e]:
-                lg = leg[i]
-                if route_ptr[i] + 1 >= leg_route_hi[lg]:
-                    distance_m[i] -= pos_m[i] - edge_len_m[e]  # it leaves at the route's end
-                    site = leg_site[lg]
-                    if site >= 0:
-                        site_load[inst[i], site] += 1
-                    status[i] = ST_DWELLING
-                    ready_s[i] = t_s + dt_s + leg_dwell_s[lg]
-                    _push(events, ev_n, step, EV_ARRIVE_SITE, i, site, e, -1)
-                    ev_n += 1
-                    break
+            # onto the next edges of its route, up to its last one
+            lg = leg[i]
+            while pos_m[i] >= edge_len_m[e] and route_ptr[i] + 1 < leg_route_hi[lg]:
                 pos_m[i] -= edge_len_m[e]
                 route_ptr[i] += 1
                 e = route_edges[route_ptr[i]]
                 edge[i] = e
                 lane[i] = min(lane[i], edge_lanes[e] - 1)
+            if pos_m[i] >= edge_len_m[e]:
+                step_flags[FLAG_ARRIVAL] = 1
+        # arrivals at the routes' ends, past the last edge (serial: sites are shared); most
+        # steps have none, and the pass is skipped
+        for i in range(n if step_flags[FLAG_ARRIVAL] != 0 else 0):
+            if status[i] != ST_DRIVING:
+                continue
+            e = edge[i]
+            if pos_m[i] >= edge_len_m[e]:
+                lg = leg[i]
+                distance_m[i] -= pos_m[i] - edge_len_m[e]  # it leaves at the route's end
+                site = leg_site[lg]
+                if site >= 0:
+                    site_load[inst[i], site] += 1
+                status[i] = ST_DWELLING
+                ready_s[i] = t_s + dt_s + leg_dwell_s[lg]
+                next_due_s = min(next_due_s, ready_s[i])
+                _push(events, ev_n, step, EV_ARRIVE_SITE, i, site, e, -1)
+                ev_n += 1
         steps_done += 1
         # ---- 5. output ---------------------------------------------------------------
         if (step + 1) % record_every == 0:
@@ -1561,3 +1652,51 @@ def step_variant(status: np.ndarray, ready_s: np.ndarray, end_s: float) -> Any:
     if busy < PARALLEL_MIN_ON_ROAD:
         busy += np.count_nonzero((status == ST_WAITING) & (ready_s < end_s))
     return run_net_steps_parallel if busy >= PARALLEL_MIN_ON_ROAD else run_net_steps
+
+
+#: ``StepChooser``: steps of a call that measures a variant, and how often (in calls) the
+#: slower one is measured again.
+PROBE_STEPS = 50
+REPROBE_EVERY = 16
+
+
+class StepChooser:
+    """Picks the one-thread or the threaded step for a busy road by timing both as a run goes.
+
+    Whether threads pay on a busy road depends on the machine, and on the 2-vCPU VMs of
+    docs/benchmarks.md on the minute: on the one-lane bench ring the threaded step took 26 ns
+    per vehicle-step at times and 54 at others (one thread: 41 throughout), as the two
+    vCPUs' hand-overs between the step's parallel loops grew slow. So where ``step_variant``
+    would thread, the first calls run ``PROBE_STEPS`` steps with each variant, the faster
+    one runs the calls after, and every ``REPROBE_EVERY`` calls the other is timed again.
+    Both variants give the same bits, so the choice never changes a result. A variant's
+    first call in a process (compiling or loading it) is not counted.
+    """
+
+    def __init__(self) -> None:
+        self.ns_per_vehicle_step: dict[str, float] = {}
+        self._calls = 0
+
+    def pick(self, fn: Any, step: int, end_step: int) -> tuple[Any, int]:
+        """The variant to run instead of ``step_variant``'s ``fn``, and the step to run to."""
+        if fn is not run_net_steps_parallel:
+            return fn, end_step
+        self._calls += 1
+        probe = min(end_step, step + PROBE_STEPS)
+        for cand in (run_net_steps_parallel, run_net_steps):
+            if cand.__name__ not in self.ns_per_vehicle_step:
+                return cand, probe
+        ns = self.ns_per_vehicle_step
+        best, other = (
+            (run_net_steps_parallel, run_net_steps)
+            if ns[run_net_steps_parallel.__name__] <= ns[run_net_steps.__name__]
+            else (run_net_steps, run_net_steps_parallel)
+        )
+        if self._calls % REPROBE_EVERY == 0:
+            return other, probe
+        return best, end_step
+
+    def record(self, fn: Any, warm: bool, wall_s: float, vehicle_steps: int) -> None:
+        """What a call of ``fn`` took; ``warm``: ``fn`` had run in this process before."""
+        if warm and vehicle_steps > 0 and fn in (run_net_steps_parallel, run_net_steps):
+            self.ns_per_vehicle_step[fn.__name__] = wall_s / vehicle_steps * 1e9

@@ -637,6 +637,8 @@ class NetSim:
         self._leader = np.full(n, -1, dtype=np.int32)
         self._lc_target = np.full(n, -1, dtype=np.int32)
         self._inserted_at = np.full(nb + 1, -1, dtype=np.int64)
+        self._step_flags = np.zeros(nk.STEP_FLAGS_LEN, dtype=np.int64)
+        self._chooser = nk.StepChooser()
         self.step = 0
 
     # --- platoon manoeuvres -----------------------------------------------------------------
@@ -1053,7 +1055,11 @@ class NetSim:
                     nxt = c
             caps = self._edge_caps(self.step * self.dt_s)
             closed = self._closed_lanes(self.step * self.dt_s)
-            step_fn = nk.step_variant(s["status"], s["ready_s"], nxt * self.dt_s)
+            step_fn, nxt = self._chooser.pick(
+                nk.step_variant(s["status"], s["ready_s"], nxt * self.dt_s), self.step, nxt
+            )
+            warm = bool(getattr(step_fn, "signatures", None))
+            driving = int(np.count_nonzero(s["status"] == nk.ST_DRIVING))
             t0 = time.perf_counter()
             done, fcd_n, ev_n = step_fn(
                 net["edge_len_m"],
@@ -1125,6 +1131,7 @@ class NetSim:
                 self._leader,
                 self._lc_target,
                 self._inserted_at,
+                self._step_flags,
                 self.step,
                 nxt - self.step,
                 self.dt_s,
@@ -1142,7 +1149,9 @@ class NetSim:
                 0,
                 *consts,
             )
-            wall += time.perf_counter() - t0
+            call_s = time.perf_counter() - t0
+            wall += call_s
+            self._chooser.record(step_fn, warm, call_s, driving * done)
             self.step += done
             if fcd_n:
                 fcd_parts.append((fcd[:fcd_n].copy(), fcd_veh[:fcd_n].copy()))
