@@ -1657,7 +1657,7 @@ def step_variant(status: np.ndarray, ready_s: np.ndarray, end_s: float) -> Any:
 #: ``StepChooser``: steps of a call that measures a variant, and how often (in calls) the
 #: slower one is measured again.
 PROBE_STEPS = 50
-REPROBE_EVERY = 16
+REPROBE_EVERY = 8
 
 
 class StepChooser:
@@ -1665,8 +1665,8 @@ class StepChooser:
 
     Whether threads pay on a busy road depends on the machine, and on the 2-vCPU VMs of
     docs/benchmarks.md on the minute: on the one-lane bench ring the threaded step took 26 ns
-    per vehicle-step at times and 54 at others (one thread: 41 throughout), as the two
-    vCPUs' hand-overs between the step's parallel loops grew slow. So where ``step_variant``
+    per vehicle-step for some minutes and 54 for others (one thread: 41, at times 63), the
+    VM's two vCPUs apparently sharing their host's cores with other work. So where ``step_variant``
     would thread, the first calls run ``PROBE_STEPS`` steps with each variant, the faster
     one runs the calls after, and every ``REPROBE_EVERY`` calls the other is timed again.
     Both variants give the same bits, so the choice never changes a result. A variant's
