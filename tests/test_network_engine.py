@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -580,15 +581,17 @@ def test_the_chooser_times_both_variants_and_runs_the_faster() -> None:
     c = nk.StepChooser()
     assert c.pick(one, 0, 600) == (one, 600)  # a quiet road: not the chooser's business
     assert c.pick(par, 0, 600) == (par, nk.PROBE_STEPS)
-    c.record(par, False, 9.0, 1000)  # compiling: not a measurement
+    c.record(par, False, 9.0, 50, 1000)  # compiling: not a measurement
     assert c.pick(par, 50, 600) == (par, 50 + nk.PROBE_STEPS)
-    c.record(par, True, 60e-6, 1000)  # 60 ns per vehicle-step
+    c.record(par, True, 60e-6, 50, 1000)  # 60 ns per vehicle-step
     assert c.pick(par, 100, 600) == (one, 100 + nk.PROBE_STEPS)
-    c.record(one, True, 40e-6, 1000)
+    c.record(one, True, 40e-6, 50, 1000)
     assert c.ns_per_vehicle_step == pytest.approx({par.__name__: 60.0, one.__name__: 40.0})
+    assert c.steps_run == {par.__name__: 100, one.__name__: 50}
+    assert c.threads_used() == numba.get_num_threads()
     picks = [c.pick(par, 150, 700) for _ in range(nk.REPROBE_EVERY)]
     # calls 4 .. 19: the faster to the chunk's end, the slower once, for a probe
     assert picks.count((one, 700)) == nk.REPROBE_EVERY - 1
     assert picks.count((par, 150 + nk.PROBE_STEPS)) == 1
-    c.record(par, True, 30e-6, 1000)  # the threads pay now
+    c.record(par, True, 30e-6, 50, 1000)  # the threads pay now
     assert c.pick(par, 200, 800) == (par, 800)

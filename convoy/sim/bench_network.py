@@ -60,7 +60,6 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-import numba
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -525,24 +524,31 @@ def demand_bytes(sim: NetSim) -> int:
     return sum(int(getattr(sim, k).nbytes) for k in _DEMAND_TABLES if hasattr(sim, k))
 
 
-def convoy_steady(case: NetBenchCase, repeats: int = REPEATS) -> tuple[float, float, TripTimes]:
+def convoy_steady(
+    case: NetBenchCase, repeats: int = REPEATS
+) -> tuple[float, float, TripTimes, nk.StepChooser]:
     """Wall seconds inside :meth:`NetSim.run` to ``t1`` and to ``t2`` (best of ``repeats``
-    each, the engine built outside the timing) and the trip times of the run to ``t2``."""
+    each, the engine built outside the timing), the trip times of the run to ``t2`` and the
+    step chooser of the best of those runs (which variant ran, and what each measured)."""
     warm = convoy_sim(case.network, case.trips[:1])
     _run(warm, 2 * DT_S)  # compile, or load the cache
     walls = []
     times = None
+    chooser = nk.StepChooser()
     for end_s in (case.t1_s, case.t2_s):
         best = math.inf
         for _ in range(repeats):
             sim = convoy_sim(case.network, case.trips)
             start = time.perf_counter()
             res = _run(sim, end_s)
-            best = min(best, time.perf_counter() - start)
+            wall = time.perf_counter() - start
+            if wall < best:
+                best = wall
+                chooser = sim._chooser
             times = convoy_trip_times(sim, [res])
         walls.append(best)
     assert times is not None
-    return walls[0], walls[1], times
+    return walls[0], walls[1], times, chooser
 
 
 def convoy_to_completion(case: NetBenchCase) -> tuple[NetSim, TripTimes, int]:
@@ -681,17 +687,18 @@ def _bench_one(
         "dt_s": DT_S,
         "t1_s": case.t1_s,
         "t2_s": case.t2_s,
-        # the engine steps on one thread while fewer vehicles than its parallel threshold are
-        # on the road; the whole fleet is in the timed window
-        "threads": numba.get_num_threads() if trucks >= nk.PARALLEL_MIN_ON_ROAD else 1,
         "load_avg_1min": os.getloadavg()[0],
     }
 
     step(f"{name}: convoy steady state")
-    w1, w2, times = convoy_steady(case)
+    w1, w2, times, chooser = convoy_steady(case)
     vs = times.vehicle_steps(case.t1_s, case.t2_s)
     rate = vs / max(w2 - w1, 1e-9)
     row |= {
+        # the engine steps on one thread while few vehicles are on the road, and where its
+        # chooser found the threaded step slower on this machine; most steps of the timed run
+        "threads": chooser.threads_used(),
+        "chooser_ns_per_vehicle_step": dict(chooser.ns_per_vehicle_step),
         "convoy_wall_s": [w1, w2],
         "convoy_vehicle_steps": vs,
         "convoy_on_road_t1": times.on_road(case.t1_s),
@@ -828,8 +835,9 @@ def bench_network(
 
     Returns:
         One dict per (size, lanes): ``trucks``, ``lanes``, ``nodes``, ``edges``,
-        ``lane_km``, ``t1_s``, ``t2_s``, ``threads`` (the engine's: one below
-        ``net_kernel.PARALLEL_MIN_ON_ROAD``, else Numba's), ``load_avg_1min``;
+        ``lane_km``, ``t1_s``, ``t2_s``, ``load_avg_1min``, ``threads`` (those of the
+        variant that ran most steps of the fastest timed run: ``StepChooser.threads_used``),
+        ``chooser_ns_per_vehicle_step`` (what the chooser last measured of each variant);
         ``convoy_wall_s`` (to t1, t2), ``convoy_vehicle_steps``, ``convoy_on_road_t1/t2``,
         ``convoy_steady_vsps``, ``convoy_e2e_s``, ``convoy_collisions``,
         ``convoy_lane_changes``, ``engine_bytes_per_truck``, ``engine_bytes`` (per array),

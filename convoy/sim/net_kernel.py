@@ -43,7 +43,7 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from convoy.road.signals import PHASE_GREEN, PHASE_RED, PHASE_YELLOW
 from convoy.sim.jit import NO_REFCOUNTS, compiled_variant
@@ -1674,7 +1674,10 @@ class StepChooser:
     """
 
     def __init__(self) -> None:
+        #: the last measurement of each variant
         self.ns_per_vehicle_step: dict[str, float] = {}
+        #: steps run by each variant (the one-thread one on quiet roads included)
+        self.steps_run: dict[str, int] = {}
         self._calls = 0
 
     def pick(self, fn: Any, step: int, end_step: int) -> tuple[Any, int]:
@@ -1696,7 +1699,15 @@ class StepChooser:
             return other, probe
         return best, end_step
 
-    def record(self, fn: Any, warm: bool, wall_s: float, vehicle_steps: int) -> None:
+    def record(self, fn: Any, warm: bool, wall_s: float, steps: int, vehicle_steps: int) -> None:
         """What a call of ``fn`` took; ``warm``: ``fn`` had run in this process before."""
-        if warm and vehicle_steps > 0 and fn in (run_net_steps_parallel, run_net_steps):
+        if fn not in (run_net_steps_parallel, run_net_steps):
+            return
+        self.steps_run[fn.__name__] = self.steps_run.get(fn.__name__, 0) + steps
+        if warm and vehicle_steps > 0:
             self.ns_per_vehicle_step[fn.__name__] = wall_s / vehicle_steps * 1e9
+
+    def threads_used(self) -> int:
+        """Numba's threads if the threaded variant ran most steps, else 1."""
+        par = self.steps_run.get(run_net_steps_parallel.__name__, 0)
+        return get_num_threads() if par > self.steps_run.get(run_net_steps.__name__, 0) else 1

@@ -1151,7 +1151,7 @@ class NetSim:
             )
             call_s = time.perf_counter() - t0
             wall += call_s
-            self._chooser.record(step_fn, warm, call_s, driving * done)
+            self._chooser.record(step_fn, warm, call_s, done, driving * done)
             self.step += done
             if fcd_n:
                 fcd_parts.append((fcd[:fcd_n].copy(), fcd_veh[:fcd_n].copy()))
