@@ -761,6 +761,7 @@ def run_net_steps_py(
     lc_target: np.ndarray,
     inserted_at: np.ndarray,
     step_flags: np.ndarray,
+    active: np.ndarray,
     # run
     step0: int,
     n_steps: int,
@@ -798,6 +799,10 @@ def run_net_steps_py(
     # the earliest time a vehicle at a site or waiting to enter is due: until then the
     # departure and insertion passes have nothing to do and are skipped (on a busy road,
     # where nobody waits, they were 3 of 42 ns per vehicle-step on one thread)
+    relist = True  # (the state may have changed between calls)
+    n_act = 0
+    n_loop = 0
+    dense = False
     next_due_s = math.inf
     for i in range(n):
         if status[i] == ST_DWELLING or status[i] == ST_WAITING:
@@ -920,14 +925,30 @@ def run_net_steps_py(
             mode[i] = 0
             beacon_age_s[i] = 0.0
             inserted_at[k] = step
+            relist = True
             _push(events, ev_n, step, EV_DEPART, i, e, ln, -1)
             ev_n += 1
+        # the vehicles on the road, in index order: the per-vehicle loops below run over
+        # them alone (on the Ordos day most of the fleet is parked or loading at any time);
+        # listed again after a step where a vehicle entered or left the road
+        if relist:
+            n_act = 0
+            for i in range(n):
+                active[n_act] = i
+                n_act += status[i] == ST_DRIVING
+            relist = False
+            # a road with nearly every vehicle on it runs the loops over all vehicles, which
+            # read their arrays in order, without the list
+            dense = n_act * 10 >= n * 9
+            n_loop = n if dense else n_act
+        for i in range(n):
+            leader[i] = -1
+            lc_target[i] = -1
         # ---- 1. leaders, stop lines, control -------------------------------------------
         step_flags[FLAG_OVERLAP] = 0
         step_flags[FLAG_ARRIVAL] = 0
-        for i in prange(n):
-            leader[i] = -1
-            lc_target[i] = -1
+        for act in prange(n_loop):
+            i = act if dense else active[act]
             if status[i] != ST_DRIVING:
                 continue
             ty = vtype[i]
@@ -1035,7 +1056,8 @@ def run_net_steps_py(
         # The law in a loop of its own: without the search's branches and scattered reads
         # around it the CPU overlaps more of one vehicle's arithmetic with the next's (the
         # same bits; 8-10 % of the step on the one-lane bench ring, docs/benchmarks.md).
-        for i in prange(n):
+        for act in prange(n_loop):
+            i = act if dense else active[act]
             if status[i] != ST_DRIVING:
                 continue
             e = edge[i]
@@ -1064,7 +1086,8 @@ def run_net_steps_py(
             v_next[i] = vn
             mode[i] = m
         # ---- 2. collisions: the sorted sweep (skipped when no vehicle overlaps its leader)
-        for i in range(n if step_flags[FLAG_OVERLAP] != 0 else 0):
+        for act in range(n_loop if step_flags[FLAG_OVERLAP] != 0 else 0):
+            i = act if dense else active[act]
             if status[i] != ST_DRIVING:
                 continue
             ld = leader[i]
@@ -1080,12 +1103,14 @@ def run_net_steps_py(
             ev_n += 1
             status[i] = ST_REMOVED
             status[ld] = ST_REMOVED
+            relist = True
         # ---- 3. lane changes -------------------------------------------------------------
         if lc_period_steps > 0 and max_lanes > 1:
             # changes go one way per period (left, then right), so two vehicles never
             # change into the same place from both sides in one step
             dir_allowed = 1 if (step // lc_period_steps) % 2 == 0 else -1
-            for i in prange(n):
+            for act in prange(n_loop):
+                i = act if dense else active[act]
                 if status[i] != ST_DRIVING:
                     continue
                 if (local[i] + step) % lc_period_steps != 0:
@@ -1131,7 +1156,8 @@ def run_net_steps_py(
                     leaving,
                 )
             # platoons as a unit: the head decides where its lane ends
-            for i in range(n):
+            for act in range(n_loop):
+                i = act if dense else active[act]
                 if status[i] != ST_DRIVING or platoon[i] < 0 or plat_head[platoon[i]] != i:
                     continue
                 tgt_p = _platoon_lane_change(
@@ -1158,7 +1184,8 @@ def run_net_steps_py(
                 )
                 # the same one-way-per-period rule as single vehicles
                 plat_lc[platoon[i]] = tgt_p if tgt_p - lane[i] == dir_allowed else -1
-            for i in range(n):
+            for act in range(n_loop):
+                i = act if dense else active[act]
                 if status[i] != ST_DRIVING:
                     continue
                 tgt = lc_target[i]
@@ -1178,9 +1205,10 @@ def run_net_steps_py(
             for p_ in range(plat_lc.shape[0]):
                 plat_lc[p_] = -1
         # ---- 4. move, energy, stats, edge transitions ------------------------------------
-        for i in prange(n):
+        for act in prange(n_loop):
+            i = act if dense else active[act]
             if status[i] != ST_DRIVING:
-                continue
+                continue  # removed in a collision this step
             ty = vtype[i]
             v0 = speed_mps[i]
             vn = v_next[i]
@@ -1234,7 +1262,8 @@ def run_net_steps_py(
                 step_flags[FLAG_ARRIVAL] = 1
         # arrivals at the routes' ends, past the last edge (serial: sites are shared); most
         # steps have none, and the pass is skipped
-        for i in range(n if step_flags[FLAG_ARRIVAL] != 0 else 0):
+        for act in range(n_loop if step_flags[FLAG_ARRIVAL] != 0 else 0):
+            i = act if dense else active[act]
             if status[i] != ST_DRIVING:
                 continue
             e = edge[i]
@@ -1247,12 +1276,14 @@ def run_net_steps_py(
                 status[i] = ST_DWELLING
                 ready_s[i] = t_s + dt_s + leg_dwell_s[lg]
                 next_due_s = min(next_due_s, ready_s[i])
+                relist = True
                 _push(events, ev_n, step, EV_ARRIVE_SITE, i, site, e, -1)
                 ev_n += 1
         steps_done += 1
         # ---- 5. output ---------------------------------------------------------------
         if (step + 1) % record_every == 0:
-            for i in range(n):
+            for act in range(n_loop):
+                i = act if dense else active[act]
                 if status[i] != ST_DRIVING:
                     continue
                 fcd_veh[fcd_n] = i

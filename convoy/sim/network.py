@@ -629,7 +629,7 @@ class NetSim:
         self._bucket_start = np.zeros(nb + 2, dtype=np.int64)
         self._scratch = np.zeros(nb + 2, dtype=np.int64)
         self._head_of = np.full(nb + 1, -1, dtype=np.int64)
-        self._keys = np.full(n, nb, dtype=np.int64)  # every vehicle off the road
+        self._keys = np.full(n, nb, dtype=np.int32)  # every vehicle off the road
         self._v_next = np.zeros(n)
         self._gap_now = np.full(n, nk.NO_GAP)
         self._ctl_gap = np.full(n, nk.NO_GAP)  # the law's gap (stop lines included)
@@ -638,6 +638,7 @@ class NetSim:
         self._lc_target = np.full(n, -1, dtype=np.int32)
         self._inserted_at = np.full(nb + 1, -1, dtype=np.int64)
         self._step_flags = np.zeros(nk.STEP_FLAGS_LEN, dtype=np.int64)
+        self._active = np.zeros(n, dtype=np.uint32)  # the vehicles on the road, per step
         self._chooser = nk.StepChooser()
         self.step = 0
 
@@ -1132,6 +1133,7 @@ class NetSim:
                 self._lc_target,
                 self._inserted_at,
                 self._step_flags,
+                self._active,
                 self.step,
                 nxt - self.step,
                 self.dt_s,
