@@ -49,11 +49,13 @@ PHASES = (
     ("        # ---- 0.", "departures and site releases"),
     ("        # the lane sort", "lane sort"),
     ("        # insertion of waiting", "insertion"),
-    ("        # ---- 1.", "leaders, stop lines, control"),
+    ("        # the vehicles on the road, in index order", "vehicle list"),
+    ("        # ---- 1.", "leaders, stop lines"),
+    ("        # The law in a loop of its own", "control law"),
     ("        # ---- 2.", "collisions"),
     ("        # ---- 3.", "lane changes"),
-    ("        # ---- 4.", "move, energy"),
-    ("        # edge transitions", "edge transitions"),
+    ("        # ---- 4.", "move, energy, edge transitions"),
+    ("        # arrivals at the routes' ends", "arrivals"),
     ("        steps_done += 1", "output"),
 )
 

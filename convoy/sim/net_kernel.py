@@ -285,7 +285,19 @@ def sort_lanes(
         Whether the few vehicles that changed lane were moved in place (else a fresh sort).
     """
     if _move_few(
-        inst, status, edge, lane, n_edges, max_lanes, keys, order, bucket_start, rank, old_order
+        inst,
+        status,
+        edge,
+        lane,
+        n_edges,
+        max_lanes,
+        keys,
+        order,
+        bucket_start,
+        rank,
+        old_order,
+        old_order,
+        -1,
     ):
         _repair_lanes(pos_m, order, bucket_start, rank, head_of, False)
         return True
@@ -438,18 +450,35 @@ def _move_few(
     bucket_start: np.ndarray,
     rank: np.ndarray,
     movers: np.ndarray,
+    cand: np.ndarray,
+    n_cand: int,
 ) -> bool:
     """The lane sort's fast path: when few vehicles changed lane (an edge, a lane, onto or
     off the road), move each one in ``order`` from its slot to the end of its new lane,
     shifting the vehicles in between by one (and their ranks) and the lane starts in
     between. Returns False, for ``sort_lanes`` to sort afresh, when too many moved or the
     previous order does not hold what ``keys`` says (the first call); the arrays are then
-    still consistent with each other. ``movers`` (n) is overwritten."""
+    still consistent with each other. ``movers`` (n) is overwritten.
+
+    The vehicles whose key may have changed are ``cand[:n_cand]``, in index order (every
+    other vehicle is off the road, its key that of no lane, as before), or all of them
+    (``n_cand`` < 0)."""
     n = order.shape[0]
     nb = bucket_start.shape[0] - 2
     m = 0
     on = 0
-    for i in range(n):
+    # (two loops rather than one with a chosen index: Numba then knows the index of the
+    # first is not negative, and skips the wraparound on every access)
+    for i in range(n if n_cand < 0 else 0):
+        k = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
+        on += k < nb
+        if k != keys[i]:
+            if m == MOVES_IN_PLACE:
+                return False
+            movers[m] = i
+            m += 1
+    for c in range(max(n_cand, 0)):
+        i = cand[c]
         k = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
         on += k < nb
         if k != keys[i]:
@@ -800,6 +829,7 @@ def run_net_steps_py(
     # departure and insertion passes have nothing to do and are skipped (on a busy road,
     # where nobody waits, they were 3 of 42 ns per vehicle-step on one thread)
     relist = True  # (the state may have changed between calls)
+    listed = False
     n_act = 0
     n_loop = 0
     dense = False
@@ -843,9 +873,42 @@ def run_net_steps_py(
         # the lane sort (inserted vehicles join next step's order through their keys):
         # ``sort_lanes``, with its repair of the lanes spread over the threads (``leader`` is
         # free until the leaders are found below)
-        if _move_few(
-            inst, status, edge, lane, n_edges, max_lanes, keys, order, bucket_start, rank, leader
-        ):
+        # (the vehicles whose lane key may have changed since the last sort are those of the
+        # last list of the vehicles on the road; the first step of a call, and a road that
+        # nearly everyone is on, check them all)
+        if listed and not dense:
+            few = _move_few(
+                inst,
+                status,
+                edge,
+                lane,
+                n_edges,
+                max_lanes,
+                keys,
+                order,
+                bucket_start,
+                rank,
+                leader,
+                active,
+                n_act,
+            )
+        else:
+            few = _move_few(
+                inst,
+                status,
+                edge,
+                lane,
+                n_edges,
+                max_lanes,
+                keys,
+                order,
+                bucket_start,
+                rank,
+                leader,
+                active,
+                -1,
+            )
+        if few:
             for k in prange(bucket_start.shape[0] - 2):
                 _repair_lane(pos_m, order, bucket_start, rank, head_of, False, k)
         else:
@@ -937,6 +1000,7 @@ def run_net_steps_py(
                 active[n_act] = i
                 n_act += status[i] == ST_DRIVING
             relist = False
+            listed = True
             # a road with nearly every vehicle on it runs the loops over all vehicles, which
             # read their arrays in order, without the list
             dense = n_act * 10 >= n * 9
