@@ -467,18 +467,8 @@ def _move_few(
     nb = bucket_start.shape[0] - 2
     m = 0
     on = 0
-    # (two loops rather than one with a chosen index: Numba then knows the index of the
-    # first is not negative, and skips the wraparound on every access)
-    for i in range(n if n_cand < 0 else 0):
-        k = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
-        on += k < nb
-        if k != keys[i]:
-            if m == MOVES_IN_PLACE:
-                return False
-            movers[m] = i
-            m += 1
-    for c in range(max(n_cand, 0)):
-        i = cand[c]
+    for c in range(n if n_cand < 0 else n_cand):
+        i = c if n_cand < 0 else cand[c]
         k = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
         on += k < nb
         if k != keys[i]:
@@ -828,8 +818,7 @@ def run_net_steps_py(
     # the earliest time a vehicle at a site or waiting to enter is due: until then the
     # departure and insertion passes have nothing to do and are skipped (on a busy road,
     # where nobody waits, they were 3 of 42 ns per vehicle-step on one thread)
-    relist = True  # (the state may have changed between calls)
-    listed = False
+    relist = True  # (the state may have changed between calls: listed on the first step)
     n_act = 0
     n_loop = 0
     dense = False
@@ -872,43 +861,24 @@ def run_net_steps_py(
                     ev_n += 1
         # the lane sort (inserted vehicles join next step's order through their keys):
         # ``sort_lanes``, with its repair of the lanes spread over the threads (``leader`` is
-        # free until the leaders are found below)
-        # (the vehicles whose lane key may have changed since the last sort are those of the
-        # last list of the vehicles on the road; the first step of a call, and a road that
-        # nearly everyone is on, check them all)
-        if listed and not dense:
-            few = _move_few(
-                inst,
-                status,
-                edge,
-                lane,
-                n_edges,
-                max_lanes,
-                keys,
-                order,
-                bucket_start,
-                rank,
-                leader,
-                active,
-                n_act,
-            )
-        else:
-            few = _move_few(
-                inst,
-                status,
-                edge,
-                lane,
-                n_edges,
-                max_lanes,
-                keys,
-                order,
-                bucket_start,
-                rank,
-                leader,
-                active,
-                -1,
-            )
-        if few:
+        # free until the leaders are found below). The vehicles whose lane key may have
+        # changed since the last sort are those of the last list of the road; the first step
+        # of a call (before the first list), and a road nearly everyone is on, check them all.
+        if _move_few(
+            inst,
+            status,
+            edge,
+            lane,
+            n_edges,
+            max_lanes,
+            keys,
+            order,
+            bucket_start,
+            rank,
+            leader,
+            active,
+            n_act if s > 0 and not dense else -1,
+        ):
             for k in prange(bucket_start.shape[0] - 2):
                 _repair_lane(pos_m, order, bucket_start, rank, head_of, False, k)
         else:
@@ -1000,7 +970,6 @@ def run_net_steps_py(
                 active[n_act] = i
                 n_act += status[i] == ST_DRIVING
             relist = False
-            listed = True
             # a road with nearly every vehicle on it runs the loops over all vehicles, which
             # read their arrays in order, without the list
             dense = n_act * 10 >= n * 9
@@ -1761,9 +1730,10 @@ class StepChooser:
     Whether threads pay on a busy road depends on the machine, and on the 2-vCPU VMs of
     docs/benchmarks.md on the minute: on the one-lane bench ring the threaded step took 26 ns
     per vehicle-step for some minutes and 54 for others (one thread: 41, at times 63), the
-    VM's two vCPUs apparently sharing their host's cores with other work. So where ``step_variant``
-    would thread, the first calls run ``PROBE_STEPS`` steps with each variant, the faster
-    one runs the calls after, and every ``REPROBE_EVERY`` calls the other is timed again.
+    VM's two vCPUs apparently sharing their host's cores with other work. So where
+    ``step_variant`` would thread, the first calls run ``PROBE_STEPS`` steps with each
+    variant, the faster one runs the calls after, and every ``REPROBE_EVERY`` calls the
+    other is timed again.
     Both variants give the same bits, so the choice never changes a result. A variant's
     first call in a process (compiling or loading it) is not counted.
     """
