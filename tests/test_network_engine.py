@@ -520,73 +520,87 @@ def test_lane_sort_orders_the_road_whatever_came_before(busy: float) -> None:
         assert entered > 5 and left > 5 and in_place > 40
 
 
-def test_lane_sort_from_the_list_of_the_road_equals_the_full_sort() -> None:
-    """The step's sort checks only the vehicles of its last list of the road for a changed
-    lane key (``_move_few`` with candidates): those on the road at the last step, the ones
-    that entered it since among them; everyone else is off the road and stays so. Through a
-    random history its order, lane starts, ranks, heads and keys equal ``sort_lanes``'
-    full check of every vehicle, step by step."""
-    rng = np.random.default_rng(11)
-    n, n_edges, max_lanes = 400, 6, 2
-    nb = n_edges * max_lanes
-    inst = np.zeros(n, dtype=np.int32)
-    status = np.where(rng.random(n) < 0.2, nk.ST_DRIVING, nk.ST_DWELLING).astype(np.int8)
-    edge = rng.integers(0, n_edges, n).astype(np.int32)
-    lane = rng.integers(0, max_lanes, n).astype(np.int8)
-    pos_m = np.round(rng.uniform(0.0, 100.0, n))
+@pytest.mark.parametrize("listed", [False, True])
+def test_lane_sort_from_the_marked_blocks_equals_the_full_sort(listed: bool) -> None:
+    """The step's sort checks for a changed lane key only the vehicles of the blocks the last
+    step marked in ``touched`` (``_move_few``): where a vehicle changed edge or lane, or
+    entered or left the road; on a road with few of the vehicles on it, only those of its
+    last list of the road in such blocks. Through a random history its order, lane starts,
+    ranks, heads and keys equal ``sort_lanes``' full check of every vehicle, step by step;
+    with the marks of the vehicles that entered left out, they do not."""
 
-    def arrays() -> dict[str, np.ndarray]:
-        return {
-            "keys": np.full(n, nb, dtype=np.int32),
-            "order": np.arange(n, dtype=np.int32),
-            "bucket_start": np.zeros(nb + 2, dtype=np.int64),
-            "rank": np.arange(n, dtype=np.int32),
-            "head_of": np.full(nb, -1, dtype=np.int64),
-        }
+    def history(mark_entries: bool) -> bool:
+        rng = np.random.default_rng(11)
+        n, n_edges, max_lanes = 400, 6, 2
+        nb = n_edges * max_lanes
+        inst = np.zeros(n, dtype=np.int32)
+        status = np.where(rng.random(n) < 0.2, nk.ST_DRIVING, nk.ST_DWELLING).astype(np.int8)
+        edge = rng.integers(0, n_edges, n).astype(np.int32)
+        lane = rng.integers(0, max_lanes, n).astype(np.int8)
+        pos_m = np.round(rng.uniform(0.0, 100.0, n))
 
-    full, listed = arrays(), arrays()
-    scratch = np.zeros(nb + 2, dtype=np.int64)
-    old_order = np.zeros(n, dtype=np.int32)
-    road = np.flatnonzero(status == nk.ST_DRIVING).astype(np.uint32)
-    in_place = 0
-    for step in range(80):
-        for a, cand in ((full, None), (listed, road)):
-            args = (inst, status, edge, lane, n_edges, max_lanes, a["keys"])
-            if cand is None:
-                nk.sort_lanes(
-                    *args, pos_m, a["order"], a["bucket_start"], scratch, a["rank"],
-                    a["head_of"], old_order,
-                )  # fmt: skip
-            elif step > 0 and nk._move_few(
-                *args, a["order"], a["bucket_start"], a["rank"], old_order, cand, cand.size
-            ):
-                in_place += 1
-                nk._repair_lanes(
-                    pos_m, a["order"], a["bucket_start"], a["rank"], a["head_of"], False
-                )
-            else:
-                nk._sort_afresh(
-                    *args, pos_m, a["order"], a["bucket_start"], scratch, a["rank"],
-                    a["head_of"], old_order,
-                )  # fmt: skip
-        on = status == nk.ST_DRIVING
-        for name in ("keys", "bucket_start", "head_of"):
-            np.testing.assert_array_equal(listed[name], full[name], err_msg=name)
-        np.testing.assert_array_equal(listed["order"][: on.sum()], full["order"][: on.sum()])
-        idx = np.flatnonzero(on)
-        np.testing.assert_array_equal(listed["rank"][idx], full["rank"][idx])
-        # the next step: vehicles move, change lane or edge, leave or enter the road; the
-        # list is those on the road after the entries (those that leave stay on it)
-        pos_m += np.where(on, np.round(rng.uniform(0.0, 3.0, n)), 0.0)
-        change = on & (rng.random(n) < 0.01)
-        lane[change] = 1 - lane[change]
-        edge[change & (rng.random(n) < 0.5)] = rng.integers(0, n_edges)
-        enter = ~on & (rng.random(n) < 0.003)
-        status[enter] = nk.ST_DRIVING
+        def arrays() -> dict[str, np.ndarray]:
+            return {
+                "keys": np.full(n, nb, dtype=np.int32),
+                "order": np.arange(n, dtype=np.int32),
+                "bucket_start": np.zeros(nb + 2, dtype=np.int64),
+                "rank": np.arange(n, dtype=np.int32),
+                "head_of": np.full(nb, -1, dtype=np.int64),
+            }
+
+        full, marked = arrays(), arrays()
+        scratch = np.zeros(nb + 2, dtype=np.int64)
+        old_order = np.zeros(n, dtype=np.int32)
+        touched = np.zeros((n >> nk.TOUCH_SHIFT) + 1, dtype=np.uint8)
         road = np.flatnonzero(status == nk.ST_DRIVING).astype(np.uint32)
-        leave = (status == nk.ST_DRIVING) & (rng.random(n) < 0.005)
-        status[leave] = nk.ST_DWELLING
-    assert in_place > 40  # both the moves in place and the fresh sorts were taken
+        in_place = 0
+        same = True
+        for step in range(80):
+            for a, mine in ((full, False), (marked, True)):
+                args = (inst, status, edge, lane, n_edges, max_lanes, a["keys"])
+                if not mine:
+                    nk.sort_lanes(
+                        *args, pos_m, a["order"], a["bucket_start"], scratch, a["rank"],
+                        a["head_of"], old_order,
+                    )  # fmt: skip
+                elif nk._move_few(
+                    *args, a["order"], a["bucket_start"], a["rank"], old_order, road,
+                    road.size if listed else -1, touched, step == 0,
+                ):  # fmt: skip
+                    in_place += 1
+                    nk._repair_lanes(
+                        pos_m, a["order"], a["bucket_start"], a["rank"], a["head_of"], False
+                    )
+                else:
+                    nk._sort_afresh(
+                        *args, pos_m, a["order"], a["bucket_start"], scratch, a["rank"],
+                        a["head_of"], old_order,
+                    )  # fmt: skip
+            on = status == nk.ST_DRIVING
+            idx = np.flatnonzero(on)
+            same &= all(np.array_equal(marked[k], full[k]) for k in ("keys", "bucket_start"))
+            same &= np.array_equal(marked["head_of"], full["head_of"])
+            same &= np.array_equal(marked["order"][: on.sum()], full["order"][: on.sum()])
+            same &= np.array_equal(marked["rank"][idx], full["rank"][idx])
+            # the next step: vehicles move, change lane or edge, leave or enter the road, and
+            # their blocks are marked
+            pos_m += np.where(on, np.round(rng.uniform(0.0, 3.0, n)), 0.0)
+            change = on & (rng.random(n) < 0.01)
+            lane[change] = 1 - lane[change]
+            edge[change & (rng.random(n) < 0.5)] = rng.integers(0, n_edges)
+            enter = ~on & (rng.random(n) < 0.003)
+            status[enter] = nk.ST_DRIVING
+            # (the list: those on the road after the entries; those that leave stay on it)
+            road = np.flatnonzero(status == nk.ST_DRIVING).astype(np.uint32)
+            leave = (status == nk.ST_DRIVING) & (rng.random(n) < 0.005)
+            status[leave] = nk.ST_DWELLING
+            for moved in (change, leave, enter if mark_entries else leave):
+                touched[np.flatnonzero(moved) >> nk.TOUCH_SHIFT] = 1
+        assert in_place > 40  # both the moves in place and the fresh sorts were taken
+        return same
+
+    assert history(mark_entries=True)
+    assert not history(mark_entries=False)
 
 
 def test_a_call_threads_when_enough_vehicles_are_on_the_road() -> None:

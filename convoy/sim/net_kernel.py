@@ -298,6 +298,8 @@ def sort_lanes(
         old_order,
         old_order,
         -1,
+        old_order[:0].view(np.uint8),
+        True,
     ):
         _repair_lanes(pos_m, order, bucket_start, rank, head_of, False)
         return True
@@ -432,6 +434,10 @@ def _repair_lane(
     head_of[k] = order[lo] if hi > lo else -1
 
 
+#: ``touched``: a byte per block of ``1 << TOUCH_SHIFT`` vehicles (by index), set by the step
+#: where a vehicle of the block may have changed its lane key (edge, lane, on or off the road)
+TOUCH_SHIFT = 4
+
 #: ``sort_lanes`` moves at most this many vehicles between lanes in place, and shifts at most
 #: ``n // 4`` others to make room; beyond that it sorts afresh.
 MOVES_IN_PLACE = 64
@@ -452,6 +458,8 @@ def _move_few(
     movers: np.ndarray,
     cand: np.ndarray,
     n_cand: int,
+    touched: np.ndarray,
+    full: bool,
 ) -> bool:
     """The lane sort's fast path: when few vehicles changed lane (an edge, a lane, onto or
     off the road), move each one in ``order`` from its slot to the end of its new lane,
@@ -460,22 +468,39 @@ def _move_few(
     previous order does not hold what ``keys`` says (the first call); the arrays are then
     still consistent with each other. ``movers`` (n) is overwritten.
 
-    The vehicles whose key may have changed are ``cand[:n_cand]``, in index order (every
-    other vehicle is off the road, its key that of no lane, as before), or all of them
-    (``n_cand`` < 0)."""
+    The vehicles whose key may have changed are those of the blocks marked in ``touched``
+    (``TOUCH_SHIFT``; the marks are cleared): all of a block, or those of a marked block in
+    ``cand[:n_cand]`` (in index order; ``n_cand`` < 0: no list), the vehicles that were on
+    the road (every other vehicle is off the road, its key that of no lane, as before). With
+    ``full``, every vehicle is checked and ``touched`` left as it is (it may be empty)."""
     n = order.shape[0]
     nb = bucket_start.shape[0] - 2
     m = 0
     on = 0
-    for c in range(n if n_cand < 0 else n_cand):
-        i = c if n_cand < 0 else cand[c]
-        k = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
-        on += k < nb
-        if k != keys[i]:
-            if m == MOVES_IN_PLACE:
-                return False
-            movers[m] = i
-            m += 1
+    per = 1 << TOUCH_SHIFT
+    blocks = (n + per - 1) >> TOUCH_SHIFT
+    for c in range(n_cand if (n_cand >= 0 and not full) else blocks):
+        lo, hi = c * per, min(n, (c + 1) * per)  # a block
+        if n_cand >= 0 and not full:  # a listed vehicle
+            lo = cand[c]
+            hi = lo + 1
+            if touched[lo >> TOUCH_SHIFT] == 0:
+                continue
+        elif not full:
+            if touched[c] == 0:
+                continue
+            touched[c] = 0
+        for i in range(lo, hi):
+            k = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
+            on += k < nb
+            if k != keys[i]:
+                if m == MOVES_IN_PLACE:
+                    return False
+                movers[m] = i
+                m += 1
+    if n_cand >= 0 and not full:
+        for b in range(blocks):
+            touched[b] = 0
     budget = n // 4
     for q in range(m):
         i = movers[q]
@@ -517,8 +542,8 @@ def _move_few(
                 bucket_start[b] += 1
         keys[i] = kn
     # a vehicle on the road that the previous order lacks and ``keys`` places (the first
-    # call) leaves the count short
-    if bucket_start[nb] != on:
+    # call) leaves the count short (checked where every vehicle was counted)
+    if full and bucket_start[nb] != on:
         return False
     bucket_start[nb + 1] = n
     return True
@@ -781,6 +806,7 @@ def run_net_steps_py(
     inserted_at: np.ndarray,
     step_flags: np.ndarray,
     active: np.ndarray,
+    touched: np.ndarray,
     # run
     step0: int,
     n_steps: int,
@@ -862,8 +888,9 @@ def run_net_steps_py(
         # the lane sort (inserted vehicles join next step's order through their keys):
         # ``sort_lanes``, with its repair of the lanes spread over the threads (``leader`` is
         # free until the leaders are found below). The vehicles whose lane key may have
-        # changed since the last sort are those of the last list of the road; the first step
-        # of a call (before the first list), and a road nearly everyone is on, check them all.
+        # changed since the last sort are those of the blocks the last step marked in
+        # ``touched``; the first step of a call checks them all (the state may have changed
+        # between calls). On the bench ring of 2,000 a step marks one or two blocks of 16.
         if _move_few(
             inst,
             status,
@@ -877,7 +904,9 @@ def run_net_steps_py(
             rank,
             leader,
             active,
-            n_act if s > 0 and not dense else -1,
+            -1 if dense else n_act,
+            touched,
+            s == 0,
         ):
             for k in prange(bucket_start.shape[0] - 2):
                 _repair_lane(pos_m, order, bucket_start, rank, head_of, False, k)
@@ -958,6 +987,7 @@ def run_net_steps_py(
             mode[i] = 0
             beacon_age_s[i] = 0.0
             inserted_at[k] = step
+            touched[i >> TOUCH_SHIFT] = 1
             relist = True
             _push(events, ev_n, step, EV_DEPART, i, e, ln, -1)
             ev_n += 1
@@ -1140,6 +1170,8 @@ def run_net_steps_py(
             ev_n += 1
             status[i] = ST_REMOVED
             status[ld] = ST_REMOVED
+            touched[i >> TOUCH_SHIFT] = 1
+            touched[ld >> TOUCH_SHIFT] = 1
             relist = True
         # ---- 3. lane changes -------------------------------------------------------------
         if lc_period_steps > 0 and max_lanes > 1:
@@ -1233,6 +1265,7 @@ def run_net_steps_py(
                     continue
                 lane[i] = tgt
                 lane_changes[i] += 1
+                touched[i >> TOUCH_SHIFT] = 1
                 code = EV_LANE_CHANGE if (pl < 0 or lc_out[i] != 0) else EV_PLATOON_LANE_CHANGE
                 if tgt >= 100:  # a cut-in into a platoon gap, flagged by _mobil
                     lane[i] = tgt - 100
@@ -1295,6 +1328,7 @@ def run_net_steps_py(
                 e = route_edges[route_ptr[i]]
                 edge[i] = e
                 lane[i] = min(lane[i], edge_lanes[e] - 1)
+                touched[i >> TOUCH_SHIFT] = 1  # (threads may write the same byte: all 1)
             if pos_m[i] >= edge_len_m[e]:
                 step_flags[FLAG_ARRIVAL] = 1
         # arrivals at the routes' ends, past the last edge (serial: sites are shared); most
@@ -1311,6 +1345,7 @@ def run_net_steps_py(
                 if site >= 0:
                     site_load[inst[i], site] += 1
                 status[i] = ST_DWELLING
+                touched[i >> TOUCH_SHIFT] = 1
                 ready_s[i] = t_s + dt_s + leg_dwell_s[lg]
                 next_due_s = min(next_due_s, ready_s[i])
                 relist = True

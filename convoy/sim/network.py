@@ -639,6 +639,8 @@ class NetSim:
         self._inserted_at = np.full(nb + 1, -1, dtype=np.int64)
         self._step_flags = np.zeros(nk.STEP_FLAGS_LEN, dtype=np.int64)
         self._active = np.zeros(n, dtype=np.uint32)  # the vehicles on the road, per step
+        # blocks of vehicles whose lane key the last step may have changed
+        self._touched = np.zeros((n >> nk.TOUCH_SHIFT) + 1, dtype=np.uint8)
         self._chooser = nk.StepChooser()
         self.step = 0
 
@@ -1134,6 +1136,7 @@ class NetSim:
                 self._inserted_at,
                 self._step_flags,
                 self._active,
+                self._touched,
                 self.step,
                 nxt - self.step,
                 self.dt_s,
