@@ -1757,10 +1757,11 @@ def step_variant(status: np.ndarray, ready_s: np.ndarray, end_s: float) -> Any:
     return run_net_steps_parallel if busy >= PARALLEL_MIN_ON_ROAD else run_net_steps
 
 
-#: ``StepChooser``: steps of a call that measures a variant, and how often (in calls) the
-#: slower one is measured again.
+#: ``StepChooser``: steps of a call that measures a variant, how often (in calls) the slower
+#: one is measured again, and how many of a variant's last measurements it compares.
 PROBE_STEPS = 50
-REPROBE_EVERY = 8
+REPROBE_EVERY = 4
+RECENT = 3
 
 
 class StepChooser:
@@ -1772,14 +1773,18 @@ class StepChooser:
     VM's two vCPUs apparently sharing their host's cores with other work. So where
     ``step_variant`` would thread, the first calls run ``PROBE_STEPS`` steps with each
     variant, the faster one runs the calls after, and every ``REPROBE_EVERY`` calls the
-    other is timed again.
+    other is timed again. A variant counts as fast as the best of its last ``RECENT``
+    measurements, so that one call the host slowed down (a 50-step probe takes 5 ms on the
+    bench ring) does not decide the run: on the bench ring one such probe kept the one-thread
+    step running at 61 ns per vehicle-step while the threaded one had last measured 35.
     Both variants give the same bits, so the choice never changes a result. A variant's
     first call in a process (compiling or loading it) is not counted.
     """
 
     def __init__(self) -> None:
-        #: the last measurement of each variant
+        #: each variant's best of its last ``RECENT`` measurements
         self.ns_per_vehicle_step: dict[str, float] = {}
+        self._recent: dict[str, list[float]] = {}
         #: steps run by each variant (the one-thread one on quiet roads included)
         self.steps_run: dict[str, int] = {}
         self._calls = 0
@@ -1809,7 +1814,10 @@ class StepChooser:
             return
         self.steps_run[fn.__name__] = self.steps_run.get(fn.__name__, 0) + steps
         if warm and vehicle_steps > 0:
-            self.ns_per_vehicle_step[fn.__name__] = wall_s / vehicle_steps * 1e9
+            recent = self._recent.setdefault(fn.__name__, [])
+            recent.append(wall_s / vehicle_steps * 1e9)
+            del recent[:-RECENT]
+            self.ns_per_vehicle_step[fn.__name__] = min(recent)
 
     def threads_used(self) -> int:
         """Numba's threads if the threaded variant ran most steps, else 1."""
