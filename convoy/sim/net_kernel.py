@@ -479,17 +479,12 @@ def _move_few(
     on = 0
     per = 1 << TOUCH_SHIFT
     blocks = (n + per - 1) >> TOUCH_SHIFT
-    for c in range(n_cand if (n_cand >= 0 and not full) else blocks):
-        lo, hi = c * per, min(n, (c + 1) * per)  # a block
-        if n_cand >= 0 and not full:  # a listed vehicle
-            lo = cand[c]
-            hi = lo + 1
-            if touched[lo >> TOUCH_SHIFT] == 0:
-                continue
-        elif not full:
-            if touched[c] == 0:
-                continue
-            touched[c] = 0
+    listed = n_cand >= 0 and not full
+    for c in range(n_cand if listed else blocks):
+        lo = np.int64(cand[c]) if listed else c * per  # a listed vehicle, or a block
+        hi = lo + 1 if listed else min(n, lo + per)
+        if not full and touched[lo >> TOUCH_SHIFT] == 0:
+            continue
         for i in range(lo, hi):
             k = _key_now(inst, status, edge, lane, i, n_edges, max_lanes, nb)
             on += k < nb
@@ -498,9 +493,8 @@ def _move_few(
                     return False
                 movers[m] = i
                 m += 1
-    if n_cand >= 0 and not full:
-        for b in range(blocks):
-            touched[b] = 0
+    for b in range(0 if full else blocks):
+        touched[b] = 0
     budget = n // 4
     for q in range(m):
         i = movers[q]
@@ -1782,8 +1776,7 @@ class StepChooser:
     """
 
     def __init__(self) -> None:
-        #: each variant's best of its last ``RECENT`` measurements
-        self.ns_per_vehicle_step: dict[str, float] = {}
+        #: each variant's last ``RECENT`` measurements [ns per vehicle-step]
         self._recent: dict[str, list[float]] = {}
         #: steps run by each variant (the one-thread one on quiet roads included)
         self.steps_run: dict[str, int] = {}
@@ -1795,10 +1788,10 @@ class StepChooser:
             return fn, end_step
         self._calls += 1
         probe = min(end_step, step + PROBE_STEPS)
-        for cand in (run_net_steps_parallel, run_net_steps):
-            if cand.__name__ not in self.ns_per_vehicle_step:
-                return cand, probe
         ns = self.ns_per_vehicle_step
+        for cand in (run_net_steps_parallel, run_net_steps):
+            if cand.__name__ not in ns:
+                return cand, probe
         best, other = (
             (run_net_steps_parallel, run_net_steps)
             if ns[run_net_steps_parallel.__name__] <= ns[run_net_steps.__name__]
@@ -1817,7 +1810,11 @@ class StepChooser:
             recent = self._recent.setdefault(fn.__name__, [])
             recent.append(wall_s / vehicle_steps * 1e9)
             del recent[:-RECENT]
-            self.ns_per_vehicle_step[fn.__name__] = min(recent)
+
+    @property
+    def ns_per_vehicle_step(self) -> dict[str, float]:
+        """Each measured variant's best of its last ``RECENT`` measurements."""
+        return {name: min(recent) for name, recent in self._recent.items()}
 
     def threads_used(self) -> int:
         """Numba's threads if the threaded variant ran most steps, else 1."""
