@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numba
@@ -23,6 +24,7 @@ from convoy.sim import net_kernel as nk
 from convoy.sim.network import (
     CAR,
     TRUCK_HUMAN,
+    TRUCK_L4,
     Flow,
     LaneClosure,
     Leg,
@@ -696,3 +698,59 @@ def test_the_chooser_times_both_variants_and_runs_the_faster() -> None:
         c.record(par, True, 90e-6, 600, 1000)
     assert c.ns_per_vehicle_step[par.__name__] == pytest.approx(90.0)
     assert runs(2000) is one
+
+
+@numba.njit
+def _both_laws(
+    vt: np.ndarray, pt: np.ndarray, wheel_max_w: np.ndarray, cases: np.ndarray, ty: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    general = np.empty(cases.shape[0])
+    branch_free = np.empty(cases.shape[0])
+    cacc_p = np.zeros((vt.shape[0], 64))
+    for k in range(cases.shape[0]):
+        speed_cap, set_speed, extra, v, gap, v_lead, grade = cases[k]
+        cos_t, sin_t = np.cos(np.arctan(grade)), np.sin(np.arctan(grade))
+        general[k] = nk.next_speed(
+            vt, cacc_p, cacc_p, pt, wheel_max_w, ty[k], 25.0, 22.0, cos_t, sin_t,
+            speed_cap, set_speed, extra, v, 0.0, gap, v_lead, False, 0, 0.1,
+        )[0]  # fmt: skip
+        branch_free[k] = nk.idm_next_speed(
+            vt, pt, wheel_max_w, ty[k], 25.0, 22.0, cos_t, sin_t,
+            speed_cap, set_speed, extra, v, gap, v_lead, 0.1,
+        )  # fmt: skip
+    return general, branch_free
+
+
+def test_the_branch_free_idm_law_computes_next_speeds_bits() -> None:
+    """``idm_next_speed`` (the vectorised law of an all-IDM road) is ``next_speed`` for IDM
+    types to the last bit, wherever a choice falls: free road (``NO_GAP``) or a leader, near
+    and far; a manoeuvre's set speed or none (NaN); a speed cap; a car or a truck on a grade
+    its motor cannot climb at full acceleration."""
+    loaded = replace(TRUCK_HUMAN, name="loaded", mass_kg=60_000.0, max_speed_mps=20.0)
+    sim = NetSim(_corridor(), [Trip("c", "car", (Leg(_route(3)),), 0.0)],
+                 vtypes=[CAR, TRUCK_HUMAN, loaded])  # fmt: skip
+    assert nk.idm_law_only(sim._vt)
+    wheel_max_w = nk.call_constants(sim._vt, sim._pt, 20.0, 0.1, np.zeros(1))[1]
+    rng = np.random.default_rng(7)
+    m = 20_000
+    cases = np.column_stack([
+        np.where(rng.random(m) < 0.2, rng.uniform(5, 30, m), np.inf),  # speed cap
+        np.where(rng.random(m) < 0.2, rng.uniform(0, 30, m), np.nan),  # set speed
+        np.where(rng.random(m) < 0.2, rng.uniform(0, 20, m), 0.0),  # extra gap
+        rng.uniform(0, 30, m),  # speed
+        np.where(rng.random(m) < 0.3, nk.NO_GAP, rng.uniform(-1, 150, m)),  # gap
+        rng.uniform(0, 30, m),  # leader's speed
+        rng.choice([0.0, 0.03, -0.05, 0.08], m),  # grade
+    ])  # fmt: skip
+    ty = rng.integers(0, 3, m)
+    general, branch_free = _both_laws(sim._vt, sim._pt, wheel_max_w, cases, ty)
+    assert np.array_equal(general, branch_free)
+    # the cases reach both sides of every choice: free and following, motor-bound
+    assert np.isfinite(general).all() and (general == 0.0).any() and (general > 25.0).any()
+    # any other law, or another exponent, takes the general loop
+    other_delta = sim._vt.copy()
+    other_delta[1, nk.VT_IDM_DELTA] = 3.0
+    assert not nk.idm_law_only(other_delta)
+    with_l4 = NetSim(_corridor(), [Trip("c", "car", (Leg(_route(3)),), 0.0)],
+                     vtypes=[CAR, TRUCK_L4])  # fmt: skip
+    assert not nk.idm_law_only(with_l4._vt)

@@ -48,7 +48,7 @@ from numba import get_num_threads, njit, prange
 from convoy.road.signals import PHASE_GREEN, PHASE_RED, PHASE_YELLOW
 from convoy.sim.jit import NO_REFCOUNTS, compiled_variant
 from convoy.vehicle.aero import drag_multiplier_row
-from convoy.vehicle.controllers import idm_accel_terms
+from convoy.vehicle.controllers import MODE_FOLLOW, idm_accel_terms
 from convoy.vehicle.energy import (
     EP_LEN,
     PT_FULL_POWER_SPEED_MPS,
@@ -702,7 +702,7 @@ def next_speed(
         a = min(max(a, -vt[ty, VT_EMERGENCY_DECEL_MPS2]), a_max)
         vn = max(0.0, v + a * dt_s)
         vn = min(vn, max(v_des, v - vt[ty, VT_DECEL_MPS2] * dt_s))
-        return vn, 6
+        return vn, MODE_FOLLOW
     g_law = gap_ctl if gap_ctl < NO_GAP else math.inf
     if model == NM_CACC:
         v_pos, m = cacc_next_speed(
@@ -720,6 +720,120 @@ def next_speed(
         dt_s,
     )
     return vn, m
+
+
+@njit(cache=True, inline="always")
+def idm_next_speed(
+    vt: np.ndarray,
+    pt: np.ndarray,
+    wheel_max_w: np.ndarray,
+    ty: int,
+    edge_speed_mps: float,
+    edge_cap_mps: float,
+    edge_cos: float,
+    edge_sin: float,
+    speed_cap_mps: float,
+    set_speed_mps: float,
+    extra_gap_m: float,
+    v: float,
+    gap: float,
+    v_lead: float,
+    dt_s: float,
+) -> float:
+    """``next_speed`` for a vehicle type of IDM with the exponent 4 (``idm_law_only``), the
+    same bits, without a branch: both sides of each choice are computed and one is kept, so
+    that LLVM vectorises a loop over vehicles (the step's threaded variant, whose loops
+    Numba compiles with their arrays marked as not aliased)."""
+    v_max = vt[ty, VT_MAX_SPEED_MPS]
+    v_des = min(edge_speed_mps * vt[ty, VT_SPEED_FACTOR], v_max, edge_cap_mps, speed_cap_mps)
+    v_set = min(set_speed_mps, v_max, edge_cap_mps)
+    v_des = v_set if set_speed_mps == set_speed_mps else v_des
+    gap_ctl = gap - extra_gap_m if gap < NO_GAP else gap
+    # IDM's free road: no finite gap below NO_GAP (``_idm_accel``)
+    free_road = not ((gap_ctl < NO_GAP) & math.isfinite(gap_ctl))
+    a_max = vt[ty, VT_ACCEL_MPS2]
+    a_motor = max_traction_accel_angle(
+        wheel_max_w[ty],
+        pt[ty, PT_FULL_POWER_SPEED_MPS],
+        pt[ty, PT_ROTATING_MASS_FACTOR],
+        vt[ty, VT_MASS_KG],
+        v,
+        edge_cos,
+        edge_sin,
+        1.0,
+        vt[ty, VT_CD_A_M2],
+        vt[ty, VT_CRR],
+    )
+    a_max = min(a_max, a_motor) if vt[ty, VT_IS_TRUCK] > 0.0 else a_max
+    a = max(a_max, 0.05)
+    b = vt[ty, VT_DECEL_MPS2]
+    # idm_accel_terms with delta = 4, a free road (gap NO_GAP, infinite there) chosen last
+    ratio = v / max(v_des, 0.1)
+    r2 = ratio * ratio
+    free = 1.0 - r2 * r2
+    s_star = vt[ty, VT_MIN_GAP_M] + max(
+        0.0, v * vt[ty, VT_TIME_GAP_S] + v * (v - v_lead) / (2.0 * math.sqrt(a * b))
+    )
+    q = s_star / max(gap_ctl, 0.01)
+    acc = a * free if free_road else a * (free - q * q)
+    acc = min(max(acc, -vt[ty, VT_EMERGENCY_DECEL_MPS2]), a_max)
+    vn = max(0.0, v + acc * dt_s)
+    return min(vn, max(v_des, v - b * dt_s))
+
+
+@njit(cache=True, inline="always")
+def _idm_law_at(
+    i: int,
+    vt: np.ndarray,
+    pt: np.ndarray,
+    wheel_max_w: np.ndarray,
+    vtype: np.ndarray,
+    edge: np.ndarray,
+    edge_speed_mps: np.ndarray,
+    edge_cap_mps: np.ndarray,
+    edge_cos: np.ndarray,
+    edge_sin: np.ndarray,
+    speed_cap_mps: np.ndarray,
+    set_speed_mps: np.ndarray,
+    extra_gap_m: np.ndarray,
+    speed_mps: np.ndarray,
+    ctl_gap: np.ndarray,
+    status: np.ndarray,
+    v_next: np.ndarray,
+    mode: np.ndarray,
+    dt_s: float,
+) -> None:
+    """The law of vehicle ``i`` if it drives, by ``idm_next_speed``: ``v_next[i]`` (which
+    holds its leader's speed until then) becomes its own speed at the end of the step."""
+    if status[i] == ST_DRIVING:
+        e = edge[i]
+        v_next[i] = idm_next_speed(
+            vt,
+            pt,
+            wheel_max_w,
+            vtype[i],
+            edge_speed_mps[e],
+            edge_cap_mps[e],
+            edge_cos[e],
+            edge_sin[e],
+            speed_cap_mps[i],
+            set_speed_mps[i],
+            extra_gap_m[i],
+            speed_mps[i],
+            ctl_gap[i],
+            v_next[i],
+            dt_s,
+        )
+        mode[i] = MODE_FOLLOW
+
+
+@njit(cache=True)
+def idm_law_only(vt: np.ndarray) -> bool:
+    """Whether every vehicle type drives IDM with the exponent 4 (``idm_next_speed``)."""
+    for t in range(vt.shape[0]):
+        if vt[t, VT_MODEL] != NM_IDM or vt[t, VT_IDM_DELTA] != 4.0:
+            return False
+    return True
 
 
 def run_net_steps_py(
@@ -835,6 +949,7 @@ def run_net_steps_py(
     fcd_cap = fcd.shape[0]
     ev_cap = events.shape[0]
     steps_done = 0
+    idm_only = idm_law_only(vt)
     # the earliest time a vehicle at a site or waiting to enter is due: until then the
     # departure and insertion passes have nothing to do and are skipped (on a busy road,
     # where nobody waits, they were 3 of 42 ns per vehicle-step on one thread)
@@ -1117,35 +1232,85 @@ def run_net_steps_py(
         # The law in a loop of its own: without the search's branches and scattered reads
         # around it the CPU overlaps more of one vehicle's arithmetic with the next's (the
         # same bits; 8-10 % of the step on the one-lane bench ring, docs/benchmarks.md).
-        for act in prange(n_loop):
-            i = act if dense else active[act]
-            if status[i] != ST_DRIVING:
-                continue
-            e = edge[i]
-            vn, m = next_speed(
-                vt,
-                cacc_p,
-                acc_p,
-                pt,
-                wheel_max_w,
-                vtype[i],
-                edge_speed_mps[e],
-                edge_cap_mps[e],
-                edge_cos[e],
-                edge_sin[e],
-                speed_cap_mps[i],
-                set_speed_mps[i],
-                extra_gap_m[i],
-                speed_mps[i],
-                accel_mps2[i],
-                ctl_gap[i],
-                v_next[i],
-                coop[i] != 0,
-                mode[i],
-                dt_s,
-            )
-            v_next[i] = vn
-            mode[i] = m
+        # every type IDM: the branch-free law, which LLVM vectorises where the vehicles are
+        # read in order (a dense road; threaded: Numba marks a parallel loop's arrays as not
+        # aliased). The same bits as the loop below.
+        if idm_only and dense:
+            for i in prange(n):
+                _idm_law_at(
+                    i,
+                    vt,
+                    pt,
+                    wheel_max_w,
+                    vtype,
+                    edge,
+                    edge_speed_mps,
+                    edge_cap_mps,
+                    edge_cos,
+                    edge_sin,
+                    speed_cap_mps,
+                    set_speed_mps,
+                    extra_gap_m,
+                    speed_mps,
+                    ctl_gap,
+                    status,
+                    v_next,
+                    mode,
+                    dt_s,
+                )
+        elif idm_only:
+            for act in prange(n_act):
+                _idm_law_at(
+                    active[act],
+                    vt,
+                    pt,
+                    wheel_max_w,
+                    vtype,
+                    edge,
+                    edge_speed_mps,
+                    edge_cap_mps,
+                    edge_cos,
+                    edge_sin,
+                    speed_cap_mps,
+                    set_speed_mps,
+                    extra_gap_m,
+                    speed_mps,
+                    ctl_gap,
+                    status,
+                    v_next,
+                    mode,
+                    dt_s,
+                )
+        else:
+            for act in prange(n_loop):
+                i = act if dense else active[act]
+                if status[i] != ST_DRIVING:
+                    continue
+                e = edge[i]
+                vn, m = next_speed(
+                    vt,
+                    cacc_p,
+                    acc_p,
+                    pt,
+                    wheel_max_w,
+                    vtype[i],
+                    edge_speed_mps[e],
+                    edge_cap_mps[e],
+                    edge_cos[e],
+                    edge_sin[e],
+                    speed_cap_mps[i],
+                    set_speed_mps[i],
+                    extra_gap_m[i],
+                    speed_mps[i],
+                    accel_mps2[i],
+                    ctl_gap[i],
+                    v_next[i],
+                    coop[i] != 0,
+                    mode[i],
+                    dt_s,
+                )
+                v_next[i] = vn
+                mode[i] = m
         # ---- 2. collisions: the sorted sweep (skipped when no vehicle overlaps its leader)
         for act in range(n_loop if step_flags[FLAG_OVERLAP] != 0 else 0):
             i = act if dense else active[act]
