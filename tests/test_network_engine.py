@@ -644,9 +644,11 @@ def test_threaded_step_equals_the_one_thread_step(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(nk, "PARALLEL_MIN_ON_ROAD", 0)
     # the chooser measures both variants in turn, in calls of ``PROBE_STEPS`` steps
     mixed_sim = NetSim(net, flows=flows, seed=4)
+    threads = numba.get_num_threads()
     mixed = mixed_sim.run(300.0, chunk_steps=200)
+    assert numba.get_num_threads() == threads  # the one-core calls put the count back
     assert set(mixed_sim._chooser.ns_per_vehicle_step) == {
-        "run_net_steps",
+        "run_net_steps_one_core",
         "run_net_steps_parallel",
     }
     monkeypatch.setattr(nk.StepChooser, "pick", lambda self, fn, step, end: (fn, end))
@@ -663,10 +665,11 @@ def test_the_chooser_times_both_variants_and_runs_the_faster() -> None:
     """Where the step would thread, ``StepChooser`` runs short calls of each variant first,
     then the faster, timing the slower again every ``REPROBE_EVERY`` calls; a variant's
     first call in a process (compiling it) does not count, and a quiet road is left to
-    ``step_variant``."""
-    par, one = nk.run_net_steps_parallel, nk.run_net_steps
+    ``step_variant``. The alternative to the threads is the threaded variant on one thread."""
+    par, one = nk.run_net_steps_parallel, nk.run_net_steps_one_core
+    quiet = nk.run_net_steps
     c = nk.StepChooser()
-    assert c.pick(one, 0, 600) == (one, 600)  # a quiet road: not the chooser's business
+    assert c.pick(quiet, 0, 600) == (quiet, 600)  # a quiet road: not the chooser's business
     assert c.pick(par, 0, 600) == (par, nk.PROBE_STEPS)
     c.record(par, False, 9.0, 50, 1000)  # compiling: not a measurement
     assert c.pick(par, 50, 600) == (par, 50 + nk.PROBE_STEPS)
@@ -754,3 +757,46 @@ def test_the_branch_free_idm_law_computes_next_speeds_bits() -> None:
     with_l4 = NetSim(_corridor(), [Trip("c", "car", (Leg(_route(3)),), 0.0)],
                      vtypes=[CAR, TRUCK_L4])  # fmt: skip
     assert not nk.idm_law_only(with_l4._vt)
+
+
+@pytest.mark.parametrize("fleet", ["platoon-and-solos", "all-idm"])
+def test_a_dense_road_steps_the_same_bits_on_every_variant(
+    fleet: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every vehicle on the road the step runs its dense loops (and, where every type
+    drives IDM, the branch-free law, which LLVM vectorises in the threaded variant). The
+    one-thread variant, the threaded one and the threaded one on one
+    core compute the same FCD, energy and events, and so do the loops over the list of
+    vehicles on a sparse road: a 1+4 platoon drafting (its drag rows) and solo trucks behind
+    it, or solo trucks alone."""
+    net = _corridor(lanes=(1, 1), length_m=15_000.0)
+    platoon = _platoon_trips(5, (Leg(_route(2)),)) if fleet == "platoon-and-solos" else []
+    solos = [Trip(f"s{j}", "truck-human", (Leg(_route(2)),), 15.0 + 8.0 * j) for j in range(7)]
+    platoons = [Platoon("p", tuple(t.vehicle_id for t in platoon))] if platoon else []
+
+    # as many again parked until long after the run: the road counts as sparse, and the
+    # step runs its loops over the list of vehicles on the road instead
+    parked = [Trip(f"x{j}", "truck-human", (Leg(_route(2)),), 1e5) for j in range(12)]
+
+    def run(variant: Any, extra: list[Trip]) -> Any:
+        monkeypatch.setattr(nk, "PARALLEL_MIN_ON_ROAD", 10**9 if variant is None else 0)
+        if variant is not None:
+            monkeypatch.setattr(nk.StepChooser, "pick", lambda self, fn, s, end: (variant, end))
+        return NetSim(net, platoon + solos + extra, platoons=platoons).run(240.0)
+
+    one = run(None, [])
+    n = len(platoon) + len(solos)
+    on_road = one.fcd["time_s"] == 200.0
+    assert on_road.sum() == n  # every vehicle drives: the dense loops ran
+    assert one.collisions == 0 and (one.energy_kwh > 0).all()
+    for variant, extra in (
+        (nk.run_net_steps_parallel, []),
+        (nk.run_net_steps_one_core, []),
+        (None, parked),
+        (nk.run_net_steps_parallel, parked),
+    ):
+        other = run(variant, extra)
+        for col in ("pos_m", "speed_mps", "accel_mps2", "mode"):
+            np.testing.assert_array_equal(other.fcd[col], one.fcd[col])
+        np.testing.assert_array_equal(other.energy_kwh[:n], one.energy_kwh)
+        assert other.events == one.events

@@ -43,7 +43,7 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit, prange, set_num_threads
 
 from convoy.road.signals import PHASE_GREEN, PHASE_RED, PHASE_YELLOW
 from convoy.sim.jit import NO_REFCOUNTS, compiled_variant
@@ -1897,6 +1897,40 @@ run_net_steps = compiled_variant(run_net_steps_py, "run_net_steps", **NO_REFCOUN
 run_net_steps_parallel = compiled_variant(
     run_net_steps_py, "run_net_steps_parallel", parallel=True, **NO_REFCOUNTS
 )
+
+
+class _OnOneThread:
+    """A threaded variant run on one thread (Numba's thread count set to 1 for the call).
+
+    The one-thread variant's loops are compiled without Numba's parallel machinery, which
+    also marks a parallel loop's arrays as not aliased, and LLVM vectorises none of them;
+    compiled parallel, the law of an all-IDM road vectorises (``idm_next_speed``). On a busy
+    road that pays for the parallel regions' start (0.6 us each on one thread): on the bench
+    ring 29.0 -> 25.2 ns per vehicle-step (Zen 5 host, interleaved). On a quiet road the
+    regions' start is most of the step, and ``step_variant`` keeps the one-thread variant.
+    The same bits as both.
+    """
+
+    def __init__(self, fn: Any, name: str) -> None:
+        self._fn = fn
+        self.__name__ = name
+
+    @property
+    def signatures(self) -> list[Any]:
+        """The compiled signatures of the variant it runs (empty: not compiled yet)."""
+        return list(self._fn.signatures)
+
+    def __call__(self, *args: Any) -> Any:
+        before = get_num_threads()
+        set_num_threads(1)
+        try:
+            return self._fn(*args)
+        finally:
+            set_num_threads(before)
+
+
+#: The busy road's step on one core (``StepChooser``'s alternative to the threads).
+run_net_steps_one_core = _OnOneThread(run_net_steps_parallel, "run_net_steps_one_core")
 #: A call runs threaded when at least this many vehicles are on the road or due to enter it
 #: by its end. Measured on the one-lane bench ring (AMD EPYC, 2 threads, ns per
 #: vehicle-step, one thread / two): 200 vehicles 51 / 61, 500: 48 / 41, 1,000: 49 / 37,
@@ -1924,7 +1958,7 @@ RECENT = 3
 
 
 class StepChooser:
-    """Picks the one-thread or the threaded step for a busy road by timing both as a run goes.
+    """Picks the step on one core or on all for a busy road by timing both as a run goes.
 
     Whether threads pay on a busy road depends on the machine, and on the 2-vCPU VMs of
     docs/benchmarks.md on the minute: on the one-lane bench ring the threaded step took 26 ns
@@ -1936,8 +1970,9 @@ class StepChooser:
     measurements, so that one call the host slowed down (a 50-step probe takes 5 ms on the
     bench ring) does not decide the run: on the bench ring one such probe kept the one-thread
     step running at 61 ns per vehicle-step while the threaded one had last measured 35.
-    Both variants give the same bits, so the choice never changes a result. A variant's
-    first call in a process (compiling or loading it) is not counted.
+    The variant on one core is the threaded one run on one thread (``run_net_steps_one_core``).
+    Both give the same bits, so the choice never changes a result. A variant's first call in
+    a process (compiling or loading it) is not counted.
     """
 
     def __init__(self) -> None:
@@ -1954,13 +1989,13 @@ class StepChooser:
         self._calls += 1
         probe = min(end_step, step + PROBE_STEPS)
         ns = self.ns_per_vehicle_step
-        for cand in (run_net_steps_parallel, run_net_steps):
+        for cand in (run_net_steps_parallel, run_net_steps_one_core):
             if cand.__name__ not in ns:
                 return cand, probe
         best, other = (
-            (run_net_steps_parallel, run_net_steps)
-            if ns[run_net_steps_parallel.__name__] <= ns[run_net_steps.__name__]
-            else (run_net_steps, run_net_steps_parallel)
+            (run_net_steps_parallel, run_net_steps_one_core)
+            if ns[run_net_steps_parallel.__name__] <= ns[run_net_steps_one_core.__name__]
+            else (run_net_steps_one_core, run_net_steps_parallel)
         )
         if self._calls % REPROBE_EVERY == 0:
             return other, probe
@@ -1968,10 +2003,10 @@ class StepChooser:
 
     def record(self, fn: Any, warm: bool, wall_s: float, steps: int, vehicle_steps: int) -> None:
         """What a call of ``fn`` took; ``warm``: ``fn`` had run in this process before."""
-        if fn not in (run_net_steps_parallel, run_net_steps):
+        if fn not in (run_net_steps_parallel, run_net_steps_one_core, run_net_steps):
             return
         self.steps_run[fn.__name__] = self.steps_run.get(fn.__name__, 0) + steps
-        if warm and vehicle_steps > 0:
+        if warm and vehicle_steps > 0 and fn is not run_net_steps:
             recent = self._recent.setdefault(fn.__name__, [])
             recent.append(wall_s / vehicle_steps * 1e9)
             del recent[:-RECENT]
@@ -1984,4 +2019,7 @@ class StepChooser:
     def threads_used(self) -> int:
         """Numba's threads if the threaded variant ran most steps, else 1."""
         par = self.steps_run.get(run_net_steps_parallel.__name__, 0)
-        return get_num_threads() if par > self.steps_run.get(run_net_steps.__name__, 0) else 1
+        one = sum(
+            self.steps_run.get(f.__name__, 0) for f in (run_net_steps_one_core, run_net_steps)
+        )
+        return get_num_threads() if par > one else 1
