@@ -765,10 +765,9 @@ def test_a_dense_road_steps_the_same_bits_on_every_variant(
 ) -> None:
     """With every vehicle on the road the step runs its dense loops (and, where every type
     drives IDM, the branch-free law, which LLVM vectorises in the threaded variant). The
-    one-thread variant, the threaded one and the threaded one on one
-    core compute the same FCD, energy and events, and so do the loops over the list of
-    vehicles on a sparse road: a 1+4 platoon drafting (its drag rows) and solo trucks behind
-    it, or solo trucks alone."""
+    one-thread variant, the threaded one and the threaded one on one core compute the same
+    FCD, energy and events, and so do the loops over the list of vehicles on a sparse road:
+    a 1+4 platoon drafting (its drag rows) and solo trucks behind it, or solo trucks alone."""
     net = _corridor(lanes=(1, 1), length_m=15_000.0)
     platoon = _platoon_trips(5, (Leg(_route(2)),)) if fleet == "platoon-and-solos" else []
     solos = [Trip(f"s{j}", "truck-human", (Leg(_route(2)),), 15.0 + 8.0 * j) for j in range(7)]

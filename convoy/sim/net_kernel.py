@@ -632,6 +632,53 @@ def call_constants(
 
 
 @njit(cache=True, inline="always")
+def _desired_speed_mps(
+    vt: np.ndarray,
+    ty: int,
+    edge_speed_mps: float,
+    edge_cap_mps: float,
+    speed_cap_mps: float,
+    set_speed_mps: float,
+) -> float:
+    """The speed a vehicle of type ``ty`` wants on its edge: the edge's limit times its
+    factor, its own top speed, the edge's cap and its own cap; a manoeuvre's set speed (NaN:
+    none) replaces the limit and the own cap. Without a branch (``idm_next_speed``)."""
+    v_max = vt[ty, VT_MAX_SPEED_MPS]
+    v_des = min(edge_speed_mps * vt[ty, VT_SPEED_FACTOR], v_max, edge_cap_mps, speed_cap_mps)
+    v_set = min(set_speed_mps, v_max, edge_cap_mps)
+    return v_set if set_speed_mps == set_speed_mps else v_des
+
+
+@njit(cache=True, inline="always")
+def _accel_cap_mps2(
+    vt: np.ndarray,
+    pt: np.ndarray,
+    wheel_max_w: np.ndarray,
+    ty: int,
+    v: float,
+    edge_cos: float,
+    edge_sin: float,
+) -> float:
+    """The type's acceleration limit; a truck climbs only as fast as its motor's power
+    allows on this grade. Without a branch (``idm_next_speed``): the motor's limit is
+    computed for every type and kept for trucks."""
+    a_motor = max_traction_accel_angle(
+        wheel_max_w[ty],
+        pt[ty, PT_FULL_POWER_SPEED_MPS],
+        pt[ty, PT_ROTATING_MASS_FACTOR],
+        vt[ty, VT_MASS_KG],
+        v,
+        edge_cos,
+        edge_sin,
+        1.0,
+        vt[ty, VT_CD_A_M2],
+        vt[ty, VT_CRR],
+    )
+    a_max = vt[ty, VT_ACCEL_MPS2]
+    return min(a_max, a_motor) if vt[ty, VT_IS_TRUCK] > 0.0 else a_max
+
+
+@njit(cache=True, inline="always")
 def next_speed(
     vt: np.ndarray,
     cacc_p: np.ndarray,
@@ -659,34 +706,10 @@ def next_speed(
     motor's power on the grade, and its type's law (IDM, or SUMO's CACC or ACC with SUMO's
     speed finalisation). ``coop``: the leader is its platoon predecessor and the last beacon
     is fresh. Shared by this kernel and ``net_cuda``'s."""
-    v_des = min(
-        edge_speed_mps * vt[ty, VT_SPEED_FACTOR],
-        vt[ty, VT_MAX_SPEED_MPS],
-        edge_cap_mps,
-        speed_cap_mps,
-    )
-    if set_speed_mps == set_speed_mps:  # a manoeuvre's set speed (NaN: none)
-        v_des = min(set_speed_mps, vt[ty, VT_MAX_SPEED_MPS], edge_cap_mps)
+    v_des = _desired_speed_mps(vt, ty, edge_speed_mps, edge_cap_mps, speed_cap_mps, set_speed_mps)
     gap_ctl = gap - extra_gap_m if gap < NO_GAP else gap
     model = int(vt[ty, VT_MODEL])
-    # a truck climbs only as fast as its motor's power allows on this grade
-    a_max = vt[ty, VT_ACCEL_MPS2]
-    if vt[ty, VT_IS_TRUCK] > 0.0:
-        a_max = min(
-            a_max,
-            max_traction_accel_angle(
-                wheel_max_w[ty],
-                pt[ty, PT_FULL_POWER_SPEED_MPS],
-                pt[ty, PT_ROTATING_MASS_FACTOR],
-                vt[ty, VT_MASS_KG],
-                v,
-                edge_cos,
-                edge_sin,
-                1.0,
-                vt[ty, VT_CD_A_M2],
-                vt[ty, VT_CRR],
-            ),
-        )
+    a_max = _accel_cap_mps2(vt, pt, wheel_max_w, ty, v, edge_cos, edge_sin)
     if model == NM_IDM:
         a = _idm_accel(
             v,
@@ -744,27 +767,11 @@ def idm_next_speed(
     same bits, without a branch: both sides of each choice are computed and one is kept, so
     that LLVM vectorises a loop over vehicles (the step's threaded variant, whose loops
     Numba compiles with their arrays marked as not aliased)."""
-    v_max = vt[ty, VT_MAX_SPEED_MPS]
-    v_des = min(edge_speed_mps * vt[ty, VT_SPEED_FACTOR], v_max, edge_cap_mps, speed_cap_mps)
-    v_set = min(set_speed_mps, v_max, edge_cap_mps)
-    v_des = v_set if set_speed_mps == set_speed_mps else v_des
+    v_des = _desired_speed_mps(vt, ty, edge_speed_mps, edge_cap_mps, speed_cap_mps, set_speed_mps)
     gap_ctl = gap - extra_gap_m if gap < NO_GAP else gap
     # IDM's free road: no finite gap below NO_GAP (``_idm_accel``)
     free_road = not ((gap_ctl < NO_GAP) & math.isfinite(gap_ctl))
-    a_max = vt[ty, VT_ACCEL_MPS2]
-    a_motor = max_traction_accel_angle(
-        wheel_max_w[ty],
-        pt[ty, PT_FULL_POWER_SPEED_MPS],
-        pt[ty, PT_ROTATING_MASS_FACTOR],
-        vt[ty, VT_MASS_KG],
-        v,
-        edge_cos,
-        edge_sin,
-        1.0,
-        vt[ty, VT_CD_A_M2],
-        vt[ty, VT_CRR],
-    )
-    a_max = min(a_max, a_motor) if vt[ty, VT_IS_TRUCK] > 0.0 else a_max
+    a_max = _accel_cap_mps2(vt, pt, wheel_max_w, ty, v, edge_cos, edge_sin)
     a = max(a_max, 0.05)
     b = vt[ty, VT_DECEL_MPS2]
     # idm_accel_terms with delta = 4, a free road (gap NO_GAP, infinite there) chosen last
@@ -779,52 +786,6 @@ def idm_next_speed(
     acc = min(max(acc, -vt[ty, VT_EMERGENCY_DECEL_MPS2]), a_max)
     vn = max(0.0, v + acc * dt_s)
     return min(vn, max(v_des, v - b * dt_s))
-
-
-@njit(cache=True, inline="always")
-def _idm_law_at(
-    i: int,
-    vt: np.ndarray,
-    pt: np.ndarray,
-    wheel_max_w: np.ndarray,
-    vtype: np.ndarray,
-    edge: np.ndarray,
-    edge_speed_mps: np.ndarray,
-    edge_cap_mps: np.ndarray,
-    edge_cos: np.ndarray,
-    edge_sin: np.ndarray,
-    speed_cap_mps: np.ndarray,
-    set_speed_mps: np.ndarray,
-    extra_gap_m: np.ndarray,
-    speed_mps: np.ndarray,
-    ctl_gap: np.ndarray,
-    status: np.ndarray,
-    v_next: np.ndarray,
-    mode: np.ndarray,
-    dt_s: float,
-) -> None:
-    """The law of vehicle ``i`` if it drives, by ``idm_next_speed``: ``v_next[i]`` (which
-    holds its leader's speed until then) becomes its own speed at the end of the step."""
-    if status[i] == ST_DRIVING:
-        e = edge[i]
-        v_next[i] = idm_next_speed(
-            vt,
-            pt,
-            wheel_max_w,
-            vtype[i],
-            edge_speed_mps[e],
-            edge_cap_mps[e],
-            edge_cos[e],
-            edge_sin[e],
-            speed_cap_mps[i],
-            set_speed_mps[i],
-            extra_gap_m[i],
-            speed_mps[i],
-            ctl_gap[i],
-            v_next[i],
-            dt_s,
-        )
-        mode[i] = MODE_FOLLOW
 
 
 @njit(cache=True)
@@ -1232,55 +1193,32 @@ def run_net_steps_py(
         # The law in a loop of its own: without the search's branches and scattered reads
         # around it the CPU overlaps more of one vehicle's arithmetic with the next's (the
         # same bits; 8-10 % of the step on the one-lane bench ring, docs/benchmarks.md).
-        # every type IDM: the branch-free law, which LLVM vectorises where the vehicles are
-        # read in order (a dense road; threaded: Numba marks a parallel loop's arrays as not
-        # aliased). The same bits as the loop below.
+        # every type IDM on a dense road: the branch-free law, which LLVM vectorises where
+        # the vehicles are read in order (threaded: Numba marks a parallel loop's arrays as
+        # not aliased). The same bits as the loop below, which a sparse road runs.
         if idm_only and dense:
             for i in prange(n):
-                _idm_law_at(
-                    i,
+                if status[i] != ST_DRIVING:
+                    continue
+                e = edge[i]
+                v_next[i] = idm_next_speed(
                     vt,
                     pt,
                     wheel_max_w,
-                    vtype,
-                    edge,
-                    edge_speed_mps,
-                    edge_cap_mps,
-                    edge_cos,
-                    edge_sin,
-                    speed_cap_mps,
-                    set_speed_mps,
-                    extra_gap_m,
-                    speed_mps,
-                    ctl_gap,
-                    status,
-                    v_next,
-                    mode,
+                    vtype[i],
+                    edge_speed_mps[e],
+                    edge_cap_mps[e],
+                    edge_cos[e],
+                    edge_sin[e],
+                    speed_cap_mps[i],
+                    set_speed_mps[i],
+                    extra_gap_m[i],
+                    speed_mps[i],
+                    ctl_gap[i],
+                    v_next[i],
                     dt_s,
                 )
-        elif idm_only:
-            for act in prange(n_act):
-                _idm_law_at(
-                    active[act],
-                    vt,
-                    pt,
-                    wheel_max_w,
-                    vtype,
-                    edge,
-                    edge_speed_mps,
-                    edge_cap_mps,
-                    edge_cos,
-                    edge_sin,
-                    speed_cap_mps,
-                    set_speed_mps,
-                    extra_gap_m,
-                    speed_mps,
-                    ctl_gap,
-                    status,
-                    v_next,
-                    mode,
-                    dt_s,
-                )
+                mode[i] = MODE_FOLLOW
         else:
             for act in prange(n_loop):
                 i = act if dense else active[act]
