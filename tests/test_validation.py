@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convoy.sim.engine import build, simulate, simulate_many
+from convoy.sim.batch import run_inputs, stack_instances
+from convoy.sim.engine import build, padded_profile, simulate, simulate_many
 from convoy.sim.scenario import parse_scenario
 from convoy.sim.validation import (
     LIBRARY,
@@ -20,6 +21,7 @@ from convoy.sim.validation import (
     Criteria,
     ValidationError,
     brake_profile,
+    brake_profiles,
     get_template,
     instance,
     load_criteria,
@@ -282,6 +284,62 @@ def test_batched_scenario_runs_along_the_batch_axis_exactly_as_single_runs() -> 
 
     on_jax = run_chunk(tpl.name, rows, 0, 2, backend="jax")
     np.testing.assert_allclose(on_jax[:, shared], batch[:, shared], rtol=1e-9, atol=1e-9)
+
+
+def test_a_batched_chunk_built_as_arrays_is_its_instances_built_one_by_one() -> None:
+    # cacc-brake-batched builds a chunk's arrays from the parameter rows (one scenario, the
+    # rest by array operations) instead of one scenario per instance: every array must be
+    # the one-by-one build's to the last bit, at the ranges' corners (a brake limit below
+    # and above the 4 m/s² floor, a full stop and the highest end speed) and at random rows,
+    # away from index 0 and with another run seed.
+    tpl = get_template("cacc-brake-batched")
+    assert tpl.arrays is not None
+    lo = [r.low for r in tpl.ranges]
+    hi = [r.high for r in tpl.ranges]
+    corners = np.array([lo, hi, [lo[0], hi[1], lo[2]], [hi[0], lo[1], hi[2]], [4.0, 8.0, 0.6]])
+    rows = np.concatenate([corners, sample_params(tpl, 40, 5, grid=False)])
+    fast = tpl.arrays(rows, 5, 17)
+    slow = stack_instances([instance(tpl, row, 5, 17 + j) for j, row in enumerate(rows)])
+    for f in dataclasses.fields(fast):
+        a, b = getattr(fast, f.name), getattr(slow, f.name)
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype and a.shape == b.shape, f.name
+            assert np.array_equal(a, b, equal_nan=True), f.name
+        elif f.name != "table":
+            assert a == b, f.name
+    # the parameters did change the arrays: the profiles end at each row's own time
+    assert len(set(fast.prof_len.tolist())) > 10
+
+
+def test_brake_profiles_are_each_rows_brake_profile_padded() -> None:
+    # The array form runs the scalar recurrence over all rows at once; a row that does not
+    # brake (an end speed at or above the speed, or no deceleration) keeps its two points.
+    end = np.array([0.0, 12.5, 22.0, 30.0, 5.0, 21.99])
+    dec = np.array([8.0, 2.0, 3.0, 3.0, 0.0, 0.5])
+    times, speeds, lengths = brake_profiles(22.0, end, dec, 10.0)
+    longest = max(len(brake_profile(22.0, e, d, 10.0)) for e, d in zip(end, dec, strict=True))
+    assert times.shape == speeds.shape == (6, longest)
+    for j, (e, d) in enumerate(zip(end, dec, strict=True)):
+        pts = np.array(brake_profile(22.0, e, d, 10.0))
+        assert lengths[j] == len(pts)
+        want_t, want_v = padded_profile(pts[:, 0], pts[:, 1], longest)
+        assert np.array_equal(times[j], want_t) and np.array_equal(speeds[j], want_v)
+    assert lengths.tolist()[2:5] == [2, 2, 2]
+
+
+def test_the_batched_step_leaves_its_inputs_as_they_were() -> None:
+    # run_inputs works on copies of the state, so the same inputs run twice give the same
+    # outcome (a chunk is never half-advanced by an earlier call)
+    tpl = get_template("cacc-brake-batched")
+    assert tpl.arrays is not None
+    x = tpl.arrays(sample_params(tpl, 6, 9, grid=False), 9, 0)
+    before = {f.name: np.copy(getattr(x, f.name)) for f in dataclasses.fields(x)
+              if isinstance(getattr(x, f.name), np.ndarray)}  # fmt: skip
+    one, two = run_inputs(x), run_inputs(x)
+    for name, arr in before.items():
+        assert np.array_equal(arr, getattr(x, name), equal_nan=True), name
+    assert np.array_equal(one.pos_m, two.pos_m) and np.array_equal(one.min_gap_m, two.min_gap_m)
+    assert (one.pos_m[:, 0] > x.pos[:, 0, 0] + 220.0).all()  # 10 s at 22 m/s, then a brake
 
 
 # Ray starts its processes by fork+exec (subprocess), which JAX's fork warning also flags

@@ -857,28 +857,49 @@ def dt_parts(dt_s: float) -> np.ndarray:
 def lane_params_np(table: TruckTable, world: Any, precision: Precision) -> dict[str, np.ndarray]:
     """``LaneParams`` fields as NumPy arrays of the precision's type, from row 0 of a uniform
     table and the world (``engine.World``)."""
+    rows = lane_params_rows(
+        table.phys[:1],
+        world.env[None],
+        world.channel[None],
+        table.ctrl[:1],
+        table.powertrain[:1],
+        precision,
+    )
+    return {key: val[0] for key, val in rows.items()}
+
+
+def lane_params_rows(
+    phys0: np.ndarray,
+    env: np.ndarray,
+    ch: np.ndarray,
+    ctrl0: np.ndarray,
+    pt0: np.ndarray,
+    precision: Precision,
+) -> dict[str, np.ndarray]:
+    """``LaneParams`` fields of B instances, each (B, ...), from their stacked rows: a truck's
+    ``phys``, ``ctrl`` and ``powertrain`` row, the world's ``env`` and ``channel``."""
     f = _float_type(precision)
-    ph, env, ch = table.phys[0], world.env, world.channel
     vals = {
-        "dt_s": env[ENV_DT_S],
-        "length_m": ph[TP_LENGTH_M],
-        "max_accel_mps2": ph[TP_MAX_ACCEL_MPS2],
-        "max_decel_mps2": ph[TP_MAX_DECEL_MPS2],
-        "emergency_decel_mps2": ph[TP_EMERGENCY_DECEL_MPS2],
-        "max_speed_mps": min(ph[TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS]),
-        "mass_kg": ph[TP_MASS_KG],
-        "cd_a_m2": ph[TP_CD_A_M2],
-        "crr": ph[TP_CRR],
-        "grade": env[ENV_GRADE],
-        "ambient_c": env[ENV_AMBIENT_C],
-        "range_m": ch[CH_RANGE_M],
-        "stale_after_s": ch[CH_STALE_AFTER_S],
-        "hard_brake_mps2": env[ENV_HARD_BRAKE_MPS2],
+        "dt_s": env[:, ENV_DT_S],
+        "length_m": phys0[:, TP_LENGTH_M],
+        "max_accel_mps2": phys0[:, TP_MAX_ACCEL_MPS2],
+        "max_decel_mps2": phys0[:, TP_MAX_DECEL_MPS2],
+        "emergency_decel_mps2": phys0[:, TP_EMERGENCY_DECEL_MPS2],
+        "max_speed_mps": np.minimum(phys0[:, TP_MAX_SPEED_MPS], env[:, ENV_SPEED_LIMIT_MPS]),
+        "mass_kg": phys0[:, TP_MASS_KG],
+        "cd_a_m2": phys0[:, TP_CD_A_M2],
+        "crr": phys0[:, TP_CRR],
+        "grade": env[:, ENV_GRADE],
+        "ambient_c": env[:, ENV_AMBIENT_C],
+        "range_m": ch[:, CH_RANGE_M],
+        "stale_after_s": ch[:, CH_STALE_AFTER_S],
+        "hard_brake_mps2": env[:, ENV_HARD_BRAKE_MPS2],
     }
     out = {key: np.asarray(val, f) for key, val in vals.items()}
-    out["dt_parts_s"] = dt_parts(float(env[ENV_DT_S]))
-    out["ctrl"] = np.asarray(table.ctrl[0], f)
-    out["pt"] = np.asarray(table.powertrain[0], f)
+    dts, which = np.unique(env[:, ENV_DT_S], return_inverse=True)
+    out["dt_parts_s"] = np.stack([dt_parts(float(dt)) for dt in dts])[which]
+    out["ctrl"] = np.asarray(ctrl0, f)
+    out["pt"] = np.asarray(pt0, f)
     return out
 
 
@@ -888,6 +909,45 @@ def _fill_targets(
 ) -> None:
     for k in range(out.shape[0]):
         out[k] = profile_speed((s0 + k) * dt + lead, times, speeds)
+
+
+@njit(cache=True)
+def _fill_target_rows(
+    s0: int,
+    env: np.ndarray,
+    prof_t: np.ndarray,
+    prof_v: np.ndarray,
+    prof_len: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    for b in range(out.shape[0]):
+        m = prof_len[b]
+        _fill_targets(
+            s0, env[b, ENV_DT_S], env[b, ENV_PROFILE_LEAD_S], prof_t[b, :m], prof_v[b, :m], out[b]
+        )
+
+
+def head_target_rows(
+    env: np.ndarray,
+    prof_t: np.ndarray,
+    prof_v: np.ndarray,
+    prof_len: np.ndarray,
+    s0: int,
+    n_steps: int,
+    precision: Precision,
+) -> np.ndarray:
+    """(B, n_steps) ``head_targets`` of B instances from their stacked ``env`` rows and
+    speed profiles (row b's first ``prof_len[b]`` points)."""
+    out = np.empty((env.shape[0], max(n_steps, 1)))
+    _fill_target_rows(
+        s0,
+        np.ascontiguousarray(env, np.float64),
+        np.ascontiguousarray(prof_t, np.float64),
+        np.ascontiguousarray(prof_v, np.float64),
+        np.ascontiguousarray(prof_len, np.int64),
+        out,
+    )
+    return out.astype(_float_type(precision))
 
 
 def head_targets(world: Any, s0: int, n_steps: int, precision: Precision) -> np.ndarray:
@@ -927,41 +987,82 @@ def lane_state_np(
     table: TruckTable, state: TruckState, precision: Precision
 ) -> dict[str, np.ndarray]:
     """``LaneState`` fields as NumPy arrays, from the engine's state."""
+    rows = lane_state_rows(
+        platoon_size(table),
+        state.cur,
+        state.pos_m[None],
+        state.speed_mps[None],
+        state.accel_mps2[None],
+        state.mode[None],
+        state.ctrl_mode[None],
+        state.energy_kwh[None],
+        state.rx_pred[None],
+        state.collided_at_s[None],
+        state.collision_speed_mps[None],
+        state.min_gap_m[None],
+        state.min_ttc_s[None],
+        state.hard_brakes[None],
+        state.fallback_steps[None],
+        precision,
+    )
+    out = {key: val[0] for key, val in rows.items()}
+    out["step"] = np.asarray(state.step[0], np.int32)
+    return out
+
+
+def lane_state_rows(
+    k: int,
+    cur: int,
+    pos_m: np.ndarray,
+    speed_mps: np.ndarray,
+    accel_mps2: np.ndarray,
+    mode: np.ndarray,
+    ctrl_mode: np.ndarray,
+    energy_kwh: np.ndarray,
+    rx_pred: np.ndarray,
+    collided_at_s: np.ndarray,
+    collision_speed_mps: np.ndarray,
+    min_gap_m: np.ndarray,
+    min_ttc_s: np.ndarray,
+    hard_brakes: np.ndarray,
+    fallback_steps: np.ndarray,
+    precision: Precision,
+) -> dict[str, np.ndarray]:
+    """``LaneState`` fields of B instances (without ``step``), each (B, ...), from their
+    stacked engine state: the double-buffered arrays (B, 2, n) read at row ``cur``, the
+    others (B, n), ``rx_pred`` (B, RX_SIZE, n); ``k`` trucks per platoon."""
     f = _float_type(precision)
-    cur = state.cur
-    k = platoon_size(table)
-    pos = state.pos_m[cur]
+    pos = pos_m[:, cur]
     if precision == "float32":
-        origin = np.floor(pos[::k]).astype(np.int32)
-        rel = pos - np.repeat(origin, k)
+        origin = np.floor(pos[:, ::k]).astype(np.int32)
+        rel = pos - np.repeat(origin, k, axis=1)
         x = rel.astype(np.float32)
         x_err = (rel - x).astype(np.float32)
-        energy = state.energy_kwh.astype(np.float32)
-        energy_err = (state.energy_kwh - energy).astype(np.float32)
+        energy = energy_kwh.astype(np.float32)
+        energy_err = (energy_kwh - energy).astype(np.float32)
     else:
-        origin = np.zeros(pos.shape[0] // k, np.int32)
+        origin = np.zeros((pos.shape[0], pos.shape[1] // k), np.int32)
         x, x_err = pos.copy(), np.zeros_like(pos)
-        energy, energy_err = state.energy_kwh.copy(), np.zeros_like(pos)
+        energy, energy_err = energy_kwh.copy(), np.zeros_like(pos)
     return {
         "origin_m": origin,
         "pos_m": x,
         "pos_err_m": x_err,
-        "speed_mps": state.speed_mps[cur].astype(f),
-        "accel_mps2": state.accel_mps2[cur].astype(f),
-        "mode": state.mode.astype(np.int8),
-        "ctrl_mode": state.ctrl_mode.astype(np.int8),
+        "speed_mps": speed_mps[:, cur].astype(f),
+        "accel_mps2": accel_mps2[:, cur].astype(f),
+        "mode": mode.astype(np.int8),
+        "ctrl_mode": ctrl_mode.astype(np.int8),
         "energy_kwh": energy,
         "energy_err_kwh": energy_err,
-        "rx_speed_mps": state.rx_pred[RX_SPEED_MPS].astype(f),
-        "rx_stamp_s": state.rx_pred[RX_STAMP_S].astype(f),
-        "collided_at_s": state.collided_at_s.astype(f),
-        "collision_speed_mps": state.collision_speed_mps.astype(f),
-        "min_gap_m": state.min_gap_m.astype(f),
-        "min_ttc_s": state.min_ttc_s.astype(f),
-        "min_accel_mps2": np.minimum(state.accel_mps2[cur], 0.0).astype(f),
-        "hard_brakes": state.hard_brakes.astype(np.int32),
-        "fallback_steps": state.fallback_steps.astype(np.int32),
-        "step": np.asarray(state.step[0], np.int32),
+        "rx_speed_mps": rx_pred[:, RX_SPEED_MPS].astype(f),
+        "rx_stamp_s": rx_pred[:, RX_STAMP_S].astype(f),
+        "collided_at_s": collided_at_s.astype(f),
+        "collision_speed_mps": collision_speed_mps.astype(f),
+        "min_gap_m": min_gap_m.astype(f),
+        "min_ttc_s": min_ttc_s.astype(f),
+        "min_accel_mps2": np.minimum(accel_mps2[:, cur], 0.0).astype(f),
+        "hard_brakes": hard_brakes.astype(np.int32),
+        "fallback_steps": fallback_steps.astype(np.int32),
     }
 
 

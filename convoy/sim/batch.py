@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -178,7 +178,7 @@ class BatchResult:
     """Outcomes of B instances of n trucks (``run_batch``); per-truck fields are (B, n).
 
     Attributes:
-        scenarios: the B instances, in order.
+        scenarios: the B instances, in order (empty from ``run_inputs``).
         backend: the backend that ran them; precision: its float type.
         pos_m, speed_mps: final front-bumper position [m] and speed [m/s].
         energy_kwh: energy drawn [kWh].
@@ -363,6 +363,57 @@ def _run_instances(
             )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class BatchInputs:
+    """The arrays of B instances as the batched step takes them, instance b in row b.
+
+    ``stack_instances`` builds them from scenarios; a caller that knows how its instances
+    differ may build them as arrays directly (``validation``'s batched template does, to the
+    same bits), with no scenario object per instance. The state arrays are the engine's
+    (``TruckState``): double-buffered ones (B, 2, n), the others (B, n).
+
+    Attributes:
+        n_steps, step0: steps to run, and the step the state stands at.
+        table: the truck table every instance shares the layout of (leaders, followers,
+            platoon positions); its parameter rows are instance 0's.
+        phys0, ctrl0, pt0: (B, ...) the trucks' parameter rows (uniform within an instance).
+        ch, env: (B, ...) the channel and world vectors.
+        prof_t, prof_v, prof_len: (B, p) the heads' speed profiles padded past their end
+            (``engine.padded_profile``), and their (B,) lengths before the padding.
+    """
+
+    n_steps: int
+    step0: int
+    table: TruckTable
+    phys0: np.ndarray
+    ctrl0: np.ndarray
+    pt0: np.ndarray
+    ch: np.ndarray
+    env: np.ndarray
+    prof_t: np.ndarray
+    prof_v: np.ndarray
+    prof_len: np.ndarray
+    pos: np.ndarray
+    speed: np.ndarray
+    accel: np.ndarray
+    u: np.ndarray
+    mode: np.ndarray
+    ctrl_mode: np.ndarray
+    energy: np.ndarray
+    rx_pred: np.ndarray
+    collided_at: np.ndarray
+    collision_speed: np.ndarray
+    min_gap: np.ndarray
+    min_ttc: np.ndarray
+    hard_brakes: np.ndarray
+    fallback: np.ndarray
+
+    @property
+    def count(self) -> int:
+        """B, the number of instances."""
+        return int(self.pos.shape[0])
+
+
 def _stack(built: list[_Built], get: Any, dtype: Any = None) -> np.ndarray:
     return np.ascontiguousarray(np.stack([get(x) for x in built]), dtype=dtype)
 
@@ -376,48 +427,84 @@ def _padded_profiles(built: list[_Built]) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.stack([t for t, _ in padded]), np.stack([v for _, v in padded]), lengths
 
 
-def _run_cpu(scenarios: list[Scenario], built: list[_Built]) -> BatchResult:
-    t0 = built[0].table
-    n_steps = scenarios[0].n_steps
+def stack_instances(scenarios: Sequence[Scenario]) -> BatchInputs:
+    """The batched step's arrays of ``scenarios``, each built as a run of its own.
+
+    Raises:
+        ScenarioError: for no instances, instances that differ where they must agree, or an
+            instance outside the fast step's regime.
+    """
+    _check_alike(scenarios)
+    built = _build_all(scenarios)
+    prof_t, prof_v, prof_len = _padded_profiles(built)
+    return BatchInputs(
+        n_steps=scenarios[0].n_steps,
+        step0=int(built[0].state.step[0]),
+        table=built[0].table,
+        phys0=_stack(built, lambda x: x.table.phys[0]),
+        ctrl0=_stack(built, lambda x: x.table.ctrl[0]),
+        pt0=_stack(built, lambda x: x.table.powertrain[0]),
+        ch=_stack(built, lambda x: x.world.channel),
+        env=_stack(built, lambda x: x.world.env),
+        prof_t=prof_t,
+        prof_v=prof_v,
+        prof_len=prof_len,
+        pos=_stack(built, lambda x: x.state.pos_m),
+        speed=_stack(built, lambda x: x.state.speed_mps),
+        accel=_stack(built, lambda x: x.state.accel_mps2),
+        u=_stack(built, lambda x: x.state.u_mps2),
+        mode=_stack(built, lambda x: x.state.mode, np.int64),
+        ctrl_mode=_stack(built, lambda x: x.state.ctrl_mode, np.int64),
+        energy=_stack(built, lambda x: x.state.energy_kwh),
+        rx_pred=_stack(built, lambda x: x.state.rx_pred),
+        collided_at=_stack(built, lambda x: x.state.collided_at_s),
+        collision_speed=_stack(built, lambda x: x.state.collision_speed_mps),
+        min_gap=_stack(built, lambda x: x.state.min_gap_m),
+        min_ttc=_stack(built, lambda x: x.state.min_ttc_s),
+        hard_brakes=_stack(built, lambda x: x.state.hard_brakes, np.int64),
+        fallback=_stack(built, lambda x: x.state.fallback_steps),
+    )
+
+
+def _run_cpu(x: BatchInputs) -> BatchResult:
+    t0 = x.table
     follows = (t0.position != 0).astype(np.int64)
     drag_rows = np.array(
         [drag_row(int(s), int(p)) for s, p in zip(t0.platoon_size, t0.position, strict=True)],
         np.int64,
     )
-    prof_t, prof_v, prof_len = _padded_profiles(built)
-    pos = _stack(built, lambda x: x.state.pos_m)
-    speed = _stack(built, lambda x: x.state.speed_mps)
-    accel = _stack(built, lambda x: x.state.accel_mps2)
-    energy = _stack(built, lambda x: x.state.energy_kwh)
-    collided_at = _stack(built, lambda x: x.state.collided_at_s)
-    collision_speed = _stack(built, lambda x: x.state.collision_speed_mps)
-    min_gap = _stack(built, lambda x: x.state.min_gap_m)
-    min_ttc = _stack(built, lambda x: x.state.min_ttc_s)
-    hard_brakes = _stack(built, lambda x: x.state.hard_brakes, np.int64)
-    fallback = _stack(built, lambda x: x.state.fallback_steps)
+    # the step writes the state in place: it works on copies, so the inputs can run again
+    pos, speed, accel = x.pos.copy(), x.speed.copy(), x.accel.copy()
+    energy, collided_at = x.energy.copy(), x.collided_at.copy()
+    collision_speed, min_gap, min_ttc = (
+        x.collision_speed.copy(),
+        x.min_gap.copy(),
+        x.min_ttc.copy(),
+    )
+    hard_brakes, fallback = x.hard_brakes.copy(), x.fallback.copy()
     min_accel = np.minimum(accel[:, 0], 0.0)
     _run_instances(
-        n_steps,
-        int(built[0].state.step[0]),
+        x.n_steps,
+        x.step0,
         t0.follower,
         follows,
         drag_rows,
-        _stack(built, lambda x: x.table.phys[0]),
-        _stack(built, lambda x: x.table.ctrl[0]),
-        _stack(built, lambda x: x.table.powertrain[0]),
-        _stack(built, lambda x: x.world.channel),
-        _stack(built, lambda x: x.world.env),
-        prof_t,
-        prof_v,
-        prof_len,
+        x.phys0,
+        x.ctrl0,
+        x.pt0,
+        x.ch,
+        x.env,
+        x.prof_t,
+        x.prof_v,
+        x.prof_len,
         pos,
         speed,
         accel,
-        _stack(built, lambda x: x.state.u_mps2),
-        _stack(built, lambda x: x.state.mode, np.int64),
-        _stack(built, lambda x: x.state.ctrl_mode, np.int64),
+        x.u.copy(),
+        x.mode.copy(),
+        x.ctrl_mode.copy(),
         energy,
-        _stack(built, lambda x: x.state.rx_pred),
+        x.rx_pred.copy(),
         collided_at,
         collision_speed,
         min_gap,
@@ -427,9 +514,9 @@ def _run_cpu(scenarios: list[Scenario], built: list[_Built]) -> BatchResult:
         min_accel,
         np.empty((pos.shape[0], pos.shape[2]), np.int64),  # (instances, trucks)
     )
-    cur = (int(built[0].state.step[0]) + n_steps) % 2
+    cur = (x.step0 + x.n_steps) % 2
     return BatchResult(
-        scenarios=list(scenarios),
+        scenarios=[],
         backend="cpu",
         precision="float64",
         pos_m=pos[:, cur].copy(),
@@ -445,9 +532,7 @@ def _run_cpu(scenarios: list[Scenario], built: list[_Built]) -> BatchResult:
     )
 
 
-def _run_jax(
-    scenarios: list[Scenario], built: list[_Built], backend: str, precision: str
-) -> BatchResult:
+def _run_jax(x: BatchInputs, backend: str, precision: str) -> BatchResult:
     import jax
     import jax.numpy as jnp
 
@@ -455,27 +540,30 @@ def _run_jax(
 
     prec: bj.Precision = "float32" if precision == "float32" else "float64"
     device = bj.gpu_device() if backend == "gpu" else None
-    n_steps = scenarios[0].n_steps
-    params = [bj.lane_params_np(x.table, x.world, prec) for x in built]
-    states = [bj.lane_state_np(x.table, x.state, prec) for x in built]
-    targets = np.stack(
-        [bj.head_targets(x.world, int(x.state.step[0]), n_steps, prec) for x in built]
-    )
+    params = bj.lane_params_rows(x.phys0, x.env, x.ch, x.ctrl0, x.pt0, prec)
+    cur = x.step0 % 2
+    states = bj.lane_state_rows(
+        bj.platoon_size(x.table), cur, x.pos, x.speed, x.accel, x.mode, x.ctrl_mode, x.energy,
+        x.rx_pred, x.collided_at, x.collision_speed, x.min_gap, x.min_ttc, x.hard_brakes,
+        x.fallback, prec,
+    )  # fmt: skip
+    states["step"] = np.full(x.count, x.step0, np.int32)
+    targets = bj.head_target_rows(x.env, x.prof_t, x.prof_v, x.prof_len, x.step0, x.n_steps, prec)
     with bj.precision_scope(prec):
 
-        def put(x: np.ndarray) -> Any:
-            return jax.device_put(x, device)
+        def put(a: np.ndarray) -> Any:
+            return jax.device_put(a, device)
 
-        lp = bj.LaneParams(**{k: put(np.stack([p[k] for p in params])) for k in params[0]})
-        lay = bj.LaneLayout(**{k: put(v) for k, v in bj.layout_np(built[0].table).items()})
-        st = bj.LaneState(**{k: put(np.stack([s[k] for s in states])) for k in states[0]})
+        lp = bj.LaneParams(**{k: put(v) for k, v in params.items()})
+        lay = bj.LaneLayout(**{k: put(v) for k, v in bj.layout_np(x.table).items()})
+        st = bj.LaneState(**{k: put(v) for k, v in states.items()})
         new = bj.advance_lanes(
-            lp, lay, st, put(targets), jnp.int32(n_steps), relative=prec == "float32"
+            lp, lay, st, put(targets), jnp.int32(x.n_steps), relative=prec == "float32"
         )
         out = {k: np.asarray(v) for k, v in new._asdict().items()}
     f64 = np.float64
     return BatchResult(
-        scenarios=list(scenarios),
+        scenarios=[],
         backend=backend,
         precision=prec,
         pos_m=bj.absolute_pos_m(out["origin_m"], out["pos_m"], out["pos_err_m"]),
@@ -489,6 +577,37 @@ def _run_jax(
         hard_brakes=out["hard_brakes"],
         fallback_steps=out["fallback_steps"],
     )
+
+
+def run_inputs(
+    inputs: BatchInputs, backend: str = "cpu", precision: str | None = None
+) -> BatchResult:
+    """Run the instances of ``inputs`` together (``run_batch`` without scenario objects; the
+    result's ``scenarios`` is empty). The inputs are left as they were.
+
+    Raises:
+        ScenarioError: for an unknown backend or precision, or ``gpu`` without a GPU.
+    """
+    prec = _precision(backend, precision)
+    if backend == "cpu":
+        return _run_cpu(inputs)
+    return _run_jax(inputs, backend, prec)
+
+
+def _precision(backend: str, precision: str | None) -> str:
+    """The float type ``backend`` runs at for ``precision`` (None: its default)."""
+    if backend not in BATCH_BACKENDS:
+        raise ScenarioError(
+            f"run_batch: backend = {backend!r}; allowed: {', '.join(BATCH_BACKENDS)}"
+        )
+    prec = precision or ("float32" if backend == "gpu" else "float64")
+    allowed = ("float64",) if backend == "cpu" else ("float64", "float32")
+    if prec not in allowed:
+        raise ScenarioError(
+            f"run_batch: precision = {precision!r} with backend {backend!r}; allowed: "
+            f"{', '.join(allowed)}"
+        )
+    return prec
 
 
 def run_batch(
@@ -508,20 +627,7 @@ def run_batch(
         ScenarioError: for an unknown backend or precision, instances that differ where they
             must agree, an instance outside the fast step's regime, or ``gpu`` without a GPU.
     """
-    if backend not in BATCH_BACKENDS:
-        raise ScenarioError(
-            f"run_batch: backend = {backend!r}; allowed: {', '.join(BATCH_BACKENDS)}"
-        )
-    prec = precision or ("float32" if backend == "gpu" else "float64")
-    allowed = ("float64",) if backend == "cpu" else ("float64", "float32")
-    if prec not in allowed:
-        raise ScenarioError(
-            f"run_batch: precision = {precision!r} with backend {backend!r}; allowed: "
-            f"{', '.join(allowed)}"
-        )
+    prec = _precision(backend, precision)
     scenarios = list(scenarios)
-    _check_alike(scenarios)
-    built = _build_all(scenarios)
-    if backend == "cpu":
-        return _run_cpu(scenarios, built)
-    return _run_jax(scenarios, built, backend, prec)
+    res = run_inputs(stack_instances(scenarios), backend, prec)
+    return replace(res, scenarios=scenarios)

@@ -34,8 +34,10 @@ instances of equal shapes (trucks, steps, history length, hazard and signal tabl
 profiles are padded, which leaves them as they were) run together, parallel over instances,
 each with its own world, channel, hazards and seeded draws, so each is bit for bit its own
 ``simulate`` run (tested).  The ``cacc-brake-batched`` entry is in the batched regime and
-runs a chunk as one ``run_batch`` call, on the GPU with ``backend="gpu"``; the JAX/GPU
-backends cover only that regime. With ``backend="gpu"`` and a CUDA GPU that Numba sees, the
+runs a chunk as one call of the batched step (``batch.run_inputs``), on the GPU with
+``backend="gpu"``; its chunk's arrays are built straight from the parameter rows
+(``ScenarioTemplate.arrays``), not as one scenario each. The JAX/GPU backends cover only
+that regime. With ``backend="gpu"`` and a CUDA GPU that Numba sees, the
 other 1-D entries run the general kernel on the GPU, one thread per instance
 (``simulate_many(..., backend="cuda")``, ``convoy.sim.kernel_cuda``); otherwise on Numba on
 the CPU.
@@ -66,7 +68,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import yaml
@@ -74,11 +76,20 @@ from numba import njit, prange
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from convoy.sim.batch import run_batch
+from convoy.sim.batch import BatchInputs, run_inputs, stack_instances
 from convoy.sim.engine import RunGroup, RunResult, Trace, run_groups, simulate
+from convoy.sim.kernel import ENV_SEED
 from convoy.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
-from convoy.sim.state import TP_LENGTH_M
+from convoy.sim.state import RX_POS_M, TP_LENGTH_M, TP_MAX_DECEL_MPS2
 from convoy.sim.validation_net import CUT_IN_NAME, NetTrace, run_cut_in
+from convoy.vehicle.sumo_cfm import (
+    ACC_DECEL,
+    ACC_PRED_DECEL,
+    CACC_ACC_OFFSET,
+    CACC_DECEL,
+    CACC_PRED_DECEL,
+    CACC_TIME_GAP,
+)
 
 # Actuator lag of every truck, the head's brakes included (DESIGN.md: tau = 0.5 s).
 ACTUATOR_LAG_S = 0.5
@@ -191,6 +202,10 @@ class ScenarioTemplate:
         net: ``net(params_list, seed) -> traces``: the scenario runs on the network engine
             (``convoy.sim.network``), a chunk of instances as one ``NetSim`` batch along its
             instance axis; None for the 1-D engine's scenarios.
+        arrays: ``arrays(rows, seed, start) -> BatchInputs``: a batched scenario's chunk
+            built as arrays from its parameter rows, the same bits as its instances built
+            one by one (``stack_instances``) at a fraction of the cost; None: built one by
+            one.
     """
 
     name: str
@@ -201,6 +216,7 @@ class ScenarioTemplate:
     batched: bool = False
     warmup_s: float = 0.0
     net: Callable[[Sequence[Mapping[str, float]], int], list[NetTrace]] | None = None
+    arrays: Callable[[np.ndarray, int, int], BatchInputs] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +252,49 @@ def brake_profile(
     return pts
 
 
+def brake_profiles(
+    speed_mps: float,
+    end_speed_mps: np.ndarray,
+    decel_mps2: np.ndarray,
+    start_s: float,
+    lag_s: float = ACTUATOR_LAG_S,
+    dt_s: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``brake_profile`` of B instances at once, as the batched step takes profiles: (B, p)
+    times and speeds padded past their end (``engine.padded_profile``) and their (B,)
+    lengths. The same recurrence, one array operation per sample over all instances, so
+    row b is instance b's profile to the last bit (tested)."""
+    end = np.asarray(end_speed_mps, np.float64)
+    dec = np.asarray(decel_mps2, np.float64)
+    braking = (end < speed_mps) & (dec > 0.0)
+    alpha = 1.0 - math.exp(-dt_s / lag_s) if lag_s > 0 else 1.0
+    a = np.zeros(end.shape[0])
+    v = np.full(end.shape[0], float(speed_mps))
+    times, speeds = [0.0, start_s], [v.copy(), v.copy()]
+    lengths = np.full(end.shape[0], 2, np.int64)
+    k = 0
+    on = braking & (v > end)
+    while on.any():
+        k += 1
+        a = np.where(on, a + alpha * (dec - a), a)
+        v = np.where(on, np.maximum(end, v - a * dt_s), v)
+        times.append(round(start_s + k * dt_s, 6))
+        speeds.append(v.copy())
+        lengths += on
+        on = on & (v > end)
+    p = int(lengths.max())
+    t = np.array(times[:p])
+    last = np.arange(end.shape[0]), lengths - 1
+    prof_t = np.broadcast_to(t, (end.shape[0], p)).copy()
+    prof_v = np.stack(speeds[:p], axis=1)
+    beyond = np.arange(p)[None, :] >= lengths[:, None]
+    # past its end a profile goes on 1 s apart at its last speed (engine.padded_profile)
+    pad_t = prof_t[last][:, None] + (np.arange(p)[None, :] - lengths[:, None] + 1)
+    prof_t = np.where(beyond, pad_t, prof_t)
+    prof_v = np.where(beyond, prof_v[last][:, None], prof_v)
+    return prof_t, prof_v, lengths
+
+
 def _scenario(name: str, seed: int, **data: Any) -> Scenario:
     return parse_scenario({"name": name, "seed": seed, **data}, f"validation scenario {name}")
 
@@ -245,8 +304,12 @@ def _ploeg(time_gap_s: float = 0.5) -> dict[str, Any]:
     return {"model": "cacc-ploeg", "time_gap_s": time_gap_s, "actuator_lag_s": ACTUATOR_LAG_S}
 
 
-def _gap_m(time_gap_s: float, speed_mps: float, min_gap_m: float = 2.5) -> float:
-    """Equilibrium gap of a constant-time-gap law: standstill gap + h·v."""
+_Gaps = TypeVar("_Gaps", float, np.ndarray)
+
+
+def _gap_m(time_gap_s: _Gaps, speed_mps: float, min_gap_m: float = 2.5) -> _Gaps:
+    """Equilibrium gap of a constant-time-gap law: standstill gap + h·v (of one time gap,
+    or of an array of them)."""
     return min_gap_m + time_gap_s * speed_mps
 
 
@@ -484,6 +547,51 @@ def _cacc_batched(p: Mapping[str, float], seed: int) -> Scenario:
     )
 
 
+_CACC_DECEL_COLUMNS = (
+    CACC_DECEL,
+    CACC_PRED_DECEL,
+    CACC_ACC_OFFSET + ACC_DECEL,
+    CACC_ACC_OFFSET + ACC_PRED_DECEL,
+)
+
+
+def _cacc_batched_inputs(rows: np.ndarray, seed: int, start: int) -> BatchInputs:
+    """The batched step's arrays of instances ``start ..`` of ``cacc-brake-batched`` with
+    parameters ``rows``, straight from the rows: instance ``start`` is built as a scenario
+    (``stack_instances``) and the others differ from it only where ``_cacc_batched`` puts a
+    parameter (the brake limit, the CACC time gap, the gaps and so the positions, the head's
+    profile, the seed), computed here by the same operations over all rows at once: the same
+    bits as building each instance (tested), without a scenario object per instance."""
+    tpl = get_template("cacc-brake-batched")
+    col = {r.name: rows[:, k].astype(np.float64) for k, r in enumerate(tpl.ranges)}
+    proto = stack_instances([instance(tpl, rows[0], seed, start)])
+    b = rows.shape[0]
+    rep = {f.name: getattr(proto, f.name) for f in fields(proto)}
+    for name, val in rep.items():
+        if isinstance(val, np.ndarray) and name not in ("prof_t", "prof_v", "prof_len"):
+            rep[name] = np.repeat(val, b, axis=0)
+    v0 = float(proto.speed[0, 0, 0])
+    decel = np.maximum(4.0, col["brake_decel_mps2"])
+    rep["phys0"][:, TP_MAX_DECEL_MPS2] = decel
+    # SUMO's CACC law and its ACC fallback read the truck's braking limit as their own and
+    # the predecessor's (engine._control_rows)
+    for at in _CACC_DECEL_COLUMNS:
+        rep["ctrl0"][:, at] = decel
+    rep["ctrl0"][:, CACC_TIME_GAP] = col["time_gap_s"]
+    rep["env"][:, ENV_SEED] = [float(derive_seed(seed, tpl.name, start + j)) for j in range(b)]
+    # build's positions: the head where the scenario puts it, each follower a pitch behind
+    table = proto.table
+    pitch = proto.phys0[0, TP_LENGTH_M] + _gap_m(col["time_gap_s"], v0)
+    pos0 = proto.pos[0, 0, 0] - table.position[None, :] * pitch[:, None]
+    rep["pos"] = np.repeat(pos0[:, None, :], 2, axis=1)
+    follows = np.flatnonzero(table.position > 0)
+    rep["rx_pred"][:, RX_POS_M, follows] = pos0[:, table.leader[follows]]
+    rep["prof_t"], rep["prof_v"], rep["prof_len"] = brake_profiles(
+        v0, col["end_speed_mps"], col["brake_decel_mps2"], 10.0
+    )
+    return BatchInputs(**rep)
+
+
 def _lib() -> dict[str, ScenarioTemplate]:
     t = [
         ScenarioTemplate(
@@ -614,6 +722,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
             ),
             _cacc_batched,
             batched=True,
+            arrays=_cacc_batched_inputs,
         ),
     ]
     return {x.name: x for x in t}
@@ -949,9 +1058,10 @@ def run_chunk(
     """
     tpl = get_template(name)
     if tpl.batched:
-        return _batch_metrics(
-            [instance(tpl, row, seed, start + j) for j, row in enumerate(rows)], backend
-        )
+        if tpl.arrays is not None:
+            return _batch_metrics(tpl.arrays(rows, seed, start), backend)
+        scs = [instance(tpl, row, seed, start + j) for j, row in enumerate(rows)]
+        return _batch_metrics(stack_instances(scs), backend)
     out = np.empty((len(rows), len(METRIC_NAMES)))
     if tpl.net is not None:
         # the network engine runs on Numba whatever the backend: one call for the chunk
@@ -980,17 +1090,18 @@ def run_chunk(
     return out
 
 
-def _batch_metrics(scs: list[Scenario], backend: str) -> np.ndarray:
-    """``run_batch`` over instances; DRAC and the string index need a trace, so NaN."""
-    br = run_batch(scs, backend=backend)
-    head0 = np.array([s.platoon.initial.head_pos_m for s in scs])
+def _batch_metrics(inputs: BatchInputs, backend: str) -> np.ndarray:
+    """``run_inputs`` over instances; DRAC and the string index need a trace, so NaN."""
+    br = run_inputs(inputs, backend=backend)
+    b = inputs.count
+    head0 = inputs.pos[:, inputs.step0 % 2, 0].copy()
     cols = {
         "collided": br.collided.astype(np.float64),
         "min_gap_m": br.worst_gap_m,
         "min_ttc_s": br.worst_ttc_s,
         "max_decel_mps2": np.maximum(br.max_decel_mps2, 0.0),
-        "drac_mps2": np.full(len(scs), np.nan),
-        "string_index": np.full(len(scs), np.nan),
+        "drac_mps2": np.full(b, np.nan),
+        "string_index": np.full(b, np.nan),
         "platoon_km": (br.pos_m[:, 0] - head0) / 1000.0,
     }
     return np.stack([cols[k] for k in METRIC_NAMES], axis=1)
@@ -1051,12 +1162,20 @@ CHUNK_INSTANCES = 32
 #: EPYC, 2 vCPUs). Over Ray they stay at ``CHUNK_INSTANCES``: with 256, two local workers
 #: waited on each other's last big chunk (3.2 against 3.6x10^6 platoon-km/h).
 CHUNK_INSTANCES_1D = 256
+#: Instances per chunk of a batched scenario built as arrays (``ScenarioTemplate.arrays``),
+#: locally and over Ray: its chunk costs no Python per instance, and one call of the batched
+#: step over many instances is what keeps a GPU busy (each instance's results are its own
+#: whatever the chunk).
+CHUNK_INSTANCES_BATCHED = 4096
 RAY_LOCAL_WORKERS = 2  # --ray local's worker processes (Ray's num_cpus) by default
 
 
 def chunk_size(tpl: ScenarioTemplate, over_ray: bool) -> int:
-    """Instances per chunk of ``tpl``: ``CHUNK_INSTANCES_1D`` for a 1-D scenario run
-    locally, else ``CHUNK_INSTANCES``."""
+    """Instances per chunk of ``tpl``: ``CHUNK_INSTANCES_BATCHED`` for a batched scenario
+    built as arrays, ``CHUNK_INSTANCES_1D`` for another 1-D scenario run locally, else
+    ``CHUNK_INSTANCES``."""
+    if tpl.arrays is not None:
+        return CHUNK_INSTANCES_BATCHED
     return CHUNK_INSTANCES if tpl.net is not None or over_ray else CHUNK_INSTANCES_1D
 
 
@@ -1330,7 +1449,7 @@ def replay_metrics(path: str | Path, backend: str = "cpu") -> dict[str, float]:
     sc = load_scenario(path)
     tpl = get_template(sc.name.split("[", 1)[0])
     if tpl.batched:
-        row = _batch_metrics([sc], backend)[0]
+        row = _batch_metrics(stack_instances([sc]), backend)[0]
         return dict(zip(METRIC_NAMES, row.tolist(), strict=True))
     return run_metrics(simulate(sc, backend="cpu", chunks=1), tpl.warmup_s)
 
