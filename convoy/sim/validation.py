@@ -1167,15 +1167,20 @@ CHUNK_INSTANCES_1D = 256
 #: step over many instances is what keeps a GPU busy (each instance's results are its own
 #: whatever the chunk).
 CHUNK_INSTANCES_BATCHED = 4096
+#: The same on the GPU, where a call must hold far more trucks to fill the device (the JAX
+#: step ran 1.9e10 truck-steps/s with 10 million trucks on an H200, docs/benchmarks.md); on
+#: the CPU larger chunks are slower (JAX: 2.5e7 platoon-km/h in chunks of 4,096 against
+#: 1.6e7 in chunks of 65,536, 2 vCPUs).
+CHUNK_INSTANCES_BATCHED_GPU = 1 << 18
 RAY_LOCAL_WORKERS = 2  # --ray local's worker processes (Ray's num_cpus) by default
 
 
-def chunk_size(tpl: ScenarioTemplate, over_ray: bool) -> int:
-    """Instances per chunk of ``tpl``: ``CHUNK_INSTANCES_BATCHED`` for a batched scenario
-    built as arrays, ``CHUNK_INSTANCES_1D`` for another 1-D scenario run locally, else
-    ``CHUNK_INSTANCES``."""
+def chunk_size(tpl: ScenarioTemplate, over_ray: bool, backend: str = "cpu") -> int:
+    """Instances per chunk of ``tpl``: for a batched scenario built as arrays
+    ``CHUNK_INSTANCES_BATCHED`` (``CHUNK_INSTANCES_BATCHED_GPU`` on the GPU),
+    ``CHUNK_INSTANCES_1D`` for another 1-D scenario run locally, else ``CHUNK_INSTANCES``."""
     if tpl.arrays is not None:
-        return CHUNK_INSTANCES_BATCHED
+        return CHUNK_INSTANCES_BATCHED_GPU if backend == "gpu" else CHUNK_INSTANCES_BATCHED
     return CHUNK_INSTANCES if tpl.net is not None or over_ray else CHUNK_INSTANCES_1D
 
 
@@ -1299,9 +1304,9 @@ def validate(
         gpu_device()
     params = {t.name: sample_params(t, samples, seed, grid) for t in tpls}
     tasks = [
-        (t.name, params[t.name][s : s + chunk_size(t, bool(ray_address))], s)
+        (t.name, params[t.name][s : s + chunk_size(t, bool(ray_address), backend)], s)
         for t in tpls
-        for s in range(0, len(params[t.name]), chunk_size(t, bool(ray_address)))
+        for s in range(0, len(params[t.name]), chunk_size(t, bool(ray_address), backend))
     ]
     total = sum(len(rows) for _, rows, _ in tasks)
     done = 0
