@@ -22,6 +22,8 @@ from convoy.sim.validation import (
     ValidationError,
     brake_profile,
     brake_profiles,
+    derive_seed,
+    derive_seeds,
     get_template,
     instance,
     load_criteria,
@@ -309,6 +311,18 @@ def test_a_batched_chunk_built_as_arrays_is_its_instances_built_one_by_one() -> 
             assert a == b, f.name
     # the parameters did change the arrays: the profiles end at each row's own time
     assert len(set(fast.prof_len.tolist())) > 10
+
+
+def test_derive_seeds_is_numpys_seed_sequence_for_every_index() -> None:
+    # the array form of derive_seed must give SeedSequence's own state for every index,
+    # with run seeds of one, two and three 32-bit words (the third spills past the pool of
+    # four) and indices up to and past 2^32 (those fall back to SeedSequence itself)
+    idx = np.concatenate([np.arange(2000), [2**31, 2**32 - 1, 2**32, 2**40]])
+    for seed in (0, 7, 2**32, 2**40 + 5, 2**64 + 3):
+        got = derive_seeds(seed, "cacc-brake-batched", idx)
+        want = [derive_seed(seed, "cacc-brake-batched", int(i)) for i in idx]
+        assert got.tolist() == want
+    assert len(set(derive_seeds(3, "a", np.arange(1000)).tolist())) == 1000
 
 
 def test_brake_profiles_are_each_rows_brake_profile_padded() -> None:

@@ -578,7 +578,7 @@ def _cacc_batched_inputs(rows: np.ndarray, seed: int, start: int) -> BatchInputs
     for at in _CACC_DECEL_COLUMNS:
         rep["ctrl0"][:, at] = decel
     rep["ctrl0"][:, CACC_TIME_GAP] = col["time_gap_s"]
-    rep["env"][:, ENV_SEED] = [float(derive_seed(seed, tpl.name, start + j)) for j in range(b)]
+    rep["env"][:, ENV_SEED] = derive_seeds(seed, tpl.name, start + np.arange(b))
     # build's positions: the head where the scenario puts it, each follower a pitch behind
     table = proto.table
     pitch = proto.phys0[0, TP_LENGTH_M] + _gap_m(col["time_gap_s"], v0)
@@ -972,6 +972,69 @@ def derive_seed(seed: int, name: str, index: int) -> int:
     """Seed of instance ``index`` of scenario ``name`` in a run with ``seed`` (pure)."""
     ss = np.random.SeedSequence([seed, zlib.crc32(name.encode()), index])
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+# NumPy's SeedSequence (O'Neill's seed_seq design, a pool of 4 32-bit words): its hash and
+# mix constants, for ``derive_seeds``
+_SS_POOL = 4
+_SS_INIT_A, _SS_MULT_A = 0x43B0D7E5, 0x931E8875
+_SS_INIT_B, _SS_MULT_B = 0x8B51F9DD, 0x58F38DED
+_SS_MIX_L, _SS_MIX_R = np.uint32(0xCA01F9DD), np.uint32(0x4973F715)
+_U32 = 0xFFFFFFFF
+
+
+def _u32_words(x: int) -> list[int]:
+    """A non-negative int as SeedSequence reads it: 32-bit words, least significant first."""
+    words = [x & _U32]
+    while x > _U32:
+        x >>= 32
+        words.append(x & _U32)
+    return words
+
+
+def derive_seeds(seed: int, name: str, indices: np.ndarray) -> np.ndarray:
+    """``derive_seed(seed, name, i)`` for every i of ``indices`` at once, as int64: the same
+    hashing of the words ``[seed, crc32(name), i]`` into a pool and out again that NumPy's
+    ``SeedSequence`` does, over arrays (equal to it for every index: tested), so a batched
+    chunk costs no Python per instance."""
+    idx = np.asarray(indices, np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() > _U32):
+        return np.array([derive_seed(seed, name, int(i)) for i in idx], np.int64)
+    n = idx.shape[0]
+    fixed = [*_u32_words(seed), zlib.crc32(name.encode())]
+    entropy = [np.full(n, w, np.uint32) for w in fixed] + [idx.astype(np.uint32)]
+    h = _SS_INIT_A
+
+    def hashmix(v: np.ndarray) -> np.ndarray:
+        nonlocal h
+        v = v ^ np.uint32(h)
+        h = (h * _SS_MULT_A) & _U32
+        v = v * np.uint32(h)
+        return v ^ (v >> np.uint32(16))
+
+    def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        r: np.ndarray = np.subtract(_SS_MIX_L * x, _SS_MIX_R * y, dtype=np.uint32)
+        return r ^ (r >> np.uint32(16))
+
+    zero = np.zeros(n, np.uint32)
+    pool = [hashmix(entropy[i] if i < len(entropy) else zero) for i in range(_SS_POOL)]
+    for src in range(_SS_POOL):
+        for dst in range(_SS_POOL):
+            if src != dst:
+                pool[dst] = mix(pool[dst], hashmix(pool[src]))
+    for src in range(_SS_POOL, len(entropy)):
+        for dst in range(_SS_POOL):
+            pool[dst] = mix(pool[dst], hashmix(entropy[src]))
+    # generate_state(1, uint64): two words out of the pool, the first the low half
+    h = _SS_INIT_B
+    out = []
+    for word in pool[:2]:
+        v = word ^ np.uint32(h)
+        h = (h * _SS_MULT_B) & _U32
+        v = v * np.uint32(h)
+        out.append((v ^ (v >> np.uint32(16))).astype(np.uint64))
+    state = out[0] | (out[1] << np.uint64(32))
+    return (state >> np.uint64(1)).astype(np.int64)
 
 
 def sample_params(tpl: ScenarioTemplate, samples: int, seed: int, grid: bool) -> np.ndarray:
