@@ -104,8 +104,12 @@ sys.exit(main(sys.argv[1:]))" validate --backend gpu --scenario v2v-loss-latency
             --samples 4096 --no-report
         ;;
     validate)
+        # the batched chunk is built as arrays (no Python per instance), 2^18 instances a
+        # call on the GPU: 16,384 (one partial chunk, compilation included), then 2^20
         step validate 80 $PY -c "import sys; from convoy.cli import main; sys.exit(main(sys.argv[1:]))" \
             validate --backend gpu --scenario cacc-brake-batched --samples 16384 --no-report
+        step validate-1m 150 $PY -c "import sys; from convoy.cli import main; sys.exit(main(sys.argv[1:]))" \
+            validate --backend gpu --scenario cacc-brake-batched --samples 1048576 --no-report
         ;;
     tests1d)
         step tests1d 120 $PY -m pytest -q -p no:cacheprovider \

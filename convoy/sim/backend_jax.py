@@ -47,7 +47,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from convoy.sim.batch import fast_step_gaps
 from convoy.sim.kernel import (
@@ -911,7 +911,7 @@ def _fill_targets(
         out[k] = profile_speed((s0 + k) * dt + lead, times, speeds)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _fill_target_rows(
     s0: int,
     env: np.ndarray,
@@ -920,7 +920,7 @@ def _fill_target_rows(
     prof_len: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    for b in range(out.shape[0]):
+    for b in prange(out.shape[0]):
         m = prof_len[b]
         _fill_targets(
             s0, env[b, ENV_DT_S], env[b, ENV_PROFILE_LEAD_S], prof_t[b, :m], prof_v[b, :m], out[b]

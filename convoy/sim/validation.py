@@ -262,37 +262,68 @@ def brake_profiles(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``brake_profile`` of B instances at once, as the batched step takes profiles: (B, p)
     times and speeds padded past their end (``engine.padded_profile``) and their (B,)
-    lengths. The same recurrence, one array operation per sample over all instances, so
-    row b is instance b's profile to the last bit (tested)."""
-    end = np.asarray(end_speed_mps, np.float64)
-    dec = np.asarray(decel_mps2, np.float64)
-    braking = (end < speed_mps) & (dec > 0.0)
+    lengths. The same recurrence compiled (the same operations in the same order, so row b
+    is instance b's profile to the last bit: tested); the times, which every instance
+    shares, are rounded as ``brake_profile`` rounds them."""
+    end = np.ascontiguousarray(end_speed_mps, np.float64)
+    dec = np.ascontiguousarray(decel_mps2, np.float64)
     alpha = 1.0 - math.exp(-dt_s / lag_s) if lag_s > 0 else 1.0
-    a = np.zeros(end.shape[0])
-    v = np.full(end.shape[0], float(speed_mps))
-    times, speeds = [0.0, start_s], [v.copy(), v.copy()]
-    lengths = np.full(end.shape[0], 2, np.int64)
-    k = 0
-    on = braking & (v > end)
-    while on.any():
-        k += 1
-        a = np.where(on, a + alpha * (dec - a), a)
-        v = np.where(on, np.maximum(end, v - a * dt_s), v)
-        times.append(round(start_s + k * dt_s, 6))
-        speeds.append(v.copy())
-        lengths += on
-        on = on & (v > end)
-    p = int(lengths.max())
-    t = np.array(times[:p])
-    last = np.arange(end.shape[0]), lengths - 1
-    prof_t = np.broadcast_to(t, (end.shape[0], p)).copy()
-    prof_v = np.stack(speeds[:p], axis=1)
-    beyond = np.arange(p)[None, :] >= lengths[:, None]
-    # past its end a profile goes on 1 s apart at its last speed (engine.padded_profile)
-    pad_t = prof_t[last][:, None] + (np.arange(p)[None, :] - lengths[:, None] + 1)
-    prof_t = np.where(beyond, pad_t, prof_t)
-    prof_v = np.where(beyond, prof_v[last][:, None], prof_v)
+    lengths = np.empty(end.shape[0], np.int64)
+    _brake_lengths(float(speed_mps), end, dec, alpha, dt_s, lengths)
+    p = int(lengths.max()) if lengths.size else 2
+    times = np.array([0.0, start_s] + [round(start_s + k * dt_s, 6) for k in range(1, p - 1)])
+    prof_t = np.empty((end.shape[0], p))
+    prof_v = np.empty((end.shape[0], p))
+    _brake_fill(float(speed_mps), end, dec, alpha, dt_s, times, lengths, prof_t, prof_v)
     return prof_t, prof_v, lengths
+
+
+@njit(cache=True, inline="always")
+def _brake_step(a: float, v: float, end: float, dec: float, alpha: float, dt_s: float) -> Any:
+    """One sample of ``brake_profile``'s recurrence: the lagged deceleration and the speed."""
+    a += alpha * (dec - a)
+    return a, max(end, v - a * dt_s)
+
+
+@njit(cache=True, parallel=True)
+def _brake_lengths(
+    v0: float, end: np.ndarray, dec: np.ndarray, alpha: float, dt_s: float, out: np.ndarray
+) -> None:
+    for b in prange(end.shape[0]):
+        n = 2
+        if end[b] < v0 and dec[b] > 0.0:
+            a, v = 0.0, v0
+            while v > end[b]:
+                a, v = _brake_step(a, v, end[b], dec[b], alpha, dt_s)
+                n += 1
+        out[b] = n
+
+
+@njit(cache=True, parallel=True)
+def _brake_fill(
+    v0: float,
+    end: np.ndarray,
+    dec: np.ndarray,
+    alpha: float,
+    dt_s: float,
+    times: np.ndarray,
+    lengths: np.ndarray,
+    prof_t: np.ndarray,
+    prof_v: np.ndarray,
+) -> None:
+    for b in prange(end.shape[0]):
+        a, v = 0.0, v0
+        prof_v[b, 0] = v0
+        prof_v[b, 1] = v0
+        for j in range(2, lengths[b]):
+            a, v = _brake_step(a, v, end[b], dec[b], alpha, dt_s)
+            prof_v[b, j] = v
+        m = lengths[b]
+        prof_t[b, :m] = times[:m]
+        # past its end a profile goes on 1 s apart at its last speed (engine.padded_profile)
+        for j in range(m, times.shape[0]):
+            prof_t[b, j] = times[m - 1] + (j - m + 1)
+            prof_v[b, j] = prof_v[b, m - 1]
 
 
 def _scenario(name: str, seed: int, **data: Any) -> Scenario:
