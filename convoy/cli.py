@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -58,11 +59,55 @@ def _simulate(scenario_path: str | None, backend: str):  # type: ignore[no-untyp
         raise BadInputError(str(exc)) from None
 
 
+def _output_dir(path: str, option: str, given: str | None = None) -> Path:
+    """The output folder ``path``, created now, before any work, so that a path that cannot
+    be written stops the command at once instead of after its run (whose results would be
+    lost). ``given``: the option's value when ``path`` is its folder.
+
+    Raises:
+        BadInputError: naming the option and why the folder cannot be made or written.
+    """
+    p = Path(path)
+    what = f"{option} {given}: its folder {path}" if given else f"{option} {path}"
+    if p.exists() and not p.is_dir():
+        raise BadInputError(f"{what} is a file; allowed: a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(
+            f"{what} cannot be made ({exc.strerror or exc}); allowed: a folder that exists or "
+            "can be created, and that you can write to"
+        ) from None
+    if not os.access(p, os.W_OK):
+        raise BadInputError(f"{what} is not writable; allowed: a folder you can write to")
+    return p
+
+
+def _output_file(path: str | None, option: str) -> None:
+    """Check now, before any work, that the output file ``path`` can be written: not a
+    folder, in a folder that exists (or is created now) and is writable.
+
+    Raises:
+        BadInputError: naming the option and what is wrong with the path.
+    """
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise BadInputError(f"{option} {path}: is a folder; allowed: a file path")
+    _output_dir(str(Path(path).parent), option, path)
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     """Run a microscopic experiment and write its FCD."""
     from convoy.sim.fcd import write_fcd
     from convoy.sim.report import summarize, summary_table
 
+    for path, option in (
+        (args.fcd, "--fcd"),
+        (args.events, "--events"),
+        (args.summary, "--summary"),
+    ):
+        _output_file(path, option)
     t0 = time.perf_counter()
     res = _simulate(args.scenario, args.backend)
     wall = time.perf_counter() - t0
@@ -92,6 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_day_config(args.scenario, hours=args.hours, seed=args.seed)
     except DayError as exc:
         raise BadInputError(str(exc)) from None
+    out = _output_dir(args.out, "--out")
     t0 = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task("planning the day", total=1000)
@@ -100,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             bar.update(task, description=stage, completed=round(1000 * fraction))
 
         day = run_day(cfg, show)
-    paths = write_day_outputs(day, Path(args.out))
+    paths = write_day_outputs(day, out)
     wall = time.perf_counter() - t0
     s = day.summary
     table = Table(
@@ -156,6 +202,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         get_backend(args.backend)
     except ScenarioError as exc:  # an unknown name, listed with the valid ones
         raise BadInputError(f"--backend: {exc}") from None
+    _output_file(args.json, "--json")
     try:
         results = bench_sim(sizes, sumo=not args.no_sumo, console=_out, backend=args.backend)
     except BenchError as exc:
@@ -178,6 +225,7 @@ def _bench_network(args: argparse.Namespace) -> int:
         ) from None
     if args.backend != "cpu":
         raise BadInputError(f"--backend {args.backend}: bench network has one; allowed: cpu")
+    _output_file(args.json, "--json")
     try:
         results = bench_network(sizes, lanes, sumo=not args.no_sumo, console=_out)
     except NetBenchError as exc:
@@ -348,16 +396,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``convoy`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _FORWARDED:  # these parse their own options
-        module, function = _FORWARDED[argv[0]]
-        import importlib
-
-        return int(getattr(importlib.import_module(module), function)(argv[1:]))
-    args = build_parser().parse_args(argv)
     try:
+        if argv and argv[0] in _FORWARDED:  # these parse their own options
+            module, function = _FORWARDED[argv[0]]
+            import importlib
+
+            return int(getattr(importlib.import_module(module), function)(argv[1:]))
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except BadInputError as exc:
         _err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        # a path given on the command line that cannot be read or written (an --out that is
+        # a file, a folder without write permission, a full disk): one line, not a traceback
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        _err.print(
+            f"[red]error:[/red] {exc.strerror or exc}{where}", highlight=False, soft_wrap=True
+        )
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _err.print("interrupted")

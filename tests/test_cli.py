@@ -144,6 +144,32 @@ def test_run_rejects_a_bad_day_file(tmp_path: Path) -> None:
     assert r.returncode == 2 and "unknown setting 'trucks'" in r.stderr
 
 
+def test_an_output_path_that_cannot_be_written_stops_the_command_before_it_runs(
+    tmp_path: Path,
+) -> None:
+    # An output folder that is a file, or a file whose folder is a file, is found before the
+    # work starts (the day, the runs, the benchmark), so no results are computed and then
+    # lost: one line naming the option, exit 2, no traceback, nothing on stdout.
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [
+        (("run", "--out", str(a_file)), "--out"),
+        (("sim", "brake-and-recover", "--fcd", str(a_file / "fcd.csv")), "--fcd"),
+        (("sim", "brake-and-recover", "--summary", str(tmp_path)), "is a folder"),
+        (("validate", "--scenario", "cacc-brake-batched", "--samples", "2", "--out", str(a_file)),
+         "--out"),
+        (("bench", "network", "--no-sumo", "--trucks", "10", "--json", str(a_file / "b.json")),
+         "--json"),
+    ]  # fmt: skip
+    for args, needle in cases:
+        r = _convoy(*args)
+        assert r.returncode == 2, args
+        assert needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stdout.strip() == "", (args, r.stdout)
+    assert a_file.read_text() == "x"
+
+
 def test_every_shipped_scenario_is_valid() -> None:
     from convoy.sim.scenario import load_scenario
 

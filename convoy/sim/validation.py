@@ -1747,6 +1747,20 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         print("\n".join(library_lines()))
         return 0
+    # the output folder first: one that cannot be written stops the command before the runs,
+    # whose results would otherwise be lost
+    out = Path(args.out)
+    try:
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(0, "it is a file")
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"convoy validate: --out {args.out}: cannot be made ({exc.strerror or exc}); "
+            "allowed: a folder that exists or can be created, and that you can write to",
+            file=sys.stderr,
+        )
+        return 2
     try:
         crit = load_criteria(args.criteria) if args.criteria else None
         with _progress_bar() as bar:
@@ -1766,8 +1780,6 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
         print(f"convoy validate: {exc}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(run)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_worst_cases(run, out, args.worst)
     if not args.no_report:
         print(f"report: {write_report(run, out, args.worst)}")
