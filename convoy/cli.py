@@ -192,7 +192,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_network(args)
     if args.what != "sim":
         raise BadInputError(f"bench {args.what!r}: unknown benchmark; allowed: sim, network")
-    sizes = [int(s) for s in args.trucks.split(",")] if args.trucks else [1_000, 10_000, 100_000]
+    try:
+        sizes = (
+            [int(s) for s in args.trucks.split(",")] if args.trucks else [1_000, 10_000, 100_000]
+        )
+    except ValueError:
+        raise BadInputError(f"--trucks {args.trucks!r}: give comma-separated integers") from None
     if any(s < 5 for s in sizes):
         raise BadInputError(f"--trucks {args.trucks}: each size must be at least 5")
     from convoy.sim.engine import get_backend

@@ -101,6 +101,10 @@ def test_unknown_backend_is_bad_input() -> None:
     r = _convoy("bench", "sim", "--backend", "warp")
     assert r.returncode == 2 and "valid backends: cpu, cpu-general" in r.stderr
     assert "Traceback" not in r.stderr
+    for what in ("sim", "network"):
+        r = _convoy("bench", what, "--trucks", "abc", "--no-sumo")
+        assert r.returncode == 2 and "give comma-separated integers" in r.stderr
+        assert "Traceback" not in r.stderr
 
 
 def test_general_backend_gives_the_same_run(tmp_path: Path) -> None:

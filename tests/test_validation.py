@@ -154,6 +154,18 @@ def test_criteria_file_overrides_the_defaults(tmp_path: Path) -> None:
     bad.write_text("ice-low-friction: {min_gap: 3.0}\n")
     with pytest.raises(ValidationError, match=r"'min_gap'.*allowed fields"):
         load_criteria(str(bad))
+    # a limit that is not a number (or a flag that is not true/false) is refused by its name
+    # when the file is read, not found by a comparison after the runs
+    for text, needle in (
+        ("{min_gap_m: abc}", r"ice-low-friction.min_gap_m = 'abc': allowed: a number"),
+        ("{max_decel_mps2: true}", r"max_decel_mps2 = True: allowed: a number"),
+        ("{allow_collision: 1}", r"allow_collision = 1: allowed: true or false"),
+    ):
+        bad.write_text(f"ice-low-friction: {text}\n")
+        with pytest.raises(ValidationError, match=needle):
+            load_criteria(str(bad))
+    bad.write_text("ice-low-friction: {min_gap_m: 2, max_string_index: .inf}\n")
+    assert load_criteria(str(bad))["ice-low-friction"].max_string_index == math.inf
 
 
 def test_no_start_up_transient_with_latency() -> None:
@@ -419,6 +431,21 @@ def test_ray_workers_only_with_a_local_ray(capsys: pytest.CaptureFixture[str]) -
         validate(samples=1, ray_address="local", ray_workers=0)
     with pytest.raises(ValidationError, match="ray start --num-cpus"):
         validate(samples=1, ray_address="10.0.0.1:6379", ray_workers=2)
+
+
+def test_a_ray_address_where_nothing_listens_is_refused_at_once() -> None:
+    # Ray retries an unreachable head for a minute or more; validate checks the address
+    # first and stops in a moment with a line that names it
+    import socket
+    import time
+
+    with socket.socket() as s:  # a loopback port that was free a moment ago: refused now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(ValidationError, match=rf"--ray = '127.0.0.1:{port}': no Ray cluster"):
+        validate(["cacc-brake-batched"], samples=1, ray_address=f"127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 10.0
 
 
 def test_run_chunk_runs_the_1d_library_along_the_instance_axis_exactly() -> None:

@@ -1284,6 +1284,28 @@ def _threads_per(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def _check_ray_address(address: str) -> None:
+    """Refuse at once a ``HOST:PORT`` (or ``ray://HOST:PORT``) where nothing listens: Ray
+    itself retries such an address for a minute or more before it gives up.
+
+    Raises:
+        ValidationError: naming the address and why it cannot be reached.
+    """
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" or a form Ray resolves itself
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3.0).close()
+    except OSError as exc:
+        raise ValidationError(
+            f"--ray = {address!r}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "allowed: the address a running cluster's head gives (ray start --head prints "
+            "it), or local"
+        ) from None
+
+
 def _ray_runner(
     address: str, workers: int | None = None
 ) -> Callable[
@@ -1315,6 +1337,7 @@ def _ray_runner(
                     runtime_env={"env_vars": {"NUMBA_NUM_THREADS": str(_threads_per(n_workers))}},
                 )
             else:
+                _check_ray_address(address)
                 ray.init(address=address, log_to_driver=False)
         remote = ray.remote(run_chunk)
         # Ray hides the GPUs from a task that asks for none (CUDA_VISIBLE_DEVICES=""), so a
@@ -1675,7 +1698,8 @@ def load_criteria(path: str) -> dict[str, Criteria]:
     """Per-scenario criteria from YAML: ``{scenario: {field: value}}`` over the defaults.
 
     Raises:
-        ValidationError: for an unreadable file, an unknown scenario or field.
+        ValidationError: for an unreadable file, an unknown scenario or field, or a value
+            of the wrong kind.
     """
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -1693,8 +1717,25 @@ def load_criteria(path: str) -> dict[str, Criteria]:
                 f"--criteria {name}: {bad!r} not allowed; allowed fields: "
                 f"{', '.join(sorted(allowed))}"
             )
-        out[tpl.name] = replace(tpl.criteria, **vals)
+        for key, val in vals.items():
+            # a limit is a number (inf and nan too, as YAML's .inf), allow_collision a bool
+            want_bool = key == "allow_collision"
+            ok = isinstance(val, bool) if want_bool else _is_number(val)
+            if not ok:
+                raise ValidationError(
+                    f"--criteria {name}.{key} = {val!r}: allowed: "
+                    f"{'true or false' if want_bool else 'a number'}"
+                )
+        out[tpl.name] = replace(tpl.criteria, **{k: _criterion(k, v) for k, v in vals.items()})
     return out
+
+
+def _is_number(val: Any) -> bool:
+    return isinstance(val, int | float) and not isinstance(val, bool)
+
+
+def _criterion(key: str, val: Any) -> Any:
+    return val if key == "allow_collision" else float(val)
 
 
 def _progress_bar() -> Any:
