@@ -26,6 +26,7 @@ from convoy.sim.validation import (
     derive_seeds,
     get_template,
     instance,
+    instance_count,
     load_criteria,
     net_instance_traces,
     replay_metrics,
@@ -279,6 +280,20 @@ def test_bad_input_gets_a_clear_message(capsys: pytest.CaptureFixture[str]) -> N
     assert "'nope'" in err and "lead-emergency-brake" in err
     with pytest.raises(ValidationError, match="--samples = 0"):
         validate(samples=0)
+    with pytest.raises(ValidationError, match="--seed = -1: allowed: 0 or more"):
+        validate(["cacc-brake-batched"], samples=1, seed=-1)
+    assert validate_main(["--worst", "-1", "--no-report"]) == 2
+    assert "--worst = -1: allowed: 0 or more" in capsys.readouterr().err
+    # a run too big for this machine's memory is refused before it samples anything (it
+    # used to fail allocating its parameter table, with a traceback), also as a grid
+    with pytest.raises(ValidationError, match=r"--samples = 100000000000 .* GiB.*allowed: about"):
+        validate(["cacc-brake-batched"], samples=10**11)
+    with pytest.raises(ValidationError, match=r"\(grid\) .* GiB"):
+        validate(["lead-emergency-brake"], samples=10**11, grid=True)
+    # the count the check uses is the count sampling makes
+    tpl = get_template("lead-emergency-brake")
+    for n, grid in ((7, False), (100, True), (3, True)):
+        assert instance_count(tpl, n, grid) == len(sample_params(tpl, n, 0, grid))
 
 
 def test_batched_scenario_runs_along_the_batch_axis_exactly_as_single_runs() -> None:

@@ -1079,7 +1079,7 @@ def sample_params(tpl: ScenarioTemplate, samples: int, seed: int, grid: bool) ->
     lo = np.array([r.low for r in tpl.ranges])
     hi = np.array([r.high for r in tpl.ranges])
     if grid:
-        per = max(2, round(samples ** (1.0 / k)))
+        per = _grid_points(samples, k)
         axes = [np.linspace(a, b, per) for a, b in zip(lo, hi, strict=True)]
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.ravel() for m in mesh], axis=1)
@@ -1373,6 +1373,45 @@ def _ray_runner(
     return go
 
 
+def instance_count(tpl: ScenarioTemplate, samples: int, grid: bool) -> int:
+    """How many instances ``sample_params`` makes of ``tpl`` (without making them)."""
+    k = len(tpl.ranges)
+    return _grid_points(samples, k) ** k if grid else samples
+
+
+def _grid_points(samples: int, k: int) -> int:
+    """Points per axis of a grid of about ``samples`` points over ``k`` parameters."""
+    return int(max(2, round(samples ** (1.0 / k))))
+
+
+#: Bytes a run keeps per instance until the end: its parameter row and its metrics (the
+#: summary, the heat maps and the worst cases are made from all of them), float64.
+def _bytes_per_instance(tpl: ScenarioTemplate) -> int:
+    return 8 * (len(tpl.ranges) + len(METRIC_NAMES))
+
+
+def _check_memory(tpls: Sequence[ScenarioTemplate], samples: int, grid: bool) -> None:
+    """Refuse, before anything runs, a run whose parameter rows and per-instance metrics
+    alone would take more than half of this machine's memory.
+
+    Raises:
+        ValidationError: naming the run's size, what it needs and the most it may have.
+    """
+    need = sum(instance_count(t, samples, grid) * _bytes_per_instance(t) for t in tpls)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not a POSIX system
+        return
+    if need > memory // 2:
+        most = int(samples * (memory // 2) / need)
+        raise ValidationError(
+            f"--samples = {samples}{' (grid)' if grid else ''} over {len(tpls)} scenario(s): "
+            f"their parameters and metrics alone take {need / 2**30:,.1f} GiB, more than half "
+            f"of this machine's {memory / 2**30:,.1f} GiB; allowed: about {most:,} or fewer "
+            "(or split the run: another --seed gives other instances)"
+        )
+
+
 def validate(
     names: Sequence[str] | None = None,
     samples: int = 64,
@@ -1406,6 +1445,8 @@ def validate(
     """
     if samples < 1:
         raise ValidationError(f"--samples = {samples}: allowed: 1 or more")
+    if seed < 0:
+        raise ValidationError(f"--seed = {seed}: allowed: 0 or more")
     if backend not in VALIDATE_BACKENDS:
         raise ValidationError(f"--backend = {backend!r}; allowed: {', '.join(VALIDATE_BACKENDS)}")
     if ray_workers is not None and (ray_address != "local" or ray_workers < 1):
@@ -1414,6 +1455,7 @@ def validate(
             "with --ray local (a cluster's size is set by ray start --num-cpus N)"
         )
     tpls = [get_template(n) for n in (names or list(LIBRARY))]
+    _check_memory(tpls, samples, grid)
     if backend == "gpu" and ray_address in (None, "local") and any(t.batched for t in tpls):
         # here, before the other scenarios run for minutes: one line if JAX sees no GPU
         from convoy.sim.backend_jax import gpu_device
@@ -1738,6 +1780,21 @@ def _criterion(key: str, val: Any) -> Any:
     return val if key == "allow_collision" else float(val)
 
 
+def _folder_problem(path: Path) -> str | None:
+    """Why the folder ``path`` could not be made and written, found without making it (its
+    nearest existing ancestor must be a writable folder); None when it can."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return "it is a file" if probe == path else f"{probe} is a file"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
 def _progress_bar() -> Any:
     """Runs done of the runs in all, on stderr while it is a terminal (gone when done)."""
     from rich.console import Console
@@ -1788,17 +1845,17 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         print("\n".join(library_lines()))
         return 0
-    # the output folder first: one that cannot be written stops the command before the runs,
-    # whose results would otherwise be lost
+    if args.worst < 0:
+        print(f"convoy validate: --worst = {args.worst}: allowed: 0 or more", file=sys.stderr)
+        return 2
+    # an output folder that cannot be written stops the command before the runs, whose
+    # results would otherwise be lost (it is made only when there is something to write)
     out = Path(args.out)
-    try:
-        if out.exists() and not out.is_dir():
-            raise NotADirectoryError(0, "it is a file")
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    problem = _folder_problem(out)
+    if problem:
         print(
-            f"convoy validate: --out {args.out}: cannot be made ({exc.strerror or exc}); "
-            "allowed: a folder that exists or can be created, and that you can write to",
+            f"convoy validate: --out {args.out}: {problem}; allowed: a folder that exists or "
+            "can be created, and that you can write to",
             file=sys.stderr,
         )
         return 2
@@ -1821,6 +1878,7 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
         print(f"convoy validate: {exc}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(run)))
+    out.mkdir(parents=True, exist_ok=True)
     write_worst_cases(run, out, args.worst)
     if not args.no_report:
         print(f"report: {write_report(run, out, args.worst)}")
