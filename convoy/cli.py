@@ -20,6 +20,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from convoy import __version__
 
 EXIT_BAD_INPUT = 2
+#: The largest fleet ``convoy bench sim`` runs: a scenario holds at most 10,000,000 platoons
+#: of 5 (``scenario.PlatoonConfig.count``).
+MAX_BENCH_SIM_TRUCKS = 50_000_000
 _err = Console(stderr=True)
 _out = Console()
 
@@ -198,8 +201,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     except ValueError:
         raise BadInputError(f"--trucks {args.trucks!r}: give comma-separated integers") from None
-    if any(s < 5 for s in sizes):
-        raise BadInputError(f"--trucks {args.trucks}: each size must be at least 5")
+    if any(not 5 <= s <= MAX_BENCH_SIM_TRUCKS for s in sizes):
+        raise BadInputError(
+            f"--trucks {args.trucks}: allowed: sizes from 5 to {MAX_BENCH_SIM_TRUCKS:,}"
+        )
     from convoy.sim.engine import get_backend
     from convoy.sim.scenario import ScenarioError
 

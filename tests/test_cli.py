@@ -105,6 +105,13 @@ def test_unknown_backend_is_bad_input() -> None:
         r = _convoy("bench", what, "--trucks", "abc", "--no-sumo")
         assert r.returncode == 2 and "give comma-separated integers" in r.stderr
         assert "Traceback" not in r.stderr
+    # fleets the benchmarks cannot build are refused by size (the network bench used to start
+    # building a ring of 10^11 trucks, the 1-D one to fail in the scenario's validation)
+    for what, needle in (("sim", "from 5 to 50,000,000"), ("network", "1 to 1,000,000")):
+        for size in ("0", "100000000000"):
+            r = _convoy("bench", what, "--trucks", size, "--no-sumo")
+            assert r.returncode == 2 and needle in r.stderr, r.stderr
+            assert "Traceback" not in r.stderr
 
 
 def test_general_backend_gives_the_same_run(tmp_path: Path) -> None:

@@ -93,6 +93,10 @@ ROUTE_EDGES = (6, 12)
 SLOW_SHARE = 0.3
 #: A loaded truck's top speed [m/s] (72 km/h).
 LOADED_SPEED_MPS = 20.0
+#: The largest fleet the bench builds: the ring grows with the fleet (one truck per 250 m of
+#: lane), and at 1,000,000 trucks it is 84,000 edges whose .net.xml netconvert writes and
+#: SUMO loads; beyond that the files, not the engines, are what would be measured.
+MAX_BENCH_TRUCKS = 1_000_000
 #: Run-to-completion passes stop here at the latest [s past the last departure, per edge].
 COMPLETION_S_PER_EDGE = 600.0
 #: Convoy steady-state timings: best of this many.
@@ -847,11 +851,11 @@ def bench_network(
         agreement figures of :func:`agreement`.
 
     Raises:
-        NetBenchError: a size below 1 or a lane count outside 1..4.
+        NetBenchError: a size outside 1..``MAX_BENCH_TRUCKS`` or a lane count outside 1..4.
     """
     for s in sizes:
-        if s < 1:
-            raise NetBenchError(f"trucks = {s}; each size must be >= 1")
+        if not 1 <= s <= MAX_BENCH_TRUCKS:
+            raise NetBenchError(f"trucks = {s:,}; allowed: 1 to {MAX_BENCH_TRUCKS:,}")
     for ln in lanes:
         if not 1 <= ln <= 4:
             raise NetBenchError(f"lanes = {ln}; allowed: 1 to 4")
