@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -159,18 +160,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     table.add_column("KPI")
     table.add_column("value", justify="right")
     rows = [
-        ("tonnes delivered", f"{s['tonnes_t']:,.0f} t"),
-        ("tonne-km", f"{s['tonne_km']:,.0f}"),
-        ("truck-km", f"{s['truck_km']:,.0f} km (empty {s['empty_km_share']:.0%})"),
-        ("energy per tonne-km", f"{s['energy_per_tonne_km_kwh'] or 0:.3f} kWh"),
-        ("trucks per driver", f"{s['trucks_per_driver']:.2f}"),
-        ("on-time share", f"{(s['on_time_share'] or 0):.0%}"),
-        ("takeovers per 1,000 km", f"{s['takeovers_per_1000_km'] or 0:.2f}"),
-        ("minimal-risk manoeuvres", str(s["minimal_risk_manoeuvres"])),
-        ("min time-to-collision", f"{s['min_ttc_s'] or float('nan'):.1f} s"),
+        ("tonnes delivered", _kpi(s["tonnes_t"], ",.0f", " t")),
+        ("tonne-km", _kpi(s["tonne_km"], ",.0f")),
+        (
+            "truck-km",
+            f"{_kpi(s['truck_km'], ',.0f', ' km')} (empty {_kpi(s['empty_km_share'], '.0%')})",
+        ),
+        ("energy per tonne-km", _kpi(s["energy_per_tonne_km_kwh"], ".3f", " kWh")),
+        ("trucks per driver", _kpi(s["trucks_per_driver"], ".2f")),
+        ("on-time share", _kpi(s["on_time_share"], ".0%")),
+        ("takeovers per 1,000 km", _kpi(s["takeovers_per_1000_km"], ".2f")),
+        ("minimal-risk manoeuvres", _kpi(s["minimal_risk_manoeuvres"], "d")),
+        ("min time-to-collision", _kpi(s["min_ttc_s"], ".1f", " s")),
         ("hard brakes / collisions", f"{s['hard_brakes']} / {s['collisions']}"),
-        ("cost per tonne-km, hybrid", f"{s['cost_per_tonne_km_cny']:.3f} CNY"),
-        ("cost per tonne-km, solo diesel", f"{s['solo_diesel_cost_per_tonne_km_cny']:.3f} CNY"),
+        ("cost per tonne-km, hybrid", _kpi(s["cost_per_tonne_km_cny"], ".3f", " CNY")),
+        (
+            "cost per tonne-km, solo diesel",
+            _kpi(s["solo_diesel_cost_per_tonne_km_cny"], ".3f", " CNY"),
+        ),
         ("wall time", f"{wall:.1f} s"),
     ]
     for k, v in rows:
@@ -178,6 +185,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     _out.print(table)
     _out.print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _kpi(value: float | int | None, spec: str, unit: str = "") -> str:
+    """A KPI for the table, or "–" where the day gives none (no tonne-km in a short day,
+    no truck ever closing in on another)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:{spec}}{unit}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -153,6 +153,30 @@ def test_run_rejects_a_bad_day_file(tmp_path: Path) -> None:
     bad.write_text("trucks: 5\n")
     r = _convoy("run", str(bad), "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "unknown setting 'trucks'" in r.stderr
+    # a negative seed and a fleet far beyond any day were tracebacks or a hang
+    for text, needle in (
+        ("seed: -1\n", "seed = -1; allowed: 0 or more"),
+        ("n_trucks: 100000000\n", "n_trucks = 100000000; allowed: 2 to 20,000"),
+    ):
+        bad.write_text(text)
+        r = _convoy("run", str(bad), "--out", str(tmp_path / "out"))
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_day_too_short_to_deliver_shows_no_kpi_it_does_not_have(tmp_path: Path) -> None:
+    # Half a second of the day: no tonne-km, no deliveries, nobody closing in. The table
+    # shows "–" where a KPI is undefined (it raised formatting None) and the files are
+    # written as for any day.
+    day = tmp_path / "day.yaml"
+    day.write_text("hours: 0.0001\n")
+    r = _convoy("run", str(day), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in r.stdout.splitlines() if line.count("│") == 3}  # fmt: skip
+    assert rows["tonnes delivered"] == "0 t"
+    assert rows["on-time share"] == "–" and rows["cost per tonne-km, hybrid"] == "–"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["tonne_km"] == 0 and summary["on_time_share"] is None
 
 
 def test_an_output_path_that_cannot_be_written_stops_the_command_before_it_runs(
