@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -725,3 +726,19 @@ def test_a_broker_restart_loses_no_acknowledged_state(private_broker: PrivateBro
         ing.stop()
     assert set(sink.states) == want
     assert ing.stats.connects >= 2
+
+
+def test_the_agent_says_so_when_no_broker_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    # With no broker at the address, nothing is delivered: the agent exits 1 with a line
+    # that says so and names the address, instead of counting states "sent" into the void.
+    from convoy.service.mqtt.agent import main_agent
+
+    with socket.socket() as s:  # a loopback port that was free a moment ago: refused now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--port", str(port), "--trucks", "2", "--duration", "0.5", "--speedup", "5"]
+    assert main_agent(args) == 1
+    err = capsys.readouterr().err
+    assert f"no MQTT broker answered at 127.0.0.1:{port}" in err
+    delivered = re.search(r"none of the (\d+) states was delivered", err)
+    assert delivered is not None and int(delivered.group(1)) > 0

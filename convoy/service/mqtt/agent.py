@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import selectors
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -642,6 +643,15 @@ def main_agent(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         agent.close()
         stats = agent.stats
+    if stats.connects == 0:
+        # nothing reached a broker: say so, rather than count states "sent" into the void
+        print(
+            f"convoy vehicle-agent: no MQTT broker answered at {a.host}:{a.port} during the "
+            f"run; none of the {stats.states} states was delivered; allowed: the address of a "
+            "running broker (--host, --port)",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"sent {stats.states} states in {stats.messages} messages, {stats.acked} acknowledged; "
         f"{stats.connects} connections; at worst {stats.late_s:.3f} s behind schedule"
