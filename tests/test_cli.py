@@ -75,6 +75,8 @@ def test_downhill_loaded_regenerates(tmp_path: Path) -> None:
         ("dt_s: 0.1\nduration_s: 10.05\n", "whole number of steps"),
         ("channel: {loss: 1.5}\n", "channel.loss"),
         ("trcuk: {}\n", "trcuk"),
+        # a latency of 10^9 s asked for a 1.5 TiB history (a NumPy MemoryError)
+        ("channel: {latency_s: 1.0e9}\n", "channel.latency_s = 1000000000.0"),
     ],
 )
 def test_bad_scenario_gets_one_clear_line_and_exit_2(

@@ -70,6 +70,9 @@ HARD_BRAKE_MPS2 = 3.0
 AEB_TTC_S = 1.0
 # Recorded arrays larger than this are refused with advice instead of exhausting memory.
 MAX_RECORD_CELLS = 400_000_000
+#: Most cells (steps x trucks) of the history the delayed readers (V2V latency, sensor and
+#: reaction delays) read back from: 3.2 GB of state. A latency of 10^9 s asked for 1.5 TiB.
+MAX_HISTORY_CELLS = 100_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -531,6 +534,13 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
     )
     ch = sc.channel.spec().to_vector(sc.dt_s)
     history = int(max(ch[CH_LATENCY_STEPS], delay_steps)) + 1
+    if history * n > MAX_HISTORY_CELLS:
+        raise ScenarioError(
+            f"channel.latency_s = {sc.channel.latency_s} with the longest sensor or reaction "
+            f"delay {delay_steps * sc.dt_s:g} s: the {n} trucks' history, read that far back, "
+            f"needs {history:,} steps x {n} trucks = {history * n:,} cells; allowed: at most "
+            f"{MAX_HISTORY_CELLS:,} (a shorter latency or delay, or fewer trucks)"
+        )
     hazards = hazard_table([h.event(k) for k, h in enumerate(sc.hazards)])
     rsus = rsu_table(
         [r.pos_m for r in sc.rsus],
