@@ -439,6 +439,18 @@ def test_gpu_backend_without_a_gpu_is_one_line_before_any_run(
     assert "needs a CUDA GPU visible to JAX" in err and "install JAX for CUDA 12" in err
 
 
+def test_gpu_backend_says_when_the_general_scenarios_fall_back_to_the_cpu(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # CI has no GPU: the general 1-D entries then run on the CPU, and validate says so in
+    # one line instead of letting --backend gpu pass unsaid (the results are the CPU's)
+    assert validate_main(["--backend", "gpu", "--scenario", "takeover-timeout",
+                          "--samples", "1", "--no-report"]) == 0  # fmt: skip
+    out = capsys.readouterr()
+    assert "Numba sees no CUDA GPU, so the general 1-D scenarios (takeover-timeout)" in out.err
+    assert "takeover-timeout" in out.out
+
+
 def test_ray_workers_only_with_a_local_ray(capsys: pytest.CaptureFixture[str]) -> None:
     assert validate_main(["--ray-workers", "2", "--no-report"]) == 2
     assert "--ray-workers = 2 with --ray = None" in capsys.readouterr().err

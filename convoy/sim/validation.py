@@ -1780,6 +1780,37 @@ def _criterion(key: str, val: Any) -> Any:
     return val if key == "allow_collision" else float(val)
 
 
+def _note_cpu_fallback(backend: str, ray_address: str | None, names: Sequence[str] | None) -> None:
+    """With ``--backend gpu`` where Numba sees no CUDA GPU, say (one line on stderr) that the
+    general 1-D entries run on the CPU, as they then do, rather than let it pass unsaid."""
+    if backend != "gpu" or ray_address:
+        return
+    chosen = [n for n in (names or list(LIBRARY)) if n in LIBRARY]
+    general = [n for n in chosen if _is_general(LIBRARY[n])]
+    if not general:
+        return
+    if any(LIBRARY[n].batched for n in chosen):
+        from convoy.sim.backend_jax import gpu_device
+
+        try:
+            gpu_device()
+        except ScenarioError:
+            return  # validate refuses the run in one line: no note before it
+    from convoy.sim.cuda_target import has_gpu
+
+    if not has_gpu():
+        print(
+            "convoy validate: note: Numba sees no CUDA GPU, so the general 1-D scenarios "
+            f"({', '.join(general)}) run on the CPU",
+            file=sys.stderr,
+        )
+
+
+def _is_general(tpl: ScenarioTemplate) -> bool:
+    """A scenario of the general 1-D step (``kernel_cuda`` on a GPU)."""
+    return tpl.make is not None and not tpl.batched
+
+
 def _folder_problem(path: Path) -> str | None:
     """Why the folder ``path`` could not be made and written, found without making it (its
     nearest existing ancestor must be a writable folder); None when it can."""
@@ -1859,6 +1890,7 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    _note_cpu_fallback(args.backend, args.ray, args.scenario)
     try:
         crit = load_criteria(args.criteria) if args.criteria else None
         with _progress_bar() as bar:
