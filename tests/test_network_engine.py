@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -342,6 +343,18 @@ def test_bad_input_names_the_field() -> None:
         NetSim(net, [Trip("c", "bus", (Leg(("e0",)),))])
     with pytest.raises(NetSimError, match="dt_s"):
         NetSim(net, dt_s=0.0)
+    # times and speeds no run can mean were taken as given: a NaN departure (compared false,
+    # the vehicle never left), a negative dwell, a NaN speed cap
+    for trip, needle in (
+        (Trip("c", "car", (Leg(("e0",)),), depart_s=math.nan), "depart_s = nan"),
+        (Trip("c", "car", (Leg(("e0",)),), depart_s=-5.0), "depart_s = -5.0"),
+        (Trip("c", "car", (Leg(("e0",), dwell_s=-1.0),)), "leg 0 dwell_s = -1.0"),
+        (Trip("c", "car", (Leg(("e0",)),), speed_cap_mps=math.nan), "speed_cap_mps = nan"),
+        (Trip("c", "car", (Leg(("e0",)),), speed_cap_mps=0.0), "speed_cap_mps = 0.0"),
+    ):
+        with pytest.raises(NetSimError, match=needle):
+            NetSim(net, [trip])
+    NetSim(net, [Trip("c", "car", (Leg(("e0",)),), depart_s=math.inf)])  # placed by a script
 
 
 def test_a_loaded_truck_climbs_at_its_power_limited_speed() -> None:

@@ -299,6 +299,26 @@ def _signal_rows(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.fl
     return sig
 
 
+def _check_trip_numbers(tr: Trip) -> None:
+    """Refuse a trip's times and speeds that no run can mean: a NaN or negative departure
+    (``inf``: never by itself, for a vehicle placed by a script), a NaN or negative dwell, a
+    speed cap that is NaN or not above 0.
+
+    Raises:
+        NetSimError: naming the trip, the field and what is allowed.
+    """
+    where = f"trip {tr.vehicle_id!r}"
+    if not tr.depart_s >= 0.0:
+        raise NetSimError(f"{where}: depart_s = {tr.depart_s}; allowed: 0 or more (or inf)")
+    if not tr.speed_cap_mps > 0.0:
+        raise NetSimError(
+            f"{where}: speed_cap_mps = {tr.speed_cap_mps}; allowed: above 0 (inf: none)"
+        )
+    for k, lg in enumerate(tr.legs):
+        if not 0.0 <= lg.dwell_s < math.inf:
+            raise NetSimError(f"{where}: leg {k} dwell_s = {lg.dwell_s}; allowed: 0 or more")
+
+
 @dataclass
 class _Vehicles:
     ids: list[str] = field(default_factory=list)
@@ -524,6 +544,7 @@ class NetSim:
                         )
                     if not tr.legs:
                         raise NetSimError(f"trip {tr.vehicle_id!r}: no legs")
+                    _check_trip_numbers(tr)
                 veh.ids.append(tr.vehicle_id if self.instances == 1 else f"{tr.vehicle_id}#{inst}")
                 veh.vtype.append(self._type_row[tr.vtype])
                 veh.inst.append(inst)
