@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -355,6 +356,16 @@ def test_bad_input_names_the_field() -> None:
         with pytest.raises(NetSimError, match=needle):
             NetSim(net, [trip])
     NetSim(net, [Trip("c", "car", (Leg(("e0",)),), depart_s=math.inf)])  # placed by a script
+    # an infinite flow drew gaps of 0 s for ever; run(nan) and run(inf) were a ValueError and
+    # an OverflowError from deep inside
+    with pytest.raises(NetSimError, match="veh_per_h = inf"):
+        NetSim(net, flows=[Flow("f", ("e0",), math.inf)])
+    with pytest.raises(NetSimError, match=r"record_every_s = -1\.0"):
+        NetSim(net, record_every_s=-1.0)
+    sim = NetSim(net, [Trip("c", "car", (Leg(("e0",)),))])
+    for until in (math.nan, math.inf, -1.0):
+        with pytest.raises(NetSimError, match=re.escape(f"until_s = {until}")):
+            sim.run(until)
 
 
 def test_a_loaded_truck_climbs_at_its_power_limited_speed() -> None:

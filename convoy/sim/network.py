@@ -44,6 +44,11 @@ _RANK = {
 }
 
 
+#: The most vehicles per hour one flow may send: ten lanes at their capacity (about 2,000
+#: vehicles an hour each, HCM). An infinite rate drew gaps of 0 s and never ended.
+MAX_FLOW_VEH_PER_H = 20_000.0
+
+
 class NetSimError(ValueError):
     """Bad input to the network engine; the message names the field, value and what is allowed."""
 
@@ -369,6 +374,13 @@ class NetSim:
             raise NetSimError(f"instances = {instances}; must be >= 1")
         if not 0.0 <= loss < 1.0:
             raise NetSimError(f"loss = {loss}; allowed: 0 <= loss < 1")
+        for name, val in (
+            ("record_every_s", record_every_s),
+            ("beacon_hz", beacon_hz),
+            ("lane_change_period_s", lane_change_period_s),
+        ):
+            if not 0.0 < val < math.inf:
+                raise NetSimError(f"{name} = {val}; must be a finite number > 0")
         self.network = network
         self.dt_s = dt_s
         self.seed = seed
@@ -517,10 +529,13 @@ class NetSim:
         rng = np.random.default_rng(self.seed)
         all_trips = list(trips)
         for f in flows:
-            if not (f.veh_per_h >= 0 and f.end_s >= f.begin_s):
+            if not (
+                0 <= f.veh_per_h <= MAX_FLOW_VEH_PER_H and 0 <= f.begin_s <= f.end_s < math.inf
+            ):
                 raise NetSimError(
                     f"flow {f.id!r}: veh_per_h = {f.veh_per_h}, begin_s..end_s = "
-                    f"{f.begin_s}..{f.end_s}; need veh_per_h >= 0 and end_s >= begin_s"
+                    f"{f.begin_s}..{f.end_s}; need 0 <= veh_per_h <= {MAX_FLOW_VEH_PER_H:,.0f} "
+                    "and 0 <= begin_s <= end_s, both finite"
                 )
             t = f.begin_s
             k = 0
@@ -1043,9 +1058,15 @@ class NetSim:
         chunk_steps: int = 600,
         fcd_rows: int = 2_000_000,
     ) -> NetResult:
-        """Run until ``until_s``; ``progress(t_s)`` is called after each compiled chunk."""
+        """Run until ``until_s``; ``progress(t_s)`` is called after each compiled chunk.
+
+        Raises:
+            NetSimError: for an ``until_s`` that is not a finite time of 0 or more.
+        """
         import time
 
+        if not 0.0 <= until_s < math.inf:
+            raise NetSimError(f"run: until_s = {until_s}; allowed: a finite time of 0 or more")
         if self.backend != "cpu":
             return self._jax().run(self, until_s, progress, chunk_steps, **self._jax_options())
 
