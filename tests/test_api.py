@@ -214,6 +214,90 @@ def test_malformed_json_and_unknowns_are_4xx_json(
     assert r.status_code == 404 and "T001" in r.json()["detail"]
 
 
+def test_an_order_must_name_two_real_sites_and_plain_numbers(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    # An order between sites the network does not have was stored (201) and could never be
+    # planned; true and "1e3" were taken as 1.0 and 1000.0 tonnes. Each is a 422 that names
+    # the field.
+    d = _h(tokens["dispatcher"])
+    for change, needle in (
+        ({"origin_site": "nowhere"}, "origin_site = 'nowhere': no such site"),
+        ({"destination_site": ORDER["origin_site"]}, "the origin; allowed: another site"),
+        ({"tonnes": True}, "tonnes"),
+        ({"tonnes": "1e3"}, "tonnes"),
+        ({"pickup_start_s": "30000"}, "pickup_start_s"),
+    ):
+        r = client.post("/api/v1/orders", headers=d, json={**ORDER, **change})
+        assert r.status_code == 422, (change, r.text)
+        assert needle in str(r.json()["detail"]), r.text
+    assert client.post("/api/v1/orders", headers=d, json={**ORDER, "tonnes": 40}).status_code == 201
+
+
+def test_a_reused_idempotency_key_naming_another_order_is_a_conflict(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    # Same key, same contents, but the second request names another order id: not a retry
+    # of the first (it used to answer 201 with the first order and its old id)
+    h = {**_h(tokens["dispatcher"]), "Idempotency-Key": "retry-named"}
+    a = client.post("/api/v1/orders", headers=h, json={**ORDER, "id": "ord-named-1"})
+    assert a.status_code == 201
+    again = client.post("/api/v1/orders", headers=h, json={**ORDER, "id": "ord-named-1"})
+    assert again.status_code == 201 and again.json()["id"] == "ord-named-1"  # a true retry
+    b = client.post("/api/v1/orders", headers=h, json={**ORDER, "id": "ord-named-2"})
+    assert b.status_code == 409 and "ord-named-1" in b.json()["detail"]
+
+
+def test_a_body_over_the_limit_is_413_before_anything_reads_it(client: TestClient) -> None:
+    # Without a limit a 112 MB body was read and parsed before the token was checked, and the
+    # service stalled for every client; a body of a million unknown keys came back as a
+    # 137 MB list of errors. Now: 413 by Content-Length or while it streams, and at most
+    # MAX_ERRORS_SHOWN errors listed.
+    from convoy.service.app import MAX_BODY_BYTES, MAX_ERRORS_SHOWN
+
+    big = b'{"shipper": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    r = client.post("/api/v1/orders", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "request body over" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body streams in pieces
+        yield b'{"shipper": "'
+        for _ in range(MAX_BODY_BYTES // 4096 + 2):
+            yield b"x" * 4096
+        yield b'"}'
+
+    r = client.post(
+        "/api/v1/orders",
+        content=chunks(),
+        headers={**_h(ADMIN), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    many = {f"k{i}": 1 for i in range(2000)}
+    r = client.post("/api/v1/orders", headers=_h(ADMIN), json={**ORDER, **many})
+    assert r.status_code == 422
+    errors = r.json()["detail"]
+    assert len(errors) == MAX_ERRORS_SHOWN + 1
+    assert errors[-1]["msg"] == f"and {2000 - MAX_ERRORS_SHOWN:,} more errors"
+
+
+def test_a_takeover_needs_a_truck_of_the_fleet_with_the_l4_kit() -> None:
+    # With the twin's world built, a request for a vehicle that is not in the fleet is a
+    # 404, and one for a human-driven truck without the L4 kit a 422 (both were stored: 201)
+    s = _settings(twin=True, twin_trucks=20, speedup=60.0)
+    with TestClient(create_app(s)) as c:
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline and not c.get("/api/v1/health").json()["twin_ready"]:
+            time.sleep(0.2)
+        h = _h(ADMIN)
+        fleet = c.get("/api/v1/fleet", headers=h).json()["trucks"]
+        human = next(t["id"] for t in fleet if not t["l4_capable"])
+        l4 = next(t["id"] for t in fleet if t["l4_capable"])
+        r = c.post("/api/v1/takeovers", headers=h, json={"vehicle_id": "NOPE"})
+        assert r.status_code == 404 and "'NOPE': no such truck" in r.json()["detail"]
+        r = c.post("/api/v1/takeovers", headers=h, json={"vehicle_id": human})
+        assert r.status_code == 422 and "L4-capable" in r.json()["detail"]
+        assert c.post("/api/v1/takeovers", headers=h, json={"vehicle_id": l4}).status_code == 201
+
+
 # --- takeovers ----------------------------------------------------------------------------
 
 

@@ -98,6 +98,12 @@ def health(twin: TwinDep) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
+def ordos_sites() -> frozenset[str]:
+    """The ids of the built-in network's sites, where orders may start and end."""
+    return frozenset(ordos_network().sites)
+
+
+@lru_cache(maxsize=1)
 def _network_geojson() -> dict[str, Any]:
     return network_to_geojson(ordos_network())
 
@@ -222,10 +228,33 @@ def create_order(
     ] = None,
 ) -> OrderOut:
     """Take a freight order (an ``Idempotency-Key`` header makes retries safe)."""
+    sites = ordos_sites()
+    for field, site in (
+        ("origin_site", body.origin_site),
+        ("destination_site", body.destination_site),
+    ):
+        if site not in sites:
+            raise HTTPException(
+                422, detail=f"{field} = {site!r}: no such site; allowed: {', '.join(sorted(sites))}"
+            )
+    if body.origin_site == body.destination_site:
+        raise HTTPException(
+            422,
+            detail=f"destination_site = {body.destination_site!r}: the origin; allowed: "
+            "another site",
+        )
     data = body.model_dump()
     data["id"] = data["id"] or new_id("o")
     rec = OrderRecord(**data)
-    return OrderOut.of(storage.create_order(rec, idempotency_key))
+    stored = storage.create_order(rec, idempotency_key)
+    if body.id is not None and stored.id != body.id:
+        # the same key and contents, but this request names another order: not a retry
+        raise HTTPException(
+            409,
+            detail=f"Idempotency-Key {idempotency_key!r} was used for order {stored.id!r}; this "
+            f"request names order {body.id!r}; use a new key for a new order",
+        )
+    return OrderOut.of(stored)
 
 
 @router.get("/orders/{order_id}", responses=_NOT_FOUND)
@@ -257,6 +286,17 @@ def list_takeovers(
 @router.post("/takeovers", status_code=201)
 def create_takeover(body: TakeoverIn, _: Admin, twin: TwinDep) -> TakeoverOut:
     """Raise a takeover request for a truck now (drills and tests)."""
+    world = twin.world
+    if world is not None:  # (before the twin's world is built, the fleet is not known yet)
+        t = world.plan.fleet.trucks.get(body.vehicle_id)
+        if t is None:
+            raise HTTPException(404, detail=f"vehicle_id = {body.vehicle_id!r}: no such truck")
+        if not t.l4_capable:
+            raise HTTPException(
+                422,
+                detail=f"vehicle_id = {body.vehicle_id!r}: a human-driven truck (no L4 kit) "
+                "does not ask for remote takeover; allowed: an L4-capable truck",
+            )
     return TakeoverOut.of(twin.request_takeover(body.vehicle_id, body.cause))
 
 

@@ -17,7 +17,8 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@
 #: Latest time accepted in an order [s]: ten years of seconds (epoch times are refused by
 #: the planner anyway, but may be stored).
 MAX_TIME_S = 3.2e8
-Time = Annotated[float, Field(ge=0, le=MAX_TIME_S)]
+# numbers are strict: JSON numbers only (true and "1e3" were taken as 1.0 and 1000.0)
+Time = Annotated[float, Field(ge=0, le=MAX_TIME_S, strict=True)]
 
 
 class _In(BaseModel):
@@ -32,12 +33,12 @@ class OrderIn(_In):
     cargo: Cargo
     origin_site: Id
     destination_site: Id
-    tonnes: float = Field(gt=0, le=100_000)
+    tonnes: float = Field(gt=0, le=100_000, strict=True)
     pickup_start_s: Time
     pickup_end_s: Time
     delivery_start_s: Time
     delivery_end_s: Time
-    priority: int = Field(0, ge=0, le=2)
+    priority: int = Field(0, ge=0, le=2, strict=True)
 
 
 class OrderOut(BaseModel):
@@ -96,9 +97,9 @@ class TakeoverOut(BaseModel):
 class RunIn(_In):
     """A scenario run: an operating day of the twin at full speed (``convoy run``)."""
 
-    hours: float = Field(1.0, gt=0, le=24)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    n_trucks: int = Field(40, ge=2, le=400)
+    hours: float = Field(1.0, gt=0, le=24, strict=True)
+    seed: int = Field(0, ge=0, le=2**31 - 1, strict=True)
+    n_trucks: int = Field(40, ge=2, le=400, strict=True)
 
 
 class RunOut(BaseModel):
