@@ -66,10 +66,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = problem(413, too_big_detail(self.limit_bytes))
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit_bytes:
-                await too_big(scope, receive, send)
+                await problem(413, too_big_detail(self.limit_bytes))(scope, receive, send)
                 return
         seen = 0
 
