@@ -954,17 +954,16 @@ def head_targets(world: Any, s0: int, n_steps: int, precision: Precision) -> np.
     """(n_steps,) the heads' target speed in steps ``s0, s0+1, ...`` [m/s], sampled as the
     Numba steps sample the profile (``kernel.profile_speed`` at ``s*dt + lead``), so that
     both drive the same speeds to the last bit (-1 where there is no profile)."""
-    out = np.empty(max(n_steps, 1))
-    env = world.env
-    _fill_targets(
+    times = world.profile_t_s
+    return head_target_rows(
+        world.env[None],
+        times[None],
+        world.profile_v_mps[None],
+        np.array([times.shape[0]]),
         s0,
-        env[ENV_DT_S],
-        env[ENV_PROFILE_LEAD_S],
-        np.ascontiguousarray(world.profile_t_s, np.float64),
-        np.ascontiguousarray(world.profile_v_mps, np.float64),
-        out,
-    )
-    return out.astype(_float_type(precision))
+        n_steps,
+        precision,
+    )[0]
 
 
 def layout_np(table: TruckTable) -> dict[str, np.ndarray]:

@@ -414,6 +414,13 @@ class BatchInputs:
         return int(self.pos.shape[0])
 
 
+#: The fields of ``BatchInputs`` the batched step writes.
+_STATE_FIELDS = (
+    "pos", "speed", "accel", "u", "mode", "ctrl_mode", "energy", "rx_pred", "collided_at",
+    "collision_speed", "min_gap", "min_ttc", "hard_brakes", "fallback",
+)  # fmt: skip
+
+
 def _stack(built: list[_Built], get: Any, dtype: Any = None) -> np.ndarray:
     return np.ascontiguousarray(np.stack([get(x) for x in built]), dtype=dtype)
 
@@ -473,62 +480,31 @@ def _run_cpu(x: BatchInputs) -> BatchResult:
         [drag_row(int(s), int(p)) for s, p in zip(t0.platoon_size, t0.position, strict=True)],
         np.int64,
     )
-    # the step writes the state in place: it works on copies, so the inputs can run again
-    pos, speed, accel = x.pos.copy(), x.speed.copy(), x.accel.copy()
-    energy, collided_at = x.energy.copy(), x.collided_at.copy()
-    collision_speed, min_gap, min_ttc = (
-        x.collision_speed.copy(),
-        x.min_gap.copy(),
-        x.min_ttc.copy(),
-    )
-    hard_brakes, fallback = x.hard_brakes.copy(), x.fallback.copy()
-    min_accel = np.minimum(accel[:, 0], 0.0)
+    # the step writes the state in place: it runs on a copy, so the inputs can run again
+    x = replace(x, **{name: getattr(x, name).copy() for name in _STATE_FIELDS})
+    min_accel = np.minimum(x.accel[:, 0], 0.0)
     _run_instances(
-        x.n_steps,
-        x.step0,
-        t0.follower,
-        follows,
-        drag_rows,
-        x.phys0,
-        x.ctrl0,
-        x.pt0,
-        x.ch,
-        x.env,
-        x.prof_t,
-        x.prof_v,
-        x.prof_len,
-        pos,
-        speed,
-        accel,
-        x.u.copy(),
-        x.mode.copy(),
-        x.ctrl_mode.copy(),
-        energy,
-        x.rx_pred.copy(),
-        collided_at,
-        collision_speed,
-        min_gap,
-        min_ttc,
-        hard_brakes,
-        fallback,
-        min_accel,
-        np.empty((pos.shape[0], pos.shape[2]), np.int64),  # (instances, trucks)
-    )
+        x.n_steps, x.step0, t0.follower, follows, drag_rows, x.phys0, x.ctrl0, x.pt0, x.ch,
+        x.env, x.prof_t, x.prof_v, x.prof_len, x.pos, x.speed, x.accel, x.u, x.mode,
+        x.ctrl_mode, x.energy, x.rx_pred, x.collided_at, x.collision_speed, x.min_gap,
+        x.min_ttc, x.hard_brakes, x.fallback, min_accel,
+        np.empty((x.count, x.pos.shape[2]), np.int64),  # (instances, trucks)
+    )  # fmt: skip
     cur = (x.step0 + x.n_steps) % 2
     return BatchResult(
         scenarios=[],
         backend="cpu",
         precision="float64",
-        pos_m=pos[:, cur].copy(),
-        speed_mps=speed[:, cur].copy(),
-        energy_kwh=energy,
-        collided_at_s=collided_at,
-        collision_speed_mps=collision_speed,
-        min_gap_m=min_gap,
-        min_ttc_s=min_ttc,
+        pos_m=x.pos[:, cur].copy(),
+        speed_mps=x.speed[:, cur].copy(),
+        energy_kwh=x.energy,
+        collided_at_s=x.collided_at,
+        collision_speed_mps=x.collision_speed,
+        min_gap_m=x.min_gap,
+        min_ttc_s=x.min_ttc,
         min_accel_mps2=min_accel,
-        hard_brakes=hard_brakes.astype(np.int32),
-        fallback_steps=fallback,
+        hard_brakes=x.hard_brakes.astype(np.int32),
+        fallback_steps=x.fallback,
     )
 
 

@@ -45,7 +45,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from convoy.sim.engine import build, simulate
-from convoy.sim.scenario import Scenario, parse_scenario
+from convoy.sim.scenario import MAX_PLATOONS, Scenario, parse_scenario
 from convoy.sim.sumo_peer import (
     EDGE_ID,
     CorridorSpec,
@@ -56,6 +56,8 @@ from convoy.sim.sumo_peer import (
 )
 
 TRUCKS_PER_PLATOON = 5
+#: The largest fleet the bench runs: as many platoons as a scenario holds.
+MAX_BENCH_TRUCKS = MAX_PLATOONS * TRUCKS_PER_PLATOON
 GAP_M = 25.0
 # The issue allows 60-100 m; 100 m is a 4.5 s headway at 22 m/s, so every head cruises
 # in SUMO's speed-control mode (the CACC switches to it above 2 s) as it does in convoy.
@@ -492,6 +494,10 @@ def bench_sim(
     Prints a table of steady-state vehicle-steps/s and end-to-end wall times with their
     ratios, and the engine's start-up time.
 
+    Raises:
+        BenchError: a size outside ``TRUCKS_PER_PLATOON``..``MAX_BENCH_TRUCKS``, or a
+            measurement that cannot be made.
+
     Returns:
         One dict per size: ``trucks``, ``convoy_steady_vsps``, ``convoy_steps`` (the two
         step counts timed), ``convoy_e2e_s``, ``e2e_sim_s`` (simulated time of the
@@ -502,6 +508,12 @@ def bench_sim(
         backend timed, ``cpu`` by default) and ``load_avg_1min`` (the machine's load when
         that size started).
     """
+    for trucks in sizes:
+        if not TRUCKS_PER_PLATOON <= trucks <= MAX_BENCH_TRUCKS:
+            raise BenchError(
+                f"--trucks {trucks}: allowed: sizes from {TRUCKS_PER_PLATOON} to "
+                f"{MAX_BENCH_TRUCKS:,}"
+            )
     sumo = sumo and sumo_available(console)
     phases = 4 if sumo else 2
     rows: list[dict[str, Any]] = []

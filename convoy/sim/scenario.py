@@ -198,12 +198,16 @@ class OverrideConfig(_Strict):
     controller: ControllerConfig
 
 
+#: The most platoons a scenario holds.
+MAX_PLATOONS = 10_000_000
+
+
 class PlatoonConfig(_Strict):
     """Platoons of identical trucks, one behind another in the lane; every follower drives
     ``controller`` except the positions listed in ``overrides``."""
 
     trucks: Annotated[int, Field(ge=1, le=100)] = 5
-    count: Annotated[int, Field(ge=1, le=10_000_000)] = 1
+    count: Annotated[int, Field(ge=1, le=MAX_PLATOONS)] = 1
     spacing_m: NonNegFloat = 60.0
     controller: ControllerConfig = CaccSumoConfig(model="cacc-sumo")
     overrides: list[OverrideConfig] = []

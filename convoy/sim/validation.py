@@ -79,6 +79,7 @@ from pydantic import ValidationError as PydanticValidationError
 from convoy.sim.batch import BatchInputs, run_inputs, stack_instances
 from convoy.sim.engine import RunGroup, RunResult, Trace, run_groups, simulate
 from convoy.sim.kernel import ENV_SEED
+from convoy.sim.paths import folder_problem
 from convoy.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from convoy.sim.state import RX_POS_M, TP_LENGTH_M, TP_MAX_DECEL_MPS2
 from convoy.sim.validation_net import CUT_IN_NAME, NetTrace, run_cut_in
@@ -239,17 +240,11 @@ def brake_profile(
     Returns:
         ``[[time_s, speed_mps], ...]`` for ``leader.speed_profile``.
     """
-    pts = [[0.0, speed_mps], [start_s, speed_mps]]
-    if end_speed_mps >= speed_mps or decel_mps2 <= 0.0:
-        return pts
-    alpha = 1.0 - math.exp(-dt_s / lag_s) if lag_s > 0 else 1.0
-    a, v, k = 0.0, speed_mps, 0
-    while v > end_speed_mps:
-        a += alpha * (decel_mps2 - a)
-        v = max(end_speed_mps, v - a * dt_s)
-        k += 1
-        pts.append([round(start_s + k * dt_s, 6), v])
-    return pts
+    times, speeds, lengths = brake_profiles(
+        speed_mps, np.array([end_speed_mps]), np.array([decel_mps2]), start_s, lag_s, dt_s
+    )
+    m = int(lengths[0])
+    return [[t, v] for t, v in zip(times[0, :m].tolist(), speeds[0, :m].tolist(), strict=True)]
 
 
 def brake_profiles(
@@ -262,9 +257,9 @@ def brake_profiles(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``brake_profile`` of B instances at once, as the batched step takes profiles: (B, p)
     times and speeds padded past their end (``engine.padded_profile``) and their (B,)
-    lengths. The same recurrence compiled (the same operations in the same order, so row b
-    is instance b's profile to the last bit: tested); the times, which every instance
-    shares, are rounded as ``brake_profile`` rounds them."""
+    lengths; row b is instance b's profile to the last bit (tested). The recurrence is
+    compiled, parallel over instances; the times, which every instance shares, are rounded
+    to the microsecond."""
     end = np.ascontiguousarray(end_speed_mps, np.float64)
     dec = np.ascontiguousarray(decel_mps2, np.float64)
     alpha = 1.0 - math.exp(-dt_s / lag_s) if lag_s > 0 else 1.0
@@ -1384,9 +1379,9 @@ def _grid_points(samples: int, k: int) -> int:
     return int(max(2, round(samples ** (1.0 / k))))
 
 
-#: Bytes a run keeps per instance until the end: its parameter row and its metrics (the
-#: summary, the heat maps and the worst cases are made from all of them), float64.
 def _bytes_per_instance(tpl: ScenarioTemplate) -> int:
+    """Bytes a run keeps per instance until the end: its parameter row and its metrics (the
+    summary, the heat maps and the worst cases are made from all of them), float64."""
     return 8 * (len(tpl.ranges) + len(METRIC_NAMES))
 
 
@@ -1781,27 +1776,19 @@ def _criterion(key: str, val: Any) -> Any:
 
 
 def _note_cpu_fallback(backend: str, ray_address: str | None, names: Sequence[str] | None) -> None:
-    """With ``--backend gpu`` where Numba sees no CUDA GPU, say (one line on stderr) that the
-    general 1-D entries run on the CPU, as they then do, rather than let it pass unsaid."""
+    """After a run with ``--backend gpu`` where Numba sees no CUDA GPU, say (one line on
+    stderr) that the general 1-D entries ran on the CPU, rather than let it pass unsaid."""
     if backend != "gpu" or ray_address:
         return
-    chosen = [n for n in (names or list(LIBRARY)) if n in LIBRARY]
-    general = [n for n in chosen if _is_general(LIBRARY[n])]
+    general = [n for n in (names or list(LIBRARY)) if _is_general(LIBRARY[n])]
     if not general:
         return
-    if any(LIBRARY[n].batched for n in chosen):
-        from convoy.sim.backend_jax import gpu_device
-
-        try:
-            gpu_device()
-        except ScenarioError:
-            return  # validate refuses the run in one line: no note before it
     from convoy.sim.cuda_target import has_gpu
 
     if not has_gpu():
         print(
             "convoy validate: note: Numba sees no CUDA GPU, so the general 1-D scenarios "
-            f"({', '.join(general)}) run on the CPU",
+            f"({', '.join(general)}) ran on the CPU",
             file=sys.stderr,
         )
 
@@ -1809,21 +1796,6 @@ def _note_cpu_fallback(backend: str, ray_address: str | None, names: Sequence[st
 def _is_general(tpl: ScenarioTemplate) -> bool:
     """A scenario of the general 1-D step (``kernel_cuda`` on a GPU)."""
     return tpl.make is not None and not tpl.batched
-
-
-def _folder_problem(path: Path) -> str | None:
-    """Why the folder ``path`` could not be made and written, found without making it (its
-    nearest existing ancestor must be a writable folder); None when it can."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        return "it is a file" if probe == path else f"{probe} is a file"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
-    return None
 
 
 def _progress_bar() -> Any:
@@ -1882,7 +1854,7 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
     # an output folder that cannot be written stops the command before the runs, whose
     # results would otherwise be lost (it is made only when there is something to write)
     out = Path(args.out)
-    problem = _folder_problem(out)
+    problem = folder_problem(out)
     if problem:
         print(
             f"convoy validate: --out {args.out}: {problem}; allowed: a folder that exists or "
@@ -1890,7 +1862,6 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    _note_cpu_fallback(args.backend, args.ray, args.scenario)
     try:
         crit = load_criteria(args.criteria) if args.criteria else None
         with _progress_bar() as bar:
@@ -1910,6 +1881,7 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
         print(f"convoy validate: {exc}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(run)))
+    _note_cpu_fallback(args.backend, args.ray, args.scenario)
     out.mkdir(parents=True, exist_ok=True)
     write_worst_cases(run, out, args.worst)
     if not args.no_report:
