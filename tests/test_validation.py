@@ -30,6 +30,7 @@ from convoy.sim.validation import (
     load_criteria,
     net_instance_traces,
     replay_metrics,
+    round_us,
     run_chunk,
     run_metrics,
     sample_params,
@@ -79,6 +80,36 @@ def test_brake_profile_follows_a_lagged_brake_to_the_end_speed() -> None:
     assert decel.max() <= 6.0 + 1e-9
     assert decel[:-1].max() > 5.5
     assert (22.0 - 12.0) / 6.0 < prof[-1, 0] - 10.0 < (22.0 - 12.0) / 6.0 + 0.7
+
+
+def test_brake_profile_is_the_lagged_recurrence_sampled_every_step() -> None:
+    # The definition written out in Python: the lag closes 1 - exp(-dt/tau) of the gap to the
+    # commanded deceleration each step, the speed stops at the end speed, and the sample
+    # times are start + k dt rounded to the microsecond. brake_profile computes it compiled,
+    # with the times from a cache, and must give the same floats for any parameters.
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        v0 = float(rng.uniform(5.0, 25.0))
+        end = float(rng.choice([0.0, rng.uniform(0.0, 30.0)]))
+        dec = float(rng.choice([0.0, rng.uniform(0.3, 8.0)]))
+        start = float(rng.choice([10.0, 50.0, rng.uniform(0.0, 300.0)]))
+        alpha = 1.0 - math.exp(-0.1 / 0.5)
+        want = [[0.0, v0], [start, v0]]
+        a, v = 0.0, v0
+        while end < v0 and dec > 0.0 and v > end:
+            a += alpha * (dec - a)
+            v = max(end, v - a * 0.1)
+            want.append([round(start + (len(want) - 1) * 0.1, 6), v])
+        assert brake_profile(v0, end, dec, start) == want
+
+
+def test_round_us_is_pythons_round_to_six_digits() -> None:
+    # Vectorised rounding must pick Python's float for every value, also where the value
+    # times 10^6 lies within rounding of a half (those go to Python's round).
+    rng = np.random.default_rng(3)
+    halves = (rng.integers(0, 10**9, 5000) + 0.5) / 1e6  # products at n + 0.5 (± rounding)
+    x = np.concatenate([rng.uniform(0.0, 400.0, 20000), halves, halves + 1e-13, [0.0, 1e-7]])
+    assert round_us(x).tolist() == [round(v, 6) for v in x.tolist()]
 
 
 def test_ploeg_with_200ms_latency_survives_a_6mps2_lead_brake() -> None:

@@ -240,11 +240,51 @@ def brake_profile(
     Returns:
         ``[[time_s, speed_mps], ...]`` for ``leader.speed_profile``.
     """
-    times, speeds, lengths = brake_profiles(
-        speed_mps, np.array([end_speed_mps]), np.array([decel_mps2]), start_s, lag_s, dt_s
+    # one instance: the recurrence of ``brake_profiles``' compiled loop, serial (a parallel
+    # loop's start costs more than one profile, and one instance is built at a time), and
+    # the shared times from a cache
+    speeds = _brake_speeds(
+        float(speed_mps), float(end_speed_mps), float(decel_mps2), _lag_alpha(lag_s, dt_s), dt_s
     )
-    m = int(lengths[0])
-    return [[t, v] for t, v in zip(times[0, :m].tolist(), speeds[0, :m].tolist(), strict=True)]
+    times = _profile_times(float(start_s), float(dt_s), speeds.shape[0])
+    out: list[list[float]] = np.stack((times, speeds), axis=1).tolist()
+    return out
+
+
+def round_us(x: np.ndarray) -> np.ndarray:
+    """``round(v, 6)`` of every element, the same floats as Python's: both are the double
+    nearest to n / 10⁶, with n the element times 10⁶ rounded half to even. Python finds n
+    exactly; ``rint(x · 10⁶)`` finds the same n unless the product lies within rounding of a
+    half, and those few are left to Python (7 times faster over a profile's 100 samples)."""
+    y = x * 1e6
+    out = np.rint(y) / 1e6
+    for i in np.flatnonzero(np.abs(np.abs(y - np.floor(y)) - 0.5) < 1e-6).tolist():
+        out[i] = round(float(x[i]), 6)
+    return out
+
+
+def _lag_alpha(lag_s: float, dt_s: float) -> float:
+    """The first-order lag's share of the gap closed in one step."""
+    return 1.0 - math.exp(-dt_s / lag_s) if lag_s > 0 else 1.0
+
+
+#: ``_profile_times``' cache: the longest times computed so far per (start, step)
+_TIMES: dict[tuple[float, float], np.ndarray] = {}
+
+
+def _profile_times(start_s: float, dt_s: float, p: int) -> np.ndarray:
+    """The first ``p`` sample times of a brake profile that starts at ``start_s``: 0, the
+    start, then one every ``dt_s``, each rounded to the microsecond (a read-only view)."""
+    key = (start_s, dt_s)
+    have = _TIMES.get(key)
+    if have is None or have.shape[0] < p:
+        if len(_TIMES) > 256:  # (the starts of sampled parameters rarely repeat)
+            _TIMES.clear()
+        m = max(p, 2 * (have.shape[0] if have is not None else 0))
+        have = np.concatenate(([0.0, start_s], round_us(start_s + np.arange(1, m - 1) * dt_s)))
+        have.flags.writeable = False
+        _TIMES[key] = have
+    return have[:p]
 
 
 def brake_profiles(
@@ -262,11 +302,11 @@ def brake_profiles(
     to the microsecond."""
     end = np.ascontiguousarray(end_speed_mps, np.float64)
     dec = np.ascontiguousarray(decel_mps2, np.float64)
-    alpha = 1.0 - math.exp(-dt_s / lag_s) if lag_s > 0 else 1.0
+    alpha = _lag_alpha(lag_s, dt_s)
     lengths = np.empty(end.shape[0], np.int64)
     _brake_lengths(float(speed_mps), end, dec, alpha, dt_s, lengths)
     p = int(lengths.max()) if lengths.size else 2
-    times = np.array([0.0, start_s] + [round(start_s + k * dt_s, 6) for k in range(1, p - 1)])
+    times = _profile_times(float(start_s), float(dt_s), p)
     prof_t = np.empty((end.shape[0], p))
     prof_v = np.empty((end.shape[0], p))
     _brake_fill(float(speed_mps), end, dec, alpha, dt_s, times, lengths, prof_t, prof_v)
@@ -280,18 +320,37 @@ def _brake_step(a: float, v: float, end: float, dec: float, alpha: float, dt_s: 
     return a, max(end, v - a * dt_s)
 
 
+@njit(cache=True, inline="always")
+def _brake_length(v0: float, end: float, dec: float, alpha: float, dt_s: float) -> int:
+    """The samples of one brake profile: the start twice, then until the end speed."""
+    n = 2
+    if end < v0 and dec > 0.0:
+        a, v = 0.0, v0
+        while v > end:
+            a, v = _brake_step(a, v, end, dec, alpha, dt_s)
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def _brake_speeds(v0: float, end: float, dec: float, alpha: float, dt_s: float) -> np.ndarray:
+    """The speeds of one brake profile (``brake_profile``), by ``_brake_fill``'s recurrence."""
+    out = np.empty(_brake_length(v0, end, dec, alpha, dt_s))
+    out[0] = v0
+    out[1] = v0
+    a, v = 0.0, v0
+    for j in range(2, out.shape[0]):
+        a, v = _brake_step(a, v, end, dec, alpha, dt_s)
+        out[j] = v
+    return out
+
+
 @njit(cache=True, parallel=True)
 def _brake_lengths(
     v0: float, end: np.ndarray, dec: np.ndarray, alpha: float, dt_s: float, out: np.ndarray
 ) -> None:
     for b in prange(end.shape[0]):
-        n = 2
-        if end[b] < v0 and dec[b] > 0.0:
-            a, v = 0.0, v0
-            while v > end[b]:
-                a, v = _brake_step(a, v, end[b], dec[b], alpha, dt_s)
-                n += 1
-        out[b] = n
+        out[b] = _brake_length(v0, end[b], dec[b], alpha, dt_s)
 
 
 @njit(cache=True, parallel=True)
