@@ -801,7 +801,15 @@ def run_groups(
                 args[i][_PROF_T], args[i][_PROF_V] = padded_profile(
                     args[i][_PROF_T], args[i][_PROF_V], longest
                 )
-        stacked = [np.stack([args[i][k] for i in members]) for k in range(len(args[members[0]]))]
+        # the recordings are the kernel's output, every row of them written (``rows`` below):
+        # allocated for the group rather than stacked from the members' unwritten arrays
+        first = args[members[0]]
+        stacked = [
+            np.empty((len(members), *x.shape), x.dtype)
+            if k < _RECORDS
+            else np.stack([args[i][k] for i in members])
+            for k, x in enumerate(first)
+        ]
         rows = np.zeros(len(members), np.int64)
         run_group(n_steps, rec_every, *stacked, rows)
         if (rows != n_steps // rec_every).any():  # pragma: no cover - the kernel records all
