@@ -532,7 +532,8 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
         acc=acc,
         powertrain=powertrain,
     )
-    ch = sc.channel.spec().to_vector(sc.dt_s)
+    spec = sc.channel.spec()
+    ch = spec.to_vector(sc.dt_s)
     history = int(max(ch[CH_LATENCY_STEPS], delay_steps)) + 1
     if history * n > MAX_HISTORY_CELLS:
         raise ScenarioError(
@@ -565,6 +566,7 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
         rx[RX_STAMP_S, follows] = 0.0
 
     prof = sc.leader.speed_profile or [(0.0, p.initial.speed_mps)]
+    points = np.array(prof, dtype=np.float64).reshape(len(prof), 2)  # (time_s, speed_mps) rows
     env = np.zeros(kernel.ENV_SIZE)
     env[kernel.ENV_DT_S] = sc.dt_s
     env[kernel.ENV_GRADE] = sc.road.grade_pct / 100.0
@@ -577,9 +579,9 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
     world = World(
         env=env,
         channel=ch,
-        outages=sc.channel.spec().outage_array(),
-        profile_t_s=np.array([t for t, _ in prof], dtype=np.float64),
-        profile_v_mps=np.array([v for _, v in prof], dtype=np.float64),
+        outages=spec.outage_array(),
+        profile_t_s=np.ascontiguousarray(points[:, 0]),
+        profile_v_mps=np.ascontiguousarray(points[:, 1]),
         hazards=hazards,
         rsus=rsus,
         signals=signals,

@@ -1145,8 +1145,15 @@ def _params(tpl: ScenarioTemplate, row: Sequence[float]) -> dict[str, float]:
     return {r.name: float(v) for r, v in zip(tpl.ranges, row, strict=True)}
 
 
-def instance(tpl: ScenarioTemplate, row: Sequence[float], seed: int, index: int) -> Scenario:
-    """Instance ``index`` of ``tpl`` with parameter values ``row`` in a run with ``seed``.
+def instance(
+    tpl: ScenarioTemplate,
+    row: Sequence[float],
+    seed: int,
+    index: int,
+    instance_seed: int | None = None,
+) -> Scenario:
+    """Instance ``index`` of ``tpl`` with parameter values ``row`` in a run with ``seed``
+    (``instance_seed``: its ``derive_seed``, where the caller has it from ``derive_seeds``).
 
     Raises:
         ValidationError: for a template of the network engine (it has no 1-D scenario;
@@ -1157,7 +1164,9 @@ def instance(tpl: ScenarioTemplate, row: Sequence[float], seed: int, index: int)
             f"scenario {tpl.name!r} runs on the network engine and has no 1-D scenario file; "
             "allowed: a 1-D library scenario (use net_instance_traces for this one)"
         )
-    sc = tpl.make(_params(tpl, row), derive_seed(seed, tpl.name, index))
+    if instance_seed is None:
+        instance_seed = derive_seed(seed, tpl.name, index)
+    sc = tpl.make(_params(tpl, row), instance_seed)
     return sc.model_copy(update={"name": f"{tpl.name}[{index}]"})
 
 
@@ -1227,8 +1236,10 @@ def run_chunk(
         from convoy.sim.cuda_target import has_gpu
 
         engine_backend = "cuda" if has_gpu() else "cpu"
+    seeds = derive_seeds(seed, tpl.name, start + np.arange(len(rows))).tolist()
     alone, groups = run_groups(
-        [instance(tpl, row, seed, start + j) for j, row in enumerate(rows)], engine_backend
+        [instance(tpl, row, seed, start + j, seeds[j]) for j, row in enumerate(rows)],
+        engine_backend,
     )
     for j, res in alone.items():
         m = run_metrics(res, tpl.warmup_s)
