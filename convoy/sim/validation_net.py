@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numba import njit
 
 from convoy.road.network import Edge, Node, RoadClass, RoadNetwork
 from convoy.sim import net_kernel as nk
@@ -219,6 +220,38 @@ def cut_in_sim(cases: Sequence[CutInCase], seed: int) -> NetSim:
     return sim
 
 
+@njit(cache=True)
+def _resolve_leaders(
+    pos: np.ndarray,
+    speed: np.ndarray,
+    lane: np.ndarray,
+    length: np.ndarray,
+    gap: np.ndarray,
+    closing: np.ndarray,
+) -> None:
+    """Fill ``gap`` and ``closing`` (instance, record, vehicle) where a vehicle on the road
+    has another ahead of it in its lane: the one whose rear is nearest (the first of equals),
+    its bumper gap and the speed difference to it; elsewhere they are left NaN."""
+    n_inst, n_rec, per = pos.shape
+    for k in range(n_inst):
+        for r in range(n_rec):
+            for j in range(per):
+                pj = pos[k, r, j]
+                if not math.isfinite(pj):
+                    continue
+                rear = math.inf
+                ld = -1
+                for q in range(per):
+                    if q != j and lane[k, r, q] == lane[k, r, j] and pos[k, r, q] > pj:
+                        d = pos[k, r, q] - length[k, q]
+                        if d < rear:
+                            rear = d
+                            ld = q
+                if ld >= 0 and math.isfinite(rear):
+                    gap[k, r, j] = pos[k, r, ld] - length[k, ld] - pj
+                    closing[k, r, j] = speed[k, r, j] - speed[k, r, ld]
+
+
 def _instance_traces(
     sim: NetSim,
     res: NetResult,
@@ -234,65 +267,53 @@ def _instance_traces(
     dt = sim.dt_s
     steps = res.steps
     time_s = np.arange(steps + 1) * dt
-    row_t = np.rint(f["time_s"] / dt).astype(np.int64)
-    veh = f["vehicle"].astype(np.int64)
     n_inst = sim.instances
     per = len(ids)
-    lengths = np.array([sim._vt[t, nk.VT_LENGTH_M] for t in sim.state["vtype"]])
+    # the whole batch as (instance, record, vehicle) arrays: instance k's vehicles are the
+    # engine's rows k * per .. (k + 1) * per, and each FCD row goes to its place at once
+    shape = (n_inst, steps + 1, per)
+    veh = f["vehicle"].astype(np.int64)
+    at_inst = sim.state["inst"][veh].astype(np.int64)
+    at = (at_inst, np.rint(f["time_s"] / dt).astype(np.int64), veh - at_inst * per)
+    pos, speed, accel, lane = (np.full(shape, np.nan) for _ in range(4))
+    pos[at] = f["pos_m"]
+    speed[at] = f["speed_mps"]
+    accel[at] = f["accel_mps2"]
+    lane[at] = f["lane"]
+    # the placed vehicles' state at t = 0 (FCD rows are written at the end of a step)
+    on0 = (start["status"] == nk.ST_DRIVING).reshape(n_inst, per)
+    pos[:, 0][on0] = start["pos_m"].reshape(n_inst, per)[on0]
+    speed[:, 0][on0] = start["speed_mps"].reshape(n_inst, per)[on0]
+    accel[:, 0][on0] = 0.0
+    lane[:, 0][on0] = 0.0
+    length = sim._vt[sim.state["vtype"], nk.VT_LENGTH_M].reshape(n_inst, per)
+    gap = np.full(shape, np.nan)
+    closing = np.full(shape, np.nan)
+    # leader: the nearest vehicle ahead in the same lane (one edge, so positions compare)
+    _resolve_leaders(pos, speed, lane, length, gap, closing)
     collided = np.zeros(n_inst, bool)
     for e in res.events:
         if e["kind"] == "collision":
             collided[int(e.get("instance", 0))] = True  # type: ignore[call-overload]
-    out = []
-    for k in range(n_inst):
-        shape = (steps + 1, per)
-        pos, speed, accel, lane = (np.full(shape, np.nan) for _ in range(4))
-        sel = sim.state["inst"][veh] == k
-        col = veh[sel] - k * per
-        r = row_t[sel]
-        pos[r, col] = f["pos_m"][sel]
-        speed[r, col] = f["speed_mps"][sel]
-        accel[r, col] = f["accel_mps2"][sel]
-        lane[r, col] = f["lane"][sel]
-        # the placed vehicles' state at t = 0 (FCD rows are written at the end of a step)
-        rows = np.arange(k * per, (k + 1) * per)
-        on0 = start["status"][rows] == nk.ST_DRIVING
-        pos[0, on0] = start["pos_m"][rows][on0]
-        speed[0, on0] = start["speed_mps"][rows][on0]
-        accel[0, on0] = 0.0
-        lane[0, on0] = 0.0
-        length = lengths[rows]
-        gap = np.full(shape, np.nan)
-        closing = np.full(shape, np.nan)
-        # leader: the nearest vehicle ahead in the same lane (one edge, so positions compare)
-        for j in range(per):
-            ahead = (lane == lane[:, [j]]) & (pos > pos[:, [j]])
-            ahead[:, j] = False
-            d = np.where(ahead, pos - length, np.inf)
-            lead = np.argmin(d, axis=1)
-            has = np.isfinite(d[np.arange(shape[0]), lead]) & np.isfinite(pos[:, j])
-            rr = np.flatnonzero(has)
-            gap[rr, j] = pos[rr, lead[rr]] - length[lead[rr]] - pos[rr, j]
-            closing[rr, j] = speed[rr, j] - speed[rr, lead[rr]]
-        position = np.array([j if j < CUT_IN_TRUCKS else -1 for j in range(per)])
-        out.append(
-            NetTrace(
-                time_s=time_s,
-                vehicle_id=list(ids),
-                truck=position >= 0,
-                position=position,
-                pos_m=pos,
-                speed_mps=speed,
-                accel_mps2=accel,
-                gap_m=gap,
-                closing_mps=closing,
-                collided=bool(collided[k]),
-                head_km=float(res.distance_m[k * per]) / 1000.0,
-                source=position < 0,
-                downstream=position >= cases[k].member,
-            )
+    position = np.array([j if j < CUT_IN_TRUCKS else -1 for j in range(per)])
+    return [
+        NetTrace(
+            time_s=time_s,
+            vehicle_id=list(ids),
+            truck=position >= 0,
+            position=position,
+            pos_m=pos[k],
+            speed_mps=speed[k],
+            accel_mps2=accel[k],
+            gap_m=gap[k],
+            closing_mps=closing[k],
+            collided=bool(collided[k]),
+            head_km=float(res.distance_m[k * per]) / 1000.0,
+            source=position < 0,
+            downstream=position >= cases[k].member,
         )
-    return out
+        for k in range(n_inst)
+    ]
 
 
 def run_cut_in(params: Sequence[Mapping[str, float]], seed: int) -> list[NetTrace]:
