@@ -10,7 +10,8 @@ are printed with a hash of the end state (equal hashes: the same results to the 
     .venv/bin/python scripts/step_variants.py general variants.json --scenario v2v-loss-latency
 
 ``network``: the bench ring of ``convoy bench network`` (2,000 trucks, ``--lanes``) run to
-t1 = 300 s, then ``run_net_steps_py`` (and ``next_speed``, whose source is replaced too)
+t1 = 300 s, then ``run_net_steps_py`` (and the control law: ``next_speed``,
+``idm_next_speed`` and ``_accel_cap_mps2``, whose sources are replaced too)
 for 300 steps; ns per vehicle-step. ``general``: 256 copies of instance 0 of a 1-D library
 entry, ``run_instances`` with ``_truck_range`` replaced, 300 steps; ns per truck-step of wall
 time (all cores). A variant named ``np_...`` compiles with NumPy's error model. Replacements
@@ -94,10 +95,14 @@ def network_case(threads: int, lanes: int) -> Case:
     args["record_every"] = 10**9
     args["n_steps"] = 300
     on = int((args["status"] == nk.ST_DRIVING).sum())
-    src = (
-        inspect.getsource(nk.next_speed).replace("cache=True, ", "")
-        + "\n\n"
-        + inspect.getsource(nk.run_net_steps_py)
+    src = "\n\n".join(
+        [
+            *(
+                inspect.getsource(f).replace("cache=True, ", "")
+                for f in (nk._accel_cap_mps2, nk.idm_next_speed, nk.next_speed)
+            ),
+            inspect.getsource(nk.run_net_steps_py),
+        ]
     )
 
     def build(name: str, repl: list[list[str]]) -> Any:

@@ -21,7 +21,7 @@ from convoy.sim.validation import (
     validate,
     validate_main,
 )
-from convoy.sim.validation_net import CUT_IN_AT_S, CUT_IN_NAME, NetTrace
+from convoy.sim.validation_net import CUT_IN_AT_S, CUT_IN_NAME, NetTrace, _resolve_leaders
 
 V = 22.0
 TRUCK_EMERGENCY_MPS2 = 7.5  # network.TRUCK_L4.emergency_decel_mps2
@@ -202,3 +202,33 @@ def test_ray_run_of_car_cut_in_equals_local_run() -> None:
     assert np.array_equal(local.outcomes[0].metrics, remote.outcomes[0].metrics)
     assert remote.platoon_km == local.platoon_km > 0.0
     assert local.outcomes[0].passed.tolist() == remote.outcomes[0].passed.tolist()
+
+
+def test_a_traces_leader_is_the_nearest_rear_ahead_in_its_lane() -> None:
+    # One record of six vehicles (positions of the front bumper, lengths):
+    #   0: lane 0 at 10 m        -> leader 5 (its rear at 15 m is the nearest ahead)
+    #   1: lane 0 at 50 m, 10 m  -> none ahead in lane 0
+    #   2: lane 1 at 30 m        -> none ahead in lane 1 (1 and 4 are in lane 0)
+    #   3: off the road (NaN)    -> no leader, and nobody's leader
+    #   4: lane 0 at 48 m, 3 m   -> leader 1, which overlaps it: gap 50 - 10 - 48 = -8
+    #   5: lane 0 at 20 m, 5 m   -> leader 1 (rear at 40 m, nearer than 4's at 45), not 0
+    # and a second record where 1 and 4 have the same rear (40 m): 5 follows the first of them.
+    pos = np.array(
+        [[[10.0, 50.0, 30.0, np.nan, 48.0, 20.0], [10.0, 50.0, 30.0, np.nan, 43.0, 20.0]]]
+    )
+    speed = np.array([[[20.0, 15.0, 22.0, np.nan, 16.0, 21.0]] * 2]).reshape(1, 2, 6)
+    lane = np.array([[[0.0, 0.0, 1.0, np.nan, 0.0, 0.0]] * 2]).reshape(1, 2, 6)
+    length = np.array([[5.0, 10.0, 5.0, 5.0, 3.0, 5.0]])
+    gap = np.full(pos.shape, np.nan)
+    closing = np.full(pos.shape, np.nan)
+    _resolve_leaders(pos, speed, lane, length, gap, closing)
+    want_gap = [
+        [5.0, np.nan, np.nan, np.nan, -8.0, 20.0],
+        [5.0, np.nan, np.nan, np.nan, -3.0, 20.0],
+    ]
+    want_closing = [
+        [-1.0, np.nan, np.nan, np.nan, 1.0, 6.0],
+        [-1.0, np.nan, np.nan, np.nan, 1.0, 6.0],
+    ]
+    assert np.array_equal(gap[0], want_gap, equal_nan=True)
+    assert np.array_equal(closing[0], want_closing, equal_nan=True)
