@@ -11,6 +11,8 @@
 #   (convoy.sim.net_cuda): its GPU agreement test, then scripts/gpu_net_bench.py --kernel cuda;
 #   (step "general", not run by default) the 1-D general step on the GPU (convoy.sim.kernel_cuda):
 #   its agreement test, scripts/gpu_general_bench.py on two entries, validate on one;
+#   (step "mix", not run by default) convoy validate --backend gpu over the whole library
+#   (issue 7's headline: platoon-km per hour with the mix's faults), 4,096 instances each;
 #   6. (steps "unroll" and "tests1d", not run by default) the two benches with steps unrolled
 #      in the loop and the network step's fixed-length loops unrolled; the 1-D GPU test alone.
 #
@@ -110,6 +112,11 @@ sys.exit(main(sys.argv[1:]))" validate --backend gpu --scenario v2v-loss-latency
             validate --backend gpu --scenario cacc-brake-batched --samples 16384 --no-report
         step validate-1m 150 $PY -c "import sys; from convoy.cli import main; sys.exit(main(sys.argv[1:]))" \
             validate --backend gpu --scenario cacc-brake-batched --samples 1048576 --no-report
+        ;;
+    mix)  # issue 7's headline figure: the whole library with its faults, --backend gpu (the
+        # batched entry on JAX, the general ones on kernel_cuda, the cut-in on the CPU)
+        step mix 240 $PY -c "import sys; from convoy.cli import main; sys.exit(main(sys.argv[1:]))" \
+            validate --backend gpu --samples 4096 --no-report
         ;;
     tests1d)
         step tests1d 120 $PY -m pytest -q -p no:cacheprovider \
