@@ -34,6 +34,7 @@ from convoy.sim.validation import (
     run_chunk,
     run_metrics,
     sample_params,
+    summary_lines,
     validate,
     validate_main,
 )
@@ -447,6 +448,15 @@ def test_ray_run_equals_local_run() -> None:
         ray.shutdown()
     assert np.array_equal(local.outcomes[0].params, remote.outcomes[0].params)
     assert np.array_equal(local.outcomes[0].metrics, remote.outcomes[0].metrics)
+    # Starting a local Ray and its workers takes seconds: the run tells that part of its wall
+    # time apart (a local run has none), and prints the rate without it above the usual line
+    assert local.startup_s == 0.0 and local.km_per_hour_running == local.km_per_hour
+    assert 0.5 < remote.startup_s < remote.wall_s
+    assert remote.km_per_hour_running > remote.km_per_hour
+    lines = summary_lines(remote)
+    assert lines[-2].startswith(f"Ray's start-up took {remote.startup_s:.2f} s of them: ")
+    assert lines[-1].endswith("platoon-km simulated per hour")
+    assert not any("start-up" in line for line in summary_lines(local))
 
 
 def test_gpu_backend_without_a_gpu_is_one_line_before_any_run(

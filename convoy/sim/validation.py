@@ -1304,11 +1304,18 @@ class ValidationRun:
     seed: int
     wall_s: float
     platoon_km: float
+    #: the part of ``wall_s`` spent starting Ray and its workers (0 for a local run)
+    startup_s: float = 0.0
 
     @property
     def km_per_hour(self) -> float:
         """km of platoon driving simulated per wall-clock hour."""
         return self.platoon_km / max(self.wall_s, 1e-9) * 3600.0
+
+    @property
+    def km_per_hour_running(self) -> float:
+        """``km_per_hour`` without Ray's start-up: the rate once the workers are up."""
+        return self.platoon_km / max(self.wall_s - self.startup_s, 1e-9) * 3600.0
 
 
 #: Instances per chunk (a Ray task) of a network-engine scenario. A chunk of those is one
@@ -1371,10 +1378,17 @@ def _check_ray_address(address: str) -> None:
         ) from None
 
 
+def _worker_ready() -> bool:
+    """A Ray task that does nothing: running it starts a worker and imports this module
+    there (``_ray_runner`` times the start-up with one per CPU)."""
+    return True
+
+
 def _ray_runner(
     address: str, workers: int | None = None
 ) -> Callable[
-    [list[tuple[str, np.ndarray, int]], int, str, Callable[[int], None]], list[np.ndarray]
+    [list[tuple[str, np.ndarray, int]], int, str, Callable[[int], None]],
+    tuple[list[np.ndarray], float],
 ]:
     try:
         import ray
@@ -1389,7 +1403,9 @@ def _ray_runner(
         seed: int,
         backend: str,
         finished: Callable[[int], None],
-    ) -> list[np.ndarray]:
+    ) -> tuple[list[np.ndarray], float]:
+        """The chunks' metrics, and the seconds spent starting Ray and its workers."""
+        t0 = time.perf_counter()
         if not ray.is_initialized():
             if address == "local":
                 n_workers = workers or RAY_LOCAL_WORKERS
@@ -1413,6 +1429,10 @@ def _ray_runner(
                 f"--backend gpu with --ray {address!r}: the Ray cluster has no GPU; allowed: "
                 "a cluster with a GPU node (ray start --num-gpus 1 on it), or --backend cpu|jax"
             )
+        # the workers started (one task per CPU), so that the start-up can be told apart
+        up = ray.remote(_worker_ready)
+        ray.get([up.remote() for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1))))])
+        startup_s = time.perf_counter() - t0
         refs = [
             (remote.options(num_gpus=1) if n in on_gpu else remote).remote(
                 n, rows, start, seed, backend
@@ -1427,7 +1447,7 @@ def _ray_runner(
                 ready, pending = ray.wait(pending, num_returns=1)
                 got[ready[0]] = ray.get(ready[0])  # (a failed task raises here)
                 finished(runs[ready[0]])
-            return [got[ref] for ref in refs]
+            return [got[ref] for ref in refs], startup_s
         except ray.exceptions.RayTaskError as exc:
             # a bad-input error raised in a worker: its one-line message, not Ray's traceback
             cause = getattr(exc, "cause", None)
@@ -1543,8 +1563,9 @@ def validate(
 
     finished(0)
     t0 = time.perf_counter()
+    startup_s = 0.0
     if ray_address:
-        results = _ray_runner(ray_address, ray_workers)(tasks, seed, backend, finished)
+        results, startup_s = _ray_runner(ray_address, ray_workers)(tasks, seed, backend, finished)
     else:
         results = []
         for name, rows, start in tasks:
@@ -1562,7 +1583,7 @@ def validate(
             ScenarioOutcome(t, crit, params[t.name], mets, np.array([not f for f in fails]), fails)
         )
     km = float(sum(o.metric("platoon_km").sum() for o in outcomes))
-    return ValidationRun(outcomes, seed, wall, km)
+    return ValidationRun(outcomes, seed, wall, km, startup_s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1594,6 +1615,11 @@ def summary_lines(run: ValidationRun) -> list[str]:
             f"{o.metric('drac_mps2').max():9.2f} {o.metric('string_index').max():8.2f}"
         )
     n = sum(len(o.passed) for o in run.outcomes)
+    if run.startup_s > 0.0:
+        out.append(
+            f"Ray's start-up took {run.startup_s:.2f} s of them: "
+            f"{run.km_per_hour_running:,.0f} platoon-km per hour once the workers were up"
+        )
     out.append(
         f"{n} runs, {run.platoon_km:.1f} platoon-km in {run.wall_s:.2f} s: "
         f"{run.km_per_hour:,.0f} platoon-km simulated per hour"
