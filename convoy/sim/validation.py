@@ -241,8 +241,7 @@ def brake_profile(
         ``[[time_s, speed_mps], ...]`` for ``leader.speed_profile``.
     """
     # one instance: the recurrence of ``brake_profiles``' compiled loop, serial (a parallel
-    # loop's start costs more than one profile, and one instance is built at a time), and
-    # the shared times from a cache
+    # loop's start costs more than one profile, and one instance is built at a time)
     speeds = _brake_speeds(
         float(speed_mps), float(end_speed_mps), float(decel_mps2), _lag_alpha(lag_s, dt_s), dt_s
     )
@@ -268,23 +267,10 @@ def _lag_alpha(lag_s: float, dt_s: float) -> float:
     return 1.0 - math.exp(-dt_s / lag_s) if lag_s > 0 else 1.0
 
 
-#: ``_profile_times``' cache: the longest times computed so far per (start, step)
-_TIMES: dict[tuple[float, float], np.ndarray] = {}
-
-
 def _profile_times(start_s: float, dt_s: float, p: int) -> np.ndarray:
     """The first ``p`` sample times of a brake profile that starts at ``start_s``: 0, the
-    start, then one every ``dt_s``, each rounded to the microsecond (a read-only view)."""
-    key = (start_s, dt_s)
-    have = _TIMES.get(key)
-    if have is None or have.shape[0] < p:
-        if len(_TIMES) > 256:  # (the starts of sampled parameters rarely repeat)
-            _TIMES.clear()
-        m = max(p, 2 * (have.shape[0] if have is not None else 0))
-        have = np.concatenate(([0.0, start_s], round_us(start_s + np.arange(1, m - 1) * dt_s)))
-        have.flags.writeable = False
-        _TIMES[key] = have
-    return have[:p]
+    start, then one every ``dt_s``, each rounded to the microsecond."""
+    return np.concatenate(([0.0, start_s], round_us(start_s + np.arange(1, p - 1) * dt_s)))
 
 
 def brake_profiles(
@@ -332,16 +318,24 @@ def _brake_length(v0: float, end: float, dec: float, alpha: float, dt_s: float) 
     return n
 
 
-@njit(cache=True)
-def _brake_speeds(v0: float, end: float, dec: float, alpha: float, dt_s: float) -> np.ndarray:
-    """The speeds of one brake profile (``brake_profile``), by ``_brake_fill``'s recurrence."""
-    out = np.empty(_brake_length(v0, end, dec, alpha, dt_s))
+@njit(cache=True, inline="always")
+def _brake_fill_speeds(
+    v0: float, end: float, dec: float, alpha: float, dt_s: float, out: np.ndarray
+) -> None:
+    """Write one brake profile's speeds into ``out`` (its ``_brake_length`` samples)."""
     out[0] = v0
     out[1] = v0
     a, v = 0.0, v0
     for j in range(2, out.shape[0]):
         a, v = _brake_step(a, v, end, dec, alpha, dt_s)
         out[j] = v
+
+
+@njit(cache=True)
+def _brake_speeds(v0: float, end: float, dec: float, alpha: float, dt_s: float) -> np.ndarray:
+    """The speeds of one brake profile (``brake_profile``)."""
+    out = np.empty(_brake_length(v0, end, dec, alpha, dt_s))
+    _brake_fill_speeds(v0, end, dec, alpha, dt_s, out)
     return out
 
 
@@ -366,13 +360,8 @@ def _brake_fill(
     prof_v: np.ndarray,
 ) -> None:
     for b in prange(end.shape[0]):
-        a, v = 0.0, v0
-        prof_v[b, 0] = v0
-        prof_v[b, 1] = v0
-        for j in range(2, lengths[b]):
-            a, v = _brake_step(a, v, end[b], dec[b], alpha, dt_s)
-            prof_v[b, j] = v
         m = lengths[b]
+        _brake_fill_speeds(v0, end[b], dec[b], alpha, dt_s, prof_v[b, :m])
         prof_t[b, :m] = times[:m]
         # past its end a profile goes on 1 s apart at its last speed (engine.padded_profile)
         for j in range(m, times.shape[0]):
