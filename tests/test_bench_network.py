@@ -142,6 +142,24 @@ def test_both_engines_run_every_truck_at_free_flow(tmp_path: Path) -> None:
     assert run.inserted == int(np.sum(theirs.depart_s <= t2))
 
 
+@needs_sumo
+def test_sumo_steady_takes_the_fastest_of_as_many_runs_as_convoy(tmp_path: Path) -> None:
+    # SUMO's side is timed like convoy's (convoy_steady: best of REPEATS per end time), so a
+    # stall of the host during one run hurts neither side alone
+    case = bn.prepare_case(SMALL_RING, SMALL_DEMAND, tmp_path)
+    theirs, _, _ = bn.sumo_to_completion(case, tmp_path)
+    short, long, walls = bn.sumo_steady(case, theirs.on_road(case.t2_s), repeats=3)
+    assert [len(w) for w in walls] == [3, 3]
+    assert short.wall_s == min(walls[0]) and long.wall_s == min(walls[1])
+    # each run stopped at its own end time, with what the tripinfo pass had on the road then
+    for run, end_s in ((short, case.t1_s), (long, case.t2_s)):
+        assert run.inserted == int(np.sum(theirs.depart_s <= end_s))
+        assert run.running == theirs.on_road(end_s)
+    # a count that does not match the tripinfo pass is refused, not timed
+    with pytest.raises(RuntimeError, match="vehicles running but its tripinfo pass has"):
+        bn.sumo_steady(case, theirs.on_road(case.t2_s) + 1, repeats=1)
+
+
 def test_loaded_truck_is_the_empty_one_held_to_72_kmh() -> None:
     diff = {
         f.name
