@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from convoy.sim import bench_network as bn
+from convoy.sim import net_kernel as nk
 from convoy.sim.network import Leg, Trip
 from convoy.sim.sumo_peer import sumo_binary
 
@@ -158,6 +159,27 @@ def test_sumo_steady_takes_the_fastest_of_as_many_runs_as_convoy(tmp_path: Path)
     # a count that does not match the tripinfo pass is refused, not timed
     with pytest.raises(RuntimeError, match="vehicles running but its tripinfo pass has"):
         bn.sumo_steady(case, theirs.on_road(case.t2_s) + 1, repeats=1)
+
+
+def test_a_disturbed_timing_is_flagged() -> None:
+    # the steady figure comes from a difference of two timed runs; where it strays from the
+    # step's own timer by more than DISTURBED_SHARE, the host moved during a run (session
+    # 15: 10.8 ns per vehicle-step from the runs against 15.0 from the timer, so 1.4x too
+    # high a ratio)
+    row = {"trucks": 2000, "lanes": 1, "convoy_step_ns": 15.0}
+    assert bn.disturbed(row | {"convoy_steady_vsps": 1e9 / 14.0}) is None  # 7 % apart
+    assert bn.disturbed(row | {"convoy_steady_vsps": 1e9 / 17.5}) is None  # 17 %
+    line = bn.disturbed(row | {"convoy_steady_vsps": 1e9 / 10.8})  # 28 % too fast
+    assert line is not None and "10.8 ns" in line and "15.0" in line
+    assert bn.disturbed(row | {"convoy_steady_vsps": 1e9 / 20.0}) is not None  # 33 % too slow
+    # no timer (a quiet road steps on one untimed thread): nothing to compare
+    assert bn.disturbed(row | {"convoy_step_ns": None, "convoy_steady_vsps": 1e8}) is None
+    # the timer read is that of the variant that ran most steps
+    chooser = nk.StepChooser()
+    chooser.record(nk.run_net_steps_parallel, True, 0.03, 500, 2_000_000)  # 15 ns
+    chooser.record(nk.run_net_steps_one_core, True, 0.05, 50, 2_000_000)  # 25 ns
+    assert bn._step_timer_ns(chooser) == pytest.approx(15.0)
+    assert bn._step_timer_ns(nk.StepChooser()) is None
 
 
 def test_loaded_truck_is_the_empty_one_held_to_72_kmh() -> None:
