@@ -629,21 +629,17 @@ def sumo_steady(
             (the number the untimed tripinfo pass has on the road then): the vehicle-steps
             counted from that pass would not describe the timed run.
     """
-    best: list[SumoNetRun] = []
-    walls: list[list[float]] = []
-    for end_s in (case.t1_s, case.t2_s):
-        runs = [run_sumo_net(case.sumocfg, end_s) for _ in range(repeats)]
-        if end_s == case.t2_s:
-            for run in runs:
-                if run.running != on_road_t2:
-                    raise RuntimeError(
-                        f"SUMO's timed run to {case.t2_s:g} s reports {run.running} vehicles "
-                        f"running but its tripinfo pass has {on_road_t2} on the road then; the "
-                        "counts of vehicle-steps would not describe the timed run"
-                    )
-        best.append(min(runs, key=lambda r: r.wall_s))
-        walls.append([r.wall_s for r in runs])
-    return best[0], best[1], walls
+    to_t1 = [run_sumo_net(case.sumocfg, case.t1_s) for _ in range(repeats)]
+    to_t2 = [run_sumo_net(case.sumocfg, case.t2_s) for _ in range(repeats)]
+    for run in to_t2:
+        if run.running != on_road_t2:
+            raise RuntimeError(
+                f"SUMO's timed run to {case.t2_s:g} s reports {run.running} vehicles running "
+                f"but its tripinfo pass has {on_road_t2} on the road then; the counts of "
+                "vehicle-steps would not describe the timed run"
+            )
+    fastest = min(to_t1, key=lambda r: r.wall_s), min(to_t2, key=lambda r: r.wall_s)
+    return *fastest, [[r.wall_s for r in runs] for runs in (to_t1, to_t2)]
 
 
 def sumo_trip_times(tripinfo_xml: Path, vehicle_ids: Sequence[str]) -> TripTimes:

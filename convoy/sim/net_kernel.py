@@ -383,9 +383,31 @@ def _sort_afresh(
 
 
 @njit(cache=True, inline="always")
+def _lane_sorted(pos_m: np.ndarray, order: np.ndarray, lo: int, hi: int) -> bool:
+    """Whether ``order[lo:hi]`` is already front-most first, ties by index: one position read
+    per vehicle and no jump inside the lane (two threads on the one-lane bench ring: 14.7 ->
+    14.3 ns per vehicle-step against the insertion sort's own pass)."""
+    if hi <= lo:
+        return True
+    j_a = order[lo]
+    p_a = pos_m[j_a]
+    bad = 0
+    for r in range(lo + 1, hi):
+        j_b = order[r]
+        p_b = pos_m[j_b]
+        bad += (p_a < p_b) | ((p_a == p_b) & (j_a > j_b))
+        j_a = j_b
+        p_a = p_b
+    return bad == 0
+
+
+@njit(cache=True, inline="always")
 def _sort_lane(pos_m: np.ndarray, order: np.ndarray, lo: int, hi: int) -> bool:
     """Insertion sort of ``order[lo:hi]``, front-most first, ties by index; whether any
-    vehicle moved."""
+    vehicle moved. A lane already in order (the common case) is confirmed by
+    ``_lane_sorted`` first, with one position read per vehicle instead of two."""
+    if _lane_sorted(pos_m, order, lo, hi):
+        return False
     moved = False
     for r in range(lo + 1, hi):
         i = order[r]
@@ -428,30 +450,10 @@ def _repair_lane(
     repair them)."""
     lo = bucket_start[k]
     hi = bucket_start[k + 1]
-    sorted_now = not all_ranks and _lane_sorted(pos_m, order, lo, hi)
-    if not sorted_now and (_sort_lane(pos_m, order, lo, hi) or all_ranks):
+    if _sort_lane(pos_m, order, lo, hi) or all_ranks:
         for r in range(lo, hi):
             rank[order[r]] = r
     head_of[k] = order[lo] if hi > lo else -1
-
-
-@njit(cache=True, inline="always")
-def _lane_sorted(pos_m: np.ndarray, order: np.ndarray, lo: int, hi: int) -> bool:
-    """Whether ``order[lo:hi]`` is already front-most first, ties by index: the common case,
-    checked with one position read per vehicle (``_sort_lane`` reads two) and no jump inside
-    the lane (two threads on the one-lane bench ring: 14.7 -> 14.3 ns per vehicle-step)."""
-    if hi <= lo:
-        return True
-    j_a = order[lo]
-    p_a = pos_m[j_a]
-    bad = 0
-    for r in range(lo + 1, hi):
-        j_b = order[r]
-        p_b = pos_m[j_b]
-        bad += (p_a < p_b) | ((p_a == p_b) & (j_a > j_b))
-        j_a = j_b
-        p_a = p_b
-    return bad == 0
 
 
 #: ``touched``: a byte per block of ``1 << TOUCH_SHIFT`` vehicles (by index), set by the step
