@@ -12,7 +12,9 @@ positions, vehicle for vehicle, to the last bit.
 
     .venv/bin/python scripts/road_order_storage.py --lanes 1 --rounds 9
 
-The renumbering is done here on a copy of the arguments, not by the engine.
+Since this measurement the engine stores the vehicles so for every call of the threaded step
+(``NetSim._renumber``); the script times the kernel alone, from both numberings, on a copy of
+its arguments.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def road_order(args: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
     for k, v in args.items():
         per_vehicle = isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n
         # (legs are numbered apart from vehicles; ``order`` holds vehicles as values)
-        if per_vehicle and k not in ("order", "fcd_veh") and not k.startswith("leg_"):
+        if per_vehicle and k not in ("order", "fcd_veh", "slot_of") and not k.startswith("leg_"):
             out[k] = np.ascontiguousarray(v[perm])
         else:
             out[k] = v.copy() if isinstance(v, np.ndarray) else v
@@ -86,6 +88,7 @@ def road_order(args: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
         has = v >= 0
         v[has] = new_of[v[has]]
     out["order"][:on] = new_of[order[:on]]
+    out["slot_of"] = new_of.astype(args["slot_of"].dtype)  # the serial passes go by number
     return out, perm
 
 

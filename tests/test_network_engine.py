@@ -509,11 +509,12 @@ def test_lane_sort_orders_the_road_whatever_came_before(busy: float) -> None:
     head_of = np.zeros(nb, dtype=np.int32)
     keys = np.zeros(n, dtype=np.int64)
     old_order = np.zeros(n, dtype=np.int32)
+    number = np.arange(n, dtype=np.int32)  # the ties' order: by vehicle number
     entered = left = in_place = 0
     for step in range(60):
         moved = nk.sort_lanes(
-            inst, status, edge, lane, n_edges, max_lanes, keys, pos_m, order, bucket_start,
-            scratch, rank, head_of, old_order,
+            inst, status, edge, lane, n_edges, max_lanes, keys, pos_m, number, order,
+            bucket_start, scratch, rank, head_of, old_order,
         )  # fmt: skip
         assert not (step == 0 and moved)  # the first call finds no previous order to trust
         in_place += moved
@@ -580,6 +581,7 @@ def test_lane_sort_from_the_marked_blocks_equals_the_full_sort(listed: bool) -> 
         scratch = np.zeros(nb + 2, dtype=np.int64)
         old_order = np.zeros(n, dtype=np.int32)
         touched = np.zeros((n >> nk.TOUCH_SHIFT) + 1, dtype=np.uint8)
+        number = np.arange(n, dtype=np.int32)
         road = np.flatnonzero(status == nk.ST_DRIVING).astype(np.uint32)
         in_place = 0
         same = True
@@ -588,8 +590,8 @@ def test_lane_sort_from_the_marked_blocks_equals_the_full_sort(listed: bool) -> 
                 args = (inst, status, edge, lane, n_edges, max_lanes, a["keys"])
                 if not mine:
                     nk.sort_lanes(
-                        *args, pos_m, a["order"], a["bucket_start"], scratch, a["rank"],
-                        a["head_of"], old_order,
+                        *args, pos_m, number, a["order"], a["bucket_start"], scratch,
+                        a["rank"], a["head_of"], old_order,
                     )  # fmt: skip
                 elif nk._move_few(
                     *args, a["order"], a["bucket_start"], a["rank"], old_order, road,
@@ -597,12 +599,13 @@ def test_lane_sort_from_the_marked_blocks_equals_the_full_sort(listed: bool) -> 
                 ):  # fmt: skip
                     in_place += 1
                     nk._repair_lanes(
-                        pos_m, a["order"], a["bucket_start"], a["rank"], a["head_of"], False
-                    )
+                        pos_m, number, a["order"], a["bucket_start"], a["rank"], a["head_of"],
+                        False,
+                    )  # fmt: skip
                 else:
                     nk._sort_afresh(
-                        *args, pos_m, a["order"], a["bucket_start"], scratch, a["rank"],
-                        a["head_of"], old_order,
+                        *args, pos_m, number, a["order"], a["bucket_start"], scratch,
+                        a["rank"], a["head_of"], old_order,
                     )  # fmt: skip
             on = status == nk.ST_DRIVING
             idx = np.flatnonzero(on)
@@ -823,3 +826,88 @@ def test_a_dense_road_steps_the_same_bits_on_every_variant(
             np.testing.assert_array_equal(other.fcd[col], one.fcd[col])
         np.testing.assert_array_equal(other.energy_kwh[:n], one.energy_kwh)
         assert other.events == one.events
+
+
+def _zipper() -> NetSim:
+    nodes = [Node("a", 109.0, 39.01), Node("b", 109.0, 38.99), Node("j", 109.01, 39.0)]
+    nodes.append(Node("x", 109.03, 39.0))
+    edges = [Edge("aj", "a", "j", 800.0), Edge("bj", "b", "j", 800.0), Edge("jx", "j", "x", 2000.0)]
+    flows = [
+        Flow("fa", ("aj", "jx"), 900.0, "car", 0, 120),
+        Flow("fb", ("bj", "jx"), 900.0, "car", 0, 120),
+    ]
+    return NetSim(RoadNetwork.build(nodes, edges), flows=flows, seed=3)
+
+
+def _collision_chain() -> NetSim:
+    # vehicle 0 at the rear overlaps 1, which overlaps 2 at the front: taken by number, 0
+    # and 1 collide first and 2 drives on; taken front first, 1 and 2 would, and 0 would not
+    # (a first call sorts the lanes: the next one gets the vehicles in road order, 2, 1, 0)
+    trips = [Trip(f"c{k}", "car", (Leg(_route(3)),)) for k in range(3)]
+    sim = NetSim(_corridor(), trips)
+    for k, pos in enumerate((40.0, 70.0, 100.0)):
+        sim.state["status"][k] = nk.ST_DRIVING
+        sim.state["pos_m"][k] = pos
+        sim.state["speed_mps"][k] = 10.0
+    sim.run(0.2)
+    for k, pos in enumerate((94.0, 97.0, 100.0)):
+        sim.state["pos_m"][k] = pos
+    return sim
+
+
+def _sites() -> NetSim:
+    legs = (Leg(_route(3), dwell_s=20.0, site="end"), Leg(_route(3)))
+    trips = [Trip(f"t{k}", "truck-human", legs, 3.0 * (5 - k)) for k in range(5)]
+    return NetSim(_corridor(), trips, site_capacity={"end": 2})
+
+
+def _join() -> NetSim:
+    legs = (Leg(_route(3)),)
+    trips = [Trip("j", "truck-l4", legs, 8.0, speed_cap_mps=20.0)]
+    trips += [Trip(t, ty, legs, 0.0, speed_cap_mps=20.0) for t, ty in
+              (("h", "truck-human"), ("f1", "truck-l4"), ("f2", "truck-l4"))]  # fmt: skip
+    sim = _manoeuvre_sim((1, 2, 1), trips, ("h", "f1", "f2"))
+    sim.request_join(40.0, "j", "h")
+    return sim
+
+
+@pytest.mark.parametrize("build", [_zipper, _collision_chain, _sites, _join])
+def test_road_order_storage_gives_the_results_of_storage_by_number(
+    build: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threaded step gets the vehicles stored in road order (``NetSim._renumber``), yet
+    every result is the one of the vehicles stored by number: the serial passes still go by
+    number (which of two waiting vehicles enters first, which pair of a chain of overlapping
+    vehicles collides: the rear pair here, not the front one), the lane sort and the zipper
+    break ties by number, and events, FCD rows and the state come back by number. Run on a
+    zipper merge, a chain collision, a site with room for two (arrivals, dwells, second legs)
+    and a platoon join over V2V (predecessors remapped between manoeuvre ticks)."""
+    assert numba.get_num_threads() >= 2, "CI has 2 cores: the threaded step needs two threads"
+    monkeypatch.setattr(nk, "PARALLEL_MIN_ON_ROAD", 10**9)
+    by_number = build()
+    one = by_number.run(150.0)
+    monkeypatch.setattr(nk, "PARALLEL_MIN_ON_ROAD", 0)
+    monkeypatch.setattr(nk.StepChooser, "pick", lambda self, fn, s, end: (fn, end))
+    perms: list[np.ndarray] = []
+    renumber = NetSim._renumber
+
+    def spy(self: NetSim, perm: np.ndarray) -> None:
+        perms.append(perm.copy())
+        renumber(self, perm)
+
+    monkeypatch.setattr(NetSim, "_renumber", spy)
+    by_road = build()
+    other = by_road.run(150.0)
+    # the road order differed from the numbering in some call
+    assert any((p != np.arange(p.size)).any() for p in perms)
+    assert other.events == one.events
+    for col in one.fcd:
+        np.testing.assert_array_equal(other.fcd[col], one.fcd[col])
+    for k in one.__dataclass_fields__:
+        if isinstance(getattr(one, k), np.ndarray):
+            np.testing.assert_array_equal(getattr(other, k), getattr(one, k))
+    for k, v in by_number.state.items():
+        np.testing.assert_array_equal(by_road.state[k], v)
+    if build is _collision_chain:
+        assert [e["vehicle_id"] for e in one.events if e["kind"] == "collision"] == ["c0"]
+        assert list(one.status) == [nk.ST_REMOVED, nk.ST_REMOVED, nk.ST_DONE]

@@ -249,6 +249,7 @@ def sort_lanes(
     max_lanes: int,
     keys: np.ndarray,
     pos_m: np.ndarray,
+    local: np.ndarray,
     order: np.ndarray,
     bucket_start: np.ndarray,
     scratch: np.ndarray,
@@ -256,7 +257,8 @@ def sort_lanes(
     head_of: np.ndarray,
     old_order: np.ndarray,
 ) -> bool:
-    """Order the vehicles on the road by lane, then front-most first (ties by index),
+    """Order the vehicles on the road by lane, then front-most first (ties by vehicle number:
+    ``local``, the number in its instance, which every vehicle of a lane shares),
     starting from the previous order: a stable counting sort by lane key, then an insertion
     sort inside each lane, which costs one comparison per vehicle when nobody overtook.
 
@@ -301,7 +303,7 @@ def sort_lanes(
         old_order[:0].view(np.uint8),
         True,
     ):
-        _repair_lanes(pos_m, order, bucket_start, rank, head_of, False)
+        _repair_lanes(pos_m, local, order, bucket_start, rank, head_of, False)
         return True
     _sort_afresh(
         inst,
@@ -312,6 +314,7 @@ def sort_lanes(
         max_lanes,
         keys,
         pos_m,
+        local,
         order,
         bucket_start,
         scratch,
@@ -332,6 +335,7 @@ def _sort_afresh(
     max_lanes: int,
     keys: np.ndarray,
     pos_m: np.ndarray,
+    local: np.ndarray,
     order: np.ndarray,
     bucket_start: np.ndarray,
     scratch: np.ndarray,
@@ -379,12 +383,12 @@ def _sort_afresh(
                 if not (0 <= r < old_on and old_order[r] == i):
                     order[fill[k]] = i
                     fill[k] += 1
-    _repair_lanes(pos_m, order, bucket_start, rank, head_of, True)  # every slot is new
+    _repair_lanes(pos_m, local, order, bucket_start, rank, head_of, True)  # every slot is new
 
 
 @njit(cache=True, inline="always")
-def _lane_sorted(pos_m: np.ndarray, order: np.ndarray, lo: int, hi: int) -> bool:
-    """Whether ``order[lo:hi]`` is already front-most first, ties by index: one position read
+def _lane_sorted(pos_m: np.ndarray, local: np.ndarray, order: np.ndarray, lo: int, hi: int) -> bool:
+    """Whether ``order[lo:hi]`` is already front-most first, ties by number: one position read
     per vehicle and no jump inside the lane (two threads on the one-lane bench ring: 14.7 ->
     14.3 ns per vehicle-step against the insertion sort's own pass)."""
     if hi <= lo:
@@ -395,25 +399,26 @@ def _lane_sorted(pos_m: np.ndarray, order: np.ndarray, lo: int, hi: int) -> bool
     for r in range(lo + 1, hi):
         j_b = order[r]
         p_b = pos_m[j_b]
-        bad += (p_a < p_b) | ((p_a == p_b) & (j_a > j_b))
+        bad += (p_a < p_b) | ((p_a == p_b) & (local[j_a] > local[j_b]))
         j_a = j_b
         p_a = p_b
     return bad == 0
 
 
 @njit(cache=True, inline="always")
-def _sort_lane(pos_m: np.ndarray, order: np.ndarray, lo: int, hi: int) -> bool:
-    """Insertion sort of ``order[lo:hi]``, front-most first, ties by index; whether any
+def _sort_lane(pos_m: np.ndarray, local: np.ndarray, order: np.ndarray, lo: int, hi: int) -> bool:
+    """Insertion sort of ``order[lo:hi]``, front-most first, ties by number; whether any
     vehicle moved. A lane already in order (the common case) is confirmed by
     ``_lane_sorted`` first, with one position read per vehicle instead of two."""
-    if _lane_sorted(pos_m, order, lo, hi):
+    if _lane_sorted(pos_m, local, order, lo, hi):
         return False
     moved = False
     for r in range(lo + 1, hi):
         i = order[r]
         p = pos_m[i]
+        x = local[i]
         s = r - 1
-        while s >= lo and (pos_m[order[s]] < p or (pos_m[order[s]] == p and order[s] > i)):
+        while s >= lo and (pos_m[order[s]] < p or (pos_m[order[s]] == p and local[order[s]] > x)):
             order[s + 1] = order[s]
             s -= 1
             moved = True
@@ -424,6 +429,7 @@ def _sort_lane(pos_m: np.ndarray, order: np.ndarray, lo: int, hi: int) -> bool:
 @njit(cache=True)
 def _repair_lanes(
     pos_m: np.ndarray,
+    local: np.ndarray,
     order: np.ndarray,
     bucket_start: np.ndarray,
     rank: np.ndarray,
@@ -433,12 +439,13 @@ def _repair_lanes(
     """Every lane sorted again, every lane's head, and the ranks of every lane
     (``all_ranks``) or only of those whose order changed."""
     for k in range(bucket_start.shape[0] - 2):
-        _repair_lane(pos_m, order, bucket_start, rank, head_of, all_ranks, k)
+        _repair_lane(pos_m, local, order, bucket_start, rank, head_of, all_ranks, k)
 
 
 @njit(cache=True, inline="always")
 def _repair_lane(
     pos_m: np.ndarray,
+    local: np.ndarray,
     order: np.ndarray,
     bucket_start: np.ndarray,
     rank: np.ndarray,
@@ -450,7 +457,7 @@ def _repair_lane(
     repair them)."""
     lo = bucket_start[k]
     hi = bucket_start[k + 1]
-    if _sort_lane(pos_m, order, lo, hi) or all_ranks:
+    if _sort_lane(pos_m, local, order, lo, hi) or all_ranks:
         for r in range(lo, hi):
             rank[order[r]] = r
     head_of[k] = order[lo] if hi > lo else -1
@@ -898,6 +905,9 @@ def run_net_steps_py(
     step_flags: np.ndarray,
     active: np.ndarray,
     touched: np.ndarray,
+    # the slot of each vehicle number: the identity unless the caller stored the vehicles in
+    # another order (``network.NetSim``: in road order for the threaded step)
+    slot_of: np.ndarray,
     # run
     step0: int,
     n_steps: int,
@@ -956,7 +966,11 @@ def run_net_steps_py(
         if due:
             next_due_s = math.inf
         # ---- 0. departures and site releases -------------------------------------------
-        for i in range(n if due else 0):
+        # (the serial passes go in the vehicles' number order, whatever their slots: which
+        # of two waiting vehicles enters first, which of a chain of collisions is removed
+        # with which, and the order of the events depend on it)
+        for q in range(n if due else 0):
+            i = slot_of[q]
             if status[i] != ST_DWELLING:
                 continue
             if not t_s >= ready_s[i]:
@@ -1001,7 +1015,7 @@ def run_net_steps_py(
             s == 0,
         ):
             for k in prange(bucket_start.shape[0] - 2):
-                _repair_lane(pos_m, order, bucket_start, rank, head_of, False, k)
+                _repair_lane(pos_m, local, order, bucket_start, rank, head_of, False, k)
         else:
             _sort_afresh(
                 inst,
@@ -1012,6 +1026,7 @@ def run_net_steps_py(
                 max_lanes,
                 keys,
                 pos_m,
+                local,
                 order,
                 bucket_start,
                 scratch,
@@ -1021,7 +1036,8 @@ def run_net_steps_py(
             )
         # insertion of waiting vehicles whose time has come (serial: they compete for lanes);
         # one that stays waiting keeps the pass due (one that enters too, for one more step)
-        for i in range(n if due else 0):
+        for q in range(n if due else 0):
+            i = slot_of[q]
             if status[i] != ST_WAITING:
                 continue
             next_due_s = min(next_due_s, ready_s[i])
@@ -1088,7 +1104,8 @@ def run_net_steps_py(
         # listed again after a step where a vehicle entered or left the road
         if relist:
             n_act = 0
-            for i in range(n):
+            for q in range(n):
+                i = slot_of[q]
                 active[n_act] = i
                 n_act += status[i] == ST_DRIVING
             relist = False
@@ -1194,7 +1211,7 @@ def run_net_steps_py(
                                     d_o,
                                     speed_mps[j],
                                     vt[vtype[j], VT_LENGTH_M],
-                                    j < i,
+                                    local[j] < local[i],
                                     rj < leg_route_hi[leg[j]] and route_edges[rj] == e_next,
                                     gap,
                                     v_lead,
@@ -1277,7 +1294,7 @@ def run_net_steps_py(
                 mode[i] = m
         # ---- 2. collisions: the sorted sweep (skipped when no vehicle overlaps its leader)
         for act in range(n_loop if step_flags[FLAG_OVERLAP] != 0 else 0):
-            i = act if dense else active[act]
+            i = slot_of[act] if dense else active[act]
             if status[i] != ST_DRIVING:
                 continue
             ld = leader[i]
@@ -1349,7 +1366,7 @@ def run_net_steps_py(
                 )
             # platoons as a unit: the head decides where its lane ends
             for act in range(n_loop):
-                i = act if dense else active[act]
+                i = slot_of[act] if dense else active[act]
                 if status[i] != ST_DRIVING or platoon[i] < 0 or plat_head[platoon[i]] != i:
                     continue
                 tgt_p = _platoon_lane_change(
@@ -1377,7 +1394,7 @@ def run_net_steps_py(
                 # the same one-way-per-period rule as single vehicles
                 plat_lc[platoon[i]] = tgt_p if tgt_p - lane[i] == dir_allowed else -1
             for act in range(n_loop):
-                i = act if dense else active[act]
+                i = slot_of[act] if dense else active[act]
                 if status[i] != ST_DRIVING:
                     continue
                 tgt = lc_target[i]
@@ -1457,7 +1474,7 @@ def run_net_steps_py(
         # arrivals at the routes' ends, past the last edge (serial: sites are shared); most
         # steps have none, and the pass is skipped
         for act in range(n_loop if step_flags[FLAG_ARRIVAL] != 0 else 0):
-            i = act if dense else active[act]
+            i = slot_of[act] if dense else active[act]
             if status[i] != ST_DRIVING:
                 continue
             e = edge[i]
@@ -1478,7 +1495,7 @@ def run_net_steps_py(
         # ---- 5. output ---------------------------------------------------------------
         if (step + 1) % record_every == 0:
             for act in range(n_loop):
-                i = act if dense else active[act]
+                i = slot_of[act] if dense else active[act]
                 if status[i] != ST_DRIVING:
                     continue
                 fcd_veh[fcd_n] = i

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -673,12 +674,16 @@ class NetSim:
         self._ctl_gap = np.full(n, nk.NO_GAP)  # the law's gap (stop lines included)
         self._coop = np.zeros(n, dtype=np.int8)  # the law may use the beacons
         self._leader = np.full(n, -1, dtype=np.int32)
-        self._lc_target = np.full(n, -1, dtype=np.int32)
+        # MOBIL's target lane, or 100 + lane for a cut-in: a byte where that fits
+        self._lc_target = np.full(n, -1, dtype=np.int8 if max_lanes <= 27 else np.int32)
         self._inserted_at = np.full(nb + 1, -1, dtype=np.int64)
         self._step_flags = np.zeros(nk.STEP_FLAGS_LEN, dtype=np.int64)
         self._active = np.zeros(n, dtype=np.uint32)  # the vehicles on the road, per step
         # blocks of vehicles whose lane key the last step may have changed
         self._touched = np.zeros((n >> nk.TOUCH_SHIFT) + 1, dtype=np.uint8)
+        # the slot of each vehicle in the arrays the kernel gets: the identity, except during
+        # a call of the threaded step, which gets the vehicles in road order (``_renumbered``)
+        self._slot_of = np.arange(n, dtype=np.int32)
         self._chooser = nk.StepChooser()
         self.step = 0
 
@@ -1109,6 +1114,9 @@ class NetSim:
             # once per variant and process)
             warm = step_fn in _STEPS_RUN or bool(getattr(step_fn, "signatures", None))
             driving = int(np.count_nonzero(s["status"] == nk.ST_DRIVING))
+            perm = self._road_order() if step_fn is nk.run_net_steps_parallel else None
+            if perm is not None:
+                self._renumber(perm)
             t0 = time.perf_counter()
             done, fcd_n, ev_n = step_fn(
                 net["edge_len_m"],
@@ -1183,6 +1191,7 @@ class NetSim:
                 self._step_flags,
                 self._active,
                 self._touched,
+                self._slot_of,
                 self.step,
                 nxt - self.step,
                 self.dt_s,
@@ -1201,6 +1210,8 @@ class NetSim:
                 *consts,
             )
             call_s = time.perf_counter() - t0
+            if perm is not None:
+                self._restore(perm, fcd_veh[:fcd_n], ev[:ev_n])
             _STEPS_RUN.add(step_fn)
             wall += call_s
             self._chooser.record(step_fn, warm, call_s, done, driving * done)
@@ -1217,6 +1228,70 @@ class NetSim:
         if ev_parts_py:
             res.events = sorted(res.events + ev_parts_py, key=lambda e: float(e["time_s"]))  # type: ignore[arg-type]
         return res
+
+    # --- road-order storage for the threaded step ----------------------------------------
+    #: per-vehicle arrays of the kernel besides ``state`` (``_active`` is rebuilt by every
+    #: call, ``_touched`` fully checked on a call's first step: neither needs renumbering)
+    _PER_VEHICLE_SCRATCH = (
+        "_rank",
+        "_keys",
+        "_v_next",
+        "_gap_now",
+        "_ctl_gap",
+        "_coop",
+        "_leader",
+        "_lc_target",
+    )
+
+    def _road_order(self) -> np.ndarray | None:
+        """The vehicles in the last lane sort's order (the front-most of each lane first),
+        then those off the road by number: the slots for a call of the threaded step, or
+        None where the kernel's arrays are not stored by vehicle (a single thread).
+
+        The threaded step splits the vehicles between the threads by slot. Stored by number,
+        a vehicle's leader is anywhere in the fleet, and half of the leader reads fetch a line
+        the other core wrote in the last step; in road order the neighbours on the road are
+        neighbours in memory (``scripts/road_order_storage.py``: 41.3 -> 30.4 ns per
+        vehicle-step on the one-lane bench ring, two threads, docs/benchmarks.md)."""
+        if numba.get_num_threads() < 2:
+            return None
+        nb = self._bucket_start.shape[0] - 2
+        on = self._order[: self._bucket_start[nb]]
+        off = np.ones(self.n, dtype=bool)
+        off[on] = False
+        return np.concatenate([on, np.flatnonzero(off)]).astype(np.int64)
+
+    def _renumber(self, perm: np.ndarray) -> None:
+        """Store the vehicles in slots ``perm`` (``perm[slot]`` = the vehicle's number): every
+        per-vehicle array gathered, every array that holds vehicles mapped to slots. The
+        kernel's serial passes still go in number order (``_slot_of``), so a call gives the
+        same results, events and FCD as with the vehicles stored by number."""
+        s = self.state
+        slot_of = self._slot_of
+        slot_of[perm] = np.arange(self.n, dtype=slot_of.dtype)
+        for a in (*s.values(), *(getattr(self, k) for k in self._PER_VEHICLE_SCRATCH)):
+            a[:] = a[perm]
+        for a in (s["pred"], s["after"], s["plat_next"], self._head_of, self._plat_head):
+            has = a >= 0
+            a[has] = slot_of[a[has]]
+        self._order[:] = slot_of[self._order]
+
+    def _restore(self, perm: np.ndarray, fcd_veh: np.ndarray, events: np.ndarray) -> None:
+        """Undo ``_renumber(perm)``, and turn the slots in a call's FCD rows and events into
+        vehicle numbers."""
+        s = self.state
+        for a in (*s.values(), *(getattr(self, k) for k in self._PER_VEHICLE_SCRATCH)):
+            a[perm] = a.copy()
+        for a in (s["pred"], s["after"], s["plat_next"], self._head_of, self._plat_head):
+            has = a >= 0
+            a[has] = perm[a[has]]
+        self._order[:] = perm[self._order]
+        self._slot_of[:] = np.arange(self.n, dtype=self._slot_of.dtype)
+        fcd_veh[:] = perm[fcd_veh]
+        # the events' vehicle, and a collision's other vehicle
+        events[:, 2] = perm[events[:, 2]]
+        col = events[:, 1] == nk.EV_COLLISION
+        events[col, 3] = perm[events[col, 3]]
 
     def _result(
         self,
