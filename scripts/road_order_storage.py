@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,40 +29,21 @@ from typing import Any
 import numba
 import numpy as np
 
-import convoy.sim.bench_network as bn
 import convoy.sim.net_kernel as nk
+
+sys.path.insert(0, str(Path(__file__).parent))
+from step_variants import network_case
 
 #: arguments holding vehicle indices as values (-1: none), renumbered with the vehicles
 _INDEX_VALUED = ("pred", "after", "plat_next", "head_of", "plat_head")
 
 
 def args_at_t1(lanes: int) -> dict[str, Any]:
-    """The arguments of the step's call at t1 + 0.1 s on the bench ring of 2,000 trucks."""
-    saved: dict[str, Any] = {}
-    variant = nk.step_variant
-
-    def record(*a: Any) -> Any:
-        f = variant(*a)
-
-        def run(*args: Any) -> Any:
-            saved["args"] = args
-            return f(*args)
-
-        return run
-
-    nk.step_variant = record  # type: ignore[assignment]
-    ring = bn.RingSpec(nodes=bn.ring_nodes_for(2000), lanes=lanes)
-    with tempfile.TemporaryDirectory() as tmp:
-        case = bn.prepare_case(ring, bn.DemandSpec(trucks=2000), Path(tmp))
-    sim = bn.convoy_sim(case.network, case.trips)
-    bn._run(sim, case.t1_s)
-    bn._run(sim, case.t1_s + 0.1)
-    nk.step_variant = variant
+    """The arguments of the step's call at t1 + 0.1 s on the bench ring of 2,000 trucks, set
+    to run 300 steps without FCD (``step_variants.network_case``'s)."""
+    _, args, _, _ = network_case(2, lanes)
     names = list(inspect.signature(nk.run_net_steps_py).parameters)
-    args = dict(zip(names, saved["args"], strict=True))
-    args["record_every"] = 10**9
-    args["n_steps"] = 300
-    return args
+    return dict(zip(names, args, strict=True))
 
 
 def road_order(args: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
