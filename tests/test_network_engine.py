@@ -728,6 +728,12 @@ def test_the_chooser_times_both_variants_and_runs_the_faster() -> None:
         c.record(par, True, 90e-6, 600, 1000)
     assert c.ns_per_vehicle_step[par.__name__] == pytest.approx(90.0)
     assert runs(2000) is one
+    # the variant that ran most steps of a window (the bench's steady one, from t1)
+    at_t1 = dict(c.steps_run)
+    c.record(par, True, 90e-6, 600, 1000)
+    assert c.threads_used(since=at_t1) == numba.get_num_threads()
+    c.record(one, True, 40e-6, 601, 1000)
+    assert c.threads_used(since=at_t1) == 1
 
 
 @numba.njit

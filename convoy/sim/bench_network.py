@@ -530,29 +530,35 @@ def demand_bytes(sim: NetSim) -> int:
 
 def convoy_steady(
     case: NetBenchCase, repeats: int = REPEATS
-) -> tuple[float, float, TripTimes, nk.StepChooser]:
+) -> tuple[float, float, TripTimes, nk.StepChooser, int]:
     """Wall seconds inside :meth:`NetSim.run` to ``t1`` and to ``t2`` (best of ``repeats``
-    each, the engine built outside the timing), the trip times of the run to ``t2`` and the
-    step chooser of the best of those runs (which variant ran, and what each measured)."""
+    each, the engine built outside the timing), the trip times of the run to ``t2``, the
+    step chooser of the best of those runs (which variant ran, and what each measured) and
+    the threads of the variant that ran most steps from t1 to t2 in that run (a run to t2
+    stops at t1 once, inside its timing, to count them)."""
     warm = convoy_sim(case.network, case.trips[:1])
     _run(warm, 2 * DT_S)  # compile, or load the cache
     walls = []
     times = None
     chooser = nk.StepChooser()
+    threads = 1
     for end_s in (case.t1_s, case.t2_s):
         best = math.inf
         for _ in range(repeats):
             sim = convoy_sim(case.network, case.trips)
             start = time.perf_counter()
-            res = _run(sim, end_s)
+            parts = [_run(sim, case.t1_s)] if end_s > case.t1_s else []
+            at_t1 = dict(sim._chooser.steps_run)
+            parts.append(_run(sim, end_s))
             wall = time.perf_counter() - start
             if wall < best:
                 best = wall
                 chooser = sim._chooser
-            times = convoy_trip_times(sim, [res])
+                threads = chooser.threads_used(since=at_t1)
+            times = convoy_trip_times(sim, parts)
         walls.append(best)
     assert times is not None
-    return walls[0], walls[1], times, chooser
+    return walls[0], walls[1], times, chooser, threads
 
 
 def convoy_to_completion(case: NetBenchCase) -> tuple[NetSim, TripTimes, int]:
@@ -758,13 +764,14 @@ def _bench_one(
     }
 
     step(f"{name}: convoy steady state")
-    w1, w2, times, chooser = convoy_steady(case)
+    w1, w2, times, chooser, threads = convoy_steady(case)
     vs = times.vehicle_steps(case.t1_s, case.t2_s)
     rate = vs / max(w2 - w1, 1e-9)
     row |= {
         # the engine steps on one thread while few vehicles are on the road, and where its
-        # chooser found the threaded step slower on this machine; most steps of the timed run
-        "threads": chooser.threads_used(),
+        # chooser found the threaded step slower on this machine: the variant that ran most
+        # steps between t1 and t2 (the steady window)
+        "threads": threads,
         "chooser_ns_per_vehicle_step": dict(chooser.ns_per_vehicle_step),
         "convoy_wall_s": [w1, w2],
         "convoy_vehicle_steps": vs,
@@ -897,7 +904,8 @@ def bench_network(
     Returns:
         One dict per (size, lanes): ``trucks``, ``lanes``, ``nodes``, ``edges``,
         ``lane_km``, ``t1_s``, ``t2_s``, ``load_avg_1min``, ``threads`` (those of the
-        variant that ran most steps of the fastest timed run: ``StepChooser.threads_used``),
+        variant that ran most steps between t1 and t2 in the fastest timed run to t2:
+        ``StepChooser.threads_used``),
         ``chooser_ns_per_vehicle_step`` (what the chooser last measured of each variant);
         ``convoy_wall_s`` (to t1, t2), ``convoy_vehicle_steps``, ``convoy_on_road_t1/t2``,
         ``convoy_steady_vsps``, ``convoy_step_ns`` (the step's own timer, for ``disturbed``),

@@ -1997,10 +1997,14 @@ class StepChooser:
         """Each measured variant's best of its last ``RECENT`` measurements."""
         return {name: min(recent) for name, recent in self._recent.items()}
 
-    def threads_used(self) -> int:
-        """Numba's threads if the threaded variant ran most steps, else 1."""
-        par = self.steps_run.get(run_net_steps_parallel.__name__, 0)
-        one = sum(
-            self.steps_run.get(f.__name__, 0) for f in (run_net_steps_one_core, run_net_steps)
-        )
+    def threads_used(self, since: dict[str, int] | None = None) -> int:
+        """Numba's threads if the threaded variant ran most steps, else 1; ``since``: only
+        the steps after a copy of ``steps_run`` taken earlier (a timed window's)."""
+        before = since or {}
+
+        def ran(f: Any) -> int:
+            return self.steps_run.get(f.__name__, 0) - before.get(f.__name__, 0)
+
+        par = ran(run_net_steps_parallel)
+        one = ran(run_net_steps_one_core) + ran(run_net_steps)
         return get_num_threads() if par > one else 1
