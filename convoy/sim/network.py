@@ -682,7 +682,7 @@ class NetSim:
         # blocks of vehicles whose lane key the last step may have changed
         self._touched = np.zeros((n >> nk.TOUCH_SHIFT) + 1, dtype=np.uint8)
         # the slot of each vehicle in the arrays the kernel gets: the identity, except during
-        # a call of the threaded step, which gets the vehicles in road order (``_renumbered``)
+        # a call of the threaded step, which gets the vehicles in road order (``_renumber``)
         self._slot_of = np.arange(n, dtype=np.int32)
         self._chooser = nk.StepChooser()
         self.step = 0
@@ -1253,8 +1253,9 @@ class NetSim:
         The threaded step splits the vehicles between the threads by slot. Stored by number,
         a vehicle's leader is anywhere in the fleet, and half of the leader reads fetch a line
         the other core wrote in the last step; in road order the neighbours on the road are
-        neighbours in memory (``scripts/road_order_storage.py``: 41.3 -> 30.4 ns per
-        vehicle-step on the one-lane bench ring, two threads, docs/benchmarks.md)."""
+        neighbours in memory (the kernel alone on the one-lane bench ring, two threads:
+        41.3 -> 30.4 ns per vehicle-step; ``scripts/road_order_storage.py``,
+        docs/benchmarks.md)."""
         if numba.get_num_threads() < 2:
             return None
         nb = self._bucket_start.shape[0] - 2
@@ -1268,32 +1269,34 @@ class NetSim:
         per-vehicle array gathered, every array that holds vehicles mapped to slots. The
         kernel's serial passes still go in number order (``_slot_of``), so a call gives the
         same results, events and FCD as with the vehicles stored by number."""
-        s = self.state
-        slot_of = self._slot_of
-        slot_of[perm] = np.arange(self.n, dtype=slot_of.dtype)
-        for a in (*s.values(), *(getattr(self, k) for k in self._PER_VEHICLE_SCRATCH)):
-            a[:] = a[perm]
-        for a in (s["pred"], s["after"], s["plat_next"], self._head_of, self._plat_head):
-            has = a >= 0
-            a[has] = slot_of[a[has]]
-        self._order[:] = slot_of[self._order]
+        self._slot_of[perm] = np.arange(self.n, dtype=self._slot_of.dtype)
+        self._move_vehicles(perm, to_slots=True)
 
     def _restore(self, perm: np.ndarray, fcd_veh: np.ndarray, events: np.ndarray) -> None:
         """Undo ``_renumber(perm)``, and turn the slots in a call's FCD rows and events into
         vehicle numbers."""
-        s = self.state
-        for a in (*s.values(), *(getattr(self, k) for k in self._PER_VEHICLE_SCRATCH)):
-            a[perm] = a.copy()
-        for a in (s["pred"], s["after"], s["plat_next"], self._head_of, self._plat_head):
-            has = a >= 0
-            a[has] = perm[a[has]]
-        self._order[:] = perm[self._order]
+        self._move_vehicles(perm, to_slots=False)
         self._slot_of[:] = np.arange(self.n, dtype=self._slot_of.dtype)
         fcd_veh[:] = perm[fcd_veh]
         # the events' vehicle, and a collision's other vehicle
         events[:, 2] = perm[events[:, 2]]
         col = events[:, 1] == nk.EV_COLLISION
         events[col, 3] = perm[events[col, 3]]
+
+    def _move_vehicles(self, perm: np.ndarray, to_slots: bool) -> None:
+        """Every per-vehicle array from numbers to slots ``perm`` (``to_slots``, with
+        ``_slot_of`` already set) or back, and the vehicles held as values mapped alike."""
+        s = self.state
+        for a in (*s.values(), *(getattr(self, k) for k in self._PER_VEHICLE_SCRATCH)):
+            if to_slots:
+                a[:] = a[perm]
+            else:
+                a[perm] = a.copy()
+        new_of = self._slot_of if to_slots else perm
+        for a in (s["pred"], s["after"], s["plat_next"], self._head_of, self._plat_head):
+            has = a >= 0
+            a[has] = new_of[a[has]]
+        self._order[:] = new_of[self._order]
 
     def _result(
         self,
