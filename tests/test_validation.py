@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from convoy.sim.batch import run_inputs, stack_instances
-from convoy.sim.engine import build, padded_profile, simulate, simulate_many
+from convoy.sim.engine import (
+    build,
+    padded_profile,
+    scenario_inputs,
+    simulate,
+    simulate_many,
+)
 from convoy.sim.scenario import parse_scenario
 from convoy.sim.validation import (
     LIBRARY,
@@ -370,6 +376,85 @@ def test_a_batched_chunk_built_as_arrays_is_its_instances_built_one_by_one() -> 
             assert a == b, f.name
     # the parameters did change the arrays: the profiles end at each row's own time
     assert len(set(fast.prof_len.tolist())) > 10
+
+
+def _general_rows(name: str, n_random: int) -> np.ndarray:
+    """Rows of 1-D entry ``name``: every corner of its ranges, values on the edges of its
+    own rounding and choices, and random rows."""
+    tpl = get_template(name)
+    lo = np.array([r.low for r in tpl.ranges])
+    hi = np.array([r.high for r in tpl.ranges])
+    corners = np.array(
+        [np.where([(c >> k) & 1 for k in range(len(lo))], hi, lo) for c in range(2 ** len(lo))]
+    )
+    edges = {
+        # a latency of 0.25 s lies on a step's half (round half to even: 2 steps)
+        "lead-emergency-brake": [[6.0, 8.0, 0.6, 0.25], [5.9, 0.0, 0.3, 0.05]],
+        "v2v-loss-latency": [[0.0, 0.25, 3.0], [0.0, 0.04, 2.0], [0.1, 0.0, 2.0]],
+        "rsu-hazard-warning": [[100.0, 10.0, 20.0], [99.9, 10.0, 20.0]],
+        "takeover-timeout": [[20.0, 20.0, 3.0], [20.1, 20.0, 3.0]],
+        # room = obstacle - 22·reaction at zero and below
+        "human-lead-late-reaction": [[2.5, 55.0], [2.5, 60.0], [0.5, 11.0]],
+        "mixed-human-late-reaction": [[1.25, 1.0, 5.0, 1.5], [0.55, 1.0, 5.0, 3.49]],
+    }.get(name, [])
+    rand = sample_params(tpl, n_random, 5, grid=False)
+    return np.concatenate([corners, np.array(edges).reshape(-1, len(lo)), rand])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lead-emergency-brake",
+        "v2v-loss-latency",
+        "dust-sensor-degradation",
+        "ice-low-friction",
+        "loaded-downgrade",
+        "rsu-hazard-warning",
+        "takeover-timeout",
+        "human-lead-late-reaction",
+        "mixed-human-late-reaction",
+    ],
+)
+def test_a_general_chunk_built_as_arrays_is_its_instances_built_one_by_one(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 1-D entry builds a chunk as the general kernel's arrays (one scenario per part of
+    # rows of one shape, the rest by array operations) instead of one scenario per
+    # instance: every array of every instance must be its own build's to the last bit, at
+    # every corner of the ranges, on the edges of the template's rounding and choices (a
+    # latency on a step's half, an answered and an unanswered takeover, an RSU at 100 m and
+    # none, no room to brake) and at random rows, away from index 0 and with another seed.
+    # The profiles are each instance's own, padded to the part's longest (engine.padded_
+    # profile, which gives the same speed at every time). The runs then give the metrics of
+    # the one-by-one path, to the last bit.
+    tpl = get_template(name)
+    assert tpl.inputs is not None
+    rows = _general_rows(name, 24)
+    parts = tpl.inputs(rows, 5, 17)
+    seen = np.concatenate([idx for idx, _ in parts])
+    assert sorted(seen.tolist()) == list(range(len(rows)))
+    profiles = set()
+    for idx, inp in parts:
+        for k, j in enumerate(idx.tolist()):
+            own = scenario_inputs(instance(tpl, rows[j], 5, 17 + j))
+            assert own.fast_cacc == (not inp.arrays), j
+            if not inp.arrays:
+                continue
+            assert (own.n_steps, own.rec_every, own.dt_s) == (inp.n_steps, inp.rec_every, inp.dt_s)
+            p = inp.arrays["prof_t"].shape[1]
+            want_t, want_v = padded_profile(own.arrays["prof_t"], own.arrays["prof_v"], p)
+            profiles.add(own.arrays["prof_t"].shape[0])
+            for key, want in own.arrays.items():
+                got = inp.arrays[key][k]
+                want = {"prof_t": want_t, "prof_v": want_v}.get(key, want)
+                assert got.dtype == want.dtype and got.shape == want.shape, (key, j)
+                assert np.array_equal(got, want, equal_nan=True), (key, j)
+    fast = run_chunk(name, rows, 17, 5)
+    monkeypatch.setitem(LIBRARY, name, dataclasses.replace(tpl, inputs=None))
+    slow = run_chunk(name, rows, 17, 5)
+    assert np.array_equal(fast, slow, equal_nan=True)
+    # the parameters did change the runs
+    assert len({tuple(r) for r in fast.tolist()}) > len(rows) // 2
 
 
 def test_derive_seeds_is_numpys_seed_sequence_for_every_index() -> None:

@@ -729,20 +729,52 @@ _FIRST_STATE = _KERNEL_ARGS.index("pos")
 _RECORDS = _KERNEL_ARGS.index("model")  # the recording arrays come before
 
 
-@dataclass(frozen=True, slots=True)
-class RunGroup:
-    """Runs of one shape made in one call along the general kernel's instance axis
-    (``run_groups``), their recordings and final states stacked, instance first."""
+#: the general kernel's inputs after its recordings (``_general_args``' order)
+INPUT_NAMES: tuple[str, ...] = tuple(_KERNEL_ARGS[_RECORDS:])
 
-    #: positions of the runs in the scenarios given
-    members: list[int]
-    scenarios: list[Scenario]
+
+@dataclass(frozen=True, slots=True)
+class KernelInputs:
+    """The general kernel's inputs of one scenario (``scenario_inputs``), or of m of one
+    shape stacked instance first (``run_stacked`` takes those)."""
+
+    n_steps: int
     rec_every: int
-    #: each member's own arrays, in the kernel's argument order (``simulate_many`` copies
-    #: the stacked results back into them)
-    member_args: list[list[np.ndarray]]
-    member_runs: list[tuple[TruckTable, TruckState, tuple[np.ndarray, ...], int]]
-    #: the kernel's arguments, stacked (the recordings without their start row, ``start``)
+    dt_s: float
+    #: the arrays by ``INPUT_NAMES``
+    arrays: dict[str, np.ndarray]
+    #: the fast CACC step runs this scenario instead (``World.fast_cacc``; CPU only)
+    fast_cacc: bool = False
+
+
+def scenario_inputs(sc: Scenario) -> KernelInputs:
+    """The general kernel's inputs of ``sc``, its state at the start (``build``), recorded
+    every step unless ``sc.output`` says otherwise.
+
+    Raises:
+        ScenarioError: as ``simulate``.
+    """
+    table, state, world = build(sc)
+    _, rec_every = _record_arrays(sc, table, state, None)
+    arrays = dict(zip(INPUT_NAMES, _general_args(table, state, world), strict=True))
+    return KernelInputs(sc.n_steps, rec_every, sc.dt_s, arrays, world.fast_cacc)
+
+
+# the recording arrays' dtypes, in ``_record_arrays``' order
+_RECORD_DTYPES = (np.float64, np.float64, np.float64, np.int8, np.float64, np.int32, np.int8)
+
+
+@dataclass(frozen=True, slots=True)
+class StackedRun:
+    """Runs of one shape made in one call along the general kernel's instance axis
+    (``run_stacked``): the kernel's arguments stacked, instance first, as the run left them
+    (the recordings without their start row, which ``start`` holds for the first three)."""
+
+    rec_every: int
+    dt_s: float
+    #: (3, m, n) position, speed and acceleration of every run at its start
+    start: np.ndarray
+    #: the kernel's arguments after ``n_steps, rec_every``, stacked, in its order
     stacked: list[np.ndarray]
 
     def arg(self, name: str) -> np.ndarray:
@@ -750,10 +782,54 @@ class RunGroup:
         world or, after the run, the final state."""
         return self.stacked[_KERNEL_ARGS.index(name)]
 
-    def start(self, k: int) -> np.ndarray:
-        """The start rows of the first ``k`` recording arrays (``_record_arrays``' order:
-        position, speed, acceleration, ...), (k, m, n): ``stacked`` holds the rest."""
-        return np.array([[run[2][a][0] for run in self.member_runs] for a in range(k)])
+
+def run_stacked(inputs: KernelInputs, backend: str = "cpu") -> StackedRun:
+    """Run m instances of one shape in one call of the general kernel along its instance
+    axis (``kernel.run_instances``, or ``kernel_cuda``'s with ``backend="cuda"``).
+
+    Args:
+        inputs: every instance's arrays stacked (m, ...); the state arrays among them are
+            advanced in place. Speed profiles of equal length (``padded_profile``).
+
+    Raises:
+        ScenarioError: for a backend other than ``cpu`` and ``cuda``.
+    """
+    if backend not in ("cpu", "cuda"):
+        raise ScenarioError(f"run_stacked: backend = {backend!r}; allowed: cpu, cuda")
+    run_group = kernel.run_instances
+    if backend == "cuda":
+        from convoy.sim import kernel_cuda
+
+        run_group = kernel_cuda.run_instances
+    a = inputs.arrays
+    args = [a[name] for name in INPUT_NAMES]
+    m, n = a["model"].shape[:2]
+    cur = a["step"][:, 0] % 2
+    at = np.arange(m)
+    start = np.stack([a[name][at, cur] for name in ("pos", "speed", "accel")])
+    # the recordings are the kernel's output, every row of them written (``rows`` below)
+    n_rec = inputs.n_steps // inputs.rec_every
+    recs = [np.empty((m, n_rec, n), dt) for dt in _RECORD_DTYPES]
+    rows = np.zeros(m, np.int64)
+    run_group(inputs.n_steps, inputs.rec_every, *recs, *args, rows)
+    if (rows != n_rec).any():  # pragma: no cover - the kernel records all
+        raise ScenarioError(f"run_stacked: a run recorded {rows.min()} rows, not all")
+    return StackedRun(inputs.rec_every, inputs.dt_s, start, [*recs, *args])
+
+
+@dataclass(frozen=True, slots=True)
+class RunGroup:
+    """Scenarios of one shape run in one call (``run_groups``), with each member's own
+    arrays beside the stacked run."""
+
+    #: positions of the runs in the scenarios given
+    members: list[int]
+    scenarios: list[Scenario]
+    #: each member's own arrays, in the kernel's argument order (``simulate_many`` copies
+    #: the stacked results back into them)
+    member_args: list[list[np.ndarray]]
+    member_runs: list[tuple[TruckTable, TruckState, tuple[np.ndarray, ...], int]]
+    run: StackedRun
 
 
 def run_groups(
@@ -761,9 +837,8 @@ def run_groups(
 ) -> tuple[dict[int, RunResult], list[RunGroup]]:
     """The runs of ``simulate_many``, left stacked: the general kernel's runs of equal
     shapes (trucks, steps, step length, history, hazard and signal tables; speed profiles
-    are padded) made in one call along its instance axis (``kernel.run_instances``, or
-    ``kernel_cuda``'s with ``backend="cuda"``), and the scenarios for the fast CACC step
-    (CPU only) run alone.
+    are padded) made in one call along its instance axis (``run_stacked``), and the
+    scenarios for the fast CACC step (CPU only) run alone.
 
     Returns:
         ``(alone, groups)``: the runs made alone by position, and the groups.
@@ -773,11 +848,6 @@ def run_groups(
     """
     if backend not in ("cpu", "cuda"):
         raise ScenarioError(f"simulate_many: backend = {backend!r}; allowed: cpu, cuda")
-    run_group = kernel.run_instances
-    if backend == "cuda":
-        from convoy.sim import kernel_cuda
-
-        run_group = kernel_cuda.run_instances
     alone: dict[int, RunResult] = {}
     runs: dict[int, tuple[TruckTable, TruckState, tuple[np.ndarray, ...], int]] = {}
     args: dict[int, list[np.ndarray]] = {}
@@ -796,34 +866,24 @@ def run_groups(
         runs[i] = (table, state, rec, rec_every)
         args[i] = a
     out: list[RunGroup] = []
-    for (n_steps, rec_every, _, _, _), members in groups.items():
+    for (n_steps, rec_every, dt_s, _, _), members in groups.items():
         longest = max(args[i][_PROF_T].shape[0] for i in members)
         if longest > 0:
             for i in members:
                 args[i][_PROF_T], args[i][_PROF_V] = padded_profile(
                     args[i][_PROF_T], args[i][_PROF_V], longest
                 )
-        # the recordings are the kernel's output, every row of them written (``rows`` below):
-        # allocated for the group rather than stacked from the members' unwritten arrays
-        first = args[members[0]]
-        stacked = [
-            np.empty((len(members), *x.shape), x.dtype)
-            if k < _RECORDS
-            else np.stack([args[i][k] for i in members])
-            for k, x in enumerate(first)
-        ]
-        rows = np.zeros(len(members), np.int64)
-        run_group(n_steps, rec_every, *stacked, rows)
-        if (rows != n_steps // rec_every).any():  # pragma: no cover - the kernel records all
-            raise ScenarioError(f"simulate_many: a run recorded {rows.min()} rows, not all")
+        stacked = {
+            name: np.stack([args[i][_RECORDS + k] for i in members])
+            for k, name in enumerate(INPUT_NAMES)
+        }
         out.append(
             RunGroup(
                 members=members,
                 scenarios=[scenarios[i] for i in members],
-                rec_every=rec_every,
                 member_args=[args[i] for i in members],
                 member_runs=[runs[i] for i in members],
-                stacked=stacked,
+                run=run_stacked(KernelInputs(n_steps, rec_every, dt_s, stacked), backend),
             )
         )
     return alone, out
@@ -847,7 +907,7 @@ def simulate_many(scenarios: Sequence[Scenario], backend: str = "cpu") -> list[R
     out: dict[int, RunResult] = dict(alone)
     for g in groups:
         for j, i in enumerate(g.members):
-            for k, (mine, all_) in enumerate(zip(g.member_args[j], g.stacked, strict=True)):
+            for k, (mine, all_) in enumerate(zip(g.member_args[j], g.run.stacked, strict=True)):
                 if k < _RECORDS or k >= _FIRST_STATE:  # (the table and world are only read)
                     mine[...] = all_[j]
             table, state, rec, every = g.member_runs[j]

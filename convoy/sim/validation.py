@@ -68,7 +68,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
@@ -76,16 +76,37 @@ from numba import njit, prange
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from convoy.road.hazards import RSU_POS_M, hazard_table
 from convoy.sim.batch import BatchInputs, run_inputs, stack_instances
-from convoy.sim.engine import RunGroup, RunResult, Trace, run_groups, simulate
-from convoy.sim.kernel import ENV_SEED
+from convoy.sim.engine import (
+    KernelInputs,
+    RunResult,
+    StackedRun,
+    Trace,
+    run_groups,
+    run_stacked,
+    scenario_inputs,
+    simulate,
+)
+from convoy.sim.kernel import ENV_GRADE, ENV_SEED
 from convoy.sim.paths import folder_problem
 from convoy.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
-from convoy.sim.state import RX_POS_M, TP_LENGTH_M, TP_MAX_DECEL_MPS2
+from convoy.sim.state import (
+    H_POS_M,
+    H_SPEED_MPS,
+    RX_POS_M,
+    RX_SPEED_MPS,
+    TP_LENGTH_M,
+    TP_MASS_KG,
+    TP_MAX_DECEL_MPS2,
+)
 from convoy.sim.validation_net import CUT_IN_NAME, NetTrace, run_cut_in
+from convoy.vehicle.channel import CH_P_GOOD_TO_BAD
+from convoy.vehicle.controllers import IDM_TIME_GAP_S, PLOEG_TIME_GAP_S
 from convoy.vehicle.sumo_cfm import (
     ACC_DECEL,
     ACC_PRED_DECEL,
+    ACC_TIME_GAP,
     CACC_ACC_OFFSET,
     CACC_DECEL,
     CACC_PRED_DECEL,
@@ -100,6 +121,22 @@ ACTUATOR_LAG_S = 0.5
 # <= 0.3 s).  Scenarios with latency start their event after this warm-up, and metrics
 # ignore it.
 WARMUP_S = 30.0
+# Where the library's scenarios put their events (their makers and their arrays share them).
+LEAD_BRAKE_AT_S = WARMUP_S + 10.0
+# the truck's braking limit in lead-emergency-brake: the head's deceleration, at least this
+LEAD_BRAKE_DECEL_FLOOR_MPS2 = 6.0
+V2V_BRAKE_AT_S = WARMUP_S + 15.0
+V2V_END_SPEED_MPS = 12.0
+ICE_BRAKE_AT_S = WARMUP_S + 10.0
+DOWNGRADE_BRAKE_AT_S = 120.0
+DOWNGRADE_END_SPEED_MPS = 10.0
+RSU_TIME_GAP_S = 1.0
+RSU_WORKS_START_M = 6000.0
+# an RSU closer than this upstream of the works stands for "no RSU"
+RSU_NONE_BELOW_M = 100.0
+TAKEOVER_REQUEST_S = WARMUP_S + 20.0
+HUMAN_LATE_SEES_AT_S = WARMUP_S + 10.0
+MIXED_BRAKE_AT_S = WARMUP_S + 10.0
 # The head's peak |a| is floored here in the string index [m/s²].
 STRING_INDEX_FLOOR_MPS2 = 0.1
 METRIC_NAMES = (
@@ -207,6 +244,9 @@ class ScenarioTemplate:
             built as arrays from its parameter rows, the same bits as its instances built
             one by one (``stack_instances``) at a fraction of the cost; None: built one by
             one.
+        inputs: ``inputs(rows, seed, start)``: a 1-D scenario's chunk built as the general
+            kernel's arrays (``_patched_inputs``), the same bits as its instances built one
+            by one (``engine.run_groups``); None: built one by one.
     """
 
     name: str
@@ -218,6 +258,7 @@ class ScenarioTemplate:
     warmup_s: float = 0.0
     net: Callable[[Sequence[Mapping[str, float]], int], list[NetTrace]] | None = None
     arrays: Callable[[np.ndarray, int, int], BatchInputs] | None = None
+    inputs: Callable[[np.ndarray, int, int], list[tuple[np.ndarray, KernelInputs]]] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +299,7 @@ def round_us(x: np.ndarray) -> np.ndarray:
     y = x * 1e6
     out = np.rint(y) / 1e6
     for i in np.flatnonzero(np.abs(np.abs(y - np.floor(y)) - 0.5) < 1e-6).tolist():
-        out[i] = round(float(x[i]), 6)
+        out.flat[i] = round(float(x.flat[i]), 6)
     return out
 
 
@@ -274,28 +315,40 @@ def _profile_times(start_s: float, dt_s: float, p: int) -> np.ndarray:
 
 
 def brake_profiles(
-    speed_mps: float,
-    end_speed_mps: np.ndarray,
-    decel_mps2: np.ndarray,
-    start_s: float,
+    speed_mps: float | np.ndarray,
+    end_speed_mps: float | np.ndarray,
+    decel_mps2: float | np.ndarray,
+    start_s: float | np.ndarray,
     lag_s: float = ACTUATOR_LAG_S,
     dt_s: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``brake_profile`` of B instances at once, as the batched step takes profiles: (B, p)
+    """``brake_profile`` of B instances at once, as the kernels take profiles: (B, p)
     times and speeds padded past their end (``engine.padded_profile``) and their (B,)
-    lengths; row b is instance b's profile to the last bit (tested). The recurrence is
-    compiled, parallel over instances; the times, which every instance shares, are rounded
+    lengths; row b is instance b's profile to the last bit (tested). Each argument is one
+    value for all or one per instance (B from the longest). The recurrence is compiled,
+    parallel over instances; the times, which instances with one start share, are rounded
     to the microsecond."""
-    end = np.ascontiguousarray(end_speed_mps, np.float64)
-    dec = np.ascontiguousarray(decel_mps2, np.float64)
+    b = max(np.size(x) for x in (speed_mps, end_speed_mps, decel_mps2, start_s))
+
+    def rows(x: float | np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(x, np.float64), (b,)))
+
+    v0, end, dec = rows(speed_mps), rows(end_speed_mps), rows(decel_mps2)
     alpha = _lag_alpha(lag_s, dt_s)
-    lengths = np.empty(end.shape[0], np.int64)
-    _brake_lengths(float(speed_mps), end, dec, alpha, dt_s, lengths)
+    lengths = np.empty(b, np.int64)
+    _brake_lengths(v0, end, dec, alpha, dt_s, lengths)
     p = int(lengths.max()) if lengths.size else 2
-    times = _profile_times(float(start_s), float(dt_s), p)
-    prof_t = np.empty((end.shape[0], p))
-    prof_v = np.empty((end.shape[0], p))
-    _brake_fill(float(speed_mps), end, dec, alpha, dt_s, times, lengths, prof_t, prof_v)
+    if np.size(start_s) == 1:
+        times = _profile_times(float(np.asarray(start_s).reshape(-1)[0]), float(dt_s), p)[None]
+    else:
+        start = rows(start_s)
+        times = np.empty((b, p))
+        times[:, 0] = 0.0
+        times[:, 1] = start
+        times[:, 2:] = round_us(start[:, None] + np.arange(1, p - 1)[None, :] * dt_s)
+    prof_t = np.empty((b, p))
+    prof_v = np.empty((b, p))
+    _brake_fill(v0, end, dec, alpha, dt_s, times, lengths, prof_t, prof_v)
     return prof_t, prof_v, lengths
 
 
@@ -341,15 +394,15 @@ def _brake_speeds(v0: float, end: float, dec: float, alpha: float, dt_s: float) 
 
 @njit(cache=True, parallel=True)
 def _brake_lengths(
-    v0: float, end: np.ndarray, dec: np.ndarray, alpha: float, dt_s: float, out: np.ndarray
+    v0: np.ndarray, end: np.ndarray, dec: np.ndarray, alpha: float, dt_s: float, out: np.ndarray
 ) -> None:
     for b in prange(end.shape[0]):
-        out[b] = _brake_length(v0, end[b], dec[b], alpha, dt_s)
+        out[b] = _brake_length(v0[b], end[b], dec[b], alpha, dt_s)
 
 
 @njit(cache=True, parallel=True)
 def _brake_fill(
-    v0: float,
+    v0: np.ndarray,
     end: np.ndarray,
     dec: np.ndarray,
     alpha: float,
@@ -359,13 +412,16 @@ def _brake_fill(
     prof_t: np.ndarray,
     prof_v: np.ndarray,
 ) -> None:
+    """Fill the profiles of ``brake_profiles``; ``times``: (1, p) for all or (B, p)."""
+    shared = times.shape[0] == 1
     for b in prange(end.shape[0]):
         m = lengths[b]
-        _brake_fill_speeds(v0, end[b], dec[b], alpha, dt_s, prof_v[b, :m])
-        prof_t[b, :m] = times[:m]
+        t = times[0] if shared else times[b]
+        _brake_fill_speeds(v0[b], end[b], dec[b], alpha, dt_s, prof_v[b, :m])
+        prof_t[b, :m] = t[:m]
         # past its end a profile goes on 1 s apart at its last speed (engine.padded_profile)
-        for j in range(m, times.shape[0]):
-            prof_t[b, j] = times[m - 1] + (j - m + 1)
+        for j in range(m, t.shape[0]):
+            prof_t[b, j] = t[m - 1] + (j - m + 1)
             prof_v[b, j] = prof_v[b, m - 1]
 
 
@@ -378,13 +434,37 @@ def _ploeg(time_gap_s: float = 0.5) -> dict[str, Any]:
     return {"model": "cacc-ploeg", "time_gap_s": time_gap_s, "actuator_lag_s": ACTUATOR_LAG_S}
 
 
-_Gaps = TypeVar("_Gaps", float, np.ndarray)
-
-
-def _gap_m(time_gap_s: _Gaps, speed_mps: float, min_gap_m: float = 2.5) -> _Gaps:
-    """Equilibrium gap of a constant-time-gap law: standstill gap + h·v (of one time gap,
-    or of an array of them)."""
+def _gap_m(time_gap_s: Any, speed_mps: Any, min_gap_m: float = 2.5) -> Any:
+    """Equilibrium gap of a constant-time-gap law: standstill gap + h·v (of one time gap and
+    speed, or of arrays of them)."""
     return min_gap_m + time_gap_s * speed_mps
+
+
+def _rsu_pos_m(rsu_distance_m: Any) -> Any:
+    """The RSU's place on the road, ``rsu_distance_m`` upstream of the works [m]."""
+    return RSU_WORKS_START_M - rsu_distance_m
+
+
+def _takeover_brake(p: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The head's brake in ``takeover-timeout`` (one value or one per instance): an operator
+    who answers within the timeout slows to 15 m/s at 1 m/s² when he answers; otherwise the
+    minimal-risk stop at ``mrm_decel_mps2`` when the request times out. End speed [m/s],
+    deceleration [m/s²] and start [s]."""
+    answered = np.asarray(p["operator_response_s"] <= p["timeout_s"])
+    end = np.where(answered, 15.0, 0.0)
+    dec = np.where(answered, 1.0, p["mrm_decel_mps2"])
+    at = TAKEOVER_REQUEST_S + np.where(answered, p["operator_response_s"], p["timeout_s"])
+    return end, dec, at
+
+
+def _human_late_decel(speed_mps: float, reaction_s: Any, obstacle_m: Any) -> np.ndarray:
+    """The human lead's deceleration in ``human-lead-late-reaction``: just hard enough to stop
+    in the room left after his reaction time, at least 1 and at most 8 m/s² (one value or
+    one per instance)."""
+    room_m = np.asarray(obstacle_m - speed_mps * reaction_s, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = speed_mps * speed_mps / (2.0 * room_m)
+    return np.where(room_m <= 0, 8.0, np.minimum(8.0, np.maximum(1.0, need)))
 
 
 def _lead_brake(p: Mapping[str, float], seed: int) -> Scenario:
@@ -394,13 +474,16 @@ def _lead_brake(p: Mapping[str, float], seed: int) -> Scenario:
         "lead-emergency-brake",
         seed,
         duration_s=WARMUP_S + 50.0,
-        truck={"max_decel_mps2": max(6.0, dec), "emergency_decel_mps2": 8.0},
+        truck={
+            "max_decel_mps2": max(LEAD_BRAKE_DECEL_FLOOR_MPS2, dec),
+            "emergency_decel_mps2": 8.0,
+        },
         platoon={
             "trucks": 5,
             "controller": _ploeg(time_gap_s=h),
             "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
         },
-        leader={"speed_profile": brake_profile(v, p["end_speed_mps"], dec, WARMUP_S + 10.0)},
+        leader={"speed_profile": brake_profile(v, p["end_speed_mps"], dec, LEAD_BRAKE_AT_S)},
         channel={"rate_hz": 10.0, "latency_s": p["latency_s"]},
     )
 
@@ -416,7 +499,11 @@ def _v2v_loss(p: Mapping[str, float], seed: int) -> Scenario:
             "controller": {"model": "cacc-sumo", "time_gap_s": h, "fallback_time_gap_s": 1.5},
             "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
         },
-        leader={"speed_profile": brake_profile(v, 12.0, p["brake_decel_mps2"], WARMUP_S + 15.0)},
+        leader={
+            "speed_profile": brake_profile(
+                v, V2V_END_SPEED_MPS, p["brake_decel_mps2"], V2V_BRAKE_AT_S
+            )
+        },
         channel={
             "rate_hz": 10.0,
             "latency_s": p["latency_s"],
@@ -456,7 +543,7 @@ def _ice(p: Mapping[str, float], seed: int) -> Scenario:
             "controller": _ploeg(time_gap_s=h),
             "initial": {"speed_mps": v, "gap_m": _gap_m(h, v), "head_pos_m": 2000.0},
         },
-        leader={"speed_profile": brake_profile(v, 0.0, p["brake_decel_mps2"], WARMUP_S + 10.0)},
+        leader={"speed_profile": brake_profile(v, 0.0, p["brake_decel_mps2"], ICE_BRAKE_AT_S)},
         channel={"rate_hz": 10.0, "latency_s": 0.1},
         hazards=[{"kind": "snow_ice", "start_m": 1000.0, "end_m": 9000.0, "start_s": 0.0,
                   "end_s": WARMUP_S + 60.0, "friction": p["friction"]}],
@@ -475,16 +562,20 @@ def _downgrade(p: Mapping[str, float], seed: int) -> Scenario:
             "controller": {"model": "cacc-path"},
             "initial": {"speed_mps": 20.0, "gap_m": 5.0, "head_pos_m": 200.0},
         },
-        leader={"speed_profile": brake_profile(20.0, 10.0, p["brake_decel_mps2"], 120.0)},
+        leader={
+            "speed_profile": brake_profile(
+                20.0, DOWNGRADE_END_SPEED_MPS, p["brake_decel_mps2"], DOWNGRADE_BRAKE_AT_S
+            )
+        },
         channel={"rate_hz": 20.0, "latency_s": 0.02},
     )
 
 
 def _rsu(p: Mapping[str, float], seed: int) -> Scenario:
-    v, h = p["speed_mps"], 1.0
+    v, h = p["speed_mps"], RSU_TIME_GAP_S
     rsu_m = p["rsu_distance_m"]
-    # an RSU closer than 100 m upstream stands for "no RSU": the trucks see the works only
-    rsus = [{"pos_m": 6000.0 - rsu_m, "radius_m": 500.0}] if rsu_m >= 100.0 else []
+    # no RSU (RSU_NONE_BELOW_M): the trucks see the works only
+    rsus = [{"pos_m": _rsu_pos_m(rsu_m), "radius_m": 500.0}] if rsu_m >= RSU_NONE_BELOW_M else []
     return _scenario(
         "rsu-hazard-warning",
         seed,
@@ -497,8 +588,8 @@ def _rsu(p: Mapping[str, float], seed: int) -> Scenario:
         },
         leader={"speed_profile": [[0.0, v]]},
         rsus=rsus,
-        hazards=[{"kind": "road_works", "start_m": 6000.0, "end_m": 6500.0, "start_s": 0.0,
-                  "end_s": 240.0, "speed_limit_mps": p["works_speed_mps"]}],
+        hazards=[{"kind": "road_works", "start_m": RSU_WORKS_START_M, "end_m": 6500.0,
+                  "start_s": 0.0, "end_s": 240.0, "speed_limit_mps": p["works_speed_mps"]}],
     )  # fmt: skip
 
 
@@ -506,12 +597,9 @@ def _takeover(p: Mapping[str, float], seed: int) -> Scenario:
     # A driverless platoon leaves its ODD at 20 s and asks the remote centre to take over.
     # An operator who answers within the timeout drives on at 15 m/s (a gentle 1 m/s²
     # slow-down); otherwise the head performs the minimal-risk manoeuvre: a stop in lane.
-    v, h, req_s = 22.0, 0.6, WARMUP_S + 20.0
-    answered = p["operator_response_s"] <= p["timeout_s"]
-    if answered:
-        prof = brake_profile(v, 15.0, 1.0, req_s + p["operator_response_s"])
-    else:
-        prof = brake_profile(v, 0.0, p["mrm_decel_mps2"], req_s + p["timeout_s"])
+    v, h = 22.0, 0.6
+    end, dec, at = (float(x) for x in _takeover_brake(p))
+    prof = brake_profile(v, end, dec, at)
     return _scenario(
         "takeover-timeout",
         seed,
@@ -533,8 +621,7 @@ def _human_late(p: Mapping[str, float], seed: int) -> Scenario:
     # after reaction_s, then brakes just hard enough to stop before it (at most 8 m/s²);
     # the L4 followers (Ploeg CACC) must absorb whatever he does.
     v = 22.0
-    room_m = p["obstacle_distance_m"] - v * p["reaction_s"]
-    dec = 8.0 if room_m <= 0 else min(8.0, max(1.0, v * v / (2.0 * room_m)))
+    dec = float(_human_late_decel(v, p["reaction_s"], p["obstacle_distance_m"]))
     return _scenario(
         "human-lead-late-reaction",
         seed,
@@ -545,7 +632,9 @@ def _human_late(p: Mapping[str, float], seed: int) -> Scenario:
             "controller": _ploeg(),
             "initial": {"speed_mps": v, "gap_m": _gap_m(0.5, v), "head_pos_m": 2000.0},
         },
-        leader={"speed_profile": brake_profile(v, 0.0, dec, WARMUP_S + 10.0 + p["reaction_s"])},
+        leader={
+            "speed_profile": brake_profile(v, 0.0, dec, HUMAN_LATE_SEES_AT_S + p["reaction_s"])
+        },
         channel={"rate_hz": 10.0, "latency_s": 0.1},
     )
 
@@ -561,7 +650,12 @@ MIXED_END_SPEED_MPS = 8.0
 
 def human_index(p: Mapping[str, float]) -> int:
     """Position (1..4) of the human-driven truck of ``mixed-human-late-reaction``."""
-    return min(max(math.floor(p["human_index"] + 0.5), 1), 4)
+    return int(_human_indices(np.array([p["human_index"]]))[0])
+
+
+def _human_indices(x: np.ndarray) -> np.ndarray:
+    """``human_index`` of each value of the parameter: rounded half up, within 1..4."""
+    return np.clip(np.floor(x + 0.5), 1, 4).astype(np.int64)
 
 
 def _mixed_human(p: Mapping[str, float], seed: int) -> Scenario:
@@ -595,7 +689,7 @@ def _mixed_human(p: Mapping[str, float], seed: int) -> Scenario:
         },
         leader={
             "speed_profile": brake_profile(
-                v, MIXED_END_SPEED_MPS, p["brake_decel_mps2"], WARMUP_S + 10.0
+                v, MIXED_END_SPEED_MPS, p["brake_decel_mps2"], MIXED_BRAKE_AT_S
             )
         },
         channel={"rate_hz": 10.0, "latency_s": 0.1},
@@ -666,6 +760,224 @@ def _cacc_batched_inputs(rows: np.ndarray, seed: int, start: int) -> BatchInputs
     return BatchInputs(**rep)
 
 
+# ---------------------------------------------------------------------------------------------
+# The general entries' chunks built as the general kernel's arrays
+# ---------------------------------------------------------------------------------------------
+# What a template's parameters change in the general kernel's arrays: ``patch(arrays,
+# columns, prototype)`` with the arrays stacked over a part of a chunk (``_patched_inputs``),
+# the parameter columns of its rows, and the scenario of its first row.
+_Patch = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], Scenario], None]
+
+
+def _patched_inputs(
+    name: str, rows: np.ndarray, seed: int, start: int, key: np.ndarray, patch: _Patch
+) -> list[tuple[np.ndarray, KernelInputs]]:
+    """The general kernel's inputs of instances ``start ..`` of the 1-D entry ``name`` with
+    parameters ``rows``, built as arrays rather than one scenario per instance.
+
+    Rows with one ``key`` have arrays of one shape (the key holds what sets a shape, such as
+    the history's length from a latency). Of each such part the first instance is built as
+    a scenario (``engine.scenario_inputs``), its arrays are repeated over the part, and
+    ``patch`` writes what the parameters change, by the operations that build each
+    instance, over all rows at once: the same bits as building each (tested). A part the
+    fast CACC step would run (``KernelInputs.fast_cacc``) comes back without arrays, for
+    ``run_chunk`` to build and run one scenario per instance as ``engine.run_groups`` does.
+
+    Returns:
+        ``(rows of the part, its inputs)`` for each part, in order of first appearance.
+    """
+    tpl = get_template(name)
+    seeds = derive_seeds(seed, name, start + np.arange(len(rows)))
+    _, first = np.unique(key, return_index=True)
+    parts = []
+    for j in np.sort(first).tolist():
+        idx = np.flatnonzero(key == key[j])
+        sc = instance(tpl, rows[j], seed, start + j, int(seeds[j]))
+        proto = scenario_inputs(sc)
+        if proto.fast_cacc:
+            parts.append((idx, replace(proto, arrays={})))
+            continue
+        a = {k: np.repeat(x[None], idx.size, axis=0) for k, x in proto.arrays.items()}
+        a["env"][:, ENV_SEED] = seeds[idx]
+        patch(a, {r.name: rows[idx, c].astype(np.float64) for c, r in enumerate(tpl.ranges)}, sc)
+        parts.append((idx, replace(proto, arrays=a)))
+    return parts
+
+
+def _steps(time_s: np.ndarray, dt_s: float = 0.1) -> np.ndarray:
+    """``round(time_s / dt_s)`` of each (a latency or a delay in steps; half to even, as
+    Python's ``round``)."""
+    return np.rint(time_s / dt_s).astype(np.int64)
+
+
+def _set_start(a: dict[str, np.ndarray], sc: Scenario, speed_mps: Any, gap_m: Any) -> None:
+    """The platoon's start as ``engine.build`` sets it, at ``speed_mps`` with bumper gaps
+    ``gap_m`` (one value, or one per row): positions, speeds, the history and the beacons
+    each follower holds."""
+    b = a["pos"].shape[0]
+    v = np.broadcast_to(np.asarray(speed_mps, np.float64), (b,))
+    pitch = sc.truck.length_m + np.broadcast_to(np.asarray(gap_m, np.float64), (b,))
+    assert sc.platoon.count == 1  # one platoon: its head at head_pos_m
+    position = a["ppos"][0]
+    pos0 = sc.platoon.initial.head_pos_m - position[None, :] * pitch[:, None]
+    a["pos"][:] = pos0[:, None, :]
+    a["speed"][:] = v[:, None, None]
+    a["hist"][:, :, H_POS_M, :] = pos0[:, None, :]
+    a["hist"][:, :, H_SPEED_MPS, :] = v[:, None, None]
+    follows = np.flatnonzero(position > 0)
+    for rx, src in (("rx_pred", a["leader"][0, follows]), ("rx_head", a["head"][0, follows])):
+        a[rx][:, RX_POS_M, follows] = pos0[:, src]
+        a[rx][:, RX_SPEED_MPS, follows] = v[:, None]
+
+
+def _set_profile(a: dict[str, np.ndarray], prof: tuple[np.ndarray, ...]) -> None:
+    """The head's speed profiles (``brake_profiles``' times and speeds)."""
+    a["prof_t"], a["prof_v"] = prof[0], prof[1]
+
+
+def _set_hazard(a: dict[str, np.ndarray], sc: Scenario, k: int, **values: np.ndarray) -> None:
+    """Hazard ``k``'s rows with the fields ``values`` (one per row) in place of the
+    prototype's, through the road layer's event as ``engine.build`` makes it."""
+    cfg = sc.hazards[k]
+    b = a["hz"].shape[0]
+    cols = {f: v.tolist() for f, v in values.items()}
+    events = [cfg.model_copy(update={f: v[j] for f, v in cols.items()}).event(k) for j in range(b)]
+    a["hz"][:, k] = hazard_table(events)
+
+
+def _lead_brake_inputs(
+    rows: np.ndarray, seed: int, start: int
+) -> list[tuple[np.ndarray, KernelInputs]]:
+    def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
+        dec, h = col["brake_decel_mps2"], col["time_gap_s"]
+        limit = np.maximum(LEAD_BRAKE_DECEL_FLOOR_MPS2, dec)[:, None]
+        a["phys"][:, :, TP_MAX_DECEL_MPS2] = limit
+        a["accp"][:, :, ACC_DECEL] = limit  # the ACC fallback reads the truck's limit
+        a["accp"][:, :, ACC_PRED_DECEL] = limit
+        a["ctrl"][:, :, PLOEG_TIME_GAP_S] = h[:, None]
+        v = sc.platoon.initial.speed_mps
+        _set_start(a, sc, v, _gap_m(h, v))
+        _set_profile(a, brake_profiles(v, col["end_speed_mps"], dec, LEAD_BRAKE_AT_S))
+
+    key = _steps(rows[:, _col("lead-emergency-brake", "latency_s")])
+    return _patched_inputs("lead-emergency-brake", rows, seed, start, key, patch)
+
+
+def _v2v_loss_inputs(
+    rows: np.ndarray, seed: int, start: int
+) -> list[tuple[np.ndarray, KernelInputs]]:
+    def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
+        a["ch"][:, CH_P_GOOD_TO_BAD] = col["p_good_to_bad"]
+        v = sc.platoon.initial.speed_mps
+        _set_profile(
+            a, brake_profiles(v, V2V_END_SPEED_MPS, col["brake_decel_mps2"], V2V_BRAKE_AT_S)
+        )
+
+    name = "v2v-loss-latency"
+    # the latency sets the history's length; no loss and no latency, the fast CACC step
+    key = 2 * _steps(rows[:, _col(name, "latency_s")]) + (rows[:, _col(name, "p_good_to_bad")] > 0)
+    return _patched_inputs(name, rows, seed, start, key, patch)
+
+
+def _dust_inputs(rows: np.ndarray, seed: int, start: int) -> list[tuple[np.ndarray, KernelInputs]]:
+    def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
+        v, h = col["speed_mps"], col["time_gap_s"]
+        a["ctrl"][:, :, ACC_TIME_GAP] = h[:, None]
+        _set_start(a, sc, v, _gap_m(h, v))
+        a["prof_v"][:, 0] = v
+        _set_hazard(a, sc, 0, visibility_m=col["visibility_m"])
+
+    return _patched_inputs("dust-sensor-degradation", rows, seed, start, np.zeros(len(rows)), patch)
+
+
+def _ice_inputs(rows: np.ndarray, seed: int, start: int) -> list[tuple[np.ndarray, KernelInputs]]:
+    def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
+        v, h = col["speed_mps"], col["time_gap_s"]
+        a["ctrl"][:, :, PLOEG_TIME_GAP_S] = h[:, None]
+        _set_start(a, sc, v, _gap_m(h, v))
+        _set_profile(a, brake_profiles(v, 0.0, col["brake_decel_mps2"], ICE_BRAKE_AT_S))
+        _set_hazard(a, sc, 0, friction=col["friction"])
+
+    return _patched_inputs("ice-low-friction", rows, seed, start, np.zeros(len(rows)), patch)
+
+
+def _downgrade_inputs(
+    rows: np.ndarray, seed: int, start: int
+) -> list[tuple[np.ndarray, KernelInputs]]:
+    def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
+        a["env"][:, ENV_GRADE] = col["grade_pct"] / 100.0
+        a["phys"][:, :, TP_MASS_KG] = col["mass_kg"][:, None]
+        v = sc.platoon.initial.speed_mps
+        _set_profile(
+            a,
+            brake_profiles(
+                v, DOWNGRADE_END_SPEED_MPS, col["brake_decel_mps2"], DOWNGRADE_BRAKE_AT_S
+            ),
+        )
+
+    return _patched_inputs("loaded-downgrade", rows, seed, start, np.zeros(len(rows)), patch)
+
+
+def _rsu_inputs(rows: np.ndarray, seed: int, start: int) -> list[tuple[np.ndarray, KernelInputs]]:
+    def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
+        v = col["speed_mps"]
+        _set_start(a, sc, v, _gap_m(RSU_TIME_GAP_S, v))
+        a["prof_v"][:, 0] = v
+        if a["rsus"].shape[1]:
+            a["rsus"][:, 0, RSU_POS_M] = _rsu_pos_m(col["rsu_distance_m"])
+        _set_hazard(a, sc, 0, speed_limit_mps=col["works_speed_mps"])
+
+    key = rows[:, _col("rsu-hazard-warning", "rsu_distance_m")] >= RSU_NONE_BELOW_M
+    return _patched_inputs("rsu-hazard-warning", rows, seed, start, key, patch)
+
+
+def _takeover_inputs(
+    rows: np.ndarray, seed: int, start: int
+) -> list[tuple[np.ndarray, KernelInputs]]:
+    def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
+        v = sc.platoon.initial.speed_mps
+        _set_profile(a, brake_profiles(v, *_takeover_brake(col)))
+
+    return _patched_inputs("takeover-timeout", rows, seed, start, np.zeros(len(rows)), patch)
+
+
+def _human_late_inputs(
+    rows: np.ndarray, seed: int, start: int
+) -> list[tuple[np.ndarray, KernelInputs]]:
+    def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
+        v = sc.platoon.initial.speed_mps
+        dec = _human_late_decel(v, col["reaction_s"], col["obstacle_distance_m"])
+        _set_profile(a, brake_profiles(v, 0.0, dec, HUMAN_LATE_SEES_AT_S + col["reaction_s"]))
+
+    return _patched_inputs(
+        "human-lead-late-reaction", rows, seed, start, np.zeros(len(rows)), patch
+    )
+
+
+def _mixed_human_inputs(
+    rows: np.ndarray, seed: int, start: int
+) -> list[tuple[np.ndarray, KernelInputs]]:
+    name = "mixed-human-late-reaction"
+    human = _human_indices(rows[:, _col(name, "human_index")])
+
+    def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
+        at = _human_indices(col["human_index"][:1])[0]
+        a["ctrl"][:, at, IDM_TIME_GAP_S] = col["human_time_gap_s"]
+        v = sc.platoon.initial.speed_mps
+        _set_profile(
+            a, brake_profiles(v, MIXED_END_SPEED_MPS, col["brake_decel_mps2"], MIXED_BRAKE_AT_S)
+        )
+
+    # the human's place sets the table; his reaction time, his delay and so the history
+    key = 1000 * human + _steps(rows[:, _col(name, "reaction_s")])
+    return _patched_inputs(name, rows, seed, start, key, patch)
+
+
+def _col(name: str, param: str) -> int:
+    """The column of parameter ``param`` in the rows of template ``name``."""
+    return [r.name for r in get_template(name).ranges].index(param)
+
+
 def _lib() -> dict[str, ScenarioTemplate]:
     t = [
         ScenarioTemplate(
@@ -679,6 +991,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
             ),
             _lead_brake,
             warmup_s=WARMUP_S,
+            inputs=_lead_brake_inputs,
         ),
         ScenarioTemplate(
             "v2v-loss-latency",
@@ -691,6 +1004,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
             ),
             _v2v_loss,
             warmup_s=WARMUP_S,
+            inputs=_v2v_loss_inputs,
         ),
         ScenarioTemplate(
             "dust-sensor-degradation",
@@ -701,6 +1015,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
                 ParamRange("time_gap_s", 0.6, 1.5, "ACC time gap"),
             ),
             _dust,
+            inputs=_dust_inputs,
         ),
         ScenarioTemplate(
             "ice-low-friction",
@@ -713,6 +1028,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
             ),
             _ice,
             warmup_s=WARMUP_S,
+            inputs=_ice_inputs,
         ),
         ScenarioTemplate(
             "loaded-downgrade",
@@ -725,6 +1041,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
             _downgrade,
             Criteria(min_gap_m=0.5),
             warmup_s=WARMUP_S,
+            inputs=_downgrade_inputs,
         ),
         ScenarioTemplate(
             "rsu-hazard-warning",
@@ -735,6 +1052,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
                 ParamRange("speed_mps", 18.0, 25.0, "cruise speed"),
             ),
             _rsu,
+            inputs=_rsu_inputs,
         ),
         ScenarioTemplate(
             "takeover-timeout",
@@ -746,6 +1064,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
             ),
             _takeover,
             warmup_s=WARMUP_S,
+            inputs=_takeover_inputs,
         ),
         ScenarioTemplate(
             "human-lead-late-reaction",
@@ -756,6 +1075,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
             ),
             _human_late,
             warmup_s=WARMUP_S,
+            inputs=_human_late_inputs,
         ),
         ScenarioTemplate(
             "mixed-human-late-reaction",
@@ -769,6 +1089,7 @@ def _lib() -> dict[str, ScenarioTemplate]:
             ),
             _mixed_human,
             warmup_s=WARMUP_S,
+            inputs=_mixed_human_inputs,
         ),
         ScenarioTemplate(
             CUT_IN_NAME,
@@ -986,15 +1307,15 @@ def run_metrics(res: RunResult, from_s: float = 0.0) -> dict[str, float]:
     return {k: float(v) for k, v in zip(METRIC_NAMES, out[0], strict=True)}
 
 
-def group_metrics(g: RunGroup, from_s: float = 0.0) -> np.ndarray:
-    """``run_metrics`` of every run of a group (``engine.run_groups``), from the stacked
+def group_metrics(g: StackedRun, from_s: float = 0.0) -> np.ndarray:
+    """``run_metrics`` of every run of a stacked run (``engine.run_stacked``), from its
     arrays as the kernel left them: (m, 7), columns in ``METRIC_NAMES`` order, each row
     equal to its run's ``run_metrics`` to the last bit."""
     rows = g.stacked[0].shape[1] + 1
-    out = np.empty((len(g.members), len(METRIC_NAMES)))
+    out = np.empty((g.start.shape[1], len(METRIC_NAMES)))
     _metric_rows(
-        np.arange(rows) * g.rec_every * g.scenarios[0].dt_s,
-        g.start(3),
+        np.arange(rows) * g.rec_every * g.dt_s,
+        g.start,
         g.stacked[0],
         g.stacked[1],
         g.stacked[2],
@@ -1225,16 +1546,26 @@ def run_chunk(
         from convoy.sim.cuda_target import has_gpu
 
         engine_backend = "cuda" if has_gpu() else "cpu"
-    seeds = derive_seeds(seed, tpl.name, start + np.arange(len(rows))).tolist()
-    alone, groups = run_groups(
-        [instance(tpl, row, seed, start + j, seeds[j]) for j, row in enumerate(rows)],
-        engine_backend,
+    # built as arrays where the template can (``inputs``); else one scenario per instance
+    parts = (
+        tpl.inputs(rows, seed, start)
+        if tpl.inputs is not None
+        else [(np.arange(len(rows)), KernelInputs(0, 1, 0.0, {}))]
     )
-    for j, res in alone.items():
-        m = run_metrics(res, tpl.warmup_s)
-        out[j] = [m[k] for k in METRIC_NAMES]
-    for g in groups:  # the metrics of a whole group at once, from its stacked arrays
-        out[g.members] = group_metrics(g, tpl.warmup_s)
+    seeds = derive_seeds(seed, tpl.name, start + np.arange(len(rows))).tolist()
+    for idx, inputs in parts:
+        if inputs.arrays:
+            out[idx] = group_metrics(run_stacked(inputs, engine_backend), tpl.warmup_s)
+            continue
+        alone, groups = run_groups(
+            [instance(tpl, rows[j], seed, start + j, seeds[j]) for j in idx.tolist()],
+            engine_backend,
+        )
+        for j, res in alone.items():
+            m = run_metrics(res, tpl.warmup_s)
+            out[idx[j]] = [m[k] for k in METRIC_NAMES]
+        for g in groups:  # the metrics of a whole group at once, from its stacked arrays
+            out[idx[g.members]] = group_metrics(g.run, tpl.warmup_s)
     return out
 
 
