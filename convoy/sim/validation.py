@@ -1648,6 +1648,12 @@ CHUNK_INSTANCES = 32
 #: EPYC, 2 vCPUs). Over Ray they stay at ``CHUNK_INSTANCES``: with 256, two local workers
 #: waited on each other's last big chunk (3.2 against 3.6x10^6 platoon-km/h).
 CHUNK_INSTANCES_1D = 256
+#: The same on the GPU for an entry built as arrays (``ScenarioTemplate.inputs``): the CUDA
+#: general kernel runs one thread per instance, so a call of 256 would leave an H100's
+#: 132 SMs nearly idle. Bounded by the recordings the metrics read, every step of every
+#: truck (38 bytes): 8,192 instances of the longest entry (3,000 steps of 5 trucks) hold
+#: 4.7 GB on the host and on the device.
+CHUNK_INSTANCES_1D_GPU = 1 << 13
 #: Instances per chunk of a batched scenario built as arrays (``ScenarioTemplate.arrays``),
 #: locally and over Ray: its chunk costs no Python per instance, and one call of the batched
 #: step over many instances is what keeps a GPU busy (each instance's results are its own
@@ -1664,9 +1670,12 @@ RAY_LOCAL_WORKERS = 2  # --ray local's worker processes (Ray's num_cpus) by defa
 def chunk_size(tpl: ScenarioTemplate, over_ray: bool, backend: str = "cpu") -> int:
     """Instances per chunk of ``tpl``: for a batched scenario built as arrays
     ``CHUNK_INSTANCES_BATCHED`` (``CHUNK_INSTANCES_BATCHED_GPU`` on the GPU),
-    ``CHUNK_INSTANCES_1D`` for another 1-D scenario run locally, else ``CHUNK_INSTANCES``."""
+    ``CHUNK_INSTANCES_1D`` for another 1-D scenario run locally (``CHUNK_INSTANCES_1D_GPU``
+    for one built as arrays on the GPU), else ``CHUNK_INSTANCES``."""
     if tpl.arrays is not None:
         return CHUNK_INSTANCES_BATCHED_GPU if backend == "gpu" else CHUNK_INSTANCES_BATCHED
+    if tpl.inputs is not None and backend == "gpu" and not over_ray:
+        return CHUNK_INSTANCES_1D_GPU
     return CHUNK_INSTANCES if tpl.net is not None or over_ray else CHUNK_INSTANCES_1D
 
 
