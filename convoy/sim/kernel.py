@@ -245,7 +245,17 @@ def store_beacon(
 def _truck_range(
     lo: int,
     hi: int,
-    s: int,
+    s_first: int,
+    s_count: int,
+    rec_from: int,
+    rec_every: int,
+    rec_pos: np.ndarray,
+    rec_speed: np.ndarray,
+    rec_accel: np.ndarray,
+    rec_mode: np.ndarray,
+    rec_energy: np.ndarray,
+    rec_odd: np.ndarray,
+    rec_spat: np.ndarray,
     model: np.ndarray,
     leader: np.ndarray,
     follower: np.ndarray,
@@ -292,128 +302,114 @@ def _truck_range(
     red_light_stops: np.ndarray,
     red_light_crossings: np.ndarray,
 ) -> None:
-    """One step (see the module docstring) for trucks ``lo..hi-1``.
+    """Steps ``s_first .. s_first + s_count - 1`` (see the module docstring) for trucks
+    ``lo..hi-1``, each truck recorded after every step ``s`` with ``s + 1 - rec_from`` a
+    multiple of ``rec_every`` (> 0) into row ``(s + 1 - rec_from) // rec_every - 1``.
 
-    A whole block per call: the ~50 array arguments are reference-counted once per block
-    rather than once per truck, which used to be most of the step's time.
+    A whole block per call: the ~60 array arguments are reference-counted once per block
+    rather than once per truck, which used to be most of the step's time. Where one block
+    holds all trucks (a validation instance), one call makes all the steps: a call per step
+    cost about 0.5 µs of passing those arguments, against 0.1 µs per truck and step.
     """
-    dt = env[ENV_DT_S]
-    per_dt = 1.0 / dt
-    t = s * dt
-    seed = int(env[ENV_SEED])
-    cur = s & 1
-    nxt = 1 - cur
-    h = hist.shape[0]
-    for i in range(lo, hi):
-        # hazards: what the truck knows and what that and the road do to it
-        hazard_speed_mps = np.inf
-        decel_cap = np.inf
-        sensor_range = np.inf
-        if hz.shape[0] > 0:
-            hazard_speed_mps, decel_cap, sensor_range, flags, by_rsi = hazard_effects(
-                pos[cur, i], t, hz, rsus, hz_known[i]
-            )
-            odd_flags[i] = flags
-            if by_rsi and math.isnan(rsi_received_at[i]):
-                rsi_received_at[i] = t
-        x = pos[cur, i]
-        v = speed[cur, i]
-        a = accel[cur, i]
-        u_prev = u[cur, i]
-        length = phys[i, TP_LENGTH_M]
-        min_gap_m = phys[i, TP_MIN_GAP_M]
-        a_max = phys[i, TP_MAX_ACCEL_MPS2]
-        # the road's friction bounds braking (mu g); a dry road leaves decel_cap at inf
-        b_max = min(phys[i, TP_MAX_DECEL_MPS2], decel_cap)
-        b_emg = min(phys[i, TP_EMERGENCY_DECEL_MPS2], decel_cap)
-        # speed limit, with the approach envelope of known hazards
-        v_max = min(phys[i, TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS], hazard_speed_mps)
-        is_head = ppos[i] == 0
+    for s in range(s_first, s_first + s_count):
+        dt = env[ENV_DT_S]
+        per_dt = 1.0 / dt
+        t = s * dt
+        seed = int(env[ENV_SEED])
+        cur = s & 1
+        nxt = 1 - cur
+        h = hist.shape[0]
+        for i in range(lo, hi):
+            # hazards: what the truck knows and what that and the road do to it
+            hazard_speed_mps = np.inf
+            decel_cap = np.inf
+            sensor_range = np.inf
+            if hz.shape[0] > 0:
+                hazard_speed_mps, decel_cap, sensor_range, flags, by_rsi = hazard_effects(
+                    pos[cur, i], t, hz, rsus, hz_known[i]
+                )
+                odd_flags[i] = flags
+                if by_rsi and math.isnan(rsi_received_at[i]):
+                    rsi_received_at[i] = t
+            x = pos[cur, i]
+            v = speed[cur, i]
+            a = accel[cur, i]
+            u_prev = u[cur, i]
+            length = phys[i, TP_LENGTH_M]
+            min_gap_m = phys[i, TP_MIN_GAP_M]
+            a_max = phys[i, TP_MAX_ACCEL_MPS2]
+            # the road's friction bounds braking (mu g); a dry road leaves decel_cap at inf
+            b_max = min(phys[i, TP_MAX_DECEL_MPS2], decel_cap)
+            b_emg = min(phys[i, TP_EMERGENCY_DECEL_MPS2], decel_cap)
+            # speed limit, with the approach envelope of known hazards
+            v_max = min(phys[i, TP_MAX_SPEED_MPS], env[ENV_SPEED_LIMIT_MPS], hazard_speed_mps)
+            is_head = ppos[i] == 0
 
-        # signals: what the truck knows of the lights ahead; for a head, the stop-line cap
-        v_signal = np.inf
-        phase_ahead = PHASE_UNKNOWN
-        if sg.shape[0] > 0:
-            v_signal, phase_ahead, by_spat, by_sight = signal_effects(
-                x,
-                v,
-                t,
-                dt,
-                sg,
-                rsus,
-                sig_known[i],
-                SIGNAL_DECEL_FRACTION * b_max,
-                v_max,
-                min(VISUAL_RANGE_M, sensor_range),
-                is_head,
-            )
-            spat_phase[i] = phase_ahead
-            if by_spat and math.isnan(spat_received_at[i]):
-                spat_received_at[i] = t
-            if by_sight and math.isnan(signal_seen_at[i]):
-                signal_seen_at[i] = t
+            # signals: what the truck knows of the lights ahead; for a head, the stop-line cap
+            v_signal = np.inf
+            phase_ahead = PHASE_UNKNOWN
+            if sg.shape[0] > 0:
+                v_signal, phase_ahead, by_spat, by_sight = signal_effects(
+                    x,
+                    v,
+                    t,
+                    dt,
+                    sg,
+                    rsus,
+                    sig_known[i],
+                    SIGNAL_DECEL_FRACTION * b_max,
+                    v_max,
+                    min(VISUAL_RANGE_M, sensor_range),
+                    is_head,
+                )
+                spat_phase[i] = phase_ahead
+                if by_spat and math.isnan(spat_received_at[i]):
+                    spat_received_at[i] = t
+                if by_sight and math.isnan(signal_seen_at[i]):
+                    signal_seen_at[i] = t
 
-        # history: own state for readers that are delayed by latency, sensors or reaction
-        if h > 1:
-            slot = s % h
-            hist[slot, H_POS_M, i] = x
-            hist[slot, H_SPEED_MPS, i] = v
-            hist[slot, H_ACCEL_MPS2, i] = a
-            hist[slot, H_U_MPS2, i] = u_prev
+            # history: own state for readers that are delayed by latency, sensors or reaction
+            if h > 1:
+                slot = s % h
+                hist[slot, H_POS_M, i] = x
+                hist[slot, H_SPEED_MPS, i] = v
+                hist[slot, H_ACCEL_MPS2, i] = a
+                hist[slot, H_U_MPS2, i] = u_prev
 
-        # sense: true gap for safety accounting, possibly delayed gap for the controller
-        j = leader[i]
-        gap = np.inf
-        pred_v_radar = v
-        gap_sensed = np.inf
-        if j >= 0:
-            gap = pos[cur, j] - phys[j, TP_LENGTH_M] - x
-            pred_v_radar = speed[cur, j]
-            delay = int(phys[i, TP_SENSOR_DELAY_STEPS])
-            if delay == 0:
-                gap_sensed = gap
-            else:
-                # before ``delay`` steps have passed, the oldest thing seen is the start
-                past = (s - delay) % h if s >= delay else 0
-                gap_sensed = hist[past, H_POS_M, j] - phys[j, TP_LENGTH_M] - hist[past, H_POS_M, i]
-                pred_v_radar = hist[past, H_SPEED_MPS, j]
-            if gap_sensed > sensor_range:
-                # out of sight (dust): the law sees no one; CACC still has the beacons
-                gap_sensed = np.inf
-                pred_v_radar = v
-            account_gap(
-                i, j, gap, v - speed[cur, j], t, min_gap, min_ttc, collided_at, collision_speed
-            )
+            # sense: true gap for safety accounting, possibly delayed gap for the controller
+            j = leader[i]
+            gap = np.inf
+            pred_v_radar = v
+            gap_sensed = np.inf
+            if j >= 0:
+                gap = pos[cur, j] - phys[j, TP_LENGTH_M] - x
+                pred_v_radar = speed[cur, j]
+                delay = int(phys[i, TP_SENSOR_DELAY_STEPS])
+                if delay == 0:
+                    gap_sensed = gap
+                else:
+                    # before ``delay`` steps have passed, the oldest thing seen is the start
+                    past = (s - delay) % h if s >= delay else 0
+                    gap_sensed = (
+                        hist[past, H_POS_M, j] - phys[j, TP_LENGTH_M] - hist[past, H_POS_M, i]
+                    )
+                    pred_v_radar = hist[past, H_SPEED_MPS, j]
+                if gap_sensed > sensor_range:
+                    # out of sight (dust): the law sees no one; CACC still has the beacons
+                    gap_sensed = np.inf
+                    pred_v_radar = v
+                account_gap(
+                    i, j, gap, v - speed[cur, j], t, min_gap, min_ttc, collided_at, collision_speed
+                )
 
-        # receive: beacons on the predecessor link and, where used, the head link
-        m = model[i]
-        if not is_head and j >= 0:
-            _receive(
-                rx_pred,
-                0,
-                i,
-                j,
-                s,
-                cur,
-                hist,
-                pos,
-                speed,
-                accel,
-                u,
-                mode,
-                ch,
-                outages,
-                dt,
-                seed,
-                ge_flat,
-                phys[i, TP_EMERGENCY_DECEL_MPS2],
-            )
-            if m == MODEL_CACC_PATH:
+            # receive: beacons on the predecessor link and, where used, the head link
+            m = model[i]
+            if not is_head and j >= 0:
                 _receive(
-                    rx_head,
-                    1,
+                    rx_pred,
+                    0,
                     i,
-                    head[i],
+                    j,
                     s,
                     cur,
                     hist,
@@ -429,183 +425,224 @@ def _truck_range(
                     ge_flat,
                     phys[i, TP_EMERGENCY_DECEL_MPS2],
                 )
-        fresh = t - rx_pred[RX_STAMP_S, i] <= ch[CH_STALE_AFTER_S]
-        fresh_head = t - rx_head[RX_STAMP_S, i] <= ch[CH_STALE_AFTER_S]
+                if m == MODEL_CACC_PATH:
+                    _receive(
+                        rx_head,
+                        1,
+                        i,
+                        head[i],
+                        s,
+                        cur,
+                        hist,
+                        pos,
+                        speed,
+                        accel,
+                        u,
+                        mode,
+                        ch,
+                        outages,
+                        dt,
+                        seed,
+                        ge_flat,
+                        phys[i, TP_EMERGENCY_DECEL_MPS2],
+                    )
+            fresh = t - rx_pred[RX_STAMP_S, i] <= ch[CH_STALE_AFTER_S]
+            fresh_head = t - rx_head[RX_STAMP_S, i] <= ch[CH_STALE_AFTER_S]
 
-        # control: a speed (SUMO laws) or an acceleration command (the others)
-        new_mode = MODE_FOLLOW
-        v_des = -1.0
-        u_cmd = 0.0
-        sumo_law = m in (MODEL_CACC_SUMO, MODEL_ACC)
-        if not math.isnan(collided_at[i]):
-            u_cmd = -b_emg
-            new_mode = MODE_COLLIDED
-        elif is_head:
-            # driven along the profile like SUMO's setSpeed: the command for the end of the step
-            target = profile_speed(t + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
-            if target < 0.0:
-                target = v
-            # a red light ahead is a standing obstacle at its stop line
-            target = min(target, v_signal)
-            if j >= 0:
-                # a platoon behind another keeps its distance with its own law (radar only)
-                if m == MODEL_CACC_SUMO:
-                    v_safe, cm = cacc_next_speed(
-                        ctrl[i], v, a, gap_sensed, pred_v_radar, 0.0, True, v_max, dt, ctrl_mode[i]
-                    )
-                    ctrl_mode[i] = cm
+            # control: a speed (SUMO laws) or an acceleration command (the others)
+            new_mode = MODE_FOLLOW
+            v_des = -1.0
+            u_cmd = 0.0
+            sumo_law = m in (MODEL_CACC_SUMO, MODEL_ACC)
+            if not math.isnan(collided_at[i]):
+                u_cmd = -b_emg
+                new_mode = MODE_COLLIDED
+            elif is_head:
+                # driven along the profile like SUMO's setSpeed: the command for the end of the step
+                target = profile_speed(t + env[ENV_PROFILE_LEAD_S], prof_t, prof_v)
+                if target < 0.0:
+                    target = v
+                # a red light ahead is a standing obstacle at its stop line
+                target = min(target, v_signal)
+                if j >= 0:
+                    # a platoon behind another keeps its distance with its own law (radar only)
+                    if m == MODEL_CACC_SUMO:
+                        v_safe, cm = cacc_next_speed(
+                            ctrl[i],
+                            v,
+                            a,
+                            gap_sensed,
+                            pred_v_radar,
+                            0.0,
+                            True,
+                            v_max,
+                            dt,
+                            ctrl_mode[i],
+                        )
+                        ctrl_mode[i] = cm
+                    else:
+                        v_safe, _ = acc_next_speed(
+                            accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0
+                        )
+                    target = min(target, v_safe)
+                v_des = target
+                sumo_law = True
+                new_mode = MODE_HEAD
+            elif m == MODEL_CACC_SUMO:
+                pv = rx_pred[RX_SPEED_MPS, i] if fresh else pred_v_radar
+                pa = rx_pred[RX_ACCEL_MPS2, i] if fresh else 0.0
+                v_des, cm = cacc_next_speed(
+                    ctrl[i], v, a, gap_sensed, pv, pa, fresh, v_max, dt, ctrl_mode[i]
+                )
+                ctrl_mode[i] = cm
+                # without fresh beacons the law runs its ACC branch, whatever its internal mode
+                new_mode = cm if fresh else MODE_ACC_FALLBACK
+            elif m == MODEL_ACC:
+                v_des, cm = acc_next_speed(
+                    ctrl[i], v, a, gap_sensed, pred_v_radar, v_max, dt, ctrl_mode[i]
+                )
+                ctrl_mode[i] = cm
+                new_mode = cm
+            elif m == MODEL_HUMAN:
+                u_cmd = idm_accel(ctrl[i], v, gap_sensed, pred_v_radar, v_max, min_gap_m, a_max)
+                noise = phys[i, TP_NOISE_MPS2]
+                if noise > 0.0:
+                    u_cmd += noise * (2.0 * uniform(seed, i, s, PURPOSE_DRIVER) - 1.0)
+            elif not fresh or (m == MODEL_CACC_PATH and not fresh_head):
+                v_des, _ = acc_next_speed(accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0)
+                sumo_law = True
+                new_mode = MODE_ACC_FALLBACK
+            elif m == MODEL_CACC_PATH:
+                u_cmd = path_accel(
+                    ctrl[i],
+                    v,
+                    gap_sensed,
+                    rx_pred[RX_SPEED_MPS, i],
+                    rx_pred[RX_ACCEL_MPS2, i],
+                    rx_head[RX_SPEED_MPS, i],
+                    rx_head[RX_ACCEL_MPS2, i],
+                )
+            elif m == MODEL_CACC_PLOEG:
+                u_cmd = ploeg_accel(
+                    ctrl[i],
+                    u_prev,
+                    v,
+                    a,
+                    gap_sensed,
+                    min_gap_m,
+                    rx_pred[RX_SPEED_MPS, i],
+                    rx_pred[RX_U_MPS2, i],
+                    dt,
+                )
+
+            # emergency: a hazard beacon from the predecessor, or our own sensor sees a crash coming
+            if (
+                phys[i, TP_EMERGENCY_BRAKING] > 0.0
+                and new_mode != MODE_COLLIDED
+                and not is_head
+                and j >= 0
+            ):
+                closing = v - pred_v_radar
+                hazard = fresh and rx_pred[RX_HAZARD, i] > 0.5
+                imminent = closing > 0.0 and gap_sensed < closing * env[ENV_AEB_TTC_S]
+                if hazard or imminent:
+                    u_cmd = -b_emg
+                    sumo_law = False
+                    new_mode = MODE_EMERGENCY
+
+            # actuate: limits, lag, Euler integration
+            a_hi = a_max
+            if phys[i, TP_LIMIT_TRACTION] > 0.0:
+                a_hi = min(
+                    a_hi,
+                    max_traction_accel_mps2(
+                        pt[i],
+                        phys[i, TP_MASS_KG],
+                        v,
+                        env[ENV_GRADE],
+                        1.0,
+                        phys[i, TP_CD_A_M2],
+                        phys[i, TP_CRR],
+                    ),
+                )
+            tau = phys[i, TP_ACTUATOR_LAG_S]
+            if sumo_law:
+                # SUMO: setSpeed replaces finalizeSpeed for a commanded head (sumo_cfm docs)
+                if is_head:
+                    v_fin = sumo_set_speed(v, v_des, a_hi, b_max, dt, v_max)
                 else:
-                    v_safe, _ = acc_next_speed(
-                        accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0
-                    )
-                target = min(target, v_safe)
-            v_des = target
-            sumo_law = True
-            new_mode = MODE_HEAD
-        elif m == MODEL_CACC_SUMO:
-            pv = rx_pred[RX_SPEED_MPS, i] if fresh else pred_v_radar
-            pa = rx_pred[RX_ACCEL_MPS2, i] if fresh else 0.0
-            v_des, cm = cacc_next_speed(
-                ctrl[i], v, a, gap_sensed, pv, pa, fresh, v_max, dt, ctrl_mode[i]
-            )
-            ctrl_mode[i] = cm
-            # without fresh beacons the law runs its ACC branch, whatever its internal mode
-            new_mode = cm if fresh else MODE_ACC_FALLBACK
-        elif m == MODEL_ACC:
-            v_des, cm = acc_next_speed(
-                ctrl[i], v, a, gap_sensed, pred_v_radar, v_max, dt, ctrl_mode[i]
-            )
-            ctrl_mode[i] = cm
-            new_mode = cm
-        elif m == MODEL_HUMAN:
-            u_cmd = idm_accel(ctrl[i], v, gap_sensed, pred_v_radar, v_max, min_gap_m, a_max)
-            noise = phys[i, TP_NOISE_MPS2]
-            if noise > 0.0:
-                u_cmd += noise * (2.0 * uniform(seed, i, s, PURPOSE_DRIVER) - 1.0)
-        elif not fresh or (m == MODEL_CACC_PATH and not fresh_head):
-            v_des, _ = acc_next_speed(accp[i], v, a, gap_sensed, pred_v_radar, v_max, dt, 0)
-            sumo_law = True
-            new_mode = MODE_ACC_FALLBACK
-        elif m == MODEL_CACC_PATH:
-            u_cmd = path_accel(
-                ctrl[i],
-                v,
-                gap_sensed,
-                rx_pred[RX_SPEED_MPS, i],
-                rx_pred[RX_ACCEL_MPS2, i],
-                rx_head[RX_SPEED_MPS, i],
-                rx_head[RX_ACCEL_MPS2, i],
-            )
-        elif m == MODEL_CACC_PLOEG:
-            u_cmd = ploeg_accel(
-                ctrl[i],
-                u_prev,
-                v,
-                a,
-                gap_sensed,
-                min_gap_m,
-                rx_pred[RX_SPEED_MPS, i],
-                rx_pred[RX_U_MPS2, i],
+                    v_fin = sumo_finalize_speed(v, v_des, a_hi, b_max, b_emg, v_max, dt)
+                u_cmd = (v_fin - v) * per_dt  # sumo_cfm's step 5
+                if tau == 0.0:
+                    # exactly SUMO's update: the new speed is the law's, a = dv/dt
+                    v_new = v_fin
+                    a_new = u_cmd
+                else:
+                    a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a)
+                    if a_new < -b_emg and b_emg < phys[i, TP_EMERGENCY_DECEL_MPS2]:
+                        a_new = -b_emg  # on a low-friction road
+                    v_new = v + a_new * dt
+            else:
+                a_lo = -b_emg if new_mode in (MODE_EMERGENCY, MODE_COLLIDED) else -b_max
+                u_cmd = min(max(u_cmd, a_lo), a_hi)
+                # do not command a speed above the limit
+                if v + u_cmd * dt > v_max:
+                    u_cmd = (v_max - v) / dt
+                a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a) if tau > 0.0 else u_cmd
+                a_new = max(a_new, -b_emg)
+                v_new = v + a_new * dt
+            if v_new < 0.0:
+                v_new = 0.0
+                a_new = -v / dt
+            x_new = x + v_new * dt
+
+            # account: energy (drag by platoon position), safety statistics
+            if ppos[i] == 0:
+                k = follower[i]
+                drag_gap = pos[cur, i] - length - pos[cur, k] if k >= 0 else np.inf
+            else:
+                drag_gap = gap
+            cd_frac = drag_lookup(drag_row(psize[i], ppos[i]), drag_gap)
+            energy[i] += step_energy_kwh(
+                pt[i],
+                phys[i, TP_MASS_KG],
+                0.5 * (v + v_new),
+                a_new,
+                env[ENV_GRADE],
+                cd_frac,
+                phys[i, TP_CD_A_M2],
+                phys[i, TP_CRR],
+                env[ENV_AMBIENT_C],
                 dt,
             )
+            if a_new < -env[ENV_HARD_BRAKE_MPS2] and a >= -env[ENV_HARD_BRAKE_MPS2]:
+                hard_brakes[i] += 1
+            if new_mode == MODE_ACC_FALLBACK:
+                fallback_steps[i] += 1
+            if new_mode == MODE_EMERGENCY:
+                emergency_steps[i] += 1
+            if sg.shape[0] > 0:
+                halted = v_new < HALTING_SPEED_MPS <= v
+                if halted and phase_ahead in (PHASE_RED, PHASE_YELLOW):
+                    red_light_stops[i] += 1
+                red_light_crossings[i] += red_crossings(x, x_new, t, dt, sg)
 
-        # emergency: a hazard beacon from the predecessor, or our own sensor sees a crash coming
-        if (
-            phys[i, TP_EMERGENCY_BRAKING] > 0.0
-            and new_mode != MODE_COLLIDED
-            and not is_head
-            and j >= 0
-        ):
-            closing = v - pred_v_radar
-            hazard = fresh and rx_pred[RX_HAZARD, i] > 0.5
-            imminent = closing > 0.0 and gap_sensed < closing * env[ENV_AEB_TTC_S]
-            if hazard or imminent:
-                u_cmd = -b_emg
-                sumo_law = False
-                new_mode = MODE_EMERGENCY
+            pos[nxt, i] = x_new
+            speed[nxt, i] = v_new
+            accel[nxt, i] = a_new
+            u[nxt, i] = u_cmd
+            mode[i] = new_mode
 
-        # actuate: limits, lag, Euler integration
-        a_hi = a_max
-        if phys[i, TP_LIMIT_TRACTION] > 0.0:
-            a_hi = min(
-                a_hi,
-                max_traction_accel_mps2(
-                    pt[i],
-                    phys[i, TP_MASS_KG],
-                    v,
-                    env[ENV_GRADE],
-                    1.0,
-                    phys[i, TP_CD_A_M2],
-                    phys[i, TP_CRR],
-                ),
-            )
-        tau = phys[i, TP_ACTUATOR_LAG_S]
-        if sumo_law:
-            # SUMO: setSpeed replaces finalizeSpeed for a commanded head (sumo_cfm docs)
-            if is_head:
-                v_fin = sumo_set_speed(v, v_des, a_hi, b_max, dt, v_max)
-            else:
-                v_fin = sumo_finalize_speed(v, v_des, a_hi, b_max, b_emg, v_max, dt)
-            u_cmd = (v_fin - v) * per_dt  # sumo_cfm's step 5
-            if tau == 0.0:
-                # exactly SUMO's update: the new speed is the law's, a = dv/dt
-                v_new = v_fin
-                a_new = u_cmd
-            else:
-                a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a)
-                if a_new < -b_emg and b_emg < phys[i, TP_EMERGENCY_DECEL_MPS2]:
-                    a_new = -b_emg  # on a low-friction road
-                v_new = v + a_new * dt
-        else:
-            a_lo = -b_emg if new_mode in (MODE_EMERGENCY, MODE_COLLIDED) else -b_max
-            u_cmd = min(max(u_cmd, a_lo), a_hi)
-            # do not command a speed above the limit
-            if v + u_cmd * dt > v_max:
-                u_cmd = (v_max - v) / dt
-            a_new = a + (1.0 - math.exp(-dt / tau)) * (u_cmd - a) if tau > 0.0 else u_cmd
-            a_new = max(a_new, -b_emg)
-            v_new = v + a_new * dt
-        if v_new < 0.0:
-            v_new = 0.0
-            a_new = -v / dt
-        x_new = x + v_new * dt
-
-        # account: energy (drag by platoon position), safety statistics
-        if ppos[i] == 0:
-            k = follower[i]
-            drag_gap = pos[cur, i] - length - pos[cur, k] if k >= 0 else np.inf
-        else:
-            drag_gap = gap
-        cd_frac = drag_lookup(drag_row(psize[i], ppos[i]), drag_gap)
-        energy[i] += step_energy_kwh(
-            pt[i],
-            phys[i, TP_MASS_KG],
-            0.5 * (v + v_new),
-            a_new,
-            env[ENV_GRADE],
-            cd_frac,
-            phys[i, TP_CD_A_M2],
-            phys[i, TP_CRR],
-            env[ENV_AMBIENT_C],
-            dt,
-        )
-        if a_new < -env[ENV_HARD_BRAKE_MPS2] and a >= -env[ENV_HARD_BRAKE_MPS2]:
-            hard_brakes[i] += 1
-        if new_mode == MODE_ACC_FALLBACK:
-            fallback_steps[i] += 1
-        if new_mode == MODE_EMERGENCY:
-            emergency_steps[i] += 1
-        if sg.shape[0] > 0:
-            halted = v_new < HALTING_SPEED_MPS <= v
-            if halted and phase_ahead in (PHASE_RED, PHASE_YELLOW):
-                red_light_stops[i] += 1
-            red_light_crossings[i] += red_crossings(x, x_new, t, dt, sg)
-
-        pos[nxt, i] = x_new
-        speed[nxt, i] = v_new
-        accel[nxt, i] = a_new
-        u[nxt, i] = u_cmd
-        mode[i] = new_mode
+        if rec_every > 0 and (s + 1 - rec_from) % rec_every == 0:
+            row = (s + 1 - rec_from) // rec_every - 1
+            for i in range(lo, hi):
+                rec_pos[row, i] = pos[nxt, i]
+                rec_speed[row, i] = speed[nxt, i]
+                rec_accel[row, i] = accel[nxt, i]
+                rec_mode[row, i] = mode[i]
+                rec_energy[row, i] = energy[i]
+                rec_odd[row, i] = odd_flags[i]
+                rec_spat[row, i] = spat_phase[i]
 
 
 def run_steps_py(
@@ -675,75 +712,136 @@ def run_steps_py(
     """
     n = model.shape[0]
     s0 = step[0]
-    rec = 0
     n_chunks = (n + CHUNK - 1) // CHUNK
     # one flat view for the whole call; a reshape per beacon costs a reference count each
     ge_flat = ge_bad.reshape(-1)
-    for s in range(s0, s0 + n_steps):
-        for c in prange(n_chunks):
-            _truck_range(
-                c * CHUNK,
-                min(n, (c + 1) * CHUNK),
-                s,
-                model,
-                leader,
-                follower,
-                head,
-                psize,
-                ppos,
-                phys,
-                ctrl,
-                accp,
-                pt,
-                ch,
-                outages,
-                prof_t,
-                prof_v,
-                env,
-                pos,
-                speed,
-                accel,
-                u,
-                mode,
-                ctrl_mode,
-                energy,
-                rx_pred,
-                rx_head,
-                ge_flat,
-                hist,
-                collided_at,
-                collision_speed,
-                min_gap,
-                min_ttc,
-                hard_brakes,
-                fallback_steps,
-                emergency_steps,
-                hz,
-                rsus,
-                hz_known,
-                odd_flags,
-                rsi_received_at,
-                sg,
-                sig_known,
-                spat_phase,
-                spat_received_at,
-                signal_seen_at,
-                red_light_stops,
-                red_light_crossings,
-            )
-        if rec_every > 0 and (s + 1 - s0) % rec_every == 0:
-            nxt = (s + 1) & 1
-            for i in prange(n):
-                rec_pos[rec, i] = pos[nxt, i]
-                rec_speed[rec, i] = speed[nxt, i]
-                rec_accel[rec, i] = accel[nxt, i]
-                rec_mode[rec, i] = mode[i]
-                rec_energy[rec, i] = energy[i]
-                rec_odd[rec, i] = odd_flags[i]
-                rec_spat[rec, i] = spat_phase[i]
-            rec += 1
+    if n_chunks == 1:
+        # one block: all its steps in one call (_truck_range)
+        _truck_range(
+            0,
+            n,
+            s0,
+            n_steps,
+            s0,
+            rec_every,
+            rec_pos,
+            rec_speed,
+            rec_accel,
+            rec_mode,
+            rec_energy,
+            rec_odd,
+            rec_spat,
+            model,
+            leader,
+            follower,
+            head,
+            psize,
+            ppos,
+            phys,
+            ctrl,
+            accp,
+            pt,
+            ch,
+            outages,
+            prof_t,
+            prof_v,
+            env,
+            pos,
+            speed,
+            accel,
+            u,
+            mode,
+            ctrl_mode,
+            energy,
+            rx_pred,
+            rx_head,
+            ge_flat,
+            hist,
+            collided_at,
+            collision_speed,
+            min_gap,
+            min_ttc,
+            hard_brakes,
+            fallback_steps,
+            emergency_steps,
+            hz,
+            rsus,
+            hz_known,
+            odd_flags,
+            rsi_received_at,
+            sg,
+            sig_known,
+            spat_phase,
+            spat_received_at,
+            signal_seen_at,
+            red_light_stops,
+            red_light_crossings,
+        )
+    else:
+        for s in range(s0, s0 + n_steps):
+            for c in prange(n_chunks):
+                _truck_range(
+                    c * CHUNK,
+                    min(n, (c + 1) * CHUNK),
+                    s,
+                    1,
+                    s0,
+                    rec_every,
+                    rec_pos,
+                    rec_speed,
+                    rec_accel,
+                    rec_mode,
+                    rec_energy,
+                    rec_odd,
+                    rec_spat,
+                    model,
+                    leader,
+                    follower,
+                    head,
+                    psize,
+                    ppos,
+                    phys,
+                    ctrl,
+                    accp,
+                    pt,
+                    ch,
+                    outages,
+                    prof_t,
+                    prof_v,
+                    env,
+                    pos,
+                    speed,
+                    accel,
+                    u,
+                    mode,
+                    ctrl_mode,
+                    energy,
+                    rx_pred,
+                    rx_head,
+                    ge_flat,
+                    hist,
+                    collided_at,
+                    collision_speed,
+                    min_gap,
+                    min_ttc,
+                    hard_brakes,
+                    fallback_steps,
+                    emergency_steps,
+                    hz,
+                    rsus,
+                    hz_known,
+                    odd_flags,
+                    rsi_received_at,
+                    sg,
+                    sig_known,
+                    spat_phase,
+                    spat_received_at,
+                    signal_seen_at,
+                    red_light_stops,
+                    red_light_crossings,
+                )
     step[0] = s0 + n_steps
-    return rec
+    return n_steps // rec_every if rec_every > 0 else 0
 
 
 #: The step with the blocks of trucks spread over all cores.

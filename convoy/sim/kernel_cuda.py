@@ -55,32 +55,22 @@ def _kernel() -> Any:
             return
         n = model.shape[1]
         s0 = step[b, 0]
-        rec = 0
         # the flat view run_steps_py makes once per call
         ge_flat = ge_bad[b].reshape(ge_bad.shape[1] * ge_bad.shape[2])
-        for s in range(s0, s0 + n_steps):
-            _truck_range(
-                0, n, s,
-                model[b], leader[b], follower[b], head[b], psize[b], ppos[b], phys[b],
-                ctrl[b], accp[b], pt[b], ch[b], outages[b], prof_t[b], prof_v[b], env[b],
-                pos[b], speed[b], accel[b], u[b], mode[b], ctrl_mode[b], energy[b],
-                rx_pred[b], rx_head[b], ge_flat, hist[b], collided_at[b], collision_speed[b],
-                min_gap[b], min_ttc[b], hard_brakes[b], fallback_steps[b],
-                emergency_steps[b], hz[b], rsus[b], hz_known[b], odd_flags[b],
-                rsi_received_at[b], sg[b], sig_known[b], spat_phase[b], spat_received_at[b],
-                signal_seen_at[b], red_light_stops[b], red_light_crossings[b],
-            )  # fmt: skip
-            if rec_every > 0 and (s + 1 - s0) % rec_every == 0:
-                nxt = (s + 1) & 1
-                for i in range(n):
-                    rec_pos[b, rec, i] = pos[b, nxt, i]
-                    rec_speed[b, rec, i] = speed[b, nxt, i]
-                    rec_accel[b, rec, i] = accel[b, nxt, i]
-                    rec_mode[b, rec, i] = mode[b, i]
-                    rec_energy[b, rec, i] = energy[b, i]
-                    rec_odd[b, rec, i] = odd_flags[b, i]
-                    rec_spat[b, rec, i] = spat_phase[b, i]
-                rec += 1
+        _truck_range(
+            0, n, s0, n_steps, s0, rec_every,
+            rec_pos[b], rec_speed[b], rec_accel[b], rec_mode[b], rec_energy[b], rec_odd[b],
+            rec_spat[b],
+            model[b], leader[b], follower[b], head[b], psize[b], ppos[b], phys[b],
+            ctrl[b], accp[b], pt[b], ch[b], outages[b], prof_t[b], prof_v[b], env[b],
+            pos[b], speed[b], accel[b], u[b], mode[b], ctrl_mode[b], energy[b],
+            rx_pred[b], rx_head[b], ge_flat, hist[b], collided_at[b], collision_speed[b],
+            min_gap[b], min_ttc[b], hard_brakes[b], fallback_steps[b],
+            emergency_steps[b], hz[b], rsus[b], hz_known[b], odd_flags[b],
+            rsi_received_at[b], sg[b], sig_known[b], spat_phase[b], spat_received_at[b],
+            signal_seen_at[b], red_light_stops[b], red_light_crossings[b],
+        )  # fmt: skip
+        rec = n_steps // rec_every if rec_every > 0 else 0
         step[b, 0] = s0 + n_steps
         rows[b] = rec
 
