@@ -104,6 +104,10 @@ EOF"
         step validate-general 120 $PY -c "import sys; from convoy.cli import main; \
 sys.exit(main(sys.argv[1:]))" validate --backend gpu --scenario v2v-loss-latency \
             --samples 4096 --no-report
+        # one chunk of 2^17 instances (CHUNK_INSTANCES_1D_GPU), built as arrays
+        step validate-general-big 150 $PY -c "import sys; from convoy.cli import main; \
+sys.exit(main(sys.argv[1:]))" validate --backend gpu --scenario v2v-loss-latency \
+            --samples 131072 --no-report
         ;;
     validate)
         # the batched chunk is built as arrays (no Python per instance), 2^18 instances a

@@ -12,12 +12,15 @@ import pytest
 
 from convoy.sim.batch import run_inputs, stack_instances
 from convoy.sim.engine import (
+    KernelInputs,
     build,
     padded_profile,
+    run_stacked,
     scenario_inputs,
     simulate,
     simulate_many,
 )
+from convoy.sim.kernel import CHUNK, ENV_METRICS_FROM_S
 from convoy.sim.scenario import parse_scenario
 from convoy.sim.validation import (
     LIBRARY,
@@ -31,6 +34,7 @@ from convoy.sim.validation import (
     derive_seed,
     derive_seeds,
     get_template,
+    group_metrics,
     instance,
     instance_count,
     load_criteria,
@@ -43,6 +47,7 @@ from convoy.sim.validation import (
     summary_lines,
     validate,
     validate_main,
+    window_metrics,
 )
 
 V_MPS = 22.0
@@ -455,6 +460,52 @@ def test_a_general_chunk_built_as_arrays_is_its_instances_built_one_by_one(
     assert np.array_equal(fast, slow, equal_nan=True)
     # the parameters did change the runs
     assert len({tuple(r) for r in fast.tolist()}) > len(rows) // 2
+
+
+def test_the_metrics_folded_in_the_run_are_those_of_its_recorded_trace() -> None:
+    # The arrays path records nothing: the kernel folds each sample of the metrics window
+    # (the start and the state after each step, from env[ENV_METRICS_FROM_S] on) as it runs.
+    # Here the same runs are also recorded, with the window starting anywhere from before
+    # the start to past the head's brake and recovery, and the folded metrics must be those
+    # of the recorded trace, bit for bit, for every start: a window one step too early or
+    # too late changes the peak deceleration or the gaps of some of these (tried).
+    tpl = get_template("lead-emergency-brake")
+    one = scenario_inputs(instance(tpl, [5.0, 8.0, 0.6, 0.1], 3, 0))
+    starts = np.concatenate([[-1.0, 0.0, 0.05], np.arange(0.1, 80.0, 0.7)])
+    m = starts.size
+    arrays = {k: np.repeat(x[None], m, axis=0) for k, x in one.arrays.items()}
+    arrays["env"][:, ENV_METRICS_FROM_S] = starts
+    run = run_stacked(KernelInputs(one.n_steps, 1, one.dt_s, arrays))
+    folded = np.array([window_metrics(run, x)[j] for j, x in enumerate(starts.tolist())])
+    recorded = np.array([group_metrics(run, x)[j] for j, x in enumerate(starts.tolist())])
+    for j, from_s in enumerate(starts.tolist()):
+        assert np.array_equal(folded[j], recorded[j], equal_nan=True), from_s
+    # the windows differ: the peak deceleration falls as the window starts later
+    decel = folded[:, METRIC_NAMES.index("max_decel_mps2")]
+    assert len(set(decel.tolist())) > 20
+    # a fleet of more than one block (kernel.CHUNK trucks): the blocks step in turn and the
+    # samples are folded after each whole step (run_steps_py), to the same metrics
+    sc = instance(tpl, [5.0, 8.0, 0.6, 0.1], 3, 0)
+    big = sc.model_copy(
+        update={
+            "platoon": sc.platoon.model_copy(
+                update={
+                    "count": 210,
+                    "initial": sc.platoon.initial.model_copy(update={"head_pos_m": 45_000.0}),
+                }
+            ),
+            "duration_s": 45.0,
+            "road": sc.road.model_copy(update={"length_m": 50_000.0}),
+        }
+    )
+    fleet = scenario_inputs(parse_scenario(big.model_dump(), "big"))
+    assert fleet.arrays["model"].shape[0] > CHUNK
+    for from_s in (0.0, 41.3, 43.1, 43.9, 44.5):
+        arrays = {k: x[None].copy() for k, x in fleet.arrays.items()}
+        arrays["env"][:, ENV_METRICS_FROM_S] = from_s
+        run = run_stacked(KernelInputs(fleet.n_steps, 1, fleet.dt_s, arrays))
+        got, want = window_metrics(run, from_s), group_metrics(run, from_s)
+        assert np.array_equal(got, want, equal_nan=True), from_s
 
 
 def test_derive_seeds_is_numpys_seed_sequence_for_every_index() -> None:

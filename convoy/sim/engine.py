@@ -320,6 +320,7 @@ def _general_args(table: TruckTable, state: TruckState, world: World) -> tuple[n
         s.signal_seen_at_s,
         s.red_light_stops,
         s.red_light_crossings,
+        s.metrics,
         s.step,
     )
 
@@ -576,6 +577,7 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
     env[kernel.ENV_PROFILE_LEAD_S] = sc.dt_s  # setSpeed at t applies over [t, t + dt]
     env[kernel.ENV_HARD_BRAKE_MPS2] = HARD_BRAKE_MPS2
     env[kernel.ENV_AEB_TTC_S] = AEB_TTC_S
+    env[kernel.ENV_METRICS_FROM_S] = math.inf  # no metrics window (validation sets one)
     world = World(
         env=env,
         channel=ch,
@@ -785,7 +787,9 @@ class StackedRun:
 
 def run_stacked(inputs: KernelInputs, backend: str = "cpu") -> StackedRun:
     """Run m instances of one shape in one call of the general kernel along its instance
-    axis (``kernel.run_instances``, or ``kernel_cuda``'s with ``backend="cuda"``).
+    axis (``kernel.run_instances``, or ``kernel_cuda``'s with ``backend="cuda"``), recorded
+    every ``inputs.rec_every`` steps (0: never; the metrics window, ``kernel.
+    ENV_METRICS_FROM_S``, needs no recording).
 
     Args:
         inputs: every instance's arrays stacked (m, ...); the state arrays among them are
@@ -808,7 +812,7 @@ def run_stacked(inputs: KernelInputs, backend: str = "cpu") -> StackedRun:
     at = np.arange(m)
     start = np.stack([a[name][at, cur] for name in ("pos", "speed", "accel")])
     # the recordings are the kernel's output, every row of them written (``rows`` below)
-    n_rec = inputs.n_steps // inputs.rec_every
+    n_rec = inputs.n_steps // inputs.rec_every if inputs.rec_every > 0 else 0
     recs = [np.empty((m, n_rec, n), dt) for dt in _RECORD_DTYPES]
     rows = np.zeros(m, np.int64)
     run_group(inputs.n_steps, inputs.rec_every, *recs, *args, rows)

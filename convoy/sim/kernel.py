@@ -46,6 +46,11 @@ from convoy.sim.state import (
     H_POS_M,
     H_SPEED_MPS,
     H_U_MPS2,
+    MET_DRAC_MPS2,
+    MET_LOWEST_ACCEL_MPS2,
+    MET_MIN_GAP_M,
+    MET_MIN_TTC_S,
+    MET_PEAK_ABS_ACCEL_MPS2,
     RX_ACCEL_MPS2,
     RX_HAZARD,
     RX_POS_M,
@@ -107,7 +112,12 @@ ENV_SEED = 4
 ENV_PROFILE_LEAD_S = 5
 ENV_HARD_BRAKE_MPS2 = 6
 ENV_AEB_TTC_S = 7
-ENV_SIZE = 8
+# the safety metrics' window starts here [s]: the samples (the state at the start and after
+# each step) from this time on are folded into ``TruckState.metrics``; inf: none
+ENV_METRICS_FROM_S = 8
+ENV_SIZE = 9
+# a sample counts when its time is at least the window's start less this [s]
+METRICS_EPS_S = 1e-9
 
 # A truck braking at least this hard flags "hazard" in its beacons (emergency brake
 # light, the BSM "brakes" field of T/CSAE 53); followers that receive it brake too.
@@ -241,6 +251,62 @@ def store_beacon(
     rx[RX_HAZARD, i] = 1.0 if hazard else 0.0
 
 
+@njit(cache=True, inline="always")
+def fold_gap(
+    gap_m: float, closing_mps: float, min_gap: float, min_ttc: float, drac: float
+) -> tuple[float, float, float]:
+    """One follower's sample (bumper gap, closing speed; a NaN gap: no leader) folded into a
+    window's minimum gap, minimum TTC and maximum DRAC."""
+    if gap_m != gap_m:
+        return min_gap, min_ttc, drac
+    min_gap = min(min_gap, gap_m)
+    if closing_mps > 0.0:
+        min_ttc = min(min_ttc, max(gap_m, 0.0) / closing_mps)
+        if gap_m > 0.0:
+            drac = max(drac, closing_mps * closing_mps / (2.0 * gap_m))
+    return min_gap, min_ttc, drac
+
+
+@njit(cache=True, inline="always")
+def sample_metrics(
+    lo: int,
+    hi: int,
+    pos: np.ndarray,
+    speed: np.ndarray,
+    accel: np.ndarray,
+    leader: np.ndarray,
+    ppos: np.ndarray,
+    phys: np.ndarray,
+    metrics: np.ndarray,
+) -> None:
+    """Fold one sample of trucks ``lo..hi-1`` (positions, speeds and accelerations, (n,)
+    each, of one time) into their ``MET_*`` accumulators ``metrics``: peak |a| and lowest
+    a of every truck (NaN: off the road), gap, TTC and DRAC of every follower."""
+    for q in range(lo, hi):
+        a = accel[q]
+        if a == a:
+            metrics[q, MET_PEAK_ABS_ACCEL_MPS2] = max(metrics[q, MET_PEAK_ABS_ACCEL_MPS2], abs(a))
+            metrics[q, MET_LOWEST_ACCEL_MPS2] = min(metrics[q, MET_LOWEST_ACCEL_MPS2], a)
+        if ppos[q] > 0:
+            ld = leader[q]
+            mg, mt, dr = fold_gap(
+                pos[ld] - phys[ld, TP_LENGTH_M] - pos[q],
+                speed[q] - speed[ld],
+                metrics[q, MET_MIN_GAP_M],
+                metrics[q, MET_MIN_TTC_S],
+                metrics[q, MET_DRAC_MPS2],
+            )
+            metrics[q, MET_MIN_GAP_M] = mg
+            metrics[q, MET_MIN_TTC_S] = mt
+            metrics[q, MET_DRAC_MPS2] = dr
+
+
+@njit(cache=True, inline="always")
+def in_metrics_window(step: int, env: np.ndarray) -> bool:
+    """Whether the state after ``step`` steps is a sample of the metrics window."""
+    return not (step * env[ENV_DT_S] < env[ENV_METRICS_FROM_S] - METRICS_EPS_S)
+
+
 @njit(cache=True, **NO_REFCOUNTS)
 def _truck_range(
     lo: int,
@@ -301,6 +367,7 @@ def _truck_range(
     signal_seen_at: np.ndarray,
     red_light_stops: np.ndarray,
     red_light_crossings: np.ndarray,
+    metrics: np.ndarray,
 ) -> None:
     """Steps ``s_first .. s_first + s_count - 1`` (see the module docstring) for trucks
     ``lo..hi-1``, each truck recorded after every step ``s`` with ``s + 1 - rec_from`` a
@@ -310,7 +377,12 @@ def _truck_range(
     rather than once per truck, which used to be most of the step's time. Where one block
     holds all trucks (a validation instance), one call makes all the steps: a call per step
     cost about 0.5 µs of passing those arguments, against 0.1 µs per truck and step.
+    A block of all trucks also folds the metrics window's samples (``sample_metrics``);
+    ``run_steps_py`` does it for several blocks.
     """
+    whole = lo == 0 and hi == pos.shape[1]
+    if whole and s_first == 0 and in_metrics_window(0, env):
+        sample_metrics(lo, hi, pos[0], speed[0], accel[0], leader, ppos, phys, metrics)
     for s in range(s_first, s_first + s_count):
         dt = env[ENV_DT_S]
         per_dt = 1.0 / dt
@@ -643,6 +715,8 @@ def _truck_range(
                 rec_energy[row, i] = energy[i]
                 rec_odd[row, i] = odd_flags[i]
                 rec_spat[row, i] = spat_phase[i]
+        if whole and in_metrics_window(s + 1, env):
+            sample_metrics(lo, hi, pos[nxt], speed[nxt], accel[nxt], leader, ppos, phys, metrics)
 
 
 def run_steps_py(
@@ -700,6 +774,7 @@ def run_steps_py(
     signal_seen_at: np.ndarray,
     red_light_stops: np.ndarray,
     red_light_crossings: np.ndarray,
+    metrics: np.ndarray,
     step: np.ndarray,
 ) -> int:
     """Advance ``n_steps`` steps; record every ``rec_every`` steps (0 = never).
@@ -776,8 +851,12 @@ def run_steps_py(
             signal_seen_at,
             red_light_stops,
             red_light_crossings,
+            metrics,
         )
     else:
+        # the blocks fold no metrics samples (a leader may be in another block): done here
+        if s0 == 0 and in_metrics_window(0, env):
+            sample_metrics(0, n, pos[0], speed[0], accel[0], leader, ppos, phys, metrics)
         for s in range(s0, s0 + n_steps):
             for c in prange(n_chunks):
                 _truck_range(
@@ -839,7 +918,11 @@ def run_steps_py(
                     signal_seen_at,
                     red_light_stops,
                     red_light_crossings,
+                    metrics,
                 )
+            if in_metrics_window(s + 1, env):
+                nxt = (s + 1) & 1
+                sample_metrics(0, n, pos[nxt], speed[nxt], accel[nxt], leader, ppos, phys, metrics)
     step[0] = s0 + n_steps
     return n_steps // rec_every if rec_every > 0 else 0
 
@@ -914,6 +997,7 @@ def run_instances(
     signal_seen_at: np.ndarray,
     red_light_stops: np.ndarray,
     red_light_crossings: np.ndarray,
+    metrics: np.ndarray,
     step: np.ndarray,
     rows: np.ndarray,
 ) -> None:
@@ -978,5 +1062,6 @@ def run_instances(
             signal_seen_at[b],
             red_light_stops[b],
             red_light_crossings[b],
+            metrics[b],
             step[b],
         )

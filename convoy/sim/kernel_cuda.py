@@ -4,7 +4,8 @@ batch instance (Numba CUDA).
 Each thread runs its instance's trucks through the steps exactly as ``kernel.run_instances``
 runs them on a CPU core: the same function (``kernel._truck_range``, compiled for the device
 by numba-cuda from its source, with the SUMO laws, controllers, channel, hazards, signals and
-energy model it calls), the same double-buffered state, the same recording. One model
+energy model it calls), the same double-buffered state, the same recording and metrics window
+(``kernel.sample_metrics``), all its steps in one call. One model
 function differs by design: the platoon drag is the Hussein-Rakha power law evaluated
 (``aero.drag_power_law``) where the CPU interpolates its table (236 kB, more than a GPU's
 constant memory holds); they agree to 1e-6. So every feature
@@ -47,8 +48,8 @@ def _kernel() -> Any:
         pos, speed, accel, u, mode, ctrl_mode, energy, rx_pred, rx_head, ge_bad, hist,
         collided_at, collision_speed, min_gap, min_ttc, hard_brakes, fallback_steps,
         emergency_steps, hz_known, odd_flags, rsi_received_at, sig_known, spat_phase,
-        spat_received_at, signal_seen_at, red_light_stops, red_light_crossings, step,
-        rows,
+        spat_received_at, signal_seen_at, red_light_stops, red_light_crossings, metrics,
+        step, rows,
     ):  # fmt: skip
         b = cuda.grid(1)
         if b >= rows.shape[0]:
@@ -68,7 +69,7 @@ def _kernel() -> Any:
             min_gap[b], min_ttc[b], hard_brakes[b], fallback_steps[b],
             emergency_steps[b], hz[b], rsus[b], hz_known[b], odd_flags[b],
             rsi_received_at[b], sg[b], sig_known[b], spat_phase[b], spat_received_at[b],
-            signal_seen_at[b], red_light_stops[b], red_light_crossings[b],
+            signal_seen_at[b], red_light_stops[b], red_light_crossings[b], metrics[b],
         )  # fmt: skip
         rec = n_steps // rec_every if rec_every > 0 else 0
         step[b, 0] = s0 + n_steps

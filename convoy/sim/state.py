@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 # Columns of TruckTable.phys (float64).
 TP_LENGTH_M = 0
@@ -43,6 +44,25 @@ H_SPEED_MPS = 1
 H_ACCEL_MPS2 = 2
 H_U_MPS2 = 3
 H_SIZE = 4
+
+# Columns of the safety metrics' per-truck accumulators (float64), over the samples of a
+# metrics window (``kernel.ENV_METRICS_FROM_S``; the validation's metrics, read per step).
+MET_PEAK_ABS_ACCEL_MPS2 = 0  # largest |a| (from 0)
+MET_LOWEST_ACCEL_MPS2 = 1  # lowest a (from 0)
+MET_MIN_GAP_M = 2  # smallest bumper gap to the leader (followers; from inf)
+MET_MIN_TTC_S = 3  # smallest time to collision while closing in (followers; from inf)
+MET_DRAC_MPS2 = 4  # largest deceleration rate to avoid a crash (followers; from 0)
+MET_SIZE = 5
+
+
+@njit(cache=True)
+def empty_metrics(n: int) -> np.ndarray:
+    """The ``MET_*`` accumulators of ``n`` trucks before any sample (compiled: the metrics
+    of a recorded trace start from it, ``validation._metric_rows``)."""
+    met = np.zeros((n, MET_SIZE))
+    met[:, MET_MIN_GAP_M] = np.inf
+    met[:, MET_MIN_TTC_S] = np.inf
+    return met
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +140,9 @@ class TruckState:
         red_light_stops: (n,) int32 times the truck came to a halt with the nearest signal
             ahead known to show red or yellow (at the line or queued behind).
         red_light_crossings: (n,) int32 stop lines the front bumper crossed on red.
+        metrics: (n, MET_SIZE) the ``MET_*`` accumulators of the samples in the metrics
+            window: the state at the start and after each step, from the time
+            ``env[ENV_METRICS_FROM_S]`` on (inf, the default: none).
         step: (1,) int64 steps taken so far.
     """
 
@@ -150,6 +173,7 @@ class TruckState:
     signal_seen_at_s: np.ndarray
     red_light_stops: np.ndarray
     red_light_crossings: np.ndarray
+    metrics: np.ndarray
     step: np.ndarray
 
     @property
@@ -206,5 +230,6 @@ class TruckState:
             signal_seen_at_s=np.full(n, np.nan),
             red_light_stops=np.zeros(n, np.int32),
             red_light_crossings=np.zeros(n, np.int32),
+            metrics=empty_metrics(n),
             step=np.zeros(1, np.int64),
         )

@@ -88,17 +88,30 @@ from convoy.sim.engine import (
     scenario_inputs,
     simulate,
 )
-from convoy.sim.kernel import ENV_GRADE, ENV_SEED
+from convoy.sim.kernel import (
+    ENV_GRADE,
+    ENV_METRICS_FROM_S,
+    ENV_SEED,
+    METRICS_EPS_S,
+    fold_gap,
+    sample_metrics,
+)
 from convoy.sim.paths import folder_problem
 from convoy.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from convoy.sim.state import (
     H_POS_M,
     H_SPEED_MPS,
+    MET_DRAC_MPS2,
+    MET_LOWEST_ACCEL_MPS2,
+    MET_MIN_GAP_M,
+    MET_MIN_TTC_S,
+    MET_PEAK_ABS_ACCEL_MPS2,
     RX_POS_M,
     RX_SPEED_MPS,
     TP_LENGTH_M,
     TP_MASS_KG,
     TP_MAX_DECEL_MPS2,
+    empty_metrics,
 )
 from convoy.sim.validation_net import CUT_IN_NAME, NetTrace, run_cut_in
 from convoy.vehicle.channel import CH_P_GOOD_TO_BAD
@@ -1144,22 +1157,6 @@ def get_template(name: str) -> ScenarioTemplate:
 # Metrics
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
-def _fold_gap(
-    gap_m: float, closing_mps: float, min_gap: float, min_ttc: float, drac: float
-) -> tuple[float, float, float]:
-    """One follower's sample (bumper gap, closing speed; a NaN gap: no leader) folded into a
-    window's minimum gap, minimum TTC and maximum DRAC."""
-    if gap_m != gap_m:
-        return min_gap, min_ttc, drac
-    min_gap = min(min_gap, gap_m)
-    if closing_mps > 0.0:
-        min_ttc = min(min_ttc, max(gap_m, 0.0) / closing_mps)
-        if gap_m > 0.0:
-            drac = max(drac, closing_mps * closing_mps / (2.0 * gap_m))
-    return min_gap, min_ttc, drac
-
-
-@njit(cache=True, inline="always")
 def _string_index(peak: np.ndarray, fol: np.ndarray, ref: np.ndarray) -> float:
     """The largest peak |a| of the ``fol`` vehicles over that of the ``ref`` ones (floored at
     ``STRING_INDEX_FLOOR_MPS2``); 0 without followers."""
@@ -1201,8 +1198,55 @@ def _window_metrics(
                 peak[q] = max(peak[q], abs(a))
                 if braking[q]:
                     lowest = min(lowest, a)
-            min_gap, min_ttc, drac = _fold_gap(gap[t, q], closing[t, q], min_gap, min_ttc, drac)
+            min_gap, min_ttc, drac = fold_gap(gap[t, q], closing[t, q], min_gap, min_ttc, drac)
     return min_gap, min_ttc, max(0.0, -lowest), drac, _string_index(peak, fol, ref)
+
+
+@njit(cache=True, inline="always")
+def _metrics_of_run(
+    met: np.ndarray,
+    position: np.ndarray,
+    min_gap_m: np.ndarray,
+    min_ttc_s: np.ndarray,
+    collided_at_s: np.ndarray,
+    start_pos_m: np.ndarray,
+    end_pos_m: np.ndarray,
+    from_s: float,
+    out: np.ndarray,
+) -> None:
+    """``METRIC_NAMES`` of one run of the 1-D engine into ``out`` (7,), from its trucks'
+    ``MET_*`` accumulators over the metrics window ``met`` (n, MET_SIZE), the engine's own
+    whole-run minima and collision times (n,) and the positions at the start and end."""
+    n = met.shape[0]
+    min_gap, min_ttc, drac, lowest = math.inf, math.inf, 0.0, 0.0
+    for q in range(n):
+        lowest = min(lowest, met[q, MET_LOWEST_ACCEL_MPS2])
+        if position[q] > 0:
+            min_gap = min(min_gap, met[q, MET_MIN_GAP_M])
+            min_ttc = min(min_ttc, met[q, MET_MIN_TTC_S])
+            drac = max(drac, met[q, MET_DRAC_MPS2])
+    if from_s <= 0.0:
+        min_gap = math.inf
+        for q in range(n):
+            if position[q] > 0:
+                min_gap = min(min_gap, min_gap_m[q])
+        min_ttc = min_ttc_s.min()
+    km = 0.0
+    collided = 0.0
+    for q in range(n):
+        if position[q] == 0:
+            km += end_pos_m[q] - start_pos_m[q]
+        if math.isfinite(collided_at_s[q]):
+            collided = 1.0
+    out[M_COLLIDED] = collided
+    out[M_MIN_GAP] = min_gap
+    out[M_MIN_TTC] = min_ttc
+    out[M_MAX_DECEL] = max(0.0, -lowest)
+    out[M_DRAC] = drac
+    out[M_STRING_INDEX] = _string_index(
+        met[:, MET_PEAK_ABS_ACCEL_MPS2], position > 0, position == 0
+    )
+    out[M_PLATOON_KM] = km / 1000.0
 
 
 @njit(cache=True, parallel=True)
@@ -1214,7 +1258,7 @@ def _metric_rows(
     accel_mps2: np.ndarray,
     leader: np.ndarray,
     position: np.ndarray,
-    length_m: np.ndarray,
+    phys: np.ndarray,
     min_gap_m: np.ndarray,
     min_ttc_s: np.ndarray,
     collided_at_s: np.ndarray,
@@ -1222,60 +1266,69 @@ def _metric_rows(
     out: np.ndarray,
 ) -> None:
     """``METRIC_NAMES`` of m runs of the 1-D engine with the same record times into ``out``
-    (m, 7): ``_window_metrics`` of each, its gaps and closing speeds taken from the trace
-    as they are read (a run's own trace only, so a run's figures do not depend on the
-    others).
+    (m, 7), from their traces: each recorded sample in the window folded as the engine folds
+    them in a run (``kernel.sample_metrics``), then ``_metrics_of_run`` (a run's own trace
+    only, so a run's figures do not depend on the others).
 
     Args:
         time_s: (r,) record times [s].
         start: (3, m, n) position, speed and acceleration at ``time_s[0]``.
         pos_m, speed_mps, accel_mps2: (m, r - 1, n) the rest of the recorded trace.
         leader, position: (m, n) each truck's leader row and place in its platoon.
-        length_m: (m, n) truck lengths [m].
+        phys: (m, n, TP_SIZE) the trucks' rows (their lengths).
         min_gap_m, min_ttc_s, collided_at_s: (m, n) the engine's own whole-run minima and
             collision times (the final state).
         from_s: start of the metrics window (``run_metrics``).
     """
     n = pos_m.shape[2]
     for j in prange(pos_m.shape[0]):
-        min_gap, min_ttc, drac, lowest = math.inf, math.inf, 0.0, 0.0
-        peak = np.zeros(n)
+        met = empty_metrics(n)
         for t in range(time_s.shape[0]):
-            if time_s[t] < from_s - 1e-9:
+            if time_s[t] < from_s - METRICS_EPS_S:
                 continue
             pos, speed, accel = start[0, j], start[1, j], start[2, j]
             if t > 0:
                 pos, speed, accel = pos_m[j, t - 1], speed_mps[j, t - 1], accel_mps2[j, t - 1]
-            for q in range(n):
-                a = accel[q]
-                if a == a:
-                    peak[q] = max(peak[q], abs(a))
-                    lowest = min(lowest, a)
-                if position[j, q] > 0:
-                    ld = leader[j, q]
-                    gap = pos[ld] - length_m[j, ld] - pos[q]
-                    closing = speed[q] - speed[ld]
-                    min_gap, min_ttc, drac = _fold_gap(gap, closing, min_gap, min_ttc, drac)
-        if from_s <= 0.0:
-            min_gap = math.inf
-            for q in range(n):
-                if position[j, q] > 0:
-                    min_gap = min(min_gap, min_gap_m[j, q])
-            min_ttc = min_ttc_s[j].min()
-        km = 0.0
-        collided = 0.0
-        for q in range(n):
-            if position[j, q] == 0:
-                km += (pos_m[j, -1, q] if pos_m.shape[1] > 0 else start[0, j, q]) - start[0, j, q]
-            if math.isfinite(collided_at_s[j, q]):
-                collided = 1.0
-        out[j, M_COLLIDED] = collided
-        out[j, M_MIN_GAP] = min_gap
-        out[j, M_MIN_TTC] = min_ttc
-        out[j, M_MAX_DECEL] = max(0.0, -lowest)
-        out[j, M_DRAC] = drac
-        out[j, M_STRING_INDEX] = _string_index(peak, position[j] > 0, position[j] == 0)
-        out[j, M_PLATOON_KM] = km / 1000.0
+            sample_metrics(0, n, pos, speed, accel, leader[j], position[j], phys[j], met)
+        end = pos_m[j, -1] if pos_m.shape[1] > 0 else start[0, j]
+        _metrics_of_run(
+            met,
+            position[j],
+            min_gap_m[j],
+            min_ttc_s[j],
+            collided_at_s[j],
+            start[0, j],
+            end,
+            from_s,
+            out[j],
+        )
+
+
+@njit(cache=True, parallel=True)
+def _window_rows(
+    met: np.ndarray,
+    position: np.ndarray,
+    min_gap_m: np.ndarray,
+    min_ttc_s: np.ndarray,
+    collided_at_s: np.ndarray,
+    start_pos_m: np.ndarray,
+    end_pos_m: np.ndarray,
+    from_s: float,
+    out: np.ndarray,
+) -> None:
+    """``_metrics_of_run`` of m runs (arrays (m, ...)) into ``out`` (m, 7)."""
+    for j in prange(met.shape[0]):
+        _metrics_of_run(
+            met[j],
+            position[j],
+            min_gap_m[j],
+            min_ttc_s[j],
+            collided_at_s[j],
+            start_pos_m[j],
+            end_pos_m[j],
+            from_s,
+            out[j],
+        )
 
 
 def run_metrics(res: RunResult, from_s: float = 0.0) -> dict[str, float]:
@@ -1297,7 +1350,7 @@ def run_metrics(res: RunResult, from_s: float = 0.0) -> dict[str, float]:
         tr.accel_mps2[None, 1:],
         table.leader[None],
         table.position[None],
-        table.phys[None, :, TP_LENGTH_M],
+        table.phys[None],
         st.min_gap_m[None],
         st.min_ttc_s[None],
         st.collided_at_s[None],
@@ -1321,10 +1374,32 @@ def group_metrics(g: StackedRun, from_s: float = 0.0) -> np.ndarray:
         g.stacked[2],
         g.arg("leader"),
         g.arg("ppos"),
-        g.arg("phys")[:, :, TP_LENGTH_M],
+        g.arg("phys"),
         g.arg("min_gap"),
         g.arg("min_ttc"),
         g.arg("collided_at"),
+        from_s,
+        out,
+    )
+    return out
+
+
+def window_metrics(g: StackedRun, from_s: float) -> np.ndarray:
+    """``group_metrics`` of a stacked run made with the metrics window from ``from_s``
+    (``env[ENV_METRICS_FROM_S]``, from step 0) and no recordings: from the accumulators the
+    kernel folded as it ran (the same bits: ``group_metrics`` folds the recorded samples by
+    the same function)."""
+    m = g.start.shape[1]
+    out = np.empty((m, len(METRIC_NAMES)))
+    end = g.arg("pos")[np.arange(m), g.arg("step")[:, 0] % 2]
+    _window_rows(
+        g.arg("metrics"),
+        g.arg("ppos"),
+        g.arg("min_gap"),
+        g.arg("min_ttc"),
+        g.arg("collided_at"),
+        g.start[0],
+        end,
         from_s,
         out,
     )
@@ -1555,7 +1630,10 @@ def run_chunk(
     seeds = derive_seeds(seed, tpl.name, start + np.arange(len(rows))).tolist()
     for idx, inputs in parts:
         if inputs.arrays:
-            out[idx] = group_metrics(run_stacked(inputs, engine_backend), tpl.warmup_s)
+            # the metrics folded in the kernel as it runs: nothing recorded
+            inputs.arrays["env"][:, ENV_METRICS_FROM_S] = tpl.warmup_s
+            run = run_stacked(replace(inputs, rec_every=0), engine_backend)
+            out[idx] = window_metrics(run, tpl.warmup_s)
             continue
         alone, groups = run_groups(
             [instance(tpl, rows[j], seed, start + j, seeds[j]) for j in idx.tolist()],
@@ -1650,10 +1728,10 @@ CHUNK_INSTANCES = 32
 CHUNK_INSTANCES_1D = 256
 #: The same on the GPU for an entry built as arrays (``ScenarioTemplate.inputs``): the CUDA
 #: general kernel runs one thread per instance, so a call of 256 would leave an H100's
-#: 132 SMs nearly idle. Bounded by the recordings the metrics read, every step of every
-#: truck (38 bytes): 8,192 instances of the longest entry (3,000 steps of 5 trucks) hold
-#: 4.7 GB on the host and on the device.
-CHUNK_INSTANCES_1D_GPU = 1 << 13
+#: 132 SMs nearly idle. Those chunks record nothing (the kernel folds the metrics as it
+#: runs), so an instance holds 5-8 kB (its tables, state, history and profile): 2^17
+#: instances, about 1 GB on the host and on the device, 31 warps per SM.
+CHUNK_INSTANCES_1D_GPU = 1 << 17
 #: Instances per chunk of a batched scenario built as arrays (``ScenarioTemplate.arrays``),
 #: locally and over Ray: its chunk costs no Python per instance, and one call of the batched
 #: step over many instances is what keeps a GPU busy (each instance's results are its own
