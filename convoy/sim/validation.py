@@ -111,10 +111,11 @@ from convoy.sim.state import (
     TP_LENGTH_M,
     TP_MASS_KG,
     TP_MAX_DECEL_MPS2,
+    TP_SENSOR_DELAY_STEPS,
     empty_metrics,
 )
 from convoy.sim.validation_net import CUT_IN_NAME, NetTrace, run_cut_in
-from convoy.vehicle.channel import CH_P_GOOD_TO_BAD
+from convoy.vehicle.channel import CH_LATENCY_STEPS, CH_P_GOOD_TO_BAD
 from convoy.vehicle.controllers import IDM_TIME_GAP_S, PLOEG_TIME_GAP_S
 from convoy.vehicle.sumo_cfm import (
     ACC_DECEL,
@@ -788,13 +789,16 @@ def _patched_inputs(
     """The general kernel's inputs of instances ``start ..`` of the 1-D entry ``name`` with
     parameters ``rows``, built as arrays rather than one scenario per instance.
 
-    Rows with one ``key`` have arrays of one shape (the key holds what sets a shape, such as
-    the history's length from a latency). Of each such part the first instance is built as
+    Rows with one ``key`` have tables of one shape (the key holds what sets one, such as
+    the human's place in a mixed platoon). Of each such part the first instance is built as
     a scenario (``engine.scenario_inputs``), its arrays are repeated over the part, and
     ``patch`` writes what the parameters change, by the operations that build each
-    instance, over all rows at once: the same bits as building each (tested). A part the
-    fast CACC step would run (``KernelInputs.fast_cacc``) comes back without arrays, for
-    ``run_chunk`` to build and run one scenario per instance as ``engine.run_groups`` does.
+    instance, over all rows at once: the same bits as building each (tested). The history
+    is then lengthened to the part's longest latency or delay: the ring buffer is read
+    only where it was written (``kernel._truck_range``), so a longer one gives the same
+    run, and rows of any latency share a part. A part the fast CACC step would run
+    (``KernelInputs.fast_cacc``) comes back without arrays, for ``run_chunk`` to build and
+    run one scenario per instance as ``engine.run_groups`` does.
 
     Returns:
         ``(rows of the part, its inputs)`` for each part, in order of first appearance.
@@ -813,8 +817,20 @@ def _patched_inputs(
         a = {k: np.repeat(x[None], idx.size, axis=0) for k, x in proto.arrays.items()}
         a["env"][:, ENV_SEED] = seeds[idx]
         patch(a, {r.name: rows[idx, c].astype(np.float64) for c, r in enumerate(tpl.ranges)}, sc)
+        _lengthen_history(a)
         parts.append((idx, replace(proto, arrays=a)))
     return parts
+
+
+def _lengthen_history(a: dict[str, np.ndarray]) -> None:
+    """The history ring buffer of every row as long as the part's longest beacon latency
+    or sensor and reaction delay needs (``engine.build``: the longest, plus one), the new
+    slots a copy of the first (which holds the start, as every slot does)."""
+    need = max(a["ch"][:, CH_LATENCY_STEPS].max(), a["phys"][:, :, TP_SENSOR_DELAY_STEPS].max())
+    extra = int(need) + 1 - a["hist"].shape[1]
+    if extra > 0:
+        first = a["hist"][:, :1]
+        a["hist"] = np.concatenate([a["hist"], np.repeat(first, extra, axis=1)], axis=1)
 
 
 def _steps(time_s: np.ndarray, dt_s: float = 0.1) -> np.ndarray:
@@ -868,11 +884,12 @@ def _lead_brake_inputs(
         a["accp"][:, :, ACC_DECEL] = limit  # the ACC fallback reads the truck's limit
         a["accp"][:, :, ACC_PRED_DECEL] = limit
         a["ctrl"][:, :, PLOEG_TIME_GAP_S] = h[:, None]
+        a["ch"][:, CH_LATENCY_STEPS] = _steps(col["latency_s"])
         v = sc.platoon.initial.speed_mps
         _set_start(a, sc, v, _gap_m(h, v))
         _set_profile(a, brake_profiles(v, col["end_speed_mps"], dec, LEAD_BRAKE_AT_S))
 
-    key = _steps(rows[:, _col("lead-emergency-brake", "latency_s")])
+    key = np.zeros(len(rows))
     return _patched_inputs("lead-emergency-brake", rows, seed, start, key, patch)
 
 
@@ -881,14 +898,17 @@ def _v2v_loss_inputs(
 ) -> list[tuple[np.ndarray, KernelInputs]]:
     def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
         a["ch"][:, CH_P_GOOD_TO_BAD] = col["p_good_to_bad"]
+        a["ch"][:, CH_LATENCY_STEPS] = _steps(col["latency_s"])
         v = sc.platoon.initial.speed_mps
         _set_profile(
             a, brake_profiles(v, V2V_END_SPEED_MPS, col["brake_decel_mps2"], V2V_BRAKE_AT_S)
         )
 
     name = "v2v-loss-latency"
-    # the latency sets the history's length; no loss and no latency, the fast CACC step
-    key = 2 * _steps(rows[:, _col(name, "latency_s")]) + (rows[:, _col(name, "p_good_to_bad")] > 0)
+    # no loss and no latency: the fast CACC step's
+    key = (_steps(rows[:, _col(name, "latency_s")]) == 0) & (
+        rows[:, _col(name, "p_good_to_bad")] == 0
+    )
     return _patched_inputs(name, rows, seed, start, key, patch)
 
 
@@ -976,13 +996,14 @@ def _mixed_human_inputs(
     def patch(a: dict[str, np.ndarray], col: dict[str, np.ndarray], sc: Scenario) -> None:
         at = _human_indices(col["human_index"][:1])[0]
         a["ctrl"][:, at, IDM_TIME_GAP_S] = col["human_time_gap_s"]
+        a["phys"][:, at, TP_SENSOR_DELAY_STEPS] = _steps(col["reaction_s"])
         v = sc.platoon.initial.speed_mps
         _set_profile(
             a, brake_profiles(v, MIXED_END_SPEED_MPS, col["brake_decel_mps2"], MIXED_BRAKE_AT_S)
         )
 
-    # the human's place sets the table; his reaction time, his delay and so the history
-    key = 1000 * human + _steps(rows[:, _col(name, "reaction_s")])
+    # the human's place sets the table
+    key = human
     return _patched_inputs(name, rows, seed, start, key, patch)
 
 
