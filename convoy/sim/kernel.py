@@ -94,7 +94,14 @@ from convoy.vehicle.controllers import (
     path_accel,
     ploeg_accel,
 )
-from convoy.vehicle.energy import max_traction_accel_mps2, step_energy_kwh
+from convoy.vehicle.energy import (
+    PT_FULL_POWER_SPEED_MPS,
+    PT_ROTATING_MASS_FACTOR,
+    energy_prep,
+    max_traction_accel_angle,
+    step_energy_kwh_prepared,
+    wheel_power_max_w,
+)
 from convoy.vehicle.rng import PURPOSE_DRIVER, uniform
 from convoy.vehicle.sumo_cfm import (
     acc_next_speed,
@@ -102,6 +109,7 @@ from convoy.vehicle.sumo_cfm import (
     sumo_finalize_speed,
     sumo_set_speed,
 )
+from convoy.vehicle.truck import grade_angle
 
 # Columns of the float64 environment vector.
 ENV_DT_S = 0
@@ -381,6 +389,9 @@ def _truck_range(
     ``run_steps_py`` does it for several blocks.
     """
     whole = lo == 0 and hi == pos.shape[1]
+    # the road's angle, for the energy and the motor's limit: once per call, not per truck
+    # and step (what step_energy_kwh and max_traction_accel_mps2 compute inside, the same bits)
+    cos_grade, sin_grade = grade_angle(env[ENV_GRADE])
     if whole and s_first == 0 and in_metrics_window(0, env):
         sample_metrics(lo, hi, pos[0], speed[0], accel[0], leader, ppos, phys, metrics)
     for s in range(s_first, s_first + s_count):
@@ -627,11 +638,14 @@ def _truck_range(
             if phys[i, TP_LIMIT_TRACTION] > 0.0:
                 a_hi = min(
                     a_hi,
-                    max_traction_accel_mps2(
-                        pt[i],
+                    max_traction_accel_angle(
+                        wheel_power_max_w(pt[i]),
+                        pt[i, PT_FULL_POWER_SPEED_MPS],
+                        pt[i, PT_ROTATING_MASS_FACTOR],
                         phys[i, TP_MASS_KG],
                         v,
-                        env[ENV_GRADE],
+                        cos_grade,
+                        sin_grade,
                         1.0,
                         phys[i, TP_CD_A_M2],
                         phys[i, TP_CRR],
@@ -675,17 +689,16 @@ def _truck_range(
             else:
                 drag_gap = gap
             cd_frac = drag_lookup(drag_row(psize[i], ppos[i]), drag_gap)
-            energy[i] += step_energy_kwh(
-                pt[i],
+            energy[i] += step_energy_kwh_prepared(
+                energy_prep(pt[i], env[ENV_AMBIENT_C], dt),
                 phys[i, TP_MASS_KG],
                 0.5 * (v + v_new),
                 a_new,
-                env[ENV_GRADE],
+                cos_grade,
+                sin_grade,
                 cd_frac,
                 phys[i, TP_CD_A_M2],
                 phys[i, TP_CRR],
-                env[ENV_AMBIENT_C],
-                dt,
             )
             if a_new < -env[ENV_HARD_BRAKE_MPS2] and a >= -env[ENV_HARD_BRAKE_MPS2]:
                 hard_brakes[i] += 1
