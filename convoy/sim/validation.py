@@ -1753,6 +1753,11 @@ CHUNK_INSTANCES_1D = 256
 #: runs), so an instance holds 5-8 kB (its tables, state, history and profile): 2^17
 #: instances, about 1 GB on the host and on the device, 31 warps per SM.
 CHUNK_INSTANCES_1D_GPU = 1 << 17
+#: Instances per Ray task of a 1-D entry built as arrays: such a chunk costs one scenario
+#: per part, so larger tasks pay Ray's overhead less often; with 2 local workers, 128 ran
+#: 1.49-1.53e7 platoon-km/h once the workers were up against 1.11-1.42e7 with 32
+#: (session 17, docs/benchmarks.md).
+CHUNK_INSTANCES_1D_ARRAYS_RAY = 128
 #: Instances per chunk of a batched scenario built as arrays (``ScenarioTemplate.arrays``),
 #: locally and over Ray: its chunk costs no Python per instance, and one call of the batched
 #: step over many instances is what keeps a GPU busy (each instance's results are its own
@@ -1770,11 +1775,14 @@ def chunk_size(tpl: ScenarioTemplate, over_ray: bool, backend: str = "cpu") -> i
     """Instances per chunk of ``tpl``: for a batched scenario built as arrays
     ``CHUNK_INSTANCES_BATCHED`` (``CHUNK_INSTANCES_BATCHED_GPU`` on the GPU),
     ``CHUNK_INSTANCES_1D`` for another 1-D scenario run locally (``CHUNK_INSTANCES_1D_GPU``
-    for one built as arrays on the GPU), else ``CHUNK_INSTANCES``."""
+    for one built as arrays on the GPU, ``CHUNK_INSTANCES_1D_ARRAYS_RAY`` for one over
+    Ray), else ``CHUNK_INSTANCES``."""
     if tpl.arrays is not None:
         return CHUNK_INSTANCES_BATCHED_GPU if backend == "gpu" else CHUNK_INSTANCES_BATCHED
     if tpl.inputs is not None and backend == "gpu" and not over_ray:
         return CHUNK_INSTANCES_1D_GPU
+    if tpl.inputs is not None and over_ray:
+        return CHUNK_INSTANCES_1D_ARRAYS_RAY
     return CHUNK_INSTANCES if tpl.net is not None or over_ray else CHUNK_INSTANCES_1D
 
 
