@@ -14,6 +14,7 @@ the runs must agree to rounding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -22,8 +23,9 @@ import numpy as np
 import pytest
 from cuda_simulator import run_simulated
 
-from convoy.sim.engine import ScenarioError, simulate_many
-from convoy.sim.validation import LIBRARY, derive_seed, instance, sample_params
+from convoy.sim.engine import ScenarioError, run_stacked, simulate_many
+from convoy.sim.kernel import ENV_METRICS_FROM_S
+from convoy.sim.validation import LIBRARY, derive_seed, instance, sample_params, window_metrics
 from convoy.vehicle.aero import HUSSEIN_RAKHA_TABLE, drag_lookup, drag_power_law
 
 #: Library entries on the general step, each with a feature the others lack.
@@ -80,7 +82,21 @@ def compare(per_entry: int) -> dict[str, Any]:
              for f in STATE_FIELDS}  # fmt: skip
     trace = {f: max(diff(getattr(c.trace, f), getattr(g.trace, f)) for c, g in pairs)
              for f in TRACE_FIELDS}  # fmt: skip
+    # validate's path: chunks built as arrays, nothing recorded, the metrics folded in the run
+    window = 0.0
+    for name in ENTRIES:
+        tpl = LIBRARY[name]
+        assert tpl.inputs is not None
+        for _, inp in tpl.inputs(sample_params(tpl, per_entry, 7, False), 7, 0):
+            metrics = []
+            for backend in ("cpu", "cuda"):
+                arrays = {k: x.copy() for k, x in inp.arrays.items()}
+                arrays["env"][:, ENV_METRICS_FROM_S] = tpl.warmup_s
+                run = run_stacked(dataclasses.replace(inp, arrays=arrays, rec_every=0), backend)
+                metrics.append(window_metrics(run, tpl.warmup_s))
+            window = max(window, diff(metrics[0], metrics[1]))
     return {
+        "window": window,
         "instances": len(scs),
         "rows": [len(r.trace.time_s) for r in cpu] == [len(r.trace.time_s) for r in gpu],
         "backends": sorted({r.backend for r in gpu}),
@@ -103,6 +119,8 @@ def test_gpu_step_equals_the_cpu_step_in_the_cuda_simulator(simulated: dict[str,
     assert r["instances"] == 2 * len(ENTRIES) and r["rows"] and r["backends"] == ["cuda"]
     assert r["state"] == {f: 0.0 for f in STATE_FIELDS}, r
     assert r["trace"] == {f: 0.0 for f in TRACE_FIELDS}, r
+    # and validate's chunks (arrays, no recording, the metrics folded as the step runs)
+    assert r["window"] == 0.0, r
 
 
 def test_the_instances_exercise_the_faults(simulated: dict[str, Any]) -> None:

@@ -813,9 +813,11 @@ def run_stacked(inputs: KernelInputs, backend: str = "cpu") -> StackedRun:
     start = np.stack([a[name][at, cur] for name in ("pos", "speed", "accel")])
     # the recordings are the kernel's output, every row of them written (``rows`` below)
     n_rec = inputs.n_steps // inputs.rec_every if inputs.rec_every > 0 else 0
-    recs = [np.empty((m, n_rec, n), dt) for dt in _RECORD_DTYPES]
+    # (one row at least: a device array of no elements is a corner best not met)
+    recs = [np.empty((m, max(n_rec, 1), n), dt) for dt in _RECORD_DTYPES]
     rows = np.zeros(m, np.int64)
     run_group(inputs.n_steps, inputs.rec_every, *recs, *args, rows)
+    recs = [r[:, :n_rec] for r in recs]
     if (rows != n_rec).any():  # pragma: no cover - the kernel records all
         raise ScenarioError(f"run_stacked: a run recorded {rows.min()} rows, not all")
     return StackedRun(inputs.rec_every, inputs.dt_s, start, [*recs, *args])
