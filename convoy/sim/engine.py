@@ -667,6 +667,13 @@ def _simulate_built(
     )
 
 
+def _rec_every(sc: Scenario, record_every_s: float | None) -> int:
+    """Steps between two recorded rows: ``record_every_s``, else the scenario's own, else
+    every step."""
+    every_s = record_every_s or sc.output.record_every_s or sc.dt_s
+    return max(1, round(every_s / sc.dt_s))
+
+
 def _record_arrays(
     sc: Scenario, table: TruckTable, state: TruckState, record_every_s: float | None
 ) -> tuple[tuple[np.ndarray, ...], int]:
@@ -677,7 +684,7 @@ def _record_arrays(
         ScenarioError: for a recording that would not fit in memory.
     """
     every_s = record_every_s or sc.output.record_every_s or sc.dt_s
-    rec_every = max(1, round(every_s / sc.dt_s))
+    rec_every = _rec_every(sc, record_every_s)
     n, total = table.n, sc.n_steps
     rows = total // rec_every + 1
     if rows * n > MAX_RECORD_CELLS:
@@ -757,9 +764,8 @@ def scenario_inputs(sc: Scenario) -> KernelInputs:
         ScenarioError: as ``simulate``.
     """
     table, state, world = build(sc)
-    _, rec_every = _record_arrays(sc, table, state, None)
     arrays = dict(zip(INPUT_NAMES, _general_args(table, state, world), strict=True))
-    return KernelInputs(sc.n_steps, rec_every, sc.dt_s, arrays, world.fast_cacc)
+    return KernelInputs(sc.n_steps, _rec_every(sc, None), sc.dt_s, arrays, world.fast_cacc)
 
 
 # the recording arrays' dtypes, in ``_record_arrays``' order
