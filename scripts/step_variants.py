@@ -65,9 +65,10 @@ def _options(name: str) -> dict[str, Any]:
 Case = tuple[Callable[[str, list[list[str]]], Any], list[Any], list[int], int]
 
 
-def network_case(threads: int, lanes: int) -> Case:
+def network_case(threads: int, lanes: int, road_order: bool = False) -> Case:
     """The network step's compile function, its arguments at t1, the positions of the
-    arguments to hash, and the vehicle-steps of one call."""
+    arguments to hash, and the vehicle-steps of one call; with ``road_order``, the vehicles
+    stored in road order, as ``NetSim`` stores them for the threaded step."""
     import convoy.sim.bench_network as bn
     import convoy.sim.net_kernel as nk
 
@@ -89,6 +90,11 @@ def network_case(threads: int, lanes: int) -> Case:
         case = bn.prepare_case(ring, bn.DemandSpec(trucks=2000), Path(tmp))
     sim = bn.convoy_sim(case.network, case.trips)
     bn._run(sim, case.t1_s)
+    if road_order:
+        perm = sim._road_order()
+        if perm is None:
+            sys.exit("step_variants: --road-order needs --threads 2")
+        sim._renumber(perm)  # (left so: the state is only timed from here)
     bn._run(sim, case.t1_s + 0.1)  # one more call, whose arguments are kept
     names = list(inspect.signature(nk.run_net_steps_py).parameters)
     args = dict(zip(names, saved["args"], strict=True))
@@ -150,6 +156,9 @@ def main() -> None:
     ap.add_argument("variants", type=Path, help="JSON: {name: [[old, new], ...]}")
     ap.add_argument("--threads", type=int, default=1, help="network: Numba threads (1)")
     ap.add_argument("--lanes", type=int, default=1, help="network: lanes per direction (1)")
+    ap.add_argument(
+        "--road-order", action="store_true", help="network: vehicles stored in road order"
+    )
     ap.add_argument("--scenario", default="v2v-loss-latency", help="general: library entry")
     ap.add_argument("--rounds", type=int, default=21, help="rounds (21; the first is dropped)")
     a = ap.parse_args()
@@ -157,7 +166,7 @@ def main() -> None:
         numba.set_num_threads(a.threads)
     variants = json.loads(a.variants.read_text())
     if a.kernel == "network":
-        build, args, hashed, work = network_case(a.threads, a.lanes)
+        build, args, hashed, work = network_case(a.threads, a.lanes, a.road_order)
     else:
         build, args, hashed, work = general_case(a.scenario)
     steps = {name: build(name, repl) for name, repl in variants.items()}
