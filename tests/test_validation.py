@@ -20,7 +20,7 @@ from convoy.sim.engine import (
     simulate,
     simulate_many,
 )
-from convoy.sim.kernel import CHUNK, ENV_METRICS_FROM_S
+from convoy.sim.kernel import CHUNK, ENV_ENERGY, ENV_METRICS_FROM_S
 from convoy.sim.scenario import parse_scenario
 from convoy.sim.validation import (
     LIBRARY,
@@ -516,6 +516,49 @@ def test_the_metrics_folded_in_the_run_are_those_of_its_recorded_trace() -> None
         run = run_stacked(KernelInputs(fleet.n_steps, 1, fleet.dt_s, arrays))
         got, want = window_metrics(run, from_s), group_metrics(run, from_s)
         assert np.array_equal(got, want, equal_nan=True), from_s
+
+
+def test_a_run_without_the_energy_is_the_same_run_to_the_bit() -> None:
+    # Validation's chunks switch the energy off (env[ENV_ENERGY] = 0): no metric reads it,
+    # and nothing in the step reads it back. So every other array a run leaves (the state,
+    # the recordings, the folded metrics) must be the same to the bit, and the energy must
+    # stay at 0, where with it on the trucks drew kWh. Entries with the grade and the
+    # motor's traction limit, latency and V2V loss, a human driver and the ACC fallback;
+    # with the energy read back anywhere (an energy-dependent limit) this fails.
+    cases = {
+        "loaded-downgrade": [-5.0, 49_000.0, 1.0],
+        "v2v-loss-latency": [0.2, 0.05, 4.0],
+        "mixed-human-late-reaction": [2.0, 1.2, 6.0, 2.0],
+        "dust-sensor-degradation": [60.0, 18.0, 1.2],
+    }
+    for name, row in cases.items():
+        tpl = get_template(name)
+        assert len(row) == len(tpl.ranges), name
+        one = scenario_inputs(instance(tpl, row, 5, 0))
+        runs = []
+        for on in (1.0, 0.0):
+            arrays = {k: x[None].copy() for k, x in one.arrays.items()}
+            arrays["env"][:, ENV_METRICS_FROM_S] = tpl.warmup_s
+            arrays["env"][:, ENV_ENERGY] = on
+            runs.append(run_stacked(KernelInputs(one.n_steps, 10, one.dt_s, arrays)))
+        with_energy, without = runs
+        # every truck drew (or, down the grade, regenerated) energy with it on
+        assert with_energy.arg("energy").all(), name
+        assert not without.arg("energy").any(), name
+        assert not without.arg("rec_energy").any(), name
+        skip = {id(with_energy.arg(k)) for k in ("energy", "rec_energy", "env")}
+        compared = 0
+        for k, (a, b) in enumerate(zip(with_energy.stacked, without.stacked, strict=True)):
+            if id(a) not in skip:
+                assert np.array_equal(a, b, equal_nan=True), (name, k)
+                compared += 1
+        assert compared > 50, name
+        assert np.array_equal(with_energy.start, without.start), name
+        assert np.array_equal(
+            window_metrics(with_energy, tpl.warmup_s),
+            window_metrics(without, tpl.warmup_s),
+            equal_nan=True,
+        ), name
 
 
 def test_derive_seeds_is_numpys_seed_sequence_for_every_index() -> None:

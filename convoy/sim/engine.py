@@ -578,6 +578,7 @@ def build(sc: Scenario) -> tuple[TruckTable, TruckState, World]:
     env[kernel.ENV_HARD_BRAKE_MPS2] = HARD_BRAKE_MPS2
     env[kernel.ENV_AEB_TTC_S] = AEB_TTC_S
     env[kernel.ENV_METRICS_FROM_S] = math.inf  # no metrics window (validation sets one)
+    env[kernel.ENV_ENERGY] = 1.0  # the energy accounted (validation's chunks skip it)
     world = World(
         env=env,
         channel=ch,

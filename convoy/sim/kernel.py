@@ -123,7 +123,12 @@ ENV_AEB_TTC_S = 7
 # the safety metrics' window starts here [s]: the samples (the state at the start and after
 # each step) from this time on are folded into ``TruckState.metrics``; inf: none
 ENV_METRICS_FROM_S = 8
-ENV_SIZE = 9
+# 1 (the default): the energy is accounted; 0: it is not (``TruckState.energy`` stays as it
+# is). Nothing in the step reads the energy back, so the rest of a run is the same to the
+# bit; the validation's metrics do not use it, and its chunks skip it (a fifth of the
+# general step: ``scripts/step_variants.py general``, docs/benchmarks.md)
+ENV_ENERGY = 9
+ENV_SIZE = 10
 # a sample counts when its time is at least the window's start less this [s]
 METRICS_EPS_S = 1e-9
 
@@ -392,6 +397,7 @@ def _truck_range(
     # the road's angle, for the energy and the motor's limit: once per call, not per truck
     # and step (what step_energy_kwh and max_traction_accel_mps2 compute inside, the same bits)
     cos_grade, sin_grade = grade_angle(env[ENV_GRADE])
+    energy_on = env[ENV_ENERGY] != 0.0
     if whole and s_first == 0 and in_metrics_window(0, env):
         sample_metrics(lo, hi, pos[0], speed[0], accel[0], leader, ppos, phys, metrics)
     for s in range(s_first, s_first + s_count):
@@ -683,23 +689,24 @@ def _truck_range(
             x_new = x + v_new * dt
 
             # account: energy (drag by platoon position), safety statistics
-            if ppos[i] == 0:
-                k = follower[i]
-                drag_gap = pos[cur, i] - length - pos[cur, k] if k >= 0 else np.inf
-            else:
-                drag_gap = gap
-            cd_frac = drag_lookup(drag_row(psize[i], ppos[i]), drag_gap)
-            energy[i] += step_energy_kwh_prepared(
-                energy_prep(pt[i], env[ENV_AMBIENT_C], dt),
-                phys[i, TP_MASS_KG],
-                0.5 * (v + v_new),
-                a_new,
-                cos_grade,
-                sin_grade,
-                cd_frac,
-                phys[i, TP_CD_A_M2],
-                phys[i, TP_CRR],
-            )
+            if energy_on:
+                if ppos[i] == 0:
+                    k = follower[i]
+                    drag_gap = pos[cur, i] - length - pos[cur, k] if k >= 0 else np.inf
+                else:
+                    drag_gap = gap
+                cd_frac = drag_lookup(drag_row(psize[i], ppos[i]), drag_gap)
+                energy[i] += step_energy_kwh_prepared(
+                    energy_prep(pt[i], env[ENV_AMBIENT_C], dt),
+                    phys[i, TP_MASS_KG],
+                    0.5 * (v + v_new),
+                    a_new,
+                    cos_grade,
+                    sin_grade,
+                    cd_frac,
+                    phys[i, TP_CD_A_M2],
+                    phys[i, TP_CRR],
+                )
             if a_new < -env[ENV_HARD_BRAKE_MPS2] and a >= -env[ENV_HARD_BRAKE_MPS2]:
                 hard_brakes[i] += 1
             if new_mode == MODE_ACC_FALLBACK:

@@ -89,6 +89,7 @@ from convoy.sim.engine import (
     simulate,
 )
 from convoy.sim.kernel import (
+    ENV_ENERGY,
     ENV_GRADE,
     ENV_METRICS_FROM_S,
     ENV_SEED,
@@ -1651,8 +1652,10 @@ def run_chunk(
     seeds = derive_seeds(seed, tpl.name, start + np.arange(len(rows))).tolist()
     for idx, inputs in parts:
         if inputs.arrays:
-            # the metrics folded in the kernel as it runs: nothing recorded
+            # the metrics folded in the kernel as it runs: nothing recorded, and no energy
+            # accounted (no metric reads it; the rest of the run is the same to the bit)
             inputs.arrays["env"][:, ENV_METRICS_FROM_S] = tpl.warmup_s
+            inputs.arrays["env"][:, ENV_ENERGY] = 0.0
             run = run_stacked(replace(inputs, rec_every=0), engine_backend)
             out[idx] = window_metrics(run, tpl.warmup_s)
             continue
