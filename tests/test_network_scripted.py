@@ -21,6 +21,7 @@ from convoy.sim.network import (
     Platoon,
     Trip,
 )
+from convoy.sim.validation_net import CutInCase, cut_in_sim
 from convoy.vehicle.sumo_cfm import MODE_ACC_FALLBACK, MODE_GAP, MODE_GAP_CLOSING, MODE_SPEED
 
 V = 22.0
@@ -151,6 +152,58 @@ def test_falling_speed_cap_brakes_the_car_at_the_chosen_rate() -> None:
     assert a[t > 7.05].max() > 0.0  # the cap is lifted: it speeds up again
 
 
+@pytest.mark.parametrize("instances", [6, 100])
+def test_a_speed_ramp_is_the_run_of_its_caps_set_step_by_step(
+    instances: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # schedule_speed_ramp stands for a schedule_speed_cap per step and one lifting the cap
+    # after them; the kernel sets those caps itself. The same run to the bit: cars braking
+    # at 3, 6 and 8 m/s² for 1-4 s (to the floor of 0.1 m/s where they stop). 100 instances
+    # (600 vehicles) run the threaded step on vehicles stored in road order, where the
+    # kernel finds a ramp's vehicle through its slot; 6 run the step on one core.
+    cases = [
+        CutInCase(
+            member=1 + k % 4,
+            cut_in_gap_m=6.0,
+            speed_deficit_mps=2.0,
+            car_brake_mps2=(3.0, 6.0, 8.0)[k % 3],
+            car_brake_s=(1.0, 4.0, 2.5)[k % 3],
+            time_gap_s=1.0,
+        )
+        for k in range(instances)
+    ]
+    if instances >= nk.PARALLEL_MIN_ON_ROAD // 6:
+        threaded = nk.run_net_steps_parallel
+        monkeypatch.setattr(nk.StepChooser, "pick", lambda self, fn, step, end: (threaded, end))
+    ramped = cut_in_sim(cases, 3)
+    assert len(ramped._cap_ramps) == instances
+    stepwise = cut_in_sim(cases, 3)
+    ramps, stepwise._cap_ramps = stepwise._cap_ramps, []
+    dt = stepwise.dt_s
+    for row, first, steps, v0, rate, floor in ramps:
+        vid = stepwise.vehicle_ids[int(row)]
+        for j in range(int(steps)):
+            cap = max(v0 - rate * (j + 1) * dt, floor)
+            stepwise.schedule_speed_cap((first + j) * dt, vid, cap)
+        stepwise.schedule_speed_cap((first + steps) * dt, vid, math.inf)
+    got, want = ramped.run(12.0), stepwise.run(12.0)
+    assert got.fcd.keys() == want.fcd.keys()
+    for k in want.fcd:
+        assert np.array_equal(got.fcd[k], want.fcd[k], equal_nan=True), k
+    assert got.events == want.events
+    for k in stepwise.state:
+        assert np.array_equal(ramped.state[k], stepwise.state[k], equal_nan=True), k
+    # the ramps did act: cars braked at their rates (3 m/s² most of its second, where the
+    # truck ahead lets it), stopped (the 6 m/s² ones from 20 m/s within 4 s) and, the cap
+    # lifted, drove off again
+    cars = [ramped.vehicle_ids.index(f"car#{k}") for k in range(instances)]
+    on = np.isin(got.fcd["vehicle"], cars)
+    t, v, a = (got.fcd[k][on] for k in ("time_s", "speed_mps", "accel_mps2"))
+    assert np.isclose(a[(t > 5.05) & (t < 6.05)], -3.0, atol=1e-9).sum() >= 5
+    assert v.min() <= 0.1 + 1e-12
+    assert np.isinf(ramped.state["speed_cap_mps"][cars]).all()
+
+
 def test_scripted_vehicles_refuse_bad_input() -> None:
     sim = _sim()
     with pytest.raises(NetSimError, match="gap_m = -1"):
@@ -165,6 +218,10 @@ def test_scripted_vehicles_refuse_bad_input() -> None:
         sim.set_vehicle_type("car", "bus")
     with pytest.raises(NetSimError, match="cap_mps = 0"):
         sim.schedule_speed_cap(1.0, "car", 0.0)
+    with pytest.raises(NetSimError, match=r"floor_mps = 0\.0; allowed: finite, floor_mps > 0"):
+        sim.schedule_speed_ramp(1.0, "car", V, 3.0, 10, 0.0)
+    with pytest.raises(NetSimError, match="steps = -1; allowed: >= 0"):
+        sim.schedule_speed_ramp(1.0, "car", V, 3.0, -1, 0.1)
     # a car longer than the room left ahead of t2 (24.5 m gap): checked when it happens
     sim.schedule_cut_in(1.0, "car", "t2", 20.0, V)
     with pytest.raises(

@@ -108,6 +108,19 @@ EV_LANE_CHANGE = 6
 EV_PLATOON_LANE_CHANGE = 7
 EV_SIZE = 6  # step, code, vehicle, other, edge, lane
 
+# --- speed-cap ramps (``cap_ramps``, float64 rows; ``NetSim.schedule_speed_ramp``) -------------
+#: the vehicle (its number), the first step of the ramp, its length in steps, the speed it
+#: starts from [m/s], the rate it falls at [m/s²] and the cap it stops at [m/s]. Over step
+#: ``first + j`` (j < length) the vehicle's cap is ``max(from - rate * (j + 1) * dt, floor)``;
+#: from step ``first + length`` on, no cap (``inf``).
+RAMP_VEHICLE = 0
+RAMP_FIRST_STEP = 1
+RAMP_STEPS = 2
+RAMP_FROM_MPS = 3
+RAMP_RATE_MPS2 = 4
+RAMP_FLOOR_MPS = 5
+RAMP_SIZE = 6
+
 EVENT_NAMES = (
     "depart",
     "arrive-site",
@@ -924,6 +937,7 @@ def run_net_steps_py(
     fcd_n0: int,
     events: np.ndarray,
     ev_n0: int,
+    cap_ramps: np.ndarray,
     # per call (``call_constants``)
     e_prep: np.ndarray,
     wheel_max_w: np.ndarray,
@@ -965,6 +979,17 @@ def run_net_steps_py(
         due = t_s >= next_due_s
         if due:
             next_due_s = math.inf
+        # the speed caps of the ramps under way (``RAMP_*``), for this step's law
+        for q in range(cap_ramps.shape[0]):
+            j = step - np.int64(cap_ramps[q, RAMP_FIRST_STEP])
+            length = np.int64(cap_ramps[q, RAMP_STEPS])
+            if 0 <= j <= length:
+                i = slot_of[np.int64(cap_ramps[q, RAMP_VEHICLE])]
+                cap = math.inf
+                if j < length:
+                    fall = cap_ramps[q, RAMP_RATE_MPS2] * (j + 1) * dt_s
+                    cap = max(cap_ramps[q, RAMP_FROM_MPS] - fall, cap_ramps[q, RAMP_FLOOR_MPS])
+                speed_cap_mps[i] = cap
         # ---- 0. departures and site releases -------------------------------------------
         # (the serial passes go in the vehicles' number order, whatever their slots: which
         # of two waiting vehicles enters first, which of a chain of collisions is removed

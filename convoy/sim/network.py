@@ -425,6 +425,8 @@ class NetSim:
                     f"lane closure on {c.edge!r}: lane = {c.lane}; allowed: 0..{lanes - 1}"
                 )
         self._requests: list[tuple[float, Callable[[], object]]] = []
+        # speed-cap ramps the kernel applies step by step (``schedule_speed_ramp``)
+        self._cap_ramps: list[tuple[float, ...]] = []
         self._scripted_events: list[dict[str, object]] = []
         self._manager: ManoeuvreManager | None = None
         if manoeuvres:
@@ -993,6 +995,47 @@ class NetSim:
 
         self._requests.append((round(t_s / self.dt_s) * self.dt_s, go))
 
+    def schedule_speed_ramp(
+        self,
+        t_s: float,
+        vehicle_id: str,
+        from_mps: float,
+        rate_mps2: float,
+        steps: int,
+        floor_mps: float,
+    ) -> None:
+        """From ``t_s`` (rounded to a step), a cap on ``vehicle_id`` that falls at
+        ``rate_mps2`` for ``steps`` steps: over the ``j``-th step of the ramp the cap is
+        ``max(from_mps - rate_mps2 * (j + 1) * dt_s, floor_mps)`` (the speed at its end), and
+        after the last one the cap is lifted (``math.inf``); 0 steps do nothing. The same run as
+        ``schedule_speed_cap`` called for each of those steps and once with ``math.inf``
+        after them, which it stands for: on the CPU backend without manoeuvres the kernel
+        sets the caps itself, with no call split at every step (``net_kernel.RAMP_*``).
+
+        Raises:
+            NetSimError: for an unknown vehicle, a floor that is not > 0, a rate that is not
+                finite or a negative number of steps.
+        """
+        row = self._row(vehicle_id)
+        if not (floor_mps > 0.0 and math.isfinite(rate_mps2) and math.isfinite(from_mps)):
+            raise NetSimError(
+                f"speed ramp of {vehicle_id!r}: from_mps = {from_mps}, rate_mps2 = "
+                f"{rate_mps2}, floor_mps = {floor_mps}; allowed: finite, floor_mps > 0"
+            )
+        if steps < 0:
+            raise NetSimError(f"speed ramp of {vehicle_id!r}: steps = {steps}; allowed: >= 0")
+        if steps == 0:
+            return  # no ramp, and no cap lifted
+        if self.backend != "cpu" or self._manager is not None:
+            # the JAX step and the manoeuvres' caps go through the requests
+            for j in range(steps):
+                cap = max(from_mps - rate_mps2 * (j + 1) * self.dt_s, floor_mps)
+                self.schedule_speed_cap(t_s + j * self.dt_s, vehicle_id, cap)
+            self.schedule_speed_cap(t_s + steps * self.dt_s, vehicle_id, math.inf)
+            return
+        first = round(t_s / self.dt_s)
+        self._cap_ramps.append((row, first, steps, from_mps, rate_mps2, floor_mps))
+
     # --- backends -------------------------------------------------------------------------
     def _jax(self) -> types.ModuleType:
         """``net_jax``, imported on first use (JAX is an optional dependency)."""
@@ -1091,6 +1134,7 @@ class NetSim:
         net = self._net
         wall = 0.0
         consts = nk.call_constants(self._vt, self._pt, self.ambient_c, self.dt_s, net["edge_grade"])
+        ramps = np.array(self._cap_ramps, dtype=np.float64).reshape(-1, nk.RAMP_SIZE)
         while self.step < end_step:
             nxt = min(end_step, self.step + chunk_steps)
             for t_req, _ in self._requests:
@@ -1209,6 +1253,7 @@ class NetSim:
                 0,
                 ev,
                 0,
+                ramps,
                 *consts,
             )
             call_s = time.perf_counter() - t0

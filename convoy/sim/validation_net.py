@@ -4,7 +4,7 @@ The 1-D engine has trucks only; ``convoy.sim.network.NetSim`` has lanes, cars an
 platoon truck's answer to a cut-in (the member behind the car sees a leader that is not its
 platoon predecessor and falls back to ACC).  Cut-ins there are random MOBIL decisions, so
 the scenario forces one: ``NetSim.schedule_cut_in`` puts the car a chosen bumper gap ahead
-of a chosen member at a chosen speed, and ``NetSim.schedule_speed_cap`` lowers the car's
+of a chosen member at a chosen speed, and ``NetSim.schedule_speed_ramp`` lowers the car's
 own speed cap by ``d * dt`` every step, which brakes it at exactly ``d`` (its IDM driver
 follows a falling cap at up to its type's ``decel_mps2``, set to at least ``d``).
 
@@ -211,12 +211,8 @@ def cut_in_sim(cases: Sequence[CutInCase], seed: int) -> NetSim:
         v_car = v - c.speed_deficit_mps
         sim.schedule_cut_in(CUT_IN_AT_S, tag("car"), tag(ids[c.member]), c.cut_in_gap_m, v_car)
         steps = round(c.car_brake_s / dt) if c.car_brake_mps2 > 0.0 else 0
-        for j in range(steps):
-            # the cap of step j is the speed at its end; a stop is held at a crawl (> 0)
-            cap = max(v_car - c.car_brake_mps2 * (j + 1) * dt, 0.1)
-            sim.schedule_speed_cap(CUT_IN_AT_S + j * dt, tag("car"), cap)
-        if steps:
-            sim.schedule_speed_cap(CUT_IN_AT_S + steps * dt, tag("car"), math.inf)
+        # the cap of each step is the speed at its end; a stop is held at a crawl (> 0)
+        sim.schedule_speed_ramp(CUT_IN_AT_S, tag("car"), v_car, c.car_brake_mps2, steps, 0.1)
     return sim
 
 
