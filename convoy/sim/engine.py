@@ -668,11 +668,15 @@ def _simulate_built(
     )
 
 
+def _record_every_s(sc: Scenario, record_every_s: float | None) -> float:
+    """Time between two recorded rows: ``record_every_s``, else the scenario's own, else
+    every step [s]."""
+    return record_every_s or sc.output.record_every_s or sc.dt_s
+
+
 def _rec_every(sc: Scenario, record_every_s: float | None) -> int:
-    """Steps between two recorded rows: ``record_every_s``, else the scenario's own, else
-    every step."""
-    every_s = record_every_s or sc.output.record_every_s or sc.dt_s
-    return max(1, round(every_s / sc.dt_s))
+    """``_record_every_s`` in steps."""
+    return max(1, round(_record_every_s(sc, record_every_s) / sc.dt_s))
 
 
 def _record_arrays(
@@ -684,7 +688,7 @@ def _record_arrays(
     Raises:
         ScenarioError: for a recording that would not fit in memory.
     """
-    every_s = record_every_s or sc.output.record_every_s or sc.dt_s
+    every_s = _record_every_s(sc, record_every_s)
     rec_every = _rec_every(sc, record_every_s)
     n, total = table.n, sc.n_steps
     rows = total // rec_every + 1

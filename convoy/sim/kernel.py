@@ -398,21 +398,21 @@ def _truck_range(
     # and step (what step_energy_kwh and max_traction_accel_mps2 compute inside, the same bits)
     cos_grade, sin_grade = grade_angle(env[ENV_GRADE])
     energy_on = env[ENV_ENERGY] != 0.0
+    dt = env[ENV_DT_S]
+    per_dt = 1.0 / dt
+    seed = int(env[ENV_SEED])
+    h = hist.shape[0]
+    # the actuator lag's share of the command taken per step, 1 - exp(-dt/tau): computed
+    # again only where the lag differs from the truck before's (a platoon shares one; an exp
+    # per truck-step was 5-6 % of the step where the trucks have a lag)
+    tau_memo = -1.0
+    lag_memo = 0.0
     if whole and s_first == 0 and in_metrics_window(0, env):
         sample_metrics(lo, hi, pos[0], speed[0], accel[0], leader, ppos, phys, metrics)
     for s in range(s_first, s_first + s_count):
-        dt = env[ENV_DT_S]
-        per_dt = 1.0 / dt
         t = s * dt
-        seed = int(env[ENV_SEED])
         cur = s & 1
         nxt = 1 - cur
-        h = hist.shape[0]
-        # the actuator lag's share of the command taken per step, 1 - exp(-dt/tau): computed
-        # again only where the lag differs from the truck before's (a platoon shares one; an
-        # exp per truck-step was 5-6 % of the step where the trucks have a lag)
-        tau_memo = -1.0
-        lag_memo = 0.0
         for i in range(lo, hi):
             # hazards: what the truck knows and what that and the road do to it
             hazard_speed_mps = np.inf

@@ -121,6 +121,13 @@ RAMP_RATE_MPS2 = 4
 RAMP_FLOOR_MPS = 5
 RAMP_SIZE = 6
 
+
+@njit(cache=True, inline="always")
+def ramp_cap_mps(from_mps: float, rate_mps2: float, j: int, dt_s: float, floor_mps: float) -> float:
+    """A speed-cap ramp's cap over its ``j``-th step (``RAMP_*``): the speed at its end."""
+    return max(from_mps - rate_mps2 * (j + 1) * dt_s, floor_mps)
+
+
 EVENT_NAMES = (
     "depart",
     "arrive-site",
@@ -981,15 +988,21 @@ def run_net_steps_py(
             next_due_s = math.inf
         # the speed caps of the ramps under way (``RAMP_*``), for this step's law
         for q in range(cap_ramps.shape[0]):
-            j = step - np.int64(cap_ramps[q, RAMP_FIRST_STEP])
-            length = np.int64(cap_ramps[q, RAMP_STEPS])
+            j = step - int(cap_ramps[q, RAMP_FIRST_STEP])
+            length = int(cap_ramps[q, RAMP_STEPS])
             if 0 <= j <= length:
                 i = slot_of[np.int64(cap_ramps[q, RAMP_VEHICLE])]
-                cap = math.inf
-                if j < length:
-                    fall = cap_ramps[q, RAMP_RATE_MPS2] * (j + 1) * dt_s
-                    cap = max(cap_ramps[q, RAMP_FROM_MPS] - fall, cap_ramps[q, RAMP_FLOOR_MPS])
-                speed_cap_mps[i] = cap
+                speed_cap_mps[i] = (
+                    ramp_cap_mps(
+                        cap_ramps[q, RAMP_FROM_MPS],
+                        cap_ramps[q, RAMP_RATE_MPS2],
+                        j,
+                        dt_s,
+                        cap_ramps[q, RAMP_FLOOR_MPS],
+                    )
+                    if j < length
+                    else math.inf
+                )
         # ---- 0. departures and site releases -------------------------------------------
         # (the serial passes go in the vehicles' number order, whatever their slots: which
         # of two waiting vehicles enters first, which of a chain of collisions is removed

@@ -1029,7 +1029,7 @@ class NetSim:
         if self.backend != "cpu" or self._manager is not None:
             # the JAX step and the manoeuvres' caps go through the requests
             for j in range(steps):
-                cap = max(from_mps - rate_mps2 * (j + 1) * self.dt_s, floor_mps)
+                cap = nk.ramp_cap_mps(from_mps, rate_mps2, j, self.dt_s, floor_mps)
                 self.schedule_speed_cap(t_s + j * self.dt_s, vehicle_id, cap)
             self.schedule_speed_cap(t_s + steps * self.dt_s, vehicle_id, math.inf)
             return
