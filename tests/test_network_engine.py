@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -22,6 +23,7 @@ from convoy.road.network import (
     Site,
     SiteKind,
 )
+from convoy.road.sumo_net import write_sumo_net
 from convoy.sim import net_kernel as nk
 from convoy.sim.network import (
     CAR,
@@ -36,6 +38,7 @@ from convoy.sim.network import (
     SpeedCap,
     Trip,
     VehicleType,
+    junction_ranks,
 )
 from convoy.vehicle.sumo_cfm import MODE_ACC_FALLBACK
 
@@ -157,6 +160,70 @@ def test_minor_road_yields_to_the_major_road() -> None:
     assert first_out[1] > first_out[0]
     on_minor = (f["vehicle"] == 1) & (f["edge"] == 1)
     assert f["speed_mps"][on_minor].min() < 7.0  # it braked (from 10 m/s) for the major car
+
+
+def _tee() -> RoadNetwork:
+    """A T of three equal two-way roads (primary, 1 km, one lane): west and east are the
+    straight road, south the stem."""
+    nodes = [
+        Node("w", 109.0, 39.0),
+        Node("j", 109.01, 39.0),
+        Node("e", 109.02, 39.0),
+        Node("s", 109.01, 38.99),
+    ]
+    edges = [
+        Edge(f"{a}{b}", a, b, 1000.0)
+        for x, y in (("w", "j"), ("j", "e"), ("s", "j"))
+        for a, b in ((x, y), (y, x))
+    ]
+    return RoadNetwork.build(nodes, edges)
+
+
+def test_the_stem_of_a_tee_of_equal_roads_yields_to_the_straight_road() -> None:
+    """Two cars start together 1 km from the node of a T of equal roads, one on the straight
+    road going straight on, one on the stem turning left across its path: they would meet in
+    the junction at the same moment. The straight road is the main road (its two approaches
+    are the most nearly opposite), so the stem's car waits and crosses after the other.
+    Before junctions ranked their approaches, equal roads that did not feed the same edge
+    ignored each other, and both cars crossed the node in the same step."""
+    net = _tee()
+    trips = [
+        Trip("through", "car", (Leg(("wj", "je")),), 0.0),
+        Trip("stem", "car", (Leg(("sj", "jw")),), 0.0),
+    ]
+    res = NetSim(net, trips).run(150.0)
+    assert res.collisions == 0
+    assert np.all(res.status == nk.ST_DONE)
+    f = res.fcd
+    edge = {eid: k for k, eid in enumerate(net.edges)}
+    first_out = {
+        v: f["time_s"][(f["vehicle"] == v) & (f["edge"] == edge[out])].min()
+        for v, out in ((0, "je"), (1, "jw"))
+    }
+    assert first_out[1] > first_out[0]
+    on_stem = (f["vehicle"] == 1) & (f["edge"] == edge["sj"])
+    assert f["speed_mps"][on_stem].min() < 0.75 * f["speed_mps"][on_stem].max()  # it braked
+
+
+def test_the_main_road_of_a_tee_is_the_one_netconvert_chooses(tmp_path: Path) -> None:
+    """netconvert, given the same T with equal priorities, makes the straight road the main
+    road: every link from the stem is minor ('m'), the straight road's straight links major
+    ('M'). convoy ranks the stem's approach below the two straight ones, and leaves the ranks
+    of a junction of two approaches alone."""
+    import sumolib
+
+    net = _tee()
+    ids = list(net.edges)
+    rank = dict(zip(ids, junction_ranks(net, ids).tolist(), strict=True))
+    assert rank["sj"] < rank["wj"] == rank["ej"]
+    assert rank["je"] == rank["jw"] == rank["js"] == rank["wj"]  # end nodes with one approach
+    sn = sumolib.net.readNet(str(write_sumo_net(net, tmp_path / "tee.net.xml")))
+    state = {
+        (c.getFrom().getID(), c.getTo().getID()): c.getState()
+        for c in sn.getNode("j").getConnections()
+    }
+    assert {state[("sj", out)] for out in ("je", "jw")} == {"m"}
+    assert state[("wj", "je")] == state[("ej", "jw")] == "M"
 
 
 def test_equal_roads_merge_like_a_zipper_without_collisions() -> None:

@@ -173,8 +173,8 @@ class NetTables:
 
     Attributes:
         edge_len_m, edge_speed_mps, edge_grade: (E,) length, limit, grade (rise over run).
-        edge_lanes, edge_from, edge_to, edge_rank: (E,) int32 lanes, end nodes, road-class
-            rank (priority junctions: higher wins).
+        edge_lanes, edge_from, edge_to, edge_rank: (E,) int32 lanes, end nodes, right-of-way
+            rank at the end node (priority junctions: higher wins; ``network.junction_ranks``).
         node_junction: (V,) int32 ``nk.JT_*``.
         pred_ptr: (V+1,) int32, pred_edge: (E,) int32: incoming edges of each node (CSR).
         sig: (E, 5) signal at each edge's end (``network._signal_rows``).

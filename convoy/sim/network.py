@@ -280,6 +280,67 @@ class NetResult:
         )
 
 
+def _bearing_rad(at: tuple[float, float], to: tuple[float, float]) -> float:
+    """Direction from ``at`` towards ``to`` (lon, lat) [rad, east = 0, counter-clockwise]."""
+    dx = (to[0] - at[0]) * math.cos(math.radians(at[1]))
+    return math.atan2(to[1] - at[1], dx)
+
+
+def edge_arms_rad(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.float64]:
+    """(E, 2): where each edge meets its junctions, seen from them [rad, east = 0,
+    counter-clockwise]: column 0 the direction from its end node back along its last
+    segment (where it comes from), column 1 the direction from its start node along its
+    first segment (where it goes)."""
+    arms = np.zeros((len(edge_ids), 2))
+    for k, eid in enumerate(edge_ids):
+        e = network.edges[eid]
+        a, b = network.nodes[e.from_node], network.nodes[e.to_node]
+        pts = [(a.lon, a.lat), *e.geometry, (b.lon, b.lat)]
+        tail = next((p for p in reversed(pts) if p != pts[-1]), pts[0])
+        head = next((p for p in pts if p != pts[0]), pts[-1])
+        arms[k, 0] = _bearing_rad(pts[-1], tail)
+        arms[k, 1] = _bearing_rad(pts[0], head)
+    return arms
+
+
+def _spread_rad(a: float, b: float) -> float:
+    """The angle between two directions, 0 to pi."""
+    d = abs(a - b) % (2.0 * math.pi)
+    return min(d, 2.0 * math.pi - d)
+
+
+def junction_ranks(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.int32]:
+    """Each edge's rank for right of way at the junction it leads to (higher goes first).
+
+    The road class decides (``_RANK``). Where three or more approaches of the top class meet
+    at a priority junction, the two that are most nearly opposite are its main road and the
+    others yield to them, as netconvert decides a priority junction whose roads have equal
+    priority (SUMO documentation, "Networks/PlainXML", junction type ``priority``: the two
+    edges of highest priority are the main road; among equals, those at the widest angle).
+    Without this, traffic on the stem of a T of equal roads met the through traffic without
+    either giving way. Ranks are ``2 * class rank + 1``, and ``2 * class rank`` for an
+    approach left off the main road: the order between classes is unchanged."""
+    arms = edge_arms_rad(network, edge_ids)
+    ranks = np.array([2 * _RANK[network.edges[e].road_class] + 1 for e in edge_ids], np.int32)
+    incoming: dict[str, list[int]] = {}
+    for k, eid in enumerate(edge_ids):
+        incoming.setdefault(network.edges[eid].to_node, []).append(k)
+    for node_id, ks in incoming.items():
+        if network.nodes[node_id].junction != JunctionType.PRIORITY:
+            continue
+        top = max(int(ranks[k]) for k in ks)
+        tops = [k for k in ks if ranks[k] == top]
+        if len(tops) < 3:
+            continue
+        main = max(
+            itertools.combinations(tops, 2), key=lambda p: _spread_rad(arms[p[0], 0], arms[p[1], 0])
+        )
+        for k in tops:
+            if k not in main:
+                ranks[k] -= 1
+    return ranks
+
+
 def _signal_rows(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.float64]:
     """(E, 5) cycle, offset, green start, green end, yellow length per incoming edge."""
     sig = np.zeros((len(edge_ids), 5))
@@ -438,7 +499,7 @@ class NetSim:
     def _network_tables(self, network: RoadNetwork) -> dict[str, np.ndarray]:
         a = self._arrays
         n_nodes = len(a.node_ids)
-        edge_rank = np.array([_RANK[network.edges[e].road_class] for e in a.edge_ids], np.int32)
+        edge_rank = junction_ranks(network, a.edge_ids)
         order = np.argsort(a.edge_to, kind="stable").astype(np.int32)
         counts = np.bincount(a.edge_to, minlength=n_nodes)
         pred_ptr = np.zeros(n_nodes + 1, dtype=np.int32)
