@@ -50,7 +50,8 @@ CLOSE = ("pos_m", "speed_mps", "accel_mps2", "energy_kwh", "distance_m", "min_tt
 def _world() -> RoadNetwork:
     """a -> b (a 3 % climb to a signal, red from t = 16 s to 30 s) -> c -> d (to a plant
     that holds 2 trucks), with a tertiary road s (its cars yield) and a trunk road z (its
-    cars merge with c's traffic as a zipper) joining at c's end."""
+    cars merge with c's traffic as a zipper, or cross it to y: c's traffic gives way to
+    them, coming from its right) joining at c's end."""
     plan = SignalPlan(
         (SignalPhase(13.0, ("b",)), SignalPhase(3.0, ()), SignalPhase(14.0, ())), offset_s=0.0
     )
@@ -62,6 +63,7 @@ def _world() -> RoadNetwork:
         Node("n4", 109.014, 39.0),
         Node("m0", 109.011, 39.002),
         Node("z0", 109.011, 38.998),
+        Node("y0", 109.0113, 39.002),
     ]
     trunk = RoadClass.TRUNK
     edges = [
@@ -80,6 +82,7 @@ def _world() -> RoadNetwork:
         Edge("s", "m0", "n3", 200.0, speed_limit_mps=15.0, road_class=RoadClass.TERTIARY),
         Edge("z", "z0", "n3", 250.0, speed_limit_mps=20.0, road_class=trunk),
         Edge("d", "n3", "n4", 300.0, speed_limit_mps=25.0, road_class=trunk),
+        Edge("y", "n3", "y0", 300.0, speed_limit_mps=20.0, road_class=trunk),
     ]
     sites = [Site("plant", SiteKind.POWER_PLANT, "Plant", "电厂", "n4", 109.015, 39.0)]
     return RoadNetwork.build(nodes, edges, sites)
@@ -97,7 +100,7 @@ def scenario(instances: int = 1, dt_s: float = DT_S) -> NetSim:
     trips += [Trip(f"g{j}", "truck-human", (Leg(("d",), 8.0, "plant"),)) for j in range(3)]
     trips += [Trip("cx", "truck-human", (Leg(("c", "d")),))]
     trips += [Trip(f"s{j}", "car", (Leg(("s", "d")),)) for j in range(2)]
-    trips += [Trip(f"z{j}", "car", (Leg(("z", "d")),)) for j in range(2)]
+    trips += [Trip("z0", "car", (Leg(("z", "d")),)), Trip("z1", "car", (Leg(("z", "y")),))]
     sim = NetSim(
         _world(),
         trips,

@@ -256,6 +256,32 @@ def test_jax_float64_agrees_with_numba(numba_run: NetResult, jax_run: NetResult)
     np.testing.assert_allclose(jax_run.min_ttc_s, numba_run.min_ttc_s, rtol=1e-9)
 
 
+def test_jax_gives_way_at_a_crossing_as_numba_does() -> None:
+    """A cross of equal two-way roads (west-east the main road): on each arm a car every 9 s
+    for a minute, to every other arm, so that left turns meet oncoming traffic, the side
+    roads wait for the main road and the side roads' left turns for each other. Backend
+    ``jax`` gives the Numba run's trajectories and events, and the rules are at work: some
+    car stops short of the node."""
+    arms = {"w": (109.0, 39.0), "e": (109.02, 39.0), "s": (109.01, 38.99), "n": (109.012, 39.01)}
+    nodes = [Node("j", 109.01, 39.0), *(Node(a, *xy) for a, xy in arms.items())]
+    edges = [Edge(f"{a}{b}", a, b, 600.0) for x in arms for a, b in ((x, "j"), ("j", x))]
+    net = RoadNetwork.build(nodes, edges)
+    trips = [
+        Trip(f"{a}{b}{k}", "car", (Leg((f"{a}j", f"j{b}")),), 9.0 * k + 2.0 * i)
+        for i, a in enumerate(arms)
+        for b in arms
+        if b != a
+        for k in range(7)
+    ]
+    ref = NetSim(net, trips, record_every_s=1.0).run(200.0)
+    res = NetSim(net, trips, backend="jax", record_every_s=1.0).run(200.0)
+    _assert_agree(ref, res, pos_m=1e-9, speed_mps=1e-9, energy_kwh=1e-9)
+    f = ref.fcd
+    approach = np.isin(f["edge"], [ref.edge_ids.index(f"{a}j") for a in arms])
+    assert f["speed_mps"][approach].min() < 0.5
+    assert np.all(ref.status == nk.ST_DONE)
+
+
 def test_unrolled_loops_give_the_same_run(jax_run: NetResult) -> None:
     """Three steps per loop iteration and the step's fixed-length loops unrolled (options
     for XLA on a GPU) change the program, not the arithmetic: the same FCD, events and

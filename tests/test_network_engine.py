@@ -38,6 +38,7 @@ from convoy.sim.network import (
     SpeedCap,
     Trip,
     VehicleType,
+    edge_arms_rad,
     junction_ranks,
 )
 from convoy.vehicle.sumo_cfm import MODE_ACC_FALLBACK
@@ -162,21 +163,21 @@ def test_minor_road_yields_to_the_major_road() -> None:
     assert f["speed_mps"][on_minor].min() < 7.0  # it braked (from 10 m/s) for the major car
 
 
-def _tee() -> RoadNetwork:
-    """A T of three equal two-way roads (primary, 1 km, one lane): west and east are the
-    straight road, south the stem."""
-    nodes = [
-        Node("w", 109.0, 39.0),
-        Node("j", 109.01, 39.0),
-        Node("e", 109.02, 39.0),
-        Node("s", 109.01, 38.99),
-    ]
-    edges = [
-        Edge(f"{a}{b}", a, b, 1000.0)
-        for x, y in (("w", "j"), ("j", "e"), ("s", "j"))
-        for a, b in ((x, y), (y, x))
-    ]
+#: Arms around a junction "j" at (109.01, 39.0): west and east make a straight road; the
+#: north arm leans a little east, so that the west-east road is the straightest.
+_ARMS = {"w": (109.0, 39.0), "e": (109.02, 39.0), "s": (109.01, 38.99), "n": (109.012, 39.01)}
+
+
+def _junction_net(arms: str) -> RoadNetwork:
+    """Two-way equal roads (primary, 1 km, one lane) from each of ``arms`` to "j"."""
+    nodes = [Node("j", 109.01, 39.0), *(Node(a, *_ARMS[a]) for a in arms)]
+    edges = [Edge(f"{a}{b}", a, b, 1000.0) for x in arms for a, b in ((x, "j"), ("j", x))]
     return RoadNetwork.build(nodes, edges)
+
+
+def _tee() -> RoadNetwork:
+    """A T of three equal roads: west and east are the straight road, south the stem."""
+    return _junction_net("wes")
 
 
 def test_the_stem_of_a_tee_of_equal_roads_yields_to_the_straight_road() -> None:
@@ -224,6 +225,74 @@ def test_the_main_road_of_a_tee_is_the_one_netconvert_chooses(tmp_path: Path) ->
     }
     assert {state[("sj", out)] for out in ("je", "jw")} == {"m"}
     assert state[("wj", "je")] == state[("ej", "jw")] == "M"
+
+
+def test_a_left_turn_gives_way_to_oncoming_traffic_on_an_equal_road() -> None:
+    """On the T's straight road a car from the east turns left into the stem while another
+    comes from the west going straight on; both start 1 km out together. The two approaches
+    have the same rank, their paths cross, and the left turn gives way: it enters the stem
+    after the oncoming car has crossed, and braked for it. (Before, equal approaches whose
+    paths crossed ignored each other and both crossed the node in the same step.)"""
+    net = _tee()
+    trips = [
+        Trip("straight", "car", (Leg(("wj", "je")),), 0.0),
+        Trip("left", "car", (Leg(("ej", "js")),), 0.0),
+    ]
+    res = NetSim(net, trips).run(150.0)
+    assert res.collisions == 0
+    assert np.all(res.status == nk.ST_DONE)
+    f = res.fcd
+    edge = {eid: k for k, eid in enumerate(net.edges)}
+    first_out = {
+        v: f["time_s"][(f["vehicle"] == v) & (f["edge"] == edge[out])].min()
+        for v, out in ((0, "je"), (1, "js"))
+    }
+    assert first_out[1] > first_out[0]
+    on_approach = (f["vehicle"] == 1) & (f["edge"] == edge["ej"])
+    assert f["speed_mps"][on_approach].min() < 0.75 * f["speed_mps"][on_approach].max()
+    straight = (f["vehicle"] == 0) & (f["edge"] == edge["wj"])
+    assert f["speed_mps"][straight].min() == f["speed_mps"][straight].max()  # never slowed
+
+
+@pytest.mark.parametrize("arms", ["wes", "wesn"])
+def test_who_gives_way_between_equal_approaches_is_what_netconvert_decides(
+    arms: str, tmp_path: Path
+) -> None:
+    """For every two movements through the node from different approaches of equal rank to
+    different exits (no U-turns), convoy's ``gives_way`` against SUMO's: netconvert, given
+    the same T, or a cross of equal roads, writes for each link the links it must wait for
+    (the junction's ``request`` ``response`` bits, lowest link last). They agree on every
+    pair but one kind: two left turns from opposite arms pass in front of each other in
+    convoy, while netconvert has one of them wait for the other (2 pairs of the cross's
+    28)."""
+    import xml.etree.ElementTree as ET
+
+    net = _junction_net(arms)
+    ids = list(net.edges)
+    k = {eid: i for i, eid in enumerate(ids)}
+    rank = junction_ranks(net, ids)
+    arm = edge_arms_rad(net, ids)
+    root = ET.parse(write_sumo_net(net, tmp_path / "j.net.xml")).getroot()
+    links = {
+        int(c.get("via", "").split("_")[1]): (c.get("from", ""), c.get("to", ""), c.get("dir"))
+        for c in root.iter("connection")
+        if c.get("via", "").startswith(":j_") and not c.get("from", "").startswith(":")
+    }
+    junction = next(x for x in root.iter("junction") if x.get("id") == "j")
+    response = {int(r.get("index", "")): r.get("response", "") for r in junction.iter("request")}
+    agree, differ = 0, []
+    for a, (fa, ta, da) in links.items():
+        for b, (fb, tb, db) in links.items():
+            if fa == fb or ta == tb or "t" in (da, db) or rank[k[fa]] != rank[k[fb]]:
+                continue
+            waits = response[a][-1 - b] == "1"
+            ours = nk.gives_way(arm[k[fa], 0], arm[k[ta], 1], arm[k[fb], 0], arm[k[tb], 1])
+            if ours == waits:
+                agree += 1
+            else:
+                differ.append((da, db, waits))
+    assert agree == {"wes": 6, "wesn": 26}[arms]
+    assert differ == ([] if arms == "wes" else [("l", "l", True)] * 2)
 
 
 def test_equal_roads_merge_like_a_zipper_without_collisions() -> None:

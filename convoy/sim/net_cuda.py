@@ -130,7 +130,7 @@ def _kernel(
 
     @cuda.jit(**opts)
     def run(  # type: ignore[no-untyped-def]
-        edge_len_m, edge_lanes, edge_speed_mps, edge_to, edge_rank, edge_key,
+        edge_len_m, edge_lanes, edge_speed_mps, edge_to, edge_rank, edge_arm_rad, edge_key,
         node_junction, pred_ptr, pred_edge, sig, lane_closed, edge_cap_mps,
         vt, cacc_p, acc_p, pt, e_prep, wheel_max_w, edge_cos, edge_sin, drag_knots, drag_g0_m,
         route_edges, leg_lo, leg_hi, leg_dwell_s, leg_site, site_capacity,
@@ -329,11 +329,15 @@ def _kernel(
                                 if d_o > nk.JUNCTION_ZONE_M + s_spd[j] * 6.0:
                                     continue
                                 rj = s_rp[j] + 1
+                                goes_on = rj < leg_hi[s_leg[j]]
+                                e_on = route_edges[rj] if goes_on else e_o
                                 yields, gap, v_lead, ld = _junction_rule(
                                     node_junction[node] == nk.JT_PRIORITY,
                                     edge_rank[e], edge_rank[e_o], sig[e, 0] > 0.0,
                                     d_end, d_o, s_spd[j], vt[s_vty[j], nk.VT_LENGTH_M], j < t,
-                                    rj < leg_hi[s_leg[j]] and route_edges[rj] == e_next,
+                                    goes_on, goes_on and e_on == e_next,
+                                    edge_arm_rad[e, 0], edge_arm_rad[e_next, 1],
+                                    edge_arm_rad[e_o, 0], edge_arm_rad[e_on, 1],
                                     gap, v_lead, ld,
                                 )  # fmt: skip
                                 stop = stop or yields
@@ -519,6 +523,7 @@ class FusedWorld:
             dev(tables.edge_speed_mps, np.float64),
             dev(tables.edge_to, np.int32),
             dev(tables.edge_rank, np.int32),
+            dev(tables.edge_arm_rad, np.float64),
             dev(edge_key, np.int32),
             dev(tables.node_junction, np.int32),
             dev(tables.pred_ptr, np.int32),

@@ -175,6 +175,8 @@ class NetTables:
         edge_len_m, edge_speed_mps, edge_grade: (E,) length, limit, grade (rise over run).
         edge_lanes, edge_from, edge_to, edge_rank: (E,) int32 lanes, end nodes, right-of-way
             rank at the end node (priority junctions: higher wins; ``network.junction_ranks``).
+        edge_arm_rad: (E, 2) the edge's direction at its end and start node
+            (``network.edge_arms_rad``).
         node_junction: (V,) int32 ``nk.JT_*``.
         pred_ptr: (V+1,) int32, pred_edge: (E,) int32: incoming edges of each node (CSR).
         sig: (E, 5) signal at each edge's end (``network._signal_rows``).
@@ -191,6 +193,7 @@ class NetTables:
     edge_from: np.ndarray
     edge_to: np.ndarray
     edge_rank: np.ndarray
+    edge_arm_rad: np.ndarray
     node_junction: np.ndarray
     pred_ptr: np.ndarray
     pred_edge: np.ndarray
@@ -292,6 +295,7 @@ def tables_from_sim(sim: NetSim) -> NetTables:
         edge_from=net["edge_from"],
         edge_to=net["edge_to"],
         edge_rank=net["edge_rank"],
+        edge_arm_rad=net["edge_arm_rad"],
         node_junction=net["node_junction"],
         pred_ptr=net["pred_ptr"],
         pred_edge=net["pred_edge"],
@@ -523,7 +527,8 @@ class NetParams(NamedTuple):
     Network (E,): ``edge_len_m`` (float32 mode: its float32 value; ``edge_len_lo_m`` the
     remainder, 0 in float64), ``edge_lanes``, ``edge_speed_mps``, ``edge_grade``,
     ``edge_from``, ``edge_to``, ``edge_rank``, ``edge_key`` (``edge_sort_keys``), ``sig``
-    (E, 5); ``node_junction`` (V,); ``node_in`` (V, max_in) incoming edges, -1 padded.
+    (E, 5), ``edge_arm_rad`` (E, 2, float64); ``node_junction`` (V,); ``node_in`` (V,
+    max_in) incoming edges, -1 padded.
     Types: ``vt``, ``cacc``, ``acc``, ``pt`` (T, ...). Demand: ``route_edges``, ``leg_lo``,
     ``leg_hi``, ``leg_dwell_s``, ``leg_site``, ``site_capacity``. Vehicles (n,): the fixed
     fields of :class:`Fleet`. Scalars: ``dt_s`` (``dt64_s`` in float64: step times, signal
@@ -542,6 +547,7 @@ class NetParams(NamedTuple):
     edge_from: jax.Array
     edge_to: jax.Array
     edge_rank: jax.Array
+    edge_arm_rad: jax.Array
     edge_key: jax.Array
     sig: jax.Array
     node_junction: jax.Array
@@ -775,6 +781,7 @@ def make_params(
         "edge_from": tables.edge_from.astype(i32),
         "edge_to": tables.edge_to.astype(i32),
         "edge_rank": tables.edge_rank.astype(i32),
+        "edge_arm_rad": tables.edge_arm_rad.astype(np.float64),
         "edge_key": edge_sort_keys(tables),
         "sig": tables.sig.astype(np.float64),
         "node_junction": tables.node_junction.astype(i32),
@@ -864,6 +871,27 @@ class _Rows:
 
     def __getitem__(self, col: int) -> jax.Array:
         return self._table[self._vtype, col]
+
+
+def gives_way(
+    in_rad: jax.Array, out_rad: jax.Array, in_o_rad: jax.Array, out_o_rad: jax.Array
+) -> jax.Array:
+    """``net_kernel.gives_way`` on arrays: whether a movement through a junction gives way
+    to another of equal rank whose path crosses it (the same expressions)."""
+
+    def ccw(a: jax.Array, b: jax.Array) -> jax.Array:
+        return (b - a) % (2.0 * math.pi)
+
+    a = in_rad + nk.ARM_SIDE_RAD
+    span = ccw(a, out_rad - nk.ARM_SIDE_RAD)
+    p = ccw(a, in_o_rad + nk.ARM_SIDE_RAD)
+    q = ccw(a, out_o_rad - nk.ARM_SIDE_RAD)
+    cross = ((p > 0.0) & (p < span)) != ((q > 0.0) & (q < span))
+    left = ccw(in_rad, out_rad) > math.pi + nk.TURN_RAD
+    left_o = ccw(in_o_rad, out_o_rad) > math.pi + nk.TURN_RAD
+    right_of = ccw(in_rad, in_o_rad)
+    from_right = (right_of > 0.0) & (right_of < math.pi)
+    return cross & jnp.where(left != left_o, left, from_right)
 
 
 def _idm_accel(
@@ -1353,8 +1381,14 @@ def net_step(
         minor = priority & (rank_e < p.edge_rank[eo])
         stop |= seen & minor & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
         rj = route_ptr[jj] + 1
+        goes_on = rj < p.leg_hi[leg[jj]]
+        e_on = route_at(rj)
+        cross = seen & priority & (rank_e == p.edge_rank[eo]) & goes_on & (e_on != e_next)
+        arm = p.edge_arm_rad
+        cross &= gives_way(arm[edge, 0], arm[e_next, 1], arm[eo, 0], arm[e_on, 1])
+        stop |= cross & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
         merge = seen & ~minor & ~(rank_e > p.edge_rank[eo])
-        merge &= (rj < p.leg_hi[leg[jj]]) & (route_at(rj) == e_next)
+        merge &= goes_on & (e_on == e_next)
         merge &= (d_o < d_end) | ((d_o == d_end) & (j < idx))
         g_v = d_end - d_o - len_of[ty[jj]]
         take = merge & (g_v < gap)

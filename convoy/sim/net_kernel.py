@@ -154,6 +154,13 @@ LOOKAHEAD_EDGES = 4
 CRITICAL_GAP_S = 5.0
 #: Distance within which junction rules are checked [m].
 JUNCTION_ZONE_M = 150.0
+#: A movement that turns more than this away from straight on is a turn [rad] (45°).
+TURN_RAD = math.pi / 4.0
+#: Where an arm's incoming and outgoing lanes meet the node, as angles around it: the
+#: incoming lane this much counter-clockwise of the arm's direction, the outgoing one as much
+#: clockwise (seen from the node, traffic keeps right) [rad].
+ARM_SIDE_RAD = 1e-3
+_TWO_PI = 2.0 * math.pi
 #: MOBIL politeness, switching threshold, safe deceleration and keep-right bias (Kesting,
 #: Treiber & Helbing 2007, Table 1: p = 0.5... 1, a_th = 0.1 m/s², b_safe = 4 m/s²,
 #: a_bias = 0.3 m/s²).
@@ -624,6 +631,37 @@ def signal_stops(
 
 
 @njit(cache=True, inline="always")
+def _ccw_rad(from_rad: float, to_rad: float) -> float:
+    """The counter-clockwise angle from one direction to another, in [0, 2 pi)."""
+    return (to_rad - from_rad) % _TWO_PI
+
+
+@njit(cache=True, inline="always")
+def gives_way(in_rad: float, out_rad: float, in_o_rad: float, out_o_rad: float) -> bool:
+    """Whether a movement through a junction, arriving from the arm at ``in_rad`` and leaving
+    by the arm at ``out_rad`` (directions from the node), gives way to another's
+    (``in_o_rad``, ``out_o_rad``) on an approach of equal rank. Their paths cross when,
+    around the node, one end of the other's path lies on each side of this one (each arm's
+    incoming lane counter-clockwise of its outgoing one: right-hand traffic). Of two crossing
+    movements, a left turn gives way to one that is not (German StVO § 9 (3), China's Road
+    Traffic Safety Law Implementing Regulations art. 52 (5); SUMO's netconvert marks such a
+    left turn minor), and between two of a kind the one from the right goes first (StVO
+    § 8 (1), art. 52 (4))."""
+    a = in_rad + ARM_SIDE_RAD
+    span = _ccw_rad(a, out_rad - ARM_SIDE_RAD)
+    p = _ccw_rad(a, in_o_rad + ARM_SIDE_RAD)
+    q = _ccw_rad(a, out_o_rad - ARM_SIDE_RAD)
+    if ((p > 0.0) & (p < span)) == ((q > 0.0) & (q < span)):
+        return False
+    left = _ccw_rad(in_rad, out_rad) > math.pi + TURN_RAD
+    left_o = _ccw_rad(in_o_rad, out_o_rad) > math.pi + TURN_RAD
+    if left != left_o:
+        return left
+    right_of = _ccw_rad(in_rad, in_o_rad)
+    return (right_of > 0.0) & (right_of < math.pi)
+
+
+@njit(cache=True, inline="always")
 def junction_rule(
     priority_node: bool,
     rank_e: int,
@@ -634,7 +672,12 @@ def junction_rule(
     speed_o_mps: float,
     length_o_m: float,
     other_first_on_tie: bool,
+    other_goes_on: bool,
     feeds_same_edge: bool,
+    in_rad: float,
+    out_rad: float,
+    in_o_rad: float,
+    out_o_rad: float,
     gap: float,
     v_lead: float,
     ld: int,
@@ -642,14 +685,26 @@ def junction_rule(
     """The junction rule between a lane head ``d_end_m`` before its node and the head of
     another approach ``d_o_m`` before it (within the junction zone): at a priority junction a
     vehicle on a lower-ranked road stops while the other arrives within ``CRITICAL_GAP_S``
-    (unless a signal governs its own approach); on roads of equal rank that feed the same
-    edge, the one nearer the node goes first (a zipper), and the other becomes the leader
-    (``ld = -2``) if it is nearer than ``gap``. Returns ``(stop, gap, v_lead, ld)``."""
+    (unless a signal governs its own approach), and so does one on a road of equal rank
+    whose path the other's crosses with the right of way (``gives_way``: the arms' directions
+    ``*_rad``, the other's ``out_o_rad`` only where it ``other_goes_on`` through the node); on
+    roads of equal rank that feed the same edge, the one nearer the node goes first (a
+    zipper), and the other becomes the leader (``ld = -2``) if it is nearer than ``gap``.
+    Returns ``(stop, gap, v_lead, ld)``."""
     if priority_node and rank_e < rank_o:
         yields = _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S and not own_signal
         return yields, gap, v_lead, ld
-    if rank_e > rank_o or not feeds_same_edge:
+    if rank_e > rank_o:
         return False, gap, v_lead, ld
+    if not feeds_same_edge:
+        yields = (
+            priority_node
+            and other_goes_on
+            and not own_signal
+            and _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S
+            and gives_way(in_rad, out_rad, in_o_rad, out_o_rad)
+        )
+        return yields, gap, v_lead, ld
     if d_o_m < d_end_m or (d_o_m == d_end_m and other_first_on_tie):
         g_v = d_end_m - d_o_m - length_o_m
         if g_v < gap:
@@ -855,6 +910,7 @@ def run_net_steps_py(
     edge_from: np.ndarray,
     edge_to: np.ndarray,
     edge_rank: np.ndarray,
+    edge_arm_rad: np.ndarray,
     edge_cap_mps: np.ndarray,
     lane_closed: np.ndarray,
     node_junction: np.ndarray,
@@ -1240,6 +1296,8 @@ def run_net_steps_py(
                                 if d_o > JUNCTION_ZONE_M + speed_mps[j] * 6.0:
                                     continue
                                 rj = route_ptr[j] + 1
+                                goes_on = rj < leg_route_hi[leg[j]]
+                                e_on = route_edges[rj] if goes_on else e_o
                                 yields, gap, v_lead, ld = junction_rule(
                                     node_junction[node] == JT_PRIORITY,
                                     edge_rank[e],
@@ -1250,7 +1308,12 @@ def run_net_steps_py(
                                     speed_mps[j],
                                     vt[vtype[j], VT_LENGTH_M],
                                     local[j] < local[i],
-                                    rj < leg_route_hi[leg[j]] and route_edges[rj] == e_next,
+                                    goes_on,
+                                    goes_on and e_on == e_next,
+                                    edge_arm_rad[e, 0],
+                                    edge_arm_rad[e_next, 1],
+                                    edge_arm_rad[e_o, 0],
+                                    edge_arm_rad[e_on, 1],
                                     gap,
                                     v_lead,
                                     ld,
