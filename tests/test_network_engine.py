@@ -254,20 +254,68 @@ def test_a_left_turn_gives_way_to_oncoming_traffic_on_an_equal_road() -> None:
     assert f["speed_mps"][straight].min() == f["speed_mps"][straight].max()  # never slowed
 
 
-@pytest.mark.parametrize("arms", ["wes", "wesn"])
-def test_who_gives_way_between_equal_approaches_is_what_netconvert_decides(
-    arms: str, tmp_path: Path
+def test_a_minor_road_waits_only_for_traffic_whose_path_it_meets() -> None:
+    """The T's stem is a tertiary road. Its car turns right towards the east as a car on the
+    straight road comes from the east going west, both 1 km out at the start: their paths
+    neither cross nor join, so the stem's car drives on at its speed (it used to wait for
+    any car on the major road within the critical gap). A second run sends the major car
+    east instead, into the edge the stem's car turns onto: then it waits."""
+    nodes = [Node("j", 109.01, 39.0), *(Node(a, *_ARMS[a]) for a in "wes")]
+    edges = [
+        Edge(
+            f"{a}{b}",
+            a,
+            b,
+            1000.0,
+            road_class=RoadClass.TERTIARY if x == "s" else RoadClass.PRIMARY,
+        )
+        for x in "wes"
+        for a, b in ((x, "j"), ("j", x))
+    ]
+    net = RoadNetwork.build(nodes, edges)
+    edge = {eid: k for k, eid in enumerate(net.edges)}
+    slowest = {}
+    for major in (("ej", "jw"), ("wj", "je")):
+        trips = [
+            Trip("major", "car", (Leg(major),), 0.0),
+            Trip("stem", "car", (Leg(("sj", "je")),), 0.0),
+        ]
+        res = NetSim(net, trips).run(150.0)
+        assert res.collisions == 0 and np.all(res.status == nk.ST_DONE)
+        f = res.fcd
+        on_stem = (f["vehicle"] == 1) & (f["edge"] == edge["sj"])
+        slowest[major[0]] = f["speed_mps"][on_stem].min() / f["speed_mps"][on_stem].max()
+    assert slowest["ej"] == 1.0
+    assert slowest["wj"] < 0.75
+
+
+@pytest.mark.parametrize(
+    ("arms", "minor", "agree"),
+    [("wes", "", 22), ("wesn", "", 98), ("wes", "s", 22), ("wesn", "sn", 98)],
+)
+def test_who_waits_for_whom_at_a_junction_is_what_netconvert_decides(
+    arms: str, minor: str, agree: int, tmp_path: Path
 ) -> None:
-    """For every two movements through the node from different approaches of equal rank to
-    different exits (no U-turns), convoy's ``gives_way`` against SUMO's: netconvert, given
-    the same T, or a cross of equal roads, writes for each link the links it must wait for
-    (the junction's ``request`` ``response`` bits, lowest link last). They agree on every
-    pair but one kind: two left turns from opposite arms pass in front of each other in
-    convoy, while netconvert has one of them wait for the other (2 pairs of the cross's
-    28)."""
+    """For every two movements through the node from different approaches (no U-turns, and
+    not two of equal rank into the same edge, which merge as a zipper), whether the first
+    waits for the second in convoy and in SUMO: netconvert, given the same T or cross (all
+    primary roads, or those of ``minor`` tertiary), writes for each link the links it must
+    wait for (the junction's ``request`` ``response`` bits, lowest link last). In convoy a
+    lower-ranked movement waits for a higher-ranked one that crosses its path or leads to the
+    same edge, one of equal rank where ``gives_way`` says so, a higher-ranked one never.
+    They agree on every pair but one kind: two left turns from opposite arms pass in front
+    of each other in convoy, while netconvert has one of them wait for the other (2 of the
+    cross's 100 pairs)."""
     import xml.etree.ElementTree as ET
 
-    net = _junction_net(arms)
+    nodes = [Node("j", 109.01, 39.0), *(Node(a, *_ARMS[a]) for a in arms)]
+    road = {a: RoadClass.TERTIARY if a in minor else RoadClass.PRIMARY for a in arms}
+    edges = [
+        Edge(f"{a}{b}", a, b, 1000.0, road_class=road[x])
+        for x in arms
+        for a, b in ((x, "j"), ("j", x))
+    ]
+    net = RoadNetwork.build(nodes, edges)
     ids = list(net.edges)
     k = {eid: i for i, eid in enumerate(ids)}
     rank = junction_ranks(net, ids)
@@ -280,19 +328,24 @@ def test_who_gives_way_between_equal_approaches_is_what_netconvert_decides(
     }
     junction = next(x for x in root.iter("junction") if x.get("id") == "j")
     response = {int(r.get("index", "")): r.get("response", "") for r in junction.iter("request")}
-    agree, differ = 0, []
+    same, differ = 0, []
     for a, (fa, ta, da) in links.items():
         for b, (fb, tb, db) in links.items():
-            if fa == fb or ta == tb or "t" in (da, db) or rank[k[fa]] != rank[k[fb]]:
+            ra, rb = rank[k[fa]], rank[k[fb]]
+            if fa == fb or "t" in (da, db) or (ta == tb and ra == rb):
                 continue
             waits = response[a][-1 - b] == "1"
-            ours = nk.gives_way(arm[k[fa], 0], arm[k[ta], 1], arm[k[fb], 0], arm[k[tb], 1])
+            angles = (arm[k[fa], 0], arm[k[ta], 1], arm[k[fb], 0], arm[k[tb], 1])
+            if ra < rb:
+                ours = ta == tb or nk.paths_cross(*angles)
+            else:
+                ours = ra == rb and nk.gives_way(*angles)
             if ours == waits:
-                agree += 1
+                same += 1
             else:
                 differ.append((da, db, waits))
-    assert agree == {"wes": 6, "wesn": 26}[arms]
-    assert differ == ([] if arms == "wes" else [("l", "l", True)] * 2)
+    assert same == agree
+    assert differ == ([] if len(arms) == 3 else [("l", "l", True)] * 2)
 
 
 def test_equal_roads_merge_like_a_zipper_without_collisions() -> None:

@@ -873,23 +873,31 @@ class _Rows:
         return self._table[self._vtype, col]
 
 
+def _ccw(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``net_kernel._ccw_rad`` on arrays."""
+    return (b - a) % (2.0 * math.pi)
+
+
+def paths_cross(
+    in_rad: jax.Array, out_rad: jax.Array, in_o_rad: jax.Array, out_o_rad: jax.Array
+) -> jax.Array:
+    """``net_kernel.paths_cross`` on arrays (the same expressions)."""
+    a = in_rad + nk.ARM_SIDE_RAD
+    span = _ccw(a, out_rad - nk.ARM_SIDE_RAD)
+    p = _ccw(a, in_o_rad + nk.ARM_SIDE_RAD)
+    q = _ccw(a, out_o_rad - nk.ARM_SIDE_RAD)
+    return ((p > 0.0) & (p < span)) != ((q > 0.0) & (q < span))
+
+
 def gives_way(
     in_rad: jax.Array, out_rad: jax.Array, in_o_rad: jax.Array, out_o_rad: jax.Array
 ) -> jax.Array:
     """``net_kernel.gives_way`` on arrays: whether a movement through a junction gives way
     to another of equal rank whose path crosses it (the same expressions)."""
-
-    def ccw(a: jax.Array, b: jax.Array) -> jax.Array:
-        return (b - a) % (2.0 * math.pi)
-
-    a = in_rad + nk.ARM_SIDE_RAD
-    span = ccw(a, out_rad - nk.ARM_SIDE_RAD)
-    p = ccw(a, in_o_rad + nk.ARM_SIDE_RAD)
-    q = ccw(a, out_o_rad - nk.ARM_SIDE_RAD)
-    cross = ((p > 0.0) & (p < span)) != ((q > 0.0) & (q < span))
-    left = ccw(in_rad, out_rad) > math.pi + nk.TURN_RAD
-    left_o = ccw(in_o_rad, out_o_rad) > math.pi + nk.TURN_RAD
-    right_of = ccw(in_rad, in_o_rad)
+    cross = paths_cross(in_rad, out_rad, in_o_rad, out_o_rad)
+    left = _ccw(in_rad, out_rad) > math.pi + nk.TURN_RAD
+    left_o = _ccw(in_o_rad, out_o_rad) > math.pi + nk.TURN_RAD
+    right_of = _ccw(in_rad, in_o_rad)
     from_right = (right_of > 0.0) & (right_of < math.pi)
     return cross & jnp.where(left != left_o, left, from_right)
 
@@ -1379,13 +1387,15 @@ def net_step(
         seen = other & (j >= 0) & ~(d_o > nk.JUNCTION_ZONE_M + speed[jj] * 6.0)
         eta_o = d_o / jnp.maximum(speed[jj], 0.5)
         minor = priority & (rank_e < p.edge_rank[eo])
-        stop |= seen & minor & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
         rj = route_ptr[jj] + 1
         goes_on = rj < p.leg_hi[leg[jj]]
         e_on = route_at(rj)
-        cross = seen & priority & (rank_e == p.edge_rank[eo]) & goes_on & (e_on != e_next)
         arm = p.edge_arm_rad
-        cross &= gives_way(arm[edge, 0], arm[e_next, 1], arm[eo, 0], arm[e_on, 1])
+        a_in, a_out, o_in, o_out = arm[edge, 0], arm[e_next, 1], arm[eo, 0], arm[e_on, 1]
+        conflict = goes_on & ((e_on == e_next) | paths_cross(a_in, a_out, o_in, o_out))
+        stop |= seen & minor & conflict & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
+        cross = seen & priority & (rank_e == p.edge_rank[eo]) & goes_on & (e_on != e_next)
+        cross &= gives_way(a_in, a_out, o_in, o_out)
         stop |= cross & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
         merge = seen & ~minor & ~(rank_e > p.edge_rank[eo])
         merge &= goes_on & (e_on == e_next)

@@ -637,21 +637,29 @@ def _ccw_rad(from_rad: float, to_rad: float) -> float:
 
 
 @njit(cache=True, inline="always")
-def gives_way(in_rad: float, out_rad: float, in_o_rad: float, out_o_rad: float) -> bool:
-    """Whether a movement through a junction, arriving from the arm at ``in_rad`` and leaving
-    by the arm at ``out_rad`` (directions from the node), gives way to another's
-    (``in_o_rad``, ``out_o_rad``) on an approach of equal rank. Their paths cross when,
-    around the node, one end of the other's path lies on each side of this one (each arm's
-    incoming lane counter-clockwise of its outgoing one: right-hand traffic). Of two crossing
-    movements, a left turn gives way to one that is not (German StVO § 9 (3), China's Road
-    Traffic Safety Law Implementing Regulations art. 52 (5); SUMO's netconvert marks such a
-    left turn minor), and between two of a kind the one from the right goes first (StVO
-    § 8 (1), art. 52 (4))."""
+def paths_cross(in_rad: float, out_rad: float, in_o_rad: float, out_o_rad: float) -> bool:
+    """Whether two movements through a junction cross: one arriving from the arm at
+    ``in_rad`` and leaving by the arm at ``out_rad`` (directions from the node), the other
+    (``in_o_rad``, ``out_o_rad``) from another arm to another. They do when, around the node,
+    one end of the other's path lies on each side of this one, each arm's incoming lane
+    counter-clockwise of its outgoing one (seen from the node, traffic keeps right)."""
     a = in_rad + ARM_SIDE_RAD
     span = _ccw_rad(a, out_rad - ARM_SIDE_RAD)
     p = _ccw_rad(a, in_o_rad + ARM_SIDE_RAD)
     q = _ccw_rad(a, out_o_rad - ARM_SIDE_RAD)
-    if ((p > 0.0) & (p < span)) == ((q > 0.0) & (q < span)):
+    return ((p > 0.0) & (p < span)) != ((q > 0.0) & (q < span))
+
+
+@njit(cache=True, inline="always")
+def gives_way(in_rad: float, out_rad: float, in_o_rad: float, out_o_rad: float) -> bool:
+    """Whether a movement through a junction, arriving from the arm at ``in_rad`` and leaving
+    by the arm at ``out_rad`` (directions from the node), gives way to another's
+    (``in_o_rad``, ``out_o_rad``) on an approach of equal rank: only where their paths cross
+    (``paths_cross``). Of two crossing movements, a left turn gives way to one that is not
+    (German StVO § 9 (3), China's Road Traffic Safety Law Implementing Regulations art. 52
+    (5); SUMO's netconvert marks such a left turn minor), and between two of a kind the one
+    from the right goes first (StVO § 8 (1), art. 52 (4))."""
+    if not paths_cross(in_rad, out_rad, in_o_rad, out_o_rad):
         return False
     left = _ccw_rad(in_rad, out_rad) > math.pi + TURN_RAD
     left_o = _ccw_rad(in_o_rad, out_o_rad) > math.pi + TURN_RAD
@@ -685,14 +693,22 @@ def junction_rule(
     """The junction rule between a lane head ``d_end_m`` before its node and the head of
     another approach ``d_o_m`` before it (within the junction zone): at a priority junction a
     vehicle on a lower-ranked road stops while the other arrives within ``CRITICAL_GAP_S``
-    (unless a signal governs its own approach), and so does one on a road of equal rank
-    whose path the other's crosses with the right of way (``gives_way``: the arms' directions
-    ``*_rad``, the other's ``out_o_rad`` only where it ``other_goes_on`` through the node); on
+    if their paths cross or lead to the same edge (unless a signal governs its own
+    approach), and so does one on a road of equal rank whose path the other's crosses with
+    the right of way (``paths_cross``, ``gives_way``: the arms' directions ``*_rad``, the
+    other's ``out_o_rad`` only where it ``other_goes_on`` through the node); on
     roads of equal rank that feed the same edge, the one nearer the node goes first (a
     zipper), and the other becomes the leader (``ld = -2``) if it is nearer than ``gap``.
     Returns ``(stop, gap, v_lead, ld)``."""
     if priority_node and rank_e < rank_o:
-        yields = _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S and not own_signal
+        yields = (
+            _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S
+            and not own_signal
+            and (
+                feeds_same_edge
+                or (other_goes_on and paths_cross(in_rad, out_rad, in_o_rad, out_o_rad))
+            )
+        )
         return yields, gap, v_lead, ld
     if rank_e > rank_o:
         return False, gap, v_lead, ld
