@@ -289,6 +289,33 @@ def test_a_minor_road_waits_only_for_traffic_whose_path_it_meets() -> None:
     assert slowest["wj"] < 0.75
 
 
+def test_at_a_roundabout_paths_merge_and_part_but_do_not_cross() -> None:
+    """The left turn and the oncoming straight car of the T, at a roundabout instead of a
+    priority junction: around the island the two paths never cross (the left-turner goes
+    round), so neither waits, and both leave the node in the same step as they reach it."""
+    net = _tee()
+    net = RoadNetwork.build(
+        [
+            replace(n, junction=JunctionType.ROUNDABOUT) if n.id == "j" else n
+            for n in net.nodes.values()
+        ],
+        list(net.edges.values()),
+    )
+    trips = [
+        Trip("straight", "car", (Leg(("wj", "je")),), 0.0),
+        Trip("left", "car", (Leg(("ej", "js")),), 0.0),
+    ]
+    res = NetSim(net, trips).run(150.0)
+    assert res.collisions == 0
+    f = res.fcd
+    edge = {eid: k for k, eid in enumerate(net.edges)}
+    first_out = [
+        f["time_s"][(f["vehicle"] == v) & (f["edge"] == edge[out])].min()
+        for v, out in ((0, "je"), (1, "js"))
+    ]
+    assert first_out[0] == first_out[1]
+
+
 @pytest.mark.parametrize(
     ("arms", "minor", "agree"),
     [("wes", "", 22), ("wesn", "", 98), ("wes", "s", 22), ("wesn", "sn", 98)],

@@ -303,6 +303,20 @@ def edge_arms_rad(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.f
     return arms
 
 
+def junction_arms_rad(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.float64]:
+    """``edge_arms_rad`` as the junction rules take them: NaN where the edge meets a
+    roundabout, a single node here, around whose island paths merge and part but never
+    cross (``net_kernel.paths_cross`` is false for a NaN direction), so that there only the
+    merge rules apply."""
+    arms = edge_arms_rad(network, edge_ids)
+    for k, eid in enumerate(edge_ids):
+        e = network.edges[eid]
+        for col, node in ((0, e.to_node), (1, e.from_node)):
+            if network.nodes[node].junction == JunctionType.ROUNDABOUT:
+                arms[k, col] = math.nan
+    return arms
+
+
 def _spread_rad(a: float, b: float) -> float:
     """The angle between two directions, 0 to pi."""
     d = abs(a - b) % (2.0 * math.pi)
@@ -521,7 +535,7 @@ class NetSim:
             "edge_from": a.edge_from.astype(np.int32),
             "edge_to": a.edge_to.astype(np.int32),
             "edge_rank": edge_rank,
-            "edge_arm_rad": edge_arms_rad(network, a.edge_ids),
+            "edge_arm_rad": junction_arms_rad(network, a.edge_ids),
             "node_junction": node_junction,
             "pred_ptr": pred_ptr,
             "pred_edge": order,
