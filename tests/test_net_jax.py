@@ -273,8 +273,8 @@ def test_jax_gives_way_at_a_crossing_as_numba_does() -> None:
         if b != a
         for k in range(7)
     ]
-    ref = NetSim(net, trips, record_every_s=1.0).run(200.0)
-    res = NetSim(net, trips, backend="jax", record_every_s=1.0).run(200.0)
+    ref = NetSim(net, trips, record_every_s=1.0).run(400.0)
+    res = NetSim(net, trips, backend="jax", record_every_s=1.0).run(400.0)
     _assert_agree(ref, res, pos_m=1e-9, speed_mps=1e-9, energy_kwh=1e-9)
     f = ref.fcd
     approach = np.isin(f["edge"], [ref.edge_ids.index(f"{a}j") for a in arms])

@@ -130,8 +130,8 @@ def _kernel(
 
     @cuda.jit(**opts)
     def run(  # type: ignore[no-untyped-def]
-        edge_len_m, edge_lanes, edge_speed_mps, edge_to, edge_rank, edge_arm_rad, edge_key,
-        node_junction, pred_ptr, pred_edge, sig, lane_closed, edge_cap_mps,
+        edge_len_m, edge_lanes, edge_speed_mps, edge_to, edge_rank, edge_arm_rad, edge_links,
+        edge_key, node_junction, pred_ptr, pred_edge, sig, lane_closed, edge_cap_mps,
         vt, cacc_p, acc_p, pt, e_prep, wheel_max_w, edge_cos, edge_sin, drag_knots, drag_g0_m,
         route_edges, leg_lo, leg_hi, leg_dwell_s, leg_site, site_capacity,
         inst_start, blk_inst, local, vtype, pred, plat_next, drag_row,
@@ -306,6 +306,7 @@ def _kernel(
                     ttc = min(ttc, gap / (v - s_spd[ld]))
                 d_end = edge_len_m[e] - p
                 stop = False
+                past_m = 0.0
                 if r == s_bs[e] and d_end < max(nk.JUNCTION_ZONE_M, v * 6.0):
                     last = rp + 1 >= leg_hi[lg]
                     node = edge_to[e]
@@ -318,6 +319,15 @@ def _kernel(
                         e_next = route_edges[rp + 1]
                         if not _lane_open(edge_lanes, lane_closed, e_next, 0):
                             stop = True
+                        # a minor movement: ready to stop at the line until it sees the
+                        # junction, unless it could no longer stop where that holds it
+                        blind = (
+                            node_junction[node] == nk.JT_PRIORITY
+                            and sig[e, 0] <= 0.0
+                            and d_end > nk.VISIBILITY_M
+                            and d_end + nk.VISIBILITY_M > v * v / (2.0 * vt[ty, nk.VT_DECEL_MPS2])
+                            and (edge_links[e, 1] >> edge_links[e_next, 0]) & 1 == 1
+                        )
                         if not stop:
                             # junction rules: yield to major roads, zipper with equal ones
                             for q in range(pred_ptr[node], pred_ptr[node + 1]):
@@ -341,8 +351,11 @@ def _kernel(
                                     gap, v_lead, ld,
                                 )  # fmt: skip
                                 stop = stop or yields
+                        if blind and not stop:
+                            stop = True
+                            past_m = nk.VISIBILITY_M
                 if stop:
-                    g_s = d_end + vt[ty, nk.VT_MIN_GAP_M] - 0.5
+                    g_s = d_end + past_m + vt[ty, nk.VT_MIN_GAP_M] - 0.5
                     if g_s < gap:
                         gap = g_s
                         v_lead = 0.0
@@ -524,6 +537,7 @@ class FusedWorld:
             dev(tables.edge_to, np.int32),
             dev(tables.edge_rank, np.int32),
             dev(tables.edge_arm_rad, np.float64),
+            dev(tables.edge_links, np.int64),
             dev(edge_key, np.int32),
             dev(tables.node_junction, np.int32),
             dev(tables.pred_ptr, np.int32),

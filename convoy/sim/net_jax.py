@@ -176,7 +176,9 @@ class NetTables:
         edge_lanes, edge_from, edge_to, edge_rank: (E,) int32 lanes, end nodes, right-of-way
             rank at the end node (priority junctions: higher wins; ``network.junction_ranks``).
         edge_arm_rad: (E, 2) the edge's direction at its end and start node
-            (``network.edge_arms_rad``).
+            (``network.junction_arms_rad``).
+        edge_links: (E, 2) int64 its place among the edges leaving its start node, and the
+            minor movements from it (``network.junction_links``).
         node_junction: (V,) int32 ``nk.JT_*``.
         pred_ptr: (V+1,) int32, pred_edge: (E,) int32: incoming edges of each node (CSR).
         sig: (E, 5) signal at each edge's end (``network._signal_rows``).
@@ -194,6 +196,7 @@ class NetTables:
     edge_to: np.ndarray
     edge_rank: np.ndarray
     edge_arm_rad: np.ndarray
+    edge_links: np.ndarray
     node_junction: np.ndarray
     pred_ptr: np.ndarray
     pred_edge: np.ndarray
@@ -296,6 +299,7 @@ def tables_from_sim(sim: NetSim) -> NetTables:
         edge_to=net["edge_to"],
         edge_rank=net["edge_rank"],
         edge_arm_rad=net["edge_arm_rad"],
+        edge_links=net["edge_links"],
         node_junction=net["node_junction"],
         pred_ptr=net["pred_ptr"],
         pred_edge=net["pred_edge"],
@@ -527,8 +531,8 @@ class NetParams(NamedTuple):
     Network (E,): ``edge_len_m`` (float32 mode: its float32 value; ``edge_len_lo_m`` the
     remainder, 0 in float64), ``edge_lanes``, ``edge_speed_mps``, ``edge_grade``,
     ``edge_from``, ``edge_to``, ``edge_rank``, ``edge_key`` (``edge_sort_keys``), ``sig``
-    (E, 5), ``edge_arm_rad`` (E, 2, float64); ``node_junction`` (V,); ``node_in`` (V,
-    max_in) incoming edges, -1 padded.
+    (E, 5), ``edge_arm_rad`` (E, 2, float64), ``edge_links`` (E, 2, int64);
+    ``node_junction`` (V,); ``node_in`` (V, max_in) incoming edges, -1 padded.
     Types: ``vt``, ``cacc``, ``acc``, ``pt`` (T, ...). Demand: ``route_edges``, ``leg_lo``,
     ``leg_hi``, ``leg_dwell_s``, ``leg_site``, ``site_capacity``. Vehicles (n,): the fixed
     fields of :class:`Fleet`. Scalars: ``dt_s`` (``dt64_s`` in float64: step times, signal
@@ -548,6 +552,7 @@ class NetParams(NamedTuple):
     edge_to: jax.Array
     edge_rank: jax.Array
     edge_arm_rad: jax.Array
+    edge_links: jax.Array
     edge_key: jax.Array
     sig: jax.Array
     node_junction: jax.Array
@@ -782,6 +787,7 @@ def make_params(
         "edge_to": tables.edge_to.astype(i32),
         "edge_rank": tables.edge_rank.astype(i32),
         "edge_arm_rad": tables.edge_arm_rad.astype(np.float64),
+        "edge_links": tables.edge_links.astype(np.int64),
         "edge_key": edge_sort_keys(tables),
         "sig": tables.sig.astype(np.float64),
         "node_junction": tables.node_junction.astype(i32),
@@ -889,14 +895,19 @@ def paths_cross(
     return ((p > 0.0) & (p < span)) != ((q > 0.0) & (q < span))
 
 
+def turns_left(in_rad: jax.Array, out_rad: jax.Array) -> jax.Array:
+    """``net_kernel.turns_left`` on arrays."""
+    return _ccw(in_rad, out_rad) > math.pi + nk.TURN_RAD
+
+
 def gives_way(
     in_rad: jax.Array, out_rad: jax.Array, in_o_rad: jax.Array, out_o_rad: jax.Array
 ) -> jax.Array:
     """``net_kernel.gives_way`` on arrays: whether a movement through a junction gives way
     to another of equal rank whose path crosses it (the same expressions)."""
     cross = paths_cross(in_rad, out_rad, in_o_rad, out_o_rad)
-    left = _ccw(in_rad, out_rad) > math.pi + nk.TURN_RAD
-    left_o = _ccw(in_o_rad, out_o_rad) > math.pi + nk.TURN_RAD
+    left = turns_left(in_rad, out_rad)
+    left_o = turns_left(in_o_rad, out_o_rad)
     right_of = _ccw(in_rad, in_o_rad)
     from_right = (right_of > 0.0) & (right_of < math.pi)
     return cross & jnp.where(left != left_o, left, from_right)
@@ -1399,6 +1410,11 @@ def net_step(
         stop |= cross & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
         merge = seen & ~minor & ~(rank_e > p.edge_rank[eo])
         merge &= goes_on & (e_on == e_next)
+        # of equal roads into one edge, a left turn gives way to the other if it is not one
+        left = turns_left(a_in, a_out)
+        one_left = priority & (left != turns_left(o_in, o_out))
+        stop |= merge & one_left & left & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
+        merge &= ~one_left
         merge &= (d_o < d_end) | ((d_o == d_end) & (j < idx))
         g_v = d_end - d_o - len_of[ty[jj]]
         take = merge & (g_v < gap)
@@ -1407,8 +1423,13 @@ def net_step(
     stop, gap, v_lead, virt = jax.lax.fori_loop(
         0, shape.max_in * L, junction, (stop, gap, v_lead, virt), unroll=shape.unroll_inner
     )
-    stop &= near_end
-    g_s = d_end + min_gap - 0.5
+    # a minor movement: ready to stop at the line until it sees the junction, unless it can
+    # no longer stop where that holds it (as at a yellow light)
+    minor = (p.edge_links[edge, 1] >> p.edge_links[e_next, 0]) & 1 == 1
+    blind = ~stop & ~last_edge & priority & unsignalled & (d_end > nk.VISIBILITY_M) & minor
+    blind &= d_end + nk.VISIBILITY_M > brake_m
+    stop = (stop | blind) & near_end
+    g_s = d_end + jnp.where(blind, nk.VISIBILITY_M, 0.0) + min_gap - 0.5
     hold = stop & (g_s < gap)
     gap = jnp.where(hold, g_s, gap)
     v_lead = jnp.where(hold, 0.0, v_lead).astype(f)

@@ -161,6 +161,14 @@ TURN_RAD = math.pi / 4.0
 #: clockwise (seen from the node, traffic keeps right) [rad].
 ARM_SIDE_RAD = 1e-3
 _TWO_PI = 2.0 * math.pi
+#: How near its stop line a vehicle on a minor movement (``network.junction_links``) sees
+#: the junction's other approaches [m]. Farther out it comes on as if to stop this far past
+#: the line, so that it reaches the line slowly and without a hard brake (unless it could no
+#: longer stop by that point at its comfortable deceleration, as at a yellow light: a
+#: platoon's follower that comes to lead the lane near the line). SUMO's default
+#: connection visibility (netconvert, 4.5 m): there a truck alone on a minor link is slowest
+#: 4.5 m before the line (2.7 m/s; ``scripts/junction_vs_sumo.py``).
+VISIBILITY_M = 4.5
 #: MOBIL politeness, switching threshold, safe deceleration and keep-right bias (Kesting,
 #: Treiber & Helbing 2007, Table 1: p = 0.5... 1, a_th = 0.1 m/s², b_safe = 4 m/s²,
 #: a_bias = 0.3 m/s²).
@@ -651,6 +659,13 @@ def paths_cross(in_rad: float, out_rad: float, in_o_rad: float, out_o_rad: float
 
 
 @njit(cache=True, inline="always")
+def turns_left(in_rad: float, out_rad: float) -> bool:
+    """Whether the movement from the arm at ``in_rad`` to the arm at ``out_rad`` turns left
+    (more than ``TURN_RAD`` from straight on); false for a NaN direction (a roundabout)."""
+    return _ccw_rad(in_rad, out_rad) > math.pi + TURN_RAD
+
+
+@njit(cache=True, inline="always")
 def gives_way(in_rad: float, out_rad: float, in_o_rad: float, out_o_rad: float) -> bool:
     """Whether a movement through a junction, arriving from the arm at ``in_rad`` and leaving
     by the arm at ``out_rad`` (directions from the node), gives way to another's
@@ -661,8 +676,8 @@ def gives_way(in_rad: float, out_rad: float, in_o_rad: float, out_o_rad: float) 
     from the right goes first (StVO § 8 (1), art. 52 (4))."""
     if not paths_cross(in_rad, out_rad, in_o_rad, out_o_rad):
         return False
-    left = _ccw_rad(in_rad, out_rad) > math.pi + TURN_RAD
-    left_o = _ccw_rad(in_o_rad, out_o_rad) > math.pi + TURN_RAD
+    left = turns_left(in_rad, out_rad)
+    left_o = turns_left(in_o_rad, out_o_rad)
     if left != left_o:
         return left
     right_of = _ccw_rad(in_rad, in_o_rad)
@@ -697,9 +712,10 @@ def junction_rule(
     approach), and so does one on a road of equal rank whose path the other's crosses with
     the right of way (``paths_cross``, ``gives_way``: the arms' directions ``*_rad``, the
     other's ``out_o_rad`` only where it ``other_goes_on`` through the node); on
-    roads of equal rank that feed the same edge, the one nearer the node goes first (a
-    zipper), and the other becomes the leader (``ld = -2``) if it is nearer than ``gap``.
-    Returns ``(stop, gap, v_lead, ld)``."""
+    roads of equal rank that feed the same edge, a left turn gives way to the other if it is
+    not one (SUMO's netconvert: the left turn is minor), and otherwise the one nearer the
+    node goes first (a zipper): the other becomes the leader (``ld = -2``) if it is nearer
+    than ``gap``. Returns ``(stop, gap, v_lead, ld)``."""
     if priority_node and rank_e < rank_o:
         yields = (
             _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S
@@ -721,6 +737,11 @@ def junction_rule(
             and gives_way(in_rad, out_rad, in_o_rad, out_o_rad)
         )
         return yields, gap, v_lead, ld
+    if priority_node:
+        left = turns_left(in_rad, out_rad)
+        if left != turns_left(in_o_rad, out_o_rad):
+            yields = left and not own_signal and _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S
+            return yields, gap, v_lead, ld
     if d_o_m < d_end_m or (d_o_m == d_end_m and other_first_on_tie):
         g_v = d_end_m - d_o_m - length_o_m
         if g_v < gap:
@@ -927,6 +948,7 @@ def run_net_steps_py(
     edge_to: np.ndarray,
     edge_rank: np.ndarray,
     edge_arm_rad: np.ndarray,
+    edge_links: np.ndarray,
     edge_cap_mps: np.ndarray,
     lane_closed: np.ndarray,
     node_junction: np.ndarray,
@@ -1284,6 +1306,7 @@ def run_net_steps_py(
             # stop line at the end of this edge
             d_end = edge_len_m[e] - pos_m[i]
             stop = False
+            past_m = 0.0  # how far past its line it is held: ``VISIBILITY_M`` on a minor movement
             if r == bucket_start[k] and d_end < max(JUNCTION_ZONE_M, speed_mps[i] * 6.0):
                 rp = route_ptr[i]
                 lg = leg[i]
@@ -1298,6 +1321,16 @@ def run_net_steps_py(
                     e_next = route_edges[rp + 1]
                     if not lane_open(edge_lanes, lane_closed, e_next, ln):
                         stop = True
+                    # a minor movement: ready to stop at the line until it sees the junction,
+                    # unless it could no longer stop where that holds it (as at a yellow light)
+                    blind = (
+                        node_junction[node] == JT_PRIORITY
+                        and sig[e, 0] <= 0.0
+                        and d_end > VISIBILITY_M
+                        and d_end + VISIBILITY_M
+                        > speed_mps[i] * speed_mps[i] / (2.0 * vt[ty, VT_DECEL_MPS2])
+                        and (edge_links[e, 1] >> edge_links[e_next, 0]) & 1 == 1
+                    )
                     if not stop:
                         # junction rules: yield to major roads, zipper with equal ones
                         for q in range(pred_ptr[node], pred_ptr[node + 1]):
@@ -1335,8 +1368,11 @@ def run_net_steps_py(
                                     ld,
                                 )
                                 stop = stop or yields
+                    if blind and not stop:
+                        stop = True
+                        past_m = VISIBILITY_M
             if stop:
-                g_s = d_end + vt[ty, VT_MIN_GAP_M] - 0.5
+                g_s = d_end + past_m + vt[ty, VT_MIN_GAP_M] - 0.5
                 if g_s < gap:
                     gap = g_s
                     v_lead = 0.0

@@ -317,6 +317,76 @@ def junction_arms_rad(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[
     return arms
 
 
+def junction_links(
+    network: RoadNetwork,
+    edge_ids: Sequence[str],
+    ranks: NDArray[np.int32],
+    arms: NDArray[np.float64],
+) -> NDArray[np.int64]:
+    """(E, 2): column 0 the edge's place among the edges that leave its start node, column 1
+    a bit per edge leaving its end node (at that place), set where the movement from this
+    edge to that one is minor: at a priority junction, some movement from another approach
+    has the right of way over it by the rules of ``net_kernel.junction_rule`` (a higher rank
+    whose path crosses it or leads to the same edge; an equal rank it ``gives_way`` to, or
+    that leads to the same edge without turning left where it turns left; U-turns are no
+    one's foes). A minor movement's vehicle comes to its stop line ready to
+    stop, and only within ``net_kernel.VISIBILITY_M`` of it may it go on where nothing comes
+    (netconvert's lowercase ``m`` links; ``ranks`` from ``junction_ranks``, ``arms`` from
+    ``junction_arms_rad``).
+
+    Raises:
+        NetSimError: a node that more than 63 edges leave.
+    """
+    k = {eid: i for i, eid in enumerate(edge_ids)}
+    out: dict[str, list[int]] = {}
+    into: dict[str, list[int]] = {}
+    for eid in edge_ids:
+        e = network.edges[eid]
+        out.setdefault(e.from_node, []).append(k[eid])
+        into.setdefault(e.to_node, []).append(k[eid])
+    links = np.zeros((len(edge_ids), 2), np.int64)
+    for node_id, leaving in out.items():
+        if len(leaving) > 63:
+            raise NetSimError(f"node {node_id!r}: {len(leaving)} edges leave it; allowed: 63")
+        for place, f in enumerate(leaving):
+            links[f, 0] = place
+
+    def u_turn(a: int, b: int) -> bool:
+        return network.edges[edge_ids[b]].to_node == network.edges[edge_ids[a]].from_node
+
+    for node_id, arriving in into.items():
+        if network.nodes[node_id].junction != JunctionType.PRIORITY:
+            continue
+        leaving = out.get(node_id, [])
+        for a in arriving:
+            for place, f in enumerate(leaving):
+                if u_turn(a, f):
+                    continue
+                for b in arriving:
+                    if b == a or ranks[b] < ranks[a]:
+                        continue
+                    a_in, a_out, b_in = arms[a, 0], arms[f, 1], arms[b, 0]
+                    if ranks[b] > ranks[a]:
+                        waits = any(
+                            g == f or nk.paths_cross(a_in, a_out, b_in, arms[g, 1])
+                            for g in leaving
+                            if not u_turn(b, g)
+                        )
+                    else:
+                        left = nk.turns_left(a_in, a_out)
+                        waits = any(
+                            nk.gives_way(a_in, a_out, b_in, arms[g, 1])
+                            if g != f
+                            else left and not nk.turns_left(b_in, arms[g, 1])
+                            for g in leaving
+                            if not u_turn(b, g)
+                        )
+                    if waits:
+                        links[a, 1] |= 1 << place
+                        break
+    return links
+
+
 def _spread_rad(a: float, b: float) -> float:
     """The angle between two directions, 0 to pi."""
     d = abs(a - b) % (2.0 * math.pi)
@@ -514,6 +584,7 @@ class NetSim:
         a = self._arrays
         n_nodes = len(a.node_ids)
         edge_rank = junction_ranks(network, a.edge_ids)
+        arms = junction_arms_rad(network, a.edge_ids)
         order = np.argsort(a.edge_to, kind="stable").astype(np.int32)
         counts = np.bincount(a.edge_to, minlength=n_nodes)
         pred_ptr = np.zeros(n_nodes + 1, dtype=np.int32)
@@ -535,7 +606,8 @@ class NetSim:
             "edge_from": a.edge_from.astype(np.int32),
             "edge_to": a.edge_to.astype(np.int32),
             "edge_rank": edge_rank,
-            "edge_arm_rad": junction_arms_rad(network, a.edge_ids),
+            "edge_arm_rad": arms,
+            "edge_links": junction_links(network, a.edge_ids, edge_rank, arms),
             "node_junction": node_junction,
             "pred_ptr": pred_ptr,
             "pred_edge": order,
@@ -1249,6 +1321,7 @@ class NetSim:
                 net["edge_to"],
                 net["edge_rank"],
                 net["edge_arm_rad"],
+                net["edge_links"],
                 caps,
                 closed,
                 net["node_junction"],
