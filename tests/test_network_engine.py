@@ -169,10 +169,21 @@ def test_minor_road_yields_to_the_major_road() -> None:
 _ARMS = {"w": (109.0, 39.0), "e": (109.02, 39.0), "s": (109.01, 38.99), "n": (109.012, 39.01)}
 
 
-def _junction_net(arms: str) -> RoadNetwork:
-    """Two-way equal roads (primary, 1 km, one lane) from each of ``arms`` to "j"."""
+def _junction_net(arms: str, minor: str = "") -> RoadNetwork:
+    """Two-way roads (1 km, one lane) from each of ``arms`` to "j": primary, or tertiary for
+    the arms in ``minor``."""
     nodes = [Node("j", 109.01, 39.0), *(Node(a, *_ARMS[a]) for a in arms)]
-    edges = [Edge(f"{a}{b}", a, b, 1000.0) for x in arms for a, b in ((x, "j"), ("j", x))]
+    edges = [
+        Edge(
+            f"{a}{b}",
+            a,
+            b,
+            1000.0,
+            road_class=RoadClass.TERTIARY if x in minor else RoadClass.PRIMARY,
+        )
+        for x in arms
+        for a, b in ((x, "j"), ("j", x))
+    ]
     return RoadNetwork.build(nodes, edges)
 
 
@@ -256,28 +267,17 @@ def test_a_left_turn_gives_way_to_oncoming_traffic_on_an_equal_road() -> None:
 def test_a_minor_road_waits_only_for_traffic_whose_path_it_meets() -> None:
     """The T's stem is a tertiary road. Its car turns right towards the east, alone, or as a
     car on the straight road comes from the east going west, or from the west going east,
-    each 1 km out at the start. Against the westbound car their paths neither cross nor
+    all 1 km out, the major car starting 2 s later so that the two would meet at the node
+    (as in ``_meet``). Against the westbound car their paths neither cross nor
     join: the stem's car arrives when it does alone (it used to wait for any car on the
     major road within the critical gap). The eastbound one goes into the edge it turns
     onto: then it waits for it, and arrives later (a little: it came to the line slowly in
     any case, as a minor movement does)."""
-    nodes = [Node("j", 109.01, 39.0), *(Node(a, *_ARMS[a]) for a in "wes")]
-    edges = [
-        Edge(
-            f"{a}{b}",
-            a,
-            b,
-            1000.0,
-            road_class=RoadClass.TERTIARY if x == "s" else RoadClass.PRIMARY,
-        )
-        for x in "wes"
-        for a, b in ((x, "j"), ("j", x))
-    ]
-    net = RoadNetwork.build(nodes, edges)
+    net = _junction_net("wes", minor="s")
     arrival = {}
     for major in ((), ("ej", "jw"), ("wj", "je")):
         trips = [Trip("stem", "car", (Leg(("sj", "je")),), 0.0)]
-        trips += [Trip("major", "car", (Leg(major),), 0.0)] if major else []
+        trips += [Trip("major", "car", (Leg(major),), 2.0)] if major else []
         res = NetSim(net, trips).run(150.0)
         assert res.collisions == 0 and np.all(res.status == nk.ST_DONE)
         arrival[major[:1]] = next(
@@ -296,19 +296,7 @@ def test_a_minor_movement_comes_to_its_line_ready_to_stop() -> None:
     that near the line, then goes: its lowest speed is a few m/s, reached just before the
     line, and it never brakes hard. SUMO's trucks on minor links do the same, slowest 4.5 m
     out at 2.7 m/s (``scripts/junction_vs_sumo.py``)."""
-    nodes = [Node("j", 109.01, 39.0), *(Node(a, *_ARMS[a]) for a in "wes")]
-    edges = [
-        Edge(
-            f"{a}{b}",
-            a,
-            b,
-            1000.0,
-            road_class=RoadClass.TERTIARY if x == "s" else RoadClass.PRIMARY,
-        )
-        for x in "wes"
-        for a, b in ((x, "j"), ("j", x))
-    ]
-    net = RoadNetwork.build(nodes, edges)
+    net = _junction_net("wes", minor="s")
     edge = {eid: k for k, eid in enumerate(net.edges)}
     for route, minor in (
         (("wj", "je"), False),
@@ -390,14 +378,7 @@ def test_who_waits_for_whom_at_a_junction_is_what_netconvert_decides(
     ``junction_links`` marks as minor exactly the links netconvert does."""
     import xml.etree.ElementTree as ET
 
-    nodes = [Node("j", 109.01, 39.0), *(Node(a, *_ARMS[a]) for a in arms)]
-    road = {a: RoadClass.TERTIARY if a in minor else RoadClass.PRIMARY for a in arms}
-    edges = [
-        Edge(f"{a}{b}", a, b, 1000.0, road_class=road[x])
-        for x in arms
-        for a, b in ((x, "j"), ("j", x))
-    ]
-    net = RoadNetwork.build(nodes, edges)
+    net = _junction_net(arms, minor)
     ids = list(net.edges)
     k = {eid: i for i, eid in enumerate(ids)}
     rank = junction_ranks(net, ids)
