@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,21 +70,29 @@ def demand(headway_s: float, minutes: float) -> list[Trip]:
     return sorted(trips, key=lambda tr: (tr.depart_s, tr.vehicle_id))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minor", default="", help="arms (of w, e, s, n) that are tertiary")
-    ap.add_argument("--headway", type=float, default=40.0, help="s between trucks per movement")
-    ap.add_argument("--minutes", type=float, default=20.0, help="minutes of departures")
-    args = ap.parse_args()
+@dataclass(frozen=True)
+class Movement:
+    """One movement's trips: how many both engines finished, mean travel times [s]."""
+
+    move: str
+    turn: str
+    trips: int
+    convoy_s: float
+    sumo_s: float
+
+
+def compare(minor: str, headway_s: float, minutes: float) -> tuple[list[Movement], dict[str, int]]:
+    """Both engines on the cross to completion: per movement, and the counts (trips, finished
+    on each side, collisions on each side)."""
+    trips = demand(headway_s, minutes)
+    end_s = minutes * 60.0 + 1800.0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         net_xml = write_sumo_net(
-            cross(args.minor), work / "cross.net.xml", ("--no-internal-links", "true")
+            cross(minor), work / "cross.net.xml", ("--no-internal-links", "true")
         )
-        rou_xml = write_routes(demand(args.headway, args.minutes), BENCH_VTYPES, work / "t.rou.xml")
+        rou_xml = write_routes(trips, BENCH_VTYPES, work / "t.rou.xml")
         cfg = write_sumocfg(net_xml, rou_xml, work / "cross.sumocfg")
-        trips = demand(args.headway, args.minutes)
-        end_s = args.minutes * 60.0 + 1800.0
         sim = convoy_sim(read_sumo_net(net_xml), trips)
         res = _run(sim, end_s)
         ours = convoy_trip_times(sim, [res])
@@ -97,18 +106,45 @@ def main() -> None:
     both = ours.finished() & theirs.finished()
     tt_c, tt_s = ours.travel_s(), theirs.travel_s()
     move = np.array([v.split(".")[0] for v in ours.vehicle_ids])
-    print(f"cross, minor arms {args.minor or '-'}, a truck every {args.headway:g} s per movement")
-    print(f"{'move':>5} {'turn':>5} {'trips':>6} {'convoy s':>9} {'SUMO s':>8} {'diff':>7}")
+    rows = []
     for m in sorted(set(move.tolist())):
         k = both & (move == m)
         turn = TURN.get((m[0], m[1])) or _turn(m)
-        c, s = float(np.mean(tt_c[k])), float(np.mean(tt_s[k]))
-        print(f"{m:>5} {turn:>5} {int(k.sum()):>6} {c:>9.1f} {s:>8.1f} {c / s - 1:>+7.1%}")
-    c, s = float(np.mean(tt_c[both])), float(np.mean(tt_s[both]))
-    print(f"{'all':>5} {'':>5} {int(both.sum()):>6} {c:>9.1f} {s:>8.1f} {c / s - 1:>+7.1%}")
+        rows.append(
+            Movement(m, turn, int(k.sum()), float(np.mean(tt_c[k])), float(np.mean(tt_s[k])))
+        )
+    counts = {
+        "trips": len(trips),
+        "finished_convoy": int(ours.finished().sum()),
+        "finished_sumo": int(theirs.finished().sum()),
+        "collisions_convoy": int(res.collisions),
+        "collisions_sumo": int(run.collisions),
+    }
+    return rows, counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minor", default="", help="arms (of w, e, s, n) that are tertiary")
+    ap.add_argument("--headway", type=float, default=40.0, help="s between trucks per movement")
+    ap.add_argument("--minutes", type=float, default=20.0, help="minutes of departures")
+    args = ap.parse_args()
+    rows, counts = compare(args.minor, args.headway, args.minutes)
+    print(f"cross, minor arms {args.minor or '-'}, a truck every {args.headway:g} s per movement")
+    print(f"{'move':>5} {'turn':>5} {'trips':>6} {'convoy s':>9} {'SUMO s':>8} {'diff':>7}")
+    for r in rows:
+        print(
+            f"{r.move:>5} {r.turn:>5} {r.trips:>6} {r.convoy_s:>9.1f} {r.sumo_s:>8.1f} "
+            f"{r.convoy_s / r.sumo_s - 1:>+7.1%}"
+        )
+    n = sum(r.trips for r in rows)
+    c = sum(r.convoy_s * r.trips for r in rows) / n
+    s = sum(r.sumo_s * r.trips for r in rows) / n
+    print(f"{'all':>5} {'':>5} {n:>6} {c:>9.1f} {s:>8.1f} {c / s - 1:>+7.1%}")
     print(
-        f"finished: convoy {int(ours.finished().sum())}, SUMO {int(theirs.finished().sum())} of "
-        f"{len(trips)}; collisions: convoy {res.collisions}, SUMO {run.collisions}"
+        f"finished: convoy {counts['finished_convoy']}, SUMO {counts['finished_sumo']} of "
+        f"{counts['trips']}; collisions: convoy {counts['collisions_convoy']}, "
+        f"SUMO {counts['collisions_sumo']}"
     )
 
 
