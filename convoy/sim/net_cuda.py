@@ -74,6 +74,7 @@ _ahead = device_fn(_ahead_py)
 _next_speed = device_fn(nk.next_speed)
 _signal_stops = device_fn(nk.signal_stops)
 _junction_rule = device_fn(nk.junction_rule)
+_minor_hold = device_fn(nk.minor_hold)
 _lane_open = device_fn(nk.lane_open)
 _drag = device_fn(drag_multiplier_table)
 _energy = device_fn(step_energy_kwh_prepared)
@@ -319,15 +320,11 @@ def _kernel(
                         e_next = route_edges[rp + 1]
                         if not _lane_open(edge_lanes, lane_closed, e_next, 0):
                             stop = True
-                        # a minor movement: ready to stop at the line until it sees the
-                        # junction, unless it could no longer stop where that holds it
-                        blind = (
-                            node_junction[node] == nk.JT_PRIORITY
-                            and sig[e, 0] <= 0.0
-                            and d_end > nk.VISIBILITY_M
-                            and d_end + nk.VISIBILITY_M > v * v / (2.0 * vt[ty, nk.VT_DECEL_MPS2])
-                            and (edge_links[e, 1] >> edge_links[e_next, 0]) & 1 == 1
-                        )
+                        blind = _minor_hold(
+                            node_junction[node] == nk.JT_PRIORITY, sig[e, 0] > 0.0,
+                            (edge_links[e, 1] >> edge_links[e_next, 0]) & 1 == 1,
+                            d_end, v, vt[ty, nk.VT_DECEL_MPS2],
+                        )  # fmt: skip
                         if not stop:
                             # junction rules: yield to major roads, zipper with equal ones
                             for q in range(pred_ptr[node], pred_ptr[node + 1]):

@@ -913,6 +913,25 @@ def gives_way(
     return cross & jnp.where(left != left_o, left, from_right)
 
 
+def waits_for(
+    rank_e: jax.Array,
+    rank_o: jax.Array,
+    in_rad: jax.Array,
+    out_rad: jax.Array,
+    in_o_rad: jax.Array,
+    out_o_rad: jax.Array,
+    other_goes_on: jax.Array,
+    same_edge: jax.Array,
+) -> jax.Array:
+    """``net_kernel.waits_for`` on arrays (the same cases)."""
+    lower = same_edge | (other_goes_on & paths_cross(in_rad, out_rad, in_o_rad, out_o_rad))
+    left_only = turns_left(in_rad, out_rad) & ~turns_left(in_o_rad, out_o_rad)
+    equal = jnp.where(
+        same_edge, left_only, other_goes_on & gives_way(in_rad, out_rad, in_o_rad, out_o_rad)
+    )
+    return jnp.where(rank_e < rank_o, lower, (rank_e == rank_o) & equal)
+
+
 def _idm_accel(
     v: jax.Array,
     gap: jax.Array,
@@ -1397,24 +1416,19 @@ def net_step(
         d_o = to_end(jj, eo)
         seen = other & (j >= 0) & ~(d_o > nk.JUNCTION_ZONE_M + speed[jj] * 6.0)
         eta_o = d_o / jnp.maximum(speed[jj], 0.5)
-        minor = priority & (rank_e < p.edge_rank[eo])
+        rank_o = p.edge_rank[eo]
         rj = route_ptr[jj] + 1
         goes_on = rj < p.leg_hi[leg[jj]]
         e_on = route_at(rj)
+        same = goes_on & (e_on == e_next)
         arm = p.edge_arm_rad
         a_in, a_out, o_in, o_out = arm[edge, 0], arm[e_next, 1], arm[eo, 0], arm[e_on, 1]
-        conflict = goes_on & ((e_on == e_next) | paths_cross(a_in, a_out, o_in, o_out))
-        stop |= seen & minor & conflict & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
-        cross = seen & priority & (rank_e == p.edge_rank[eo]) & goes_on & (e_on != e_next)
-        cross &= gives_way(a_in, a_out, o_in, o_out)
-        stop |= cross & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
-        merge = seen & ~minor & ~(rank_e > p.edge_rank[eo])
-        merge &= goes_on & (e_on == e_next)
-        # of equal roads into one edge, a left turn gives way to the other if it is not one
-        left = turns_left(a_in, a_out)
-        one_left = priority & (left != turns_left(o_in, o_out))
-        stop |= merge & one_left & left & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
-        merge &= ~one_left
+        # at a priority junction every case but two equal approaches merging alike is a rule
+        alike = turns_left(a_in, a_out) == turns_left(o_in, o_out)
+        rule = priority & ((rank_e < rank_o) | ~same | ~alike)
+        waits = waits_for(rank_e, rank_o, a_in, a_out, o_in, o_out, goes_on, same)
+        stop |= seen & rule & waits & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
+        merge = seen & ~rule & ~(rank_e > rank_o) & same
         merge &= (d_o < d_end) | ((d_o == d_end) & (j < idx))
         g_v = d_end - d_o - len_of[ty[jj]]
         take = merge & (g_v < gap)

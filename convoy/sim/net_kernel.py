@@ -685,6 +685,54 @@ def gives_way(in_rad: float, out_rad: float, in_o_rad: float, out_o_rad: float) 
 
 
 @njit(cache=True, inline="always")
+def waits_for(
+    rank_e: int,
+    rank_o: int,
+    in_rad: float,
+    out_rad: float,
+    in_o_rad: float,
+    out_o_rad: float,
+    other_goes_on: bool,
+    same_edge: bool,
+) -> bool:
+    """Whether, at a priority junction, a movement (its approach's rank ``rank_e``, the arms'
+    directions ``in_rad`` and ``out_rad``) must let another approach's (``rank_o``,
+    ``in_o_rad``, ``out_o_rad``; ``other_goes_on`` through the node, into ``same_edge`` or
+    not) go first: a higher rank whose path crosses it or leads to the same edge; an equal
+    rank it ``gives_way`` to, or that leads to the same edge without turning left where it
+    turns left. The rule of ``junction_rule`` and of ``network.junction_links``."""
+    if rank_e < rank_o:
+        return same_edge or (other_goes_on and paths_cross(in_rad, out_rad, in_o_rad, out_o_rad))
+    if rank_e > rank_o:
+        return False
+    if same_edge:
+        return turns_left(in_rad, out_rad) and not turns_left(in_o_rad, out_o_rad)
+    return other_goes_on and gives_way(in_rad, out_rad, in_o_rad, out_o_rad)
+
+
+@njit(cache=True, inline="always")
+def minor_hold(
+    priority_node: bool,
+    own_signal: bool,
+    minor: bool,
+    d_end_m: float,
+    speed_mps: float,
+    decel_mps2: float,
+) -> bool:
+    """Whether a lane head ``d_end_m`` before its line on a ``minor`` movement
+    (``network.junction_links``) is held as if to stop ``VISIBILITY_M`` past the line: at a
+    priority junction without a signal of its own, until it is that near the line, and only
+    while it could still stop by there at its comfortable deceleration ``decel_mps2``."""
+    return (
+        priority_node
+        and not own_signal
+        and minor
+        and d_end_m > VISIBILITY_M
+        and d_end_m + VISIBILITY_M > speed_mps * speed_mps / (2.0 * decel_mps2)
+    )
+
+
+@njit(cache=True, inline="always")
 def junction_rule(
     priority_node: bool,
     rank_e: int,
@@ -716,32 +764,23 @@ def junction_rule(
     not one (SUMO's netconvert: the left turn is minor), and otherwise the one nearer the
     node goes first (a zipper): the other becomes the leader (``ld = -2``) if it is nearer
     than ``gap``. Returns ``(stop, gap, v_lead, ld)``."""
-    if priority_node and rank_e < rank_o:
+    # at a priority junction every case but two equal approaches merging alike is a rule
+    rule = priority_node and (
+        rank_e < rank_o
+        or not feeds_same_edge
+        or turns_left(in_rad, out_rad) != turns_left(in_o_rad, out_o_rad)
+    )
+    if rule:
         yields = (
-            _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S
-            and not own_signal
-            and (
-                feeds_same_edge
-                or (other_goes_on and paths_cross(in_rad, out_rad, in_o_rad, out_o_rad))
+            waits_for(
+                rank_e, rank_o, in_rad, out_rad, in_o_rad, out_o_rad, other_goes_on, feeds_same_edge
             )
-        )
-        return yields, gap, v_lead, ld
-    if rank_e > rank_o:
-        return False, gap, v_lead, ld
-    if not feeds_same_edge:
-        yields = (
-            priority_node
-            and other_goes_on
             and not own_signal
             and _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S
-            and gives_way(in_rad, out_rad, in_o_rad, out_o_rad)
         )
         return yields, gap, v_lead, ld
-    if priority_node:
-        left = turns_left(in_rad, out_rad)
-        if left != turns_left(in_o_rad, out_o_rad):
-            yields = left and not own_signal and _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S
-            return yields, gap, v_lead, ld
+    if rank_e > rank_o or not feeds_same_edge:
+        return False, gap, v_lead, ld
     if d_o_m < d_end_m or (d_o_m == d_end_m and other_first_on_tie):
         g_v = d_end_m - d_o_m - length_o_m
         if g_v < gap:
@@ -1321,15 +1360,13 @@ def run_net_steps_py(
                     e_next = route_edges[rp + 1]
                     if not lane_open(edge_lanes, lane_closed, e_next, ln):
                         stop = True
-                    # a minor movement: ready to stop at the line until it sees the junction,
-                    # unless it could no longer stop where that holds it (as at a yellow light)
-                    blind = (
-                        node_junction[node] == JT_PRIORITY
-                        and sig[e, 0] <= 0.0
-                        and d_end > VISIBILITY_M
-                        and d_end + VISIBILITY_M
-                        > speed_mps[i] * speed_mps[i] / (2.0 * vt[ty, VT_DECEL_MPS2])
-                        and (edge_links[e, 1] >> edge_links[e_next, 0]) & 1 == 1
+                    blind = minor_hold(
+                        node_junction[node] == JT_PRIORITY,
+                        sig[e, 0] > 0.0,
+                        (edge_links[e, 1] >> edge_links[e_next, 0]) & 1 == 1,
+                        d_end,
+                        speed_mps[i],
+                        vt[ty, VT_DECEL_MPS2],
                     )
                     if not stop:
                         # junction rules: yield to major roads, zipper with equal ones

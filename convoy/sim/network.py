@@ -326,12 +326,10 @@ def junction_links(
     """(E, 2): column 0 the edge's place among the edges that leave its start node, column 1
     a bit per edge leaving its end node (at that place), set where the movement from this
     edge to that one is minor: at a priority junction, some movement from another approach
-    has the right of way over it by the rules of ``net_kernel.junction_rule`` (a higher rank
-    whose path crosses it or leads to the same edge; an equal rank it ``gives_way`` to, or
-    that leads to the same edge without turning left where it turns left; U-turns are no
-    one's foes). A minor movement's vehicle comes to its stop line ready to
-    stop, and only within ``net_kernel.VISIBILITY_M`` of it may it go on where nothing comes
-    (netconvert's lowercase ``m`` links; ``ranks`` from ``junction_ranks``, ``arms`` from
+    has the right of way over it (``net_kernel.waits_for``; U-turns are no one's foes). A
+    minor movement's vehicle comes to its stop line ready to stop, and only within
+    ``net_kernel.VISIBILITY_M`` of it may it go on where nothing comes (netconvert's
+    lowercase ``m`` links; ``ranks`` from ``junction_ranks``, ``arms`` from
     ``junction_arms_rad``).
 
     Raises:
@@ -360,30 +358,19 @@ def junction_links(
         leaving = out.get(node_id, [])
         for a in arriving:
             for place, f in enumerate(leaving):
-                if u_turn(a, f):
-                    continue
-                for b in arriving:
-                    if b == a or ranks[b] < ranks[a]:
-                        continue
-                    a_in, a_out, b_in = arms[a, 0], arms[f, 1], arms[b, 0]
-                    if ranks[b] > ranks[a]:
-                        waits = any(
-                            g == f or nk.paths_cross(a_in, a_out, b_in, arms[g, 1])
-                            for g in leaving
-                            if not u_turn(b, g)
-                        )
-                    else:
-                        left = nk.turns_left(a_in, a_out)
-                        waits = any(
-                            nk.gives_way(a_in, a_out, b_in, arms[g, 1])
-                            if g != f
-                            else left and not nk.turns_left(b_in, arms[g, 1])
-                            for g in leaving
-                            if not u_turn(b, g)
-                        )
-                    if waits:
-                        links[a, 1] |= 1 << place
-                        break
+                a_in, a_out = arms[a, 0], arms[f, 1]
+                minor = not u_turn(a, f) and any(
+                    nk.waits_for(
+                        int(ranks[a]), int(ranks[b]), a_in, a_out, arms[b, 0], arms[g, 1],
+                        True, g == f,
+                    )
+                    for b in arriving
+                    if b != a
+                    for g in leaving
+                    if not u_turn(b, g)
+                )  # fmt: skip
+                if minor:
+                    links[a, 1] |= 1 << place
     return links
 
 
@@ -393,7 +380,9 @@ def _spread_rad(a: float, b: float) -> float:
     return min(d, 2.0 * math.pi - d)
 
 
-def junction_ranks(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.int32]:
+def junction_ranks(
+    network: RoadNetwork, edge_ids: Sequence[str], arms: NDArray[np.float64] | None = None
+) -> NDArray[np.int32]:
     """Each edge's rank for right of way at the junction it leads to (higher goes first).
 
     The road class decides (``_RANK``). Where three or more approaches of the top class meet
@@ -403,8 +392,10 @@ def junction_ranks(network: RoadNetwork, edge_ids: Sequence[str]) -> NDArray[np.
     edges of highest priority are the main road; among equals, those at the widest angle).
     Without this, traffic on the stem of a T of equal roads met the through traffic without
     either giving way. Ranks are ``2 * class rank + 1``, and ``2 * class rank`` for an
-    approach left off the main road: the order between classes is unchanged."""
-    arms = edge_arms_rad(network, edge_ids)
+    approach left off the main road: the order between classes is unchanged. ``arms``: the
+    edges' directions (``edge_arms_rad`` or ``junction_arms_rad``), computed if not given."""
+    if arms is None:
+        arms = edge_arms_rad(network, edge_ids)
     ranks = np.array([2 * _RANK[network.edges[e].road_class] + 1 for e in edge_ids], np.int32)
     incoming: dict[str, list[int]] = {}
     for k, eid in enumerate(edge_ids):
@@ -583,8 +574,8 @@ class NetSim:
     def _network_tables(self, network: RoadNetwork) -> dict[str, np.ndarray]:
         a = self._arrays
         n_nodes = len(a.node_ids)
-        edge_rank = junction_ranks(network, a.edge_ids)
         arms = junction_arms_rad(network, a.edge_ids)
+        edge_rank = junction_ranks(network, a.edge_ids, arms)
         order = np.argsort(a.edge_to, kind="stable").astype(np.int32)
         counts = np.bincount(a.edge_to, minlength=n_nodes)
         pred_ptr = np.zeros(n_nodes + 1, dtype=np.int32)
