@@ -6,7 +6,8 @@
 #      against Numba on the CPU);
 #   3. scripts/gpu_bench.py: the bare platoon step, 10 million trucks;
 #   4. scripts/gpu_net_bench.py: the network step, 10 million trucks (issue 4's figure);
-#   5. convoy validate --backend gpu on the batched scenario (issue 7's GPU path);
+#   5. convoy validate --backend gpu on the batched scenario and the car cut-in (issue 7's
+#      GPU paths);
 #   (step "fused", not run by default) the fused CUDA kernel of the network step
 #   (convoy.sim.net_cuda): its GPU agreement test, then scripts/gpu_net_bench.py --kernel cuda;
 #   (step "general", not run by default) the 1-D general step on the GPU (convoy.sim.kernel_cuda):
@@ -79,8 +80,8 @@ except Exception as e:  # a probe: report, do not stop
 EOF"
         ;;
     tests)
-        step tests 180 $PY -m pytest -m gpu -q -p no:cacheprovider \
-            tests/test_backend_jax.py tests/test_net_jax.py
+        step tests 240 $PY -m pytest -m gpu -q -p no:cacheprovider \
+            tests/test_backend_jax.py tests/test_net_jax.py tests/test_validation_cut_in.py
         ;;
     bench)
         step bench 90 $PY scripts/gpu_bench.py --trucks 10000000 --out "$OUT/bench.json"
@@ -116,9 +117,13 @@ sys.exit(main(sys.argv[1:]))" validate --backend gpu --scenario v2v-loss-latency
             validate --backend gpu --scenario cacc-brake-batched --samples 16384 --no-report
         step validate-1m 150 $PY -c "import sys; from convoy.cli import main; sys.exit(main(sys.argv[1:]))" \
             validate --backend gpu --scenario cacc-brake-batched --samples 1048576 --no-report
+        # the car cut-in on the network engine's JAX step: two chunks of 4,096 instances
+        # (CHUNK_INSTANCES_NET_GPU), 400 steps each, its traces' FCD back to the host
+        step validate-cutin 150 $PY -c "import sys; from convoy.cli import main; \
+sys.exit(main(sys.argv[1:]))" validate --backend gpu --scenario car-cut-in --samples 8192 --no-report
         ;;
     mix)  # issue 7's headline figure: the whole library with its faults, --backend gpu (the
-        # batched entry on JAX, the general ones on kernel_cuda, the cut-in on the CPU)
+        # batched entry and the cut-in on JAX, the general ones on kernel_cuda)
         step mix 240 $PY -c "import sys; from convoy.cli import main; sys.exit(main(sys.argv[1:]))" \
             validate --backend gpu --samples 4096 --no-report
         ;;

@@ -232,3 +232,71 @@ def test_a_traces_leader_is_the_nearest_rear_ahead_in_its_lane() -> None:
     ]
     assert np.array_equal(gap[0], want_gap, equal_nan=True)
     assert np.array_equal(closing[0], want_closing, equal_nan=True)
+
+
+def test_jax_runs_the_car_cut_in_as_numba_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    # --backend jax runs the chunk on the network engine's JAX step (float64 on the CPU), the
+    # backend --backend gpu uses on a GPU (in float32 there). The same laws in the same order
+    # give the same metrics to rounding, collisions included (this draw has five). The car's
+    # scripted brake is a speed-cap ramp the JAX step applies itself, as Numba's kernel
+    # does, so the run is cut only where the cut-in itself is placed (at 5 s): two compiled
+    # calls, not one per step of the brake
+    from convoy.sim import net_jax
+
+    calls = []
+    advance = net_jax.advance
+
+    def counted(*a: object, **k: object) -> object:
+        calls.append(1)
+        return advance(*a, **k)
+
+    monkeypatch.setattr(net_jax, "advance", counted)
+    tpl = get_template(CUT_IN_NAME)
+    rows = sample_params(tpl, 16, 6, grid=False)
+    numba = run_chunk(tpl.name, rows, 0, 6, backend="cpu")
+    assert not calls
+    jax_ = run_chunk(tpl.name, rows, 0, 6, backend="jax")
+    assert len(calls) == 2
+    assert int(numba[:, METRIC_NAMES.index("collided")].sum()) == 5
+    assert np.allclose(jax_, numba, rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert np.array_equal(np.isnan(jax_), np.isnan(numba))
+
+
+def test_backend_gpu_without_a_gpu_runs_the_cut_in_on_numba_and_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # CI has no GPU: JAX sees only its CPU, so the chunk runs on Numba as with --backend cpu
+    # (the same table) and one line on stderr says so instead of letting it pass unsaid
+    args = ["--scenario", CUT_IN_NAME, "--samples", "4", "--seed", "2", "--no-report"]
+    assert validate_main([*args, "--out", str(tmp_path / "a")]) == 0
+    cpu = capsys.readouterr()
+    assert validate_main([*args, "--out", str(tmp_path / "b"), "--backend", "gpu"]) == 0
+    gpu = capsys.readouterr()
+    assert "JAX sees no GPU" in gpu.err and CUT_IN_NAME in gpu.err
+    assert "JAX sees no GPU" not in cpu.err
+    table = [ln for ln in cpu.out.splitlines() if CUT_IN_NAME in ln]
+    assert table and table == [ln for ln in gpu.out.splitlines() if CUT_IN_NAME in ln]
+
+
+@pytest.mark.gpu
+def test_the_gpu_runs_the_car_cut_in_as_numba_does() -> None:
+    # --backend gpu on a GPU: the chunk on the JAX step in float32 (compensated offsets). A
+    # GPU rounds otherwise than the CPU (fused multiply-adds, its own division), so a mode
+    # switch may come a step apart: 5 cm of gap, 0.2 m/s² of deceleration; the same
+    # instances collide
+    import jax
+
+    from convoy.sim.validation import net_backend
+
+    if net_backend("gpu") != "gpu":
+        pytest.skip(f"no GPU: CI has none (JAX sees {jax.devices()})")
+    tpl = get_template(CUT_IN_NAME)
+    rows = sample_params(tpl, 64, 6, grid=False)
+    numba = run_chunk(tpl.name, rows, 0, 6, backend="cpu")
+    gpu = run_chunk(tpl.name, rows, 0, 6, backend="gpu")
+    col = {k: METRIC_NAMES.index(k) for k in ("collided", "min_gap_m", "max_decel_mps2")}
+    assert np.array_equal(gpu[:, col["collided"]], numba[:, col["collided"]])
+    np.testing.assert_allclose(gpu[:, col["min_gap_m"]], numba[:, col["min_gap_m"]], atol=0.05)
+    np.testing.assert_allclose(
+        gpu[:, col["max_decel_mps2"]], numba[:, col["max_decel_mps2"]], atol=0.2
+    )

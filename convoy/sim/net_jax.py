@@ -220,14 +220,15 @@ class Fleet:
     Fixed during a run: ``inst`` (batch instance), ``local`` (number in its instance, keys
     the random draws), ``vtype``, ``pred`` (platoon predecessor, -1 none), ``after`` (trip
     that must arrive first, -1 none), ``plat_next`` (platoon successor), ``drag_row``
-    (``aero.drag_row``), ``leg_end`` (one past its last leg), ``speed_cap_mps``,
+    (``aero.drag_row``), ``leg_end`` (one past its last leg),
     ``set_speed_mps`` (NaN: none), ``extra_gap_m``, ``platoon`` (-1: none), ``lc_out``
     (leaving its platoon by a lane change), and per platoon ``plat_head`` (P,) its head.
 
     State: ``status`` (``nk.ST_*``), ``edge``, ``lane``, ``pos_m`` (from the edge's start),
     ``speed_mps``, ``accel_mps2``, ``route_ptr``, ``leg``, ``ready_s`` (time it may depart or
     leave its site), ``mode``, ``beacon_age_s``, ``energy_kwh``, ``distance_m``,
-    ``min_ttc_s``, ``hard_brakes``, ``lane_changes``, ``gap_now_m`` (last gap seen,
+    ``min_ttc_s``, ``hard_brakes``, ``lane_changes``, ``speed_cap_mps`` (its driver's own
+    cap: a trip's, or a speed-cap ramp's under way), ``gap_now_m`` (last gap seen,
     ``nk.NO_GAP`` none), ``leader`` (-1 none), ``order`` (the lanes' sorted order),
     ``site_load`` ((I, S) vehicles at each site).
     """
@@ -535,9 +536,10 @@ class NetParams(NamedTuple):
     ``node_junction`` (V,); ``node_in`` (V, max_in) incoming edges, -1 padded.
     Types: ``vt``, ``cacc``, ``acc``, ``pt`` (T, ...). Demand: ``route_edges``, ``leg_lo``,
     ``leg_hi``, ``leg_dwell_s``, ``leg_site``, ``site_capacity``. Vehicles (n,): the fixed
-    fields of :class:`Fleet`. Scalars: ``dt_s`` (``dt64_s`` in float64: step times, signal
-    phases and release steps are float64 in both precisions, like ``sig`` and
-    ``leg_dwell_s``), ``dt_parts_s`` (3,) float32 parts of dt
+    fields of :class:`Fleet`; ``cap_ramps`` (R, ``nk.RAMP_SIZE``) float64, the speed-cap
+    ramps (``NetSim.schedule_speed_ramp``). Scalars: ``dt_s`` (``dt64_s`` in float64: step
+    times, signal phases and release steps are float64 in both precisions, like ``sig``
+    and ``leg_dwell_s``), ``dt_parts_s`` (3,) float32 parts of dt
     (``backend_jax.dt_parts``), ``ambient_c``, ``seed`` (uint64), ``loss_bits`` (uint64: a
     beacon is lost when its 53-bit draw is below this), ``beacon_period``,
     ``record_every`` (int32), ``zero_bits`` (uint64 zero, see ``_unfused``).
@@ -575,7 +577,7 @@ class NetParams(NamedTuple):
     plat_next: jax.Array
     drag_row: jax.Array
     leg_end: jax.Array
-    speed_cap_mps: jax.Array
+    cap_ramps: jax.Array
     set_speed_mps: jax.Array
     extra_gap_m: jax.Array
     platoon: jax.Array
@@ -626,6 +628,7 @@ class NetState(NamedTuple):
     min_ttc_s: jax.Array
     hard_brakes: jax.Array
     lane_changes: jax.Array
+    speed_cap_mps: jax.Array
     gap_now_m: jax.Array
     leader: jax.Array
     order: jax.Array
@@ -737,10 +740,14 @@ def make_params(
     precision: Precision,
     device: Any = None,
     base: NetParams | None = None,
+    cap_ramps: np.ndarray | None = None,
 ) -> NetParams:
     """Device arrays of everything fixed during a run (call inside :func:`x64_scope`).
     With ``base`` (params of the same tables), its network, type and route arrays are kept
-    and only the fleet's and the scalars are uploaded."""
+    and only the fleet's and the scalars are uploaded. ``cap_ramps``: the speed-cap ramps
+    (``nk.RAMP_*`` rows, ``NetSim.schedule_speed_ramp``), none by default."""
+    if cap_ramps is None:
+        cap_ramps = np.zeros((0, nk.RAMP_SIZE))
     f = _float_type(precision)
     put = partial(jax.device_put, device=device)
     seed_u = np.uint64(cfg.seed % 2**64)  # the CPU kernel's np.uint64(seed), wrapped
@@ -755,7 +762,7 @@ def make_params(
         "plat_next": fleet.plat_next.astype(i32),
         "drag_row": fleet.drag_row.astype(i32),
         "leg_end": fleet.leg_end.astype(i32),
-        "speed_cap_mps": fleet.speed_cap_mps.astype(f),
+        "cap_ramps": np.asarray(cap_ramps, np.float64).reshape(-1, nk.RAMP_SIZE),
         "set_speed_mps": fleet.set_speed_mps.astype(f),
         "extra_gap_m": fleet.extra_gap_m.astype(f),
         "platoon": fleet.platoon.astype(i32),
@@ -841,6 +848,7 @@ def make_state(fleet: Fleet, cfg: RunConfig, precision: Precision, device: Any =
         "min_ttc_s": fleet.min_ttc_s.astype(f),
         "hard_brakes": fleet.hard_brakes.astype(i32),
         "lane_changes": fleet.lane_changes.astype(i32),
+        "speed_cap_mps": fleet.speed_cap_mps.astype(f),
         "gap_now_m": fleet.gap_now_m.astype(f),
         "leader": fleet.leader.astype(i32),
         "order": fleet.order.astype(i32),
@@ -1201,6 +1209,29 @@ def _push(
     return cast(Outputs, jax.lax.cond(jnp.any(mask), write, lambda o: o, out))
 
 
+def _ramped_caps(p: NetParams, cap: jax.Array, step: jax.Array) -> jax.Array:
+    """The drivers' own caps over ``step``: those of the speed-cap ramps under way set, as the
+    CPU kernel sets them at the start of a step (``nk.RAMP_*``: over the ramp's ``j``-th
+    step ``nk.ramp_cap_mps``, after its last none, in float64), the others kept. Of two
+    ramps of one vehicle under way at once the later row wins, as in the kernel's loop."""
+    r = p.cap_ramps
+    if r.shape[0] == 0:
+        return cap
+    n = cap.shape[0]
+    j = step - r[:, nk.RAMP_FIRST_STEP].astype(jnp.int32)
+    length = r[:, nk.RAMP_STEPS].astype(jnp.int32)
+    on = (j >= 0) & (j <= length)
+    row = jnp.where(on, r[:, nk.RAMP_VEHICLE].astype(jnp.int32), n)
+    q = jnp.arange(r.shape[0], dtype=jnp.int32)
+    best = jnp.full(n, -1, jnp.int32).at[row].max(q, mode="drop")
+    # (the kernel's order of the products)
+    fall = r[:, nk.RAMP_RATE_MPS2] * (j + 1).astype(jnp.float64) * p.dt64_s
+    val = jnp.where(
+        j < length, jnp.maximum(r[:, nk.RAMP_FROM_MPS] - fall, r[:, nk.RAMP_FLOOR_MPS]), jnp.inf
+    )
+    return jnp.where(best >= 0, val[jnp.maximum(best, 0)].astype(cap.dtype), cap)
+
+
 def net_step(
     p: NetParams, shape: NetShape, st: NetState, inp: NetInputs, out: Outputs
 ) -> tuple[NetState, Outputs]:
@@ -1223,6 +1254,7 @@ def net_step(
     v_max = vt[nk.VT_MAX_SPEED_MPS]
     len_of = p.vt[:, nk.VT_LENGTH_M]
     ls = shape.n_inst * p.site_capacity.shape[0]
+    cap = _ramped_caps(p, st.speed_cap_mps, step)
 
     def key_of(inst: jax.Array, e: jax.Array, ln: jax.Array | int) -> jax.Array:
         return (inst * E + p.edge_key[e]) * L + ln
@@ -1452,7 +1484,7 @@ def net_step(
     # desired speed, the laws
     v_des = jnp.minimum(
         jnp.minimum(p.edge_speed_mps[edge] * vt[nk.VT_SPEED_FACTOR], v_max),
-        jnp.minimum(inp.edge_cap_mps[edge], p.speed_cap_mps),
+        jnp.minimum(inp.edge_cap_mps[edge], cap),
     )
     has_set = p.set_speed_mps == p.set_speed_mps
     v_set = jnp.minimum(jnp.minimum(p.set_speed_mps, v_max), inp.edge_cap_mps[edge])
@@ -1624,6 +1656,7 @@ def net_step(
         min_ttc_s=min_ttc,
         hard_brakes=hard_brakes,
         lane_changes=lane_changes,
+        speed_cap_mps=cap,
         gap_now_m=gap_now,
         leader=leader,
         order=order,
@@ -2106,6 +2139,9 @@ def _write_back(sim: NetSim, st: NetState, ready0: np.ndarray) -> None:
     s["min_ttc_s"][:] = h["min_ttc_s"]
     s["hard_brakes"][:] = h["hard_brakes"]
     s["lane_changes"][:] = h["lane_changes"]
+    # the caps the ramps set (the others are as they went in, in the run's precision)
+    ramped = h["speed_cap_mps"] != s["speed_cap_mps"].astype(h["speed_cap_mps"].dtype)
+    s["speed_cap_mps"][ramped] = h["speed_cap_mps"][ramped]
     changed = h["ready_step"] != ready0
     s["ready_s"][changed] = h["ready_step"][changed].astype(np.float64) * sim.dt_s
     sim._gap_now[:] = h["gap_now_m"]
@@ -2191,7 +2227,8 @@ def run(
             if st is None:
                 fleet, cfg = fleet_from_sim(sim), config_from_sim(sim)
                 ready0 = _ready_steps(fleet.ready_s, cfg.dt_s)
-                base = make_params(tables, fleet, cfg, precision, device, base)
+                ramps = np.array(sim._cap_ramps, np.float64).reshape(-1, nk.RAMP_SIZE)
+                base = make_params(tables, fleet, cfg, precision, device, base, ramps)
                 max_in = int(base.node_in.shape[1])
                 new = make_shape(tables, fleet, cfg, precision, rows_cap, ev_cap, max_in)
                 new = new._replace(unroll_steps=unroll_steps, unroll_inner=unroll_inner)

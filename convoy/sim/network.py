@@ -1148,8 +1148,8 @@ class NetSim:
         ``max(from_mps - rate_mps2 * (j + 1) * dt_s, floor_mps)`` (the speed at its end), and
         after the last one the cap is lifted (``math.inf``); 0 steps do nothing. The same run as
         ``schedule_speed_cap`` called for each of those steps and once with ``math.inf``
-        after them, which it stands for: on the CPU backend without manoeuvres the kernel
-        sets the caps itself, with no call split at every step (``net_kernel.RAMP_*``).
+        after them, which it stands for: without manoeuvres the step (Numba's or JAX's) sets
+        the caps itself, with no call split at every step (``net_kernel.RAMP_*``).
 
         Raises:
             NetSimError: for an unknown vehicle, a floor that is not > 0, a rate that is not
@@ -1165,8 +1165,8 @@ class NetSim:
             raise NetSimError(f"speed ramp of {vehicle_id!r}: steps = {steps}; allowed: >= 0")
         if steps == 0:
             return  # no ramp, and no cap lifted
-        if self.backend != "cpu" or self._manager is not None:
-            # the JAX step and the manoeuvres' caps go through the requests
+        if self._manager is not None:
+            # the manoeuvres' caps go through the requests
             for j in range(steps):
                 cap = nk.ramp_cap_mps(from_mps, rate_mps2, j, self.dt_s, floor_mps)
                 self.schedule_speed_cap(t_s + j * self.dt_s, vehicle_id, cap)

@@ -36,17 +36,20 @@ each with its own world, channel, hazards and seeded draws, so each is bit for b
 ``simulate`` run (tested).  The ``cacc-brake-batched`` entry is in the batched regime and
 runs a chunk as one call of the batched step (``batch.run_inputs``), on the GPU with
 ``backend="gpu"``; its chunk's arrays are built straight from the parameter rows
-(``ScenarioTemplate.arrays``), not as one scenario each. The JAX/GPU backends cover only
-that regime. With ``backend="gpu"`` and a CUDA GPU that Numba sees, the
+(``ScenarioTemplate.arrays``), not as one scenario each. Of the 1-D entries, the JAX/GPU
+backends cover only that regime. With ``backend="gpu"`` and a CUDA GPU that Numba sees, the
 other 1-D entries run the general kernel on the GPU, one thread per instance
 (``simulate_many(..., backend="cuda")``, ``convoy.sim.kernel_cuda``); otherwise on Numba on
 the CPU.
 
 ``car-cut-in`` needs lanes and cars, so it runs on the network engine
 (``convoy.sim.validation_net``): a chunk of instances is one ``NetSim`` call along that
-engine's instance axis, each instance exactly its own run alone (tested), on Numba whatever
-the backend.  Its worst cases are written as ``NetReplay`` files (template, index, seed,
-parameters), which ``replay_metrics`` reads like the 1-D scenario files.
+engine's instance axis, each instance exactly its own run alone (tested): on Numba with
+``backend="cpu"``, on the engine's JAX step with ``"jax"`` (float64 on the CPU: the same
+metrics to ~1e-9, tested) and with ``"gpu"`` where JAX sees a GPU (float32, in chunks of
+``CHUNK_INSTANCES_NET_GPU``; on Numba where it sees none).  Its worst cases are written as
+``NetReplay`` files (template, index, seed, parameters), which ``replay_metrics`` reads like
+the 1-D scenario files.
 
 ``mixed-human-late-reaction`` puts a human-driven truck (IDM with a reaction delay) inside
 an L4 platoon with the scenario format's per-position ``platoon.overrides``.
@@ -252,9 +255,10 @@ class ScenarioTemplate:
             ``run_batch`` call along the batch axis (on the GPU with ``--backend gpu``);
             that path keeps no trace, so DRAC and the string index are NaN there.
         warmup_s: start of the metrics window [s] (``WARMUP_S`` where beacons have latency).
-        net: ``net(params_list, seed) -> traces``: the scenario runs on the network engine
-            (``convoy.sim.network``), a chunk of instances as one ``NetSim`` batch along its
-            instance axis; None for the 1-D engine's scenarios.
+        net: ``net(params_list, seed, backend) -> traces``: the scenario runs on the network
+            engine (``convoy.sim.network``, ``backend`` one of its ``NET_BACKENDS``), a
+            chunk of instances as one ``NetSim`` batch along its instance axis; None for the
+            1-D engine's scenarios.
         arrays: ``arrays(rows, seed, start) -> BatchInputs``: a batched scenario's chunk
             built as arrays from its parameter rows, the same bits as its instances built
             one by one (``stack_instances``) at a fraction of the cost; None: built one by
@@ -271,7 +275,7 @@ class ScenarioTemplate:
     criteria: Criteria = field(default_factory=Criteria)
     batched: bool = False
     warmup_s: float = 0.0
-    net: Callable[[Sequence[Mapping[str, float]], int], list[NetTrace]] | None = None
+    net: Callable[[Sequence[Mapping[str, float]], int, str], list[NetTrace]] | None = None
     arrays: Callable[[np.ndarray, int, int], BatchInputs] | None = None
     inputs: Callable[[np.ndarray, int, int], list[tuple[np.ndarray, KernelInputs]]] | None = None
 
@@ -1578,12 +1582,27 @@ def instance(
 
 
 def net_instance_traces(
-    tpl: ScenarioTemplate, rows: np.ndarray, seed: int, start: int
+    tpl: ScenarioTemplate, rows: np.ndarray, seed: int, start: int, backend: str = "cpu"
 ) -> list[NetTrace]:
     """Instances ``start .. start + len(rows)`` of a network-engine template, run as one batch
-    (the engine's seed: that of instance ``start``; see ``convoy.sim.validation_net``)."""
+    on the network engine's ``backend`` (the engine's seed: that of instance ``start``; see
+    ``convoy.sim.validation_net``)."""
     assert tpl.net is not None
-    return tpl.net([_params(tpl, r) for r in rows], derive_seed(seed, tpl.name, start))
+    return tpl.net([_params(tpl, r) for r in rows], derive_seed(seed, tpl.name, start), backend)
+
+
+def net_backend(backend: str) -> str:
+    """The network engine's backend for ``validate``'s: ``gpu`` where JAX sees a GPU, else
+    Numba on the CPU (``_note_cpu_fallback`` says so); ``cpu`` and ``jax`` as they are."""
+    if backend != "gpu":
+        return backend
+    from convoy.sim.backend_jax import gpu_device
+
+    try:
+        gpu_device()
+    except ScenarioError:
+        return "cpu"
+    return "gpu"
 
 
 @contextmanager
@@ -1628,9 +1647,9 @@ def run_chunk(
         return _batch_metrics(stack_instances(scs), backend)
     out = np.empty((len(rows), len(METRIC_NAMES)))
     if tpl.net is not None:
-        # the network engine runs on Numba whatever the backend: one call for the chunk
+        # one call of the network engine for the chunk
         with _one_numba_thread():
-            traces = net_instance_traces(tpl, rows, seed, start)
+            traces = net_instance_traces(tpl, rows, seed, start, net_backend(backend))
         for j, tr in enumerate(traces):
             m = net_metrics(tr, tpl.warmup_s)
             out[j] = [m[k] for k in METRIC_NAMES]
@@ -1743,6 +1762,11 @@ class ValidationRun:
 #: Instances per chunk (a Ray task) of a network-engine scenario. A chunk of those is one
 #: ``NetSim`` batch seeded by its first instance, so this number is part of the results.
 CHUNK_INSTANCES = 32
+#: The same on the GPU (JAX): 32 instances of ``car-cut-in`` are 192 vehicles, a few of an
+#: H100's 16,896 cores; 4,096 are 24,576 vehicles, 400 steps of FCD (the metrics' traces)
+#: about 0.3 GB in float32. Not measured on a device yet. The scenario draws no random
+#: numbers, so an instance's results do not depend on its chunk (``validation_net``).
+CHUNK_INSTANCES_NET_GPU = 1 << 12
 #: Instances per chunk of a 1-D scenario in a local run (each instance is exactly its own
 #: run, whatever the chunk). Larger chunks group more instances of one shape into each call
 #: along the kernel's instance axis: ``--samples 512`` over the library took 8.1 s in
@@ -1779,7 +1803,10 @@ def chunk_size(tpl: ScenarioTemplate, over_ray: bool, backend: str = "cpu") -> i
     ``CHUNK_INSTANCES_BATCHED`` (``CHUNK_INSTANCES_BATCHED_GPU`` on the GPU),
     ``CHUNK_INSTANCES_1D`` for another 1-D scenario run locally (``CHUNK_INSTANCES_1D_GPU``
     for one built as arrays on the GPU, ``CHUNK_INSTANCES_1D_ARRAYS_RAY`` for one over
-    Ray), else ``CHUNK_INSTANCES``."""
+    Ray), ``CHUNK_INSTANCES_NET_GPU`` for a network-engine one on the GPU, else
+    ``CHUNK_INSTANCES``."""
+    if tpl.net is not None and backend == "gpu" and not over_ray and net_backend(backend) == "gpu":
+        return CHUNK_INSTANCES_NET_GPU
     if tpl.arrays is not None:
         return CHUNK_INSTANCES_BATCHED_GPU if backend == "gpu" else CHUNK_INSTANCES_BATCHED
     if tpl.inputs is not None and backend == "gpu" and not over_ray:
@@ -2139,7 +2166,7 @@ def replay_metrics(path: str | Path, backend: str = "cpu") -> dict[str, float]:
     if isinstance(data, dict) and "replay" in data:
         tpl, rep = load_net_replay(path, data)
         assert tpl.net is not None  # load_net_replay admits network templates only
-        return net_metrics(tpl.net([rep.params], rep.seed)[0], tpl.warmup_s)
+        return net_metrics(tpl.net([rep.params], rep.seed, net_backend(backend))[0], tpl.warmup_s)
     sc = load_scenario(path)
     tpl = get_template(sc.name.split("[", 1)[0])
     if tpl.batched:
@@ -2312,18 +2339,25 @@ def _criterion(key: str, val: Any) -> Any:
 
 def _note_cpu_fallback(backend: str, ray_address: str | None, names: Sequence[str] | None) -> None:
     """After a run with ``--backend gpu`` where Numba sees no CUDA GPU, say (one line on
-    stderr) that the general 1-D entries ran on the CPU, rather than let it pass unsaid."""
+    stderr) that the general 1-D entries ran on the CPU, rather than let it pass unsaid; the
+    same for the network engine's entries where JAX sees no GPU."""
     if backend != "gpu" or ray_address:
         return
-    general = [n for n in (names or list(LIBRARY)) if _is_general(LIBRARY[n])]
-    if not general:
-        return
+    chosen = names or list(LIBRARY)
+    general = [n for n in chosen if _is_general(LIBRARY[n])]
+    net = [n for n in chosen if LIBRARY[n].net is not None]
     from convoy.sim.cuda_target import has_gpu
 
-    if not has_gpu():
+    if general and not has_gpu():
         print(
             "convoy validate: note: Numba sees no CUDA GPU, so the general 1-D scenarios "
             f"({', '.join(general)}) ran on the CPU",
+            file=sys.stderr,
+        )
+    if net and net_backend(backend) != "gpu":
+        print(
+            "convoy validate: note: JAX sees no GPU, so the network engine's scenarios "
+            f"({', '.join(net)}) ran on Numba on the CPU",
             file=sys.stderr,
         )
 

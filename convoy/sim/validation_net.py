@@ -169,8 +169,9 @@ def _types(cases: Sequence[CutInCase]) -> tuple[list[str], list[str], list[Vehic
     return l4_names, car_names, list(table.values())
 
 
-def cut_in_sim(cases: Sequence[CutInCase], seed: int) -> NetSim:
-    """The batch of ``cases`` as one ``NetSim`` (instance k is ``cases[k]``), ready to run.
+def cut_in_sim(cases: Sequence[CutInCase], seed: int, backend: str = "cpu") -> NetSim:
+    """The batch of ``cases`` as one ``NetSim`` (instance k is ``cases[k]``) on the network
+    engine's ``backend`` (``NET_BACKENDS``), ready to run.
 
     Every instance: a 1+4 platoon (human head, L4 SUMO-CACC followers) formed in lane 0 at
     its equilibrium gaps (min gap + tau v) at 22 m/s, and a car that cuts in ahead of
@@ -192,6 +193,7 @@ def cut_in_sim(cases: Sequence[CutInCase], seed: int) -> NetSim:
         seed=seed,
         instances=m,
         record_every_s=0.1,
+        backend=backend,
     )
     dt = sim.dt_s
     v = CUT_IN_SPEED_MPS
@@ -312,19 +314,23 @@ def _instance_traces(
     ]
 
 
-def run_cut_in(params: Sequence[Mapping[str, float]], seed: int) -> list[NetTrace]:
+def run_cut_in(
+    params: Sequence[Mapping[str, float]], seed: int, backend: str = "cpu"
+) -> list[NetTrace]:
     """Run instances of ``car-cut-in`` (one per parameter mapping) as one batch.
 
     Args:
         params: per instance, the library's parameter draw (``CutInCase.of``).
         seed: the engine's seed (instance k draws with ``seed + k * INSTANCE_SEED_STRIDE``;
             this scenario draws nothing, see the module docstring).
+        backend: the network engine's (``cpu``: Numba; ``jax``: JAX on the CPU in float64,
+            the same results to ~1e-12; ``gpu``: JAX on the GPU in float32).
 
     Returns:
         One ``NetTrace`` per instance, in order.
     """
     cases = [CutInCase.of(p) for p in params]
-    sim = cut_in_sim(cases, seed)
+    sim = cut_in_sim(cases, seed, backend)
     start = {k: sim.state[k].copy() for k in ("status", "pos_m", "speed_mps")}
     res = sim.run(CUT_IN_AT_S + CUT_IN_AFTER_S, fcd_rows=sim.n * 600 + 1)
     ids = [f"t{j}" for j in range(CUT_IN_TRUCKS)] + ["car"]
