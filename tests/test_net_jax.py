@@ -282,6 +282,33 @@ def test_jax_gives_way_at_a_crossing_as_numba_does() -> None:
     assert np.all(ref.status == nk.ST_DONE)
 
 
+def test_jax_waits_for_a_truck_to_clear_the_junction_as_numba_does() -> None:
+    """A truck crawls (3 m/s) straight through a T of primary roads from west to east; a car
+    from the tertiary stem turns left across its path, timed to reach its line as the truck
+    comes. Backend ``jax`` gives the Numba run, and the rule for a vehicle still in the
+    junction is at work: the car reaches the node only after the truck's rear has left it."""
+    arms = {"w": (109.0, 39.0), "e": (109.02, 39.0), "s": (109.01, 38.99)}
+    nodes = [Node("j", 109.01, 39.0), *(Node(a, *xy) for a, xy in arms.items())]
+    primary = RoadClass.PRIMARY
+    edges = [
+        Edge(f"{a}{b}", a, b, 1000.0, road_class=RoadClass.TERTIARY if x == "s" else primary)
+        for x in arms
+        for a, b in ((x, "j"), ("j", x))
+    ]
+    net = RoadNetwork.build(nodes, edges)
+    trips = [
+        Trip("truck", "truck-human", (Leg(("wj", "je")),), 0.0, speed_cap_mps=3.0),
+        Trip("car", "car", (Leg(("sj", "jw")),), 276.0),
+    ]
+    ref = NetSim(net, trips, record_every_s=0.1).run(400.0)
+    res = NetSim(net, trips, backend="jax", record_every_s=0.1).run(400.0)
+    _assert_agree(ref, res, pos_m=1e-9, speed_mps=1e-9, energy_kwh=1e-9)
+    f, je, jw = ref.fcd, ref.edge_ids.index("je"), ref.edge_ids.index("jw")
+    rear = f["time_s"][(f["vehicle"] == 0) & (f["edge"] == je) & (f["pos_m"] >= 16.5)].min()
+    crossed = f["time_s"][(f["vehicle"] == 1) & (f["edge"] == jw)].min()
+    assert rear <= crossed < rear + 4.0
+
+
 def test_unrolled_loops_give_the_same_run(jax_run: NetResult) -> None:
     """Three steps per loop iteration and the step's fixed-length loops unrolled (options
     for XLA on a GPU) change the program, not the arithmetic: the same FCD, events and

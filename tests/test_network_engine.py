@@ -34,6 +34,7 @@ from convoy.sim.network import (
     Flow,
     LaneClosure,
     Leg,
+    NetResult,
     NetSim,
     NetSimError,
     Platoon,
@@ -317,6 +318,38 @@ def test_a_minor_movement_comes_to_its_line_ready_to_stop() -> None:
             assert 1000.0 - f["pos_m"][slowest] < nk.VISIBILITY_M + 1.0, route
         else:
             assert f["speed_mps"][on].min() == f["speed_mps"][on].max(), route
+
+
+def _first_on(res: NetResult, vehicle: int, edge: int, past_m: float = 0.0) -> float:
+    """When ``vehicle``'s front is first ``past_m`` or more along ``edge`` (FCD)."""
+    f = res.fcd
+    on = (f["vehicle"] == vehicle) & (f["edge"] == edge) & (f["pos_m"] >= past_m)
+    return float(f["time_s"][on].min())
+
+
+def test_a_minor_movement_waits_for_a_slow_truck_to_clear_the_junction() -> None:
+    """A truck crawls (3 m/s) straight through the T from west to east; a car from the stem
+    (tertiary) turns left towards the west, across the truck's path, timed to come to its
+    line 2 s before the truck's front reaches the node. It waits for the truck, and then for
+    the truck's body too: its front reaches the node only after the truck's rear has left
+    it (16.5 m at 3 m/s: 5.5 s after the front), and within a few seconds of that. The
+    truck is not held up. (Before, the junction was a point the car could cross as soon as
+    the truck's front had: tried, it entered 4.9 s before the rear had cleared.)"""
+    net = _junction_net("wes", minor="s")
+    edge = {eid: k for k, eid in enumerate(net.edges)}
+    truck = Trip("truck", "truck-human", (Leg(("wj", "je")),), 0.0, speed_cap_mps=3.0)
+    alone = NetSim(net, [truck], record_every_s=0.1).run(500.0)
+    front = _first_on(alone, 0, edge["je"])
+    rear = _first_on(alone, 0, edge["je"], TRUCK_HUMAN.length_m)
+    assert rear - front == pytest.approx(TRUCK_HUMAN.length_m / 3.0, abs=0.15)
+    car_alone = NetSim(net, [Trip("car", "car", (Leg(("sj", "jw")),), 0.0)], record_every_s=0.1)
+    at_line = _first_on(car_alone.run(150.0), 0, edge["jw"])
+    car = Trip("car", "car", (Leg(("sj", "jw")),), round(front - at_line - 2.0))
+    both = NetSim(net, [truck, car], record_every_s=0.1).run(800.0)
+    assert both.collisions == 0 and np.all(both.status == nk.ST_DONE)
+    assert _first_on(both, 0, edge["je"]) == front
+    crossed = _first_on(both, 1, edge["jw"])
+    assert rear <= crossed < rear + 4.0
 
 
 def test_a_platoon_through_a_minor_movement_brakes_no_harder_than_its_head() -> None:

@@ -74,6 +74,7 @@ _ahead = device_fn(_ahead_py)
 _next_speed = device_fn(nk.next_speed)
 _signal_stops = device_fn(nk.signal_stops)
 _junction_rule = device_fn(nk.junction_rule)
+_waits_for_occupant = device_fn(nk.waits_for_occupant)
 _minor_hold = device_fn(nk.minor_hold)
 _lane_open = device_fn(nk.lane_open)
 _drag = device_fn(drag_multiplier_table)
@@ -132,7 +133,8 @@ def _kernel(
     @cuda.jit(**opts)
     def run(  # type: ignore[no-untyped-def]
         edge_len_m, edge_lanes, edge_speed_mps, edge_to, edge_rank, edge_arm_rad, edge_links,
-        edge_key, node_junction, pred_ptr, pred_edge, sig, lane_closed, edge_cap_mps,
+        edge_key, node_junction, pred_ptr, pred_edge, succ_ptr, succ_edge, sig, lane_closed,
+        edge_cap_mps,
         vt, cacc_p, acc_p, pt, e_prep, wheel_max_w, edge_cos, edge_sin, drag_knots, drag_g0_m,
         route_edges, leg_lo, leg_hi, leg_dwell_s, leg_site, site_capacity,
         inst_start, blk_inst, local, vtype, pred, plat_next, drag_row,
@@ -348,6 +350,23 @@ def _kernel(
                                     gap, v_lead, ld,
                                 )  # fmt: skip
                                 stop = stop or yields
+                        if not stop and node_junction[node] == nk.JT_PRIORITY and sig[e, 0] <= 0.0:
+                            # a vehicle still in the junction on a path that crosses this one
+                            for q in range(succ_ptr[node], succ_ptr[node + 1]):
+                                e_f = succ_edge[q]
+                                if e_f == e_next or s_bs[e_f] < 0:
+                                    continue
+                                f = s_order[s_be[e_f] - 1]
+                                rp_f = s_rp[f]
+                                if rp_f <= leg_lo[s_leg[f]]:
+                                    continue
+                                e_in = route_edges[rp_f - 1]
+                                if e_in != e and _waits_for_occupant(
+                                    d_end, v, edge_arm_rad[e, 0], edge_arm_rad[e_next, 1],
+                                    edge_arm_rad[e_in, 0], edge_arm_rad[e_f, 1], s_pos[f],
+                                    vt[s_vty[f], nk.VT_LENGTH_M], s_spd[f],
+                                ):  # fmt: skip
+                                    stop = True
                         if blind and not stop:
                             stop = True
                             past_m = nk.VISIBILITY_M
@@ -539,6 +558,8 @@ class FusedWorld:
             dev(tables.node_junction, np.int32),
             dev(tables.pred_ptr, np.int32),
             dev(tables.pred_edge, np.int32),
+            dev(tables.succ_ptr, np.int32),
+            dev(tables.succ_edge, np.int32),
             dev(tables.sig, np.float64),
             dev(lane_closed, np.int8),
             dev(edge_cap_mps, np.float64),

@@ -180,7 +180,8 @@ class NetTables:
         edge_links: (E, 2) int64 its place among the edges leaving its start node, and the
             minor movements from it (``network.junction_links``).
         node_junction: (V,) int32 ``nk.JT_*``.
-        pred_ptr: (V+1,) int32, pred_edge: (E,) int32: incoming edges of each node (CSR).
+        pred_ptr: (V+1,) int32, pred_edge: (E,) int32: incoming edges of each node (CSR);
+            succ_ptr, succ_edge: its outgoing ones.
         sig: (E, 5) signal at each edge's end (``network._signal_rows``).
         vt, cacc, acc, pt: per type rows (``nk.VT_*``, SUMO CACC and ACC vectors, powertrain).
         route_edges: (R,) int32; leg_lo, leg_hi: (G,) int32 a leg's route rows;
@@ -200,6 +201,8 @@ class NetTables:
     node_junction: np.ndarray
     pred_ptr: np.ndarray
     pred_edge: np.ndarray
+    succ_ptr: np.ndarray
+    succ_edge: np.ndarray
     sig: np.ndarray
     vt: np.ndarray
     cacc: np.ndarray
@@ -304,6 +307,8 @@ def tables_from_sim(sim: NetSim) -> NetTables:
         node_junction=net["node_junction"],
         pred_ptr=net["pred_ptr"],
         pred_edge=net["pred_edge"],
+        succ_ptr=net["succ_ptr"],
+        succ_edge=net["succ_edge"],
         sig=net["sig"],
         vt=sim._vt,
         cacc=sim._cacc,
@@ -533,7 +538,8 @@ class NetParams(NamedTuple):
     remainder, 0 in float64), ``edge_lanes``, ``edge_speed_mps``, ``edge_grade``,
     ``edge_from``, ``edge_to``, ``edge_rank``, ``edge_key`` (``edge_sort_keys``), ``sig``
     (E, 5), ``edge_arm_rad`` (E, 2, float64), ``edge_links`` (E, 2, int64);
-    ``node_junction`` (V,); ``node_in`` (V, max_in) incoming edges, -1 padded.
+    ``node_junction`` (V,); ``node_in`` (V, max_in) incoming edges, ``node_out`` (V, most
+    out) outgoing ones, -1 padded.
     Types: ``vt``, ``cacc``, ``acc``, ``pt`` (T, ...). Demand: ``route_edges``, ``leg_lo``,
     ``leg_hi``, ``leg_dwell_s``, ``leg_site``, ``site_capacity``. Vehicles (n,): the fixed
     fields of :class:`Fleet`; ``cap_ramps`` (R, ``nk.RAMP_SIZE``) float64, the speed-cap
@@ -559,6 +565,7 @@ class NetParams(NamedTuple):
     sig: jax.Array
     node_junction: jax.Array
     node_in: jax.Array
+    node_out: jax.Array
     vt: jax.Array
     cacc: jax.Array
     acc: jax.Array
@@ -682,7 +689,16 @@ def x64_scope() -> Iterator[None]:
 
 
 def _node_in(tables: NetTables) -> np.ndarray:
-    ptr, pe = tables.pred_ptr, tables.pred_edge
+    """(V, most in) each node's incoming edges, -1 padded."""
+    return _padded_csr(tables.pred_ptr, tables.pred_edge)
+
+
+def _node_out(tables: NetTables) -> np.ndarray:
+    """(V, most out) each node's outgoing edges, -1 padded."""
+    return _padded_csr(tables.succ_ptr, tables.succ_edge)
+
+
+def _padded_csr(ptr: np.ndarray, pe: np.ndarray) -> np.ndarray:
     deg = np.diff(ptr)
     width = max(int(deg.max()) if deg.size else 1, 1)
     out = np.full((deg.shape[0], width), -1, np.int32)
@@ -799,6 +815,7 @@ def make_params(
         "sig": tables.sig.astype(np.float64),
         "node_junction": tables.node_junction.astype(i32),
         "node_in": _node_in(tables),
+        "node_out": _node_out(tables),
         "vt": tables.vt.astype(f),
         "cacc": tables.cacc.astype(f),
         "acc": tables.acc.astype(f),
@@ -1469,6 +1486,30 @@ def net_step(
     stop, gap, v_lead, virt = jax.lax.fori_loop(
         0, shape.max_in * L, junction, (stop, gap, v_lead, virt), unroll=shape.unroll_inner
     )
+
+    def occupant(k: int | jax.Array, stop: jax.Array) -> jax.Array:
+        """The rearmost of lane k % L of outgoing edge k // L, as the kernel's loop sees it:
+        still in the junction on a path that crosses this one (``nk.waits_for_occupant``)."""
+        e_f = p.node_out[node, k // L]
+        ef = jnp.maximum(e_f, 0)
+        look = rules & priority & unsignalled & (e_f >= 0) & (e_f != e_next)
+        f = tail_of[jnp.where(look, key_of(p.inst, ef, k % L), nb)]
+        ff = jnp.maximum(f, 0)
+        rp_f = route_ptr[ff]
+        e_in = route_at(rp_f - 1)
+        came = look & (f >= 0) & (rp_f > p.leg_lo[leg[ff]]) & (e_in != edge)
+        arm = p.edge_arm_rad
+        past = front_of(ff)
+        rest = len_of[ty[ff]] - past
+        occ = (past < len_of[ty[ff]]) & paths_cross(
+            arm[edge, 0], arm[e_next, 1], arm[e_in, 0], arm[ef, 1]
+        )
+        occ &= (
+            d_end / jnp.maximum(speed, 0.5) < rest / jnp.maximum(speed[ff], 0.5) + nk.CLEAR_MARGIN_S
+        )
+        return stop | (came & occ)
+
+    stop = jax.lax.fori_loop(0, p.node_out.shape[1] * L, occupant, stop, unroll=shape.unroll_inner)
     # a minor movement: ready to stop at the line until it sees the junction, unless it can
     # no longer stop where that holds it (as at a yellow light)
     minor = (p.edge_links[edge, 1] >> p.edge_links[e_next, 0]) & 1 == 1

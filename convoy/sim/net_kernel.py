@@ -154,6 +154,11 @@ LOOKAHEAD_EDGES = 4
 CRITICAL_GAP_S = 5.0
 #: Distance within which junction rules are checked [m].
 JUNCTION_ZONE_M = 150.0
+#: A vehicle waits at its line for one still in the junction on a path that crosses its
+#: own if it would reach the node less than this after that one's rear has cleared it [s]
+#: (SUMO's ``jmTimegapMinor``, 1 s: how long a foe's occupation of a link is still respected
+#: after it has left).
+CLEAR_MARGIN_S = 1.0
 #: A movement that turns more than this away from straight on is a turn [rad] (45°).
 TURN_RAD = math.pi / 4.0
 #: Where an arm's incoming and outgoing lanes meet the node, as angles around it: the
@@ -733,6 +738,33 @@ def minor_hold(
 
 
 @njit(cache=True, inline="always")
+def waits_for_occupant(
+    d_end_m: float,
+    speed_mps: float,
+    in_rad: float,
+    out_rad: float,
+    in_f_rad: float,
+    out_f_rad: float,
+    past_m: float,
+    length_f_m: float,
+    speed_f_mps: float,
+) -> bool:
+    """Whether a lane head ``d_end_m`` before its node waits at its line for a vehicle still
+    in the junction: one whose front is ``past_m`` beyond the node on the edge it left by
+    and whose rear is not (``past_m < length_f_m``), on a path through the node that crosses
+    this one's (``paths_cross``; the arms' directions ``*_rad``), when at its present speed
+    it would reach the node before that rear has cleared it plus ``CLEAR_MARGIN_S``. The
+    junction is a point to the rules (a front crosses it in one step), so without this a
+    movement would cross right behind a foe's front, through its body: SUMO's junctions
+    hold a link until the vehicle's length has left it."""
+    return (
+        past_m < length_f_m
+        and paths_cross(in_rad, out_rad, in_f_rad, out_f_rad)
+        and _eta_s(d_end_m, speed_mps) < _eta_s(length_f_m - past_m, speed_f_mps) + CLEAR_MARGIN_S
+    )
+
+
+@njit(cache=True, inline="always")
 def junction_rule(
     priority_node: bool,
     rank_e: int,
@@ -993,6 +1025,8 @@ def run_net_steps_py(
     node_junction: np.ndarray,
     pred_ptr: np.ndarray,
     pred_edge: np.ndarray,
+    succ_ptr: np.ndarray,
+    succ_edge: np.ndarray,
     sig: np.ndarray,
     max_lanes: int,
     # types
@@ -1405,6 +1439,34 @@ def run_net_steps_py(
                                     ld,
                                 )
                                 stop = stop or yields
+                    if not stop and node_junction[node] == JT_PRIORITY and sig[e, 0] <= 0.0:
+                        # a vehicle still in the junction on a path that crosses this one:
+                        # the rearmost of each lane leaving the node, where it came through it
+                        for q in range(succ_ptr[node], succ_ptr[node + 1]):
+                            e_f = succ_edge[q]
+                            if e_f == e_next:
+                                continue  # the same exit: a leader, found by the look ahead
+                            for l_f in range(edge_lanes[e_f]):
+                                k_f = lane_key(inst[i], e_f, l_f, n_edges, max_lanes)
+                                if bucket_start[k_f + 1] == bucket_start[k_f]:
+                                    continue
+                                f = order[bucket_start[k_f + 1] - 1]
+                                rp_f = route_ptr[f]
+                                if rp_f <= leg_route_lo[leg[f]]:
+                                    continue  # it entered the road on this edge
+                                e_in = route_edges[rp_f - 1]
+                                if e_in != e and waits_for_occupant(
+                                    d_end,
+                                    speed_mps[i],
+                                    edge_arm_rad[e, 0],
+                                    edge_arm_rad[e_next, 1],
+                                    edge_arm_rad[e_in, 0],
+                                    edge_arm_rad[e_f, 1],
+                                    pos_m[f],
+                                    vt[vtype[f], VT_LENGTH_M],
+                                    speed_mps[f],
+                                ):
+                                    stop = True
                     if blind and not stop:
                         stop = True
                         past_m = VISIBILITY_M

@@ -580,6 +580,9 @@ class NetSim:
         counts = np.bincount(a.edge_to, minlength=n_nodes)
         pred_ptr = np.zeros(n_nodes + 1, dtype=np.int32)
         np.cumsum(counts, out=pred_ptr[1:])
+        succ = np.argsort(a.edge_from, kind="stable").astype(np.int32)
+        succ_ptr = np.zeros(n_nodes + 1, dtype=np.int32)
+        np.cumsum(np.bincount(a.edge_from, minlength=n_nodes), out=succ_ptr[1:])
         node_junction = np.array(
             [
                 nk.JT_SIGNAL
@@ -602,6 +605,8 @@ class NetSim:
             "node_junction": node_junction,
             "pred_ptr": pred_ptr,
             "pred_edge": order,
+            "succ_ptr": succ_ptr,
+            "succ_edge": succ,
             "sig": _signal_rows(network, a.edge_ids),
         }
 
@@ -1318,6 +1323,8 @@ class NetSim:
                 net["node_junction"],
                 net["pred_ptr"],
                 net["pred_edge"],
+                net["succ_ptr"],
+                net["succ_edge"],
                 net["sig"],
                 self.max_lanes,
                 self._vt,
