@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
+from test_network_engine import _truck_across_a_stream
 
 from convoy.road.network import (
     Edge,
@@ -307,6 +308,18 @@ def test_jax_waits_for_a_truck_to_clear_the_junction_as_numba_does() -> None:
     rear = f["time_s"][(f["vehicle"] == 0) & (f["edge"] == je) & (f["pos_m"] >= 16.5)].min()
     crossed = f["time_s"][(f["vehicle"] == 1) & (f["edge"] == jw)].min()
     assert rear <= crossed < rear + 4.0
+
+
+def test_jax_lets_a_truck_wait_for_a_gap_it_can_clear_as_numba_does() -> None:
+    """``test_network_engine``'s truck from a minor road across a stream of cars with 6.2 s
+    gaps, which it lets pass (``nk.critical_gap_s``): backend ``jax`` gives the Numba run."""
+    _assert_agree(
+        _truck_across_a_stream("cpu"),
+        _truck_across_a_stream("jax"),
+        pos_m=1e-9,
+        speed_mps=1e-9,
+        energy_kwh=1e-9,
+    )
 
 
 def test_unrolled_loops_give_the_same_run(jax_run: NetResult) -> None:

@@ -352,6 +352,32 @@ def test_a_minor_movement_waits_for_a_slow_truck_to_clear_the_junction() -> None
     assert rear <= crossed < rear + 4.0
 
 
+def _truck_across_a_stream(backend: str = "cpu") -> NetResult:
+    """A car every 6.2 s for 68 s straight through the T from west to east; a loaded truck
+    from the tertiary stem turning left across them, coming to its line amid the stream."""
+    net = _junction_net("wes", minor="s")
+    trips = [Trip(f"c{k}", "car", (Leg(("wj", "je")),), 6.2 * k) for k in range(12)]
+    trips.append(Trip("truck", "truck-human", (Leg(("sj", "jw")),), 40.0))
+    return NetSim(net, trips, record_every_s=0.1, backend=backend).run(300.0)
+
+
+def test_a_truck_on_a_minor_road_waits_for_a_gap_it_can_clear() -> None:
+    """The gaps between the cars (``_truck_across_a_stream``) are 6.2 s, longer than the 5 s
+    critical gap, but the 49 t truck needs 5.8 s to get its 16.5 m across the node from its
+    line (1 m/s²): it waits for a gap of 6.8 s (``critical_gap_s``: its clearing time plus
+    SUMO's 1 s), so it crosses after the last car, and no car slows for it. (With the 5 s
+    gap alone it took the gap before the tenth car, whose driver then slowed by 5.5 m/s for
+    the truck's body in the junction: tried.)"""
+    res = _truck_across_a_stream()
+    assert res.collisions == 0 and np.all(res.status == nk.ST_DONE)
+    edge = {eid: k for k, eid in enumerate(res.edge_ids)}
+    f = res.fcd
+    for k in range(12):
+        on = (f["vehicle"] == k) & (f["edge"] == edge["wj"]) & (f["time_s"] > 6.2 * k + 20.0)
+        assert f["speed_mps"][on].max() - f["speed_mps"][on].min() < 0.5, k
+    assert _first_on(res, 12, edge["jw"]) > _first_on(res, 11, edge["je"])
+
+
 def test_a_platoon_through_a_minor_movement_brakes_no_harder_than_its_head() -> None:
     """A 1+4 platoon turning left from the T's straight road: the head slows for the line,
     and each follower that comes to lead the lane near the line either could still stop

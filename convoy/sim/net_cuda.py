@@ -74,6 +74,7 @@ _ahead = device_fn(_ahead_py)
 _next_speed = device_fn(nk.next_speed)
 _signal_stops = device_fn(nk.signal_stops)
 _junction_rule = device_fn(nk.junction_rule)
+_critical_gap_s = device_fn(nk.critical_gap_s)
 _waits_for_occupant = device_fn(nk.waits_for_occupant)
 _minor_hold = device_fn(nk.minor_hold)
 _lane_open = device_fn(nk.lane_open)
@@ -329,6 +330,9 @@ def _kernel(
                         )  # fmt: skip
                         if not stop:
                             # junction rules: yield to major roads, zipper with equal ones
+                            crit = _critical_gap_s(
+                                d_end, v, vt[ty, nk.VT_LENGTH_M], vt[ty, nk.VT_ACCEL_MPS2]
+                            )
                             for q in range(pred_ptr[node], pred_ptr[node + 1]):
                                 e_o = pred_edge[q]
                                 if e_o == e or sig[e_o, 0] > 0.0 or s_bs[e_o] < 0:
@@ -342,7 +346,7 @@ def _kernel(
                                 e_on = route_edges[rj] if goes_on else e_o
                                 yields, gap, v_lead, ld = _junction_rule(
                                     node_junction[node] == nk.JT_PRIORITY,
-                                    edge_rank[e], edge_rank[e_o], sig[e, 0] > 0.0,
+                                    edge_rank[e], edge_rank[e_o], sig[e, 0] > 0.0, crit,
                                     d_end, d_o, s_spd[j], vt[s_vty[j], nk.VT_LENGTH_M], j < t,
                                     goes_on, goes_on and e_on == e_next,
                                     edge_arm_rad[e, 0], edge_arm_rad[e_next, 1],

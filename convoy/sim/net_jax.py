@@ -1451,6 +1451,10 @@ def net_step(
     unsignalled = p.sig[edge, 0] <= 0.0
     rank_e = p.edge_rank[edge]
     virt = jnp.zeros(n, bool)
+    # the gap each lane head needs ahead of a foe (``nk.critical_gap_s``)
+    a_go = jnp.maximum(vt[nk.VT_ACCEL_MPS2], 0.1)
+    t_go = (jnp.sqrt(speed * speed + 2.0 * a_go * (d_end + len_of[ty])) - speed) / a_go
+    crit = jnp.maximum(nk.CRITICAL_GAP_S, t_go + nk.CLEAR_MARGIN_S)
 
     def junction(
         k: int | jax.Array, c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]
@@ -1476,7 +1480,7 @@ def net_step(
         alike = turns_left(a_in, a_out) == turns_left(o_in, o_out)
         rule = priority & ((rank_e < rank_o) | ~same | ~alike)
         waits = waits_for(rank_e, rank_o, a_in, a_out, o_in, o_out, goes_on, same)
-        stop |= seen & rule & waits & (eta_o < nk.CRITICAL_GAP_S) & unsignalled
+        stop |= seen & rule & waits & (eta_o < crit) & unsignalled
         merge = seen & ~rule & ~(rank_e > rank_o) & same
         merge &= (d_o < d_end) | ((d_o == d_end) & (j < idx))
         g_v = d_end - d_o - len_of[ty[jj]]

@@ -150,7 +150,8 @@ LOOKAHEAD_M = 600.0
 #: At most this many edges ahead.
 LOOKAHEAD_EDGES = 4
 #: Critical gap a minor-road vehicle accepts at a priority junction [s] (HCM 6th ed.,
-#: Exhibit 20-11: 6.2-7.1 s for minor-street turns; 4 s for a merge, Troutbeck 1986).
+#: Exhibit 20-11: 6.2-7.1 s for minor-street turns; 4 s for a merge, Troutbeck 1986), or
+#: longer where the vehicle needs longer to clear the junction (``critical_gap_s``).
 CRITICAL_GAP_S = 5.0
 #: Distance within which junction rules are checked [m].
 JUNCTION_ZONE_M = 150.0
@@ -738,6 +739,21 @@ def minor_hold(
 
 
 @njit(cache=True, inline="always")
+def critical_gap_s(d_end_m: float, speed_mps: float, length_m: float, accel_mps2: float) -> float:
+    """The gap a vehicle ``d_end_m`` before its line needs ahead of a foe's arrival at the
+    node [s]: ``CRITICAL_GAP_S``, or, where it is longer, the time the vehicle takes to get
+    its rear across the node from its present speed at its type's acceleration, plus
+    ``CLEAR_MARGIN_S`` (SUMO lets a minor vehicle go only if foes arrive after it has left
+    the link, ``jmTimegapMinor`` later). A car waiting at its line clears in about 2 s, so
+    the 5 s hold; a 49 t truck there (1 m/s², 16.5 m) needs 5.8 s and so a gap of 6.8 s, as
+    HCM's heavy-vehicle adjustment of its critical gaps (+1 to +2 s) has it."""
+    a = max(accel_mps2, 0.1)
+    d = d_end_m + length_m
+    t = (math.sqrt(speed_mps * speed_mps + 2.0 * a * d) - speed_mps) / a
+    return max(CRITICAL_GAP_S, t + CLEAR_MARGIN_S)
+
+
+@njit(cache=True, inline="always")
 def waits_for_occupant(
     d_end_m: float,
     speed_mps: float,
@@ -770,6 +786,7 @@ def junction_rule(
     rank_e: int,
     rank_o: int,
     own_signal: bool,
+    critical_s: float,
     d_end_m: float,
     d_o_m: float,
     speed_o_mps: float,
@@ -808,7 +825,7 @@ def junction_rule(
                 rank_e, rank_o, in_rad, out_rad, in_o_rad, out_o_rad, other_goes_on, feeds_same_edge
             )
             and not own_signal
-            and _eta_s(d_o_m, speed_o_mps) < CRITICAL_GAP_S
+            and _eta_s(d_o_m, speed_o_mps) < critical_s
         )
         return yields, gap, v_lead, ld
     if rank_e > rank_o or not feeds_same_edge:
@@ -1404,6 +1421,9 @@ def run_net_steps_py(
                     )
                     if not stop:
                         # junction rules: yield to major roads, zipper with equal ones
+                        crit = critical_gap_s(
+                            d_end, speed_mps[i], vt[ty, VT_LENGTH_M], vt[ty, VT_ACCEL_MPS2]
+                        )
                         for q in range(pred_ptr[node], pred_ptr[node + 1]):
                             e_o = pred_edge[q]
                             if e_o == e or sig[e_o, 0] > 0.0:
@@ -1423,6 +1443,7 @@ def run_net_steps_py(
                                     edge_rank[e],
                                     edge_rank[e_o],
                                     sig[e, 0] > 0.0,
+                                    crit,
                                     d_end,
                                     d_o,
                                     speed_mps[j],
