@@ -1421,9 +1421,7 @@ def run_net_steps_py(
                     )
                     if not stop:
                         # junction rules: yield to major roads, zipper with equal ones
-                        crit = critical_gap_s(
-                            d_end, speed_mps[i], vt[ty, VT_LENGTH_M], vt[ty, VT_ACCEL_MPS2]
-                        )
+                        crit = -1.0  # the gap it needs: worked out when a foe is near
                         for q in range(pred_ptr[node], pred_ptr[node + 1]):
                             e_o = pred_edge[q]
                             if e_o == e or sig[e_o, 0] > 0.0:
@@ -1435,6 +1433,13 @@ def run_net_steps_py(
                                 d_o = edge_len_m[e_o] - pos_m[j]
                                 if d_o > JUNCTION_ZONE_M + speed_mps[j] * 6.0:
                                     continue
+                                if crit < 0.0:
+                                    crit = critical_gap_s(
+                                        d_end,
+                                        speed_mps[i],
+                                        vt[ty, VT_LENGTH_M],
+                                        vt[ty, VT_ACCEL_MPS2],
+                                    )
                                 rj = route_ptr[j] + 1
                                 goes_on = rj < leg_route_hi[leg[j]]
                                 e_on = route_edges[rj] if goes_on else e_o
