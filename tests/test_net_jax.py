@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
-from test_network_engine import _truck_across_a_stream
+from test_network_engine import _first_on, _junction_net, _truck_across_a_stream
 
 from convoy.road.network import (
     Edge,
@@ -288,15 +288,7 @@ def test_jax_waits_for_a_truck_to_clear_the_junction_as_numba_does() -> None:
     from the tertiary stem turns left across its path, timed to reach its line as the truck
     comes. Backend ``jax`` gives the Numba run, and the rule for a vehicle still in the
     junction is at work: the car reaches the node only after the truck's rear has left it."""
-    arms = {"w": (109.0, 39.0), "e": (109.02, 39.0), "s": (109.01, 38.99)}
-    nodes = [Node("j", 109.01, 39.0), *(Node(a, *xy) for a, xy in arms.items())]
-    primary = RoadClass.PRIMARY
-    edges = [
-        Edge(f"{a}{b}", a, b, 1000.0, road_class=RoadClass.TERTIARY if x == "s" else primary)
-        for x in arms
-        for a, b in ((x, "j"), ("j", x))
-    ]
-    net = RoadNetwork.build(nodes, edges)
+    net = _junction_net("wes", minor="s")
     trips = [
         Trip("truck", "truck-human", (Leg(("wj", "je")),), 0.0, speed_cap_mps=3.0),
         Trip("car", "car", (Leg(("sj", "jw")),), 276.0),
@@ -304,9 +296,9 @@ def test_jax_waits_for_a_truck_to_clear_the_junction_as_numba_does() -> None:
     ref = NetSim(net, trips, record_every_s=0.1).run(400.0)
     res = NetSim(net, trips, backend="jax", record_every_s=0.1).run(400.0)
     _assert_agree(ref, res, pos_m=1e-9, speed_mps=1e-9, energy_kwh=1e-9)
-    f, je, jw = ref.fcd, ref.edge_ids.index("je"), ref.edge_ids.index("jw")
-    rear = f["time_s"][(f["vehicle"] == 0) & (f["edge"] == je) & (f["pos_m"] >= 16.5)].min()
-    crossed = f["time_s"][(f["vehicle"] == 1) & (f["edge"] == jw)].min()
+    je, jw = ref.edge_ids.index("je"), ref.edge_ids.index("jw")
+    rear = _first_on(ref, 0, je, TRUCK_HUMAN.length_m)
+    crossed = _first_on(ref, 1, jw)
     assert rear <= crossed < rear + 4.0
 
 

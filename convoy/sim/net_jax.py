@@ -967,6 +967,41 @@ def waits_for(
     return jnp.where(rank_e < rank_o, lower, (rank_e == rank_o) & equal)
 
 
+def _eta_s(dist_m: jax.Array, speed_mps: jax.Array) -> jax.Array:
+    """``nk._eta_s``, elementwise."""
+    return dist_m / jnp.maximum(speed_mps, 0.5)
+
+
+def critical_gap_s(
+    d_end_m: jax.Array, speed_mps: jax.Array, length_m: jax.Array, accel_mps2: jax.Array
+) -> jax.Array:
+    """``nk.critical_gap_s``, elementwise (the same expressions)."""
+    a = jnp.maximum(accel_mps2, 0.1)
+    d = d_end_m + length_m
+    t = (jnp.sqrt(speed_mps * speed_mps + 2.0 * a * d) - speed_mps) / a
+    return jnp.maximum(nk.CRITICAL_GAP_S, t + nk.CLEAR_MARGIN_S)
+
+
+def waits_for_occupant(
+    d_end_m: jax.Array,
+    speed_mps: jax.Array,
+    in_rad: jax.Array,
+    out_rad: jax.Array,
+    in_f_rad: jax.Array,
+    out_f_rad: jax.Array,
+    past_m: jax.Array,
+    length_f_m: jax.Array,
+    speed_f_mps: jax.Array,
+) -> jax.Array:
+    """``nk.waits_for_occupant``, elementwise (the same expressions)."""
+    clear_s = _eta_s(length_f_m - past_m, speed_f_mps) + nk.CLEAR_MARGIN_S
+    return (
+        (past_m < length_f_m)
+        & paths_cross(in_rad, out_rad, in_f_rad, out_f_rad)
+        & (_eta_s(d_end_m, speed_mps) < clear_s)
+    )
+
+
 def _idm_accel(
     v: jax.Array,
     gap: jax.Array,
@@ -1461,10 +1496,7 @@ def net_step(
     unsignalled = p.sig[edge, 0] <= 0.0
     rank_e = p.edge_rank[edge]
     virt = jnp.zeros(n, bool)
-    # the gap each lane head needs ahead of a foe (``nk.critical_gap_s``)
-    a_go = jnp.maximum(vt[nk.VT_ACCEL_MPS2], 0.1)
-    t_go = (jnp.sqrt(speed * speed + 2.0 * a_go * (d_end + len_of[ty])) - speed) / a_go
-    crit = jnp.maximum(nk.CRITICAL_GAP_S, t_go + nk.CLEAR_MARGIN_S)
+    crit = critical_gap_s(d_end, speed, len_of[ty], vt[nk.VT_ACCEL_MPS2])
 
     def junction(
         k: int | jax.Array, c: tuple[jax.Array, jax.Array, jax.Array, jax.Array]
@@ -1478,7 +1510,7 @@ def net_step(
         jj = jnp.maximum(j, 0)
         d_o = to_end(jj, eo)
         seen = other & (j >= 0) & ~(d_o > nk.JUNCTION_ZONE_M + speed[jj] * 6.0)
-        eta_o = d_o / jnp.maximum(speed[jj], 0.5)
+        eta_o = _eta_s(d_o, speed[jj])
         rank_o = p.edge_rank[eo]
         rj = route_ptr[jj] + 1
         goes_on = rj < p.leg_hi[leg[jj]]
@@ -1513,13 +1545,16 @@ def net_step(
         e_in = route_at(rp_f - 1)
         came = look & (f >= 0) & (rp_f > p.leg_lo[leg[ff]]) & (e_in != edge)
         arm = p.edge_arm_rad
-        past = front_of(ff)
-        rest = len_of[ty[ff]] - past
-        occ = (past < len_of[ty[ff]]) & paths_cross(
-            arm[edge, 0], arm[e_next, 1], arm[e_in, 0], arm[ef, 1]
-        )
-        occ &= (
-            d_end / jnp.maximum(speed, 0.5) < rest / jnp.maximum(speed[ff], 0.5) + nk.CLEAR_MARGIN_S
+        occ = waits_for_occupant(
+            d_end,
+            speed,
+            arm[edge, 0],
+            arm[e_next, 1],
+            arm[e_in, 0],
+            arm[ef, 1],
+            front_of(ff),
+            len_of[ty[ff]],
+            speed[ff],
         )
         return stop | (came & occ)
 
@@ -2282,8 +2317,7 @@ def run(
             if st is None:
                 fleet, cfg = fleet_from_sim(sim), config_from_sim(sim)
                 ready0 = _ready_steps(fleet.ready_s, cfg.dt_s)
-                ramps = np.array(sim._cap_ramps, np.float64).reshape(-1, nk.RAMP_SIZE)
-                base = make_params(tables, fleet, cfg, precision, device, base, ramps)
+                base = make_params(tables, fleet, cfg, precision, device, base, sim._ramp_table())
                 max_in = int(base.node_in.shape[1])
                 new = make_shape(tables, fleet, cfg, precision, rows_cap, ev_cap, max_in)
                 new = new._replace(unroll_steps=unroll_steps, unroll_inner=unroll_inner)

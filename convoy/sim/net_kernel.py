@@ -1466,33 +1466,30 @@ def run_net_steps_py(
                                 )
                                 stop = stop or yields
                     if not stop and node_junction[node] == JT_PRIORITY and sig[e, 0] <= 0.0:
-                        # a vehicle still in the junction on a path that crosses this one:
-                        # the rearmost of each lane leaving the node, where it came through it
-                        for q in range(succ_ptr[node], succ_ptr[node + 1]):
-                            e_f = succ_edge[q]
-                            if e_f == e_next:
-                                continue  # the same exit: a leader, found by the look ahead
-                            for l_f in range(edge_lanes[e_f]):
-                                k_f = lane_key(inst[i], e_f, l_f, n_edges, max_lanes)
-                                if bucket_start[k_f + 1] == bucket_start[k_f]:
-                                    continue
-                                f = order[bucket_start[k_f + 1] - 1]
-                                rp_f = route_ptr[f]
-                                if rp_f <= leg_route_lo[leg[f]]:
-                                    continue  # it entered the road on this edge
-                                e_in = route_edges[rp_f - 1]
-                                if e_in != e and waits_for_occupant(
-                                    d_end,
-                                    speed_mps[i],
-                                    edge_arm_rad[e, 0],
-                                    edge_arm_rad[e_next, 1],
-                                    edge_arm_rad[e_in, 0],
-                                    edge_arm_rad[e_f, 1],
-                                    pos_m[f],
-                                    vt[vtype[f], VT_LENGTH_M],
-                                    speed_mps[f],
-                                ):
-                                    stop = True
+                        stop = _junction_occupied(
+                            i,
+                            e,
+                            e_next,
+                            node,
+                            d_end,
+                            succ_ptr,
+                            succ_edge,
+                            edge_lanes,
+                            edge_arm_rad,
+                            n_edges,
+                            max_lanes,
+                            bucket_start,
+                            order,
+                            inst,
+                            route_ptr,
+                            route_edges,
+                            leg,
+                            leg_route_lo,
+                            vt,
+                            vtype,
+                            pos_m,
+                            speed_mps,
+                        )
                     if blind and not stop:
                         stop = True
                         past_m = VISIBILITY_M
@@ -1813,6 +1810,63 @@ def _push(
     events[r, 3] = a
     events[r, 4] = b
     events[r, 5] = c
+
+
+@njit(cache=True, inline="always")
+def _junction_occupied(
+    i: int,
+    e: int,
+    e_next: int,
+    node: int,
+    d_end: float,
+    succ_ptr: np.ndarray,
+    succ_edge: np.ndarray,
+    edge_lanes: np.ndarray,
+    edge_arm_rad: np.ndarray,
+    n_edges: int,
+    max_lanes: int,
+    bucket_start: np.ndarray,
+    order: np.ndarray,
+    inst: np.ndarray,
+    route_ptr: np.ndarray,
+    route_edges: np.ndarray,
+    leg: np.ndarray,
+    leg_route_lo: np.ndarray,
+    vt: np.ndarray,
+    vtype: np.ndarray,
+    pos_m: np.ndarray,
+    speed_mps: np.ndarray,
+) -> bool:
+    """Whether lane head ``i``, ``d_end`` before ``node`` on edge ``e`` and going on to
+    ``e_next``, waits for a vehicle still in the junction (``waits_for_occupant``): the
+    rearmost of each lane leaving the node, where it came through the node from another
+    approach. One on ``e_next`` itself is a leader, which the look ahead finds."""
+    for q in range(succ_ptr[node], succ_ptr[node + 1]):
+        e_f = succ_edge[q]
+        if e_f == e_next:
+            continue
+        for l_f in range(edge_lanes[e_f]):
+            k_f = lane_key(inst[i], e_f, l_f, n_edges, max_lanes)
+            if bucket_start[k_f + 1] == bucket_start[k_f]:
+                continue
+            f = order[bucket_start[k_f + 1] - 1]
+            rp_f = route_ptr[f]
+            if rp_f <= leg_route_lo[leg[f]]:
+                continue  # it entered the road on this edge
+            e_in = route_edges[rp_f - 1]
+            if e_in != e and waits_for_occupant(
+                d_end,
+                speed_mps[i],
+                edge_arm_rad[e, 0],
+                edge_arm_rad[e_next, 1],
+                edge_arm_rad[e_in, 0],
+                edge_arm_rad[e_f, 1],
+                pos_m[f],
+                vt[vtype[f], VT_LENGTH_M],
+                speed_mps[f],
+            ):
+                return True
+    return False
 
 
 @njit(cache=True)

@@ -374,6 +374,16 @@ def junction_links(
     return links
 
 
+def _edges_by_node(node_of_edge: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The edges grouped by a node of theirs (their end node: each node's incoming edges;
+    their start node: its outgoing ones) as CSR: node v's are ``edges[ptr[v]:ptr[v + 1]]``,
+    in edge order. Both int32."""
+    edges = np.argsort(node_of_edge, kind="stable").astype(np.int32)
+    ptr = np.zeros(n_nodes + 1, dtype=np.int32)
+    np.cumsum(np.bincount(node_of_edge, minlength=n_nodes), out=ptr[1:])
+    return ptr, edges
+
+
 def _spread_rad(a: float, b: float) -> float:
     """The angle between two directions, 0 to pi."""
     d = abs(a - b) % (2.0 * math.pi)
@@ -576,13 +586,8 @@ class NetSim:
         n_nodes = len(a.node_ids)
         arms = junction_arms_rad(network, a.edge_ids)
         edge_rank = junction_ranks(network, a.edge_ids, arms)
-        order = np.argsort(a.edge_to, kind="stable").astype(np.int32)
-        counts = np.bincount(a.edge_to, minlength=n_nodes)
-        pred_ptr = np.zeros(n_nodes + 1, dtype=np.int32)
-        np.cumsum(counts, out=pred_ptr[1:])
-        succ = np.argsort(a.edge_from, kind="stable").astype(np.int32)
-        succ_ptr = np.zeros(n_nodes + 1, dtype=np.int32)
-        np.cumsum(np.bincount(a.edge_from, minlength=n_nodes), out=succ_ptr[1:])
+        pred_ptr, pred_edge = _edges_by_node(a.edge_to, n_nodes)
+        succ_ptr, succ_edge = _edges_by_node(a.edge_from, n_nodes)
         node_junction = np.array(
             [
                 nk.JT_SIGNAL
@@ -604,9 +609,9 @@ class NetSim:
             "edge_links": junction_links(network, a.edge_ids, edge_rank, arms),
             "node_junction": node_junction,
             "pred_ptr": pred_ptr,
-            "pred_edge": order,
+            "pred_edge": pred_edge,
             "succ_ptr": succ_ptr,
-            "succ_edge": succ,
+            "succ_edge": succ_edge,
             "sig": _signal_rows(network, a.edge_ids),
         }
 
@@ -1180,6 +1185,10 @@ class NetSim:
         first = round(t_s / self.dt_s)
         self._cap_ramps.append((row, first, steps, from_mps, rate_mps2, floor_mps))
 
+    def _ramp_table(self) -> np.ndarray:
+        """The scheduled speed-cap ramps as the steps take them (``nk.RAMP_*`` rows)."""
+        return np.array(self._cap_ramps, dtype=np.float64).reshape(-1, nk.RAMP_SIZE)
+
     # --- backends -------------------------------------------------------------------------
     def _jax(self) -> types.ModuleType:
         """``net_jax``, imported on first use (JAX is an optional dependency)."""
@@ -1278,7 +1287,7 @@ class NetSim:
         net = self._net
         wall = 0.0
         consts = nk.call_constants(self._vt, self._pt, self.ambient_c, self.dt_s, net["edge_grade"])
-        ramps = np.array(self._cap_ramps, dtype=np.float64).reshape(-1, nk.RAMP_SIZE)
+        ramps = self._ramp_table()
         while self.step < end_step:
             nxt = min(end_step, self.step + chunk_steps)
             for t_req, _ in self._requests:

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import html
 import io
 import itertools
@@ -1591,9 +1592,11 @@ def net_instance_traces(
     return tpl.net([_params(tpl, r) for r in rows], derive_seed(seed, tpl.name, start), backend)
 
 
+@functools.cache
 def net_backend(backend: str) -> str:
     """The network engine's backend for ``validate``'s: ``gpu`` where JAX sees a GPU, else
-    Numba on the CPU (``_note_cpu_fallback`` says so); ``cpu`` and ``jax`` as they are."""
+    Numba on the CPU (``_note_cpu_fallback`` says so); ``cpu`` and ``jax`` as they are.
+    Asked once per process (chunk sizes, each chunk, the note)."""
     if backend != "gpu":
         return backend
     from convoy.sim.backend_jax import gpu_device
@@ -1805,7 +1808,7 @@ def chunk_size(tpl: ScenarioTemplate, over_ray: bool, backend: str = "cpu") -> i
     for one built as arrays on the GPU, ``CHUNK_INSTANCES_1D_ARRAYS_RAY`` for one over
     Ray), ``CHUNK_INSTANCES_NET_GPU`` for a network-engine one on the GPU, else
     ``CHUNK_INSTANCES``."""
-    if tpl.net is not None and backend == "gpu" and not over_ray and net_backend(backend) == "gpu":
+    if tpl.net is not None and not over_ray and net_backend(backend) == "gpu":
         return CHUNK_INSTANCES_NET_GPU
     if tpl.arrays is not None:
         return CHUNK_INSTANCES_BATCHED_GPU if backend == "gpu" else CHUNK_INSTANCES_BATCHED
