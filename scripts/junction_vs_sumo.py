@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +27,22 @@ from convoy.road.network import Edge, Node, RoadClass, RoadNetwork
 from convoy.road.sumo_net import read_sumo_net, write_sumo_net
 from convoy.sim.bench_network import (
     BENCH_VTYPES,
-    _run,
-    convoy_sim,
+    DT_S,
     convoy_trip_times,
     run_sumo_net,
     sumo_trip_times,
     write_routes,
     write_sumocfg,
 )
-from convoy.sim.network import Leg, Trip
+from convoy.sim.conflicts import (
+    PET_WINDOW_S,
+    EdgeTable,
+    Trajectories,
+    node_crossings,
+    post_encroachment,
+    trajectories,
+)
+from convoy.sim.network import Leg, NetResult, NetSim, Trip
 
 ARMS = {"w": (109.0, 39.0), "e": (109.02, 39.0), "s": (109.01, 38.99), "n": (109.012, 39.01)}
 TURN = {("w", "e"): "s", ("e", "w"): "s", ("s", "n"): "s", ("n", "s"): "s"}
@@ -81,9 +89,32 @@ class Movement:
     sumo_s: float
 
 
-def compare(minor: str, headway_s: float, minutes: float) -> tuple[list[Movement], dict[str, int]]:
-    """Both engines on the cross to completion: per movement, and the counts (trips, finished
-    on each side, collisions on each side)."""
+@dataclass(frozen=True)
+class Junction:
+    """How one engine's junction went: its conflicts and its waits.
+
+    Attributes:
+        pet_s: PET of every conflicting pair of passages up to ``PET_WINDOW_S`` [s].
+        max_wait_s: the longest a trip stood (speed <= 0.1 m/s, SUMO's ``waitingTime``) [s].
+        jammed: trips that stood ``JAM_S`` or longer.
+    """
+
+    pet_s: np.ndarray
+    max_wait_s: float
+    jammed: int
+
+
+#: a trip that stood this long counts as jammed: SUMO's default ``time-to-teleport`` [s]
+JAM_S = 300.0
+#: records per second of both engines' FCD for the conflicts (1 s: SUMO's and convoy's default)
+RECORD_S = 1.0
+
+
+def compare(
+    minor: str, headway_s: float, minutes: float
+) -> tuple[list[Movement], dict[str, int], dict[str, Junction]]:
+    """Both engines on the cross to completion: per movement, the counts (trips, finished
+    on each side, collisions on each side) and each engine's junction."""
     trips = demand(headway_s, minutes)
     end_s = minutes * 60.0 + 1800.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,16 +124,31 @@ def compare(minor: str, headway_s: float, minutes: float) -> tuple[list[Movement
         )
         rou_xml = write_routes(trips, BENCH_VTYPES, work / "t.rou.xml")
         cfg = write_sumocfg(net_xml, rou_xml, work / "cross.sumocfg")
-        sim = convoy_sim(read_sumo_net(net_xml), trips)
-        res = _run(sim, end_s)
+        network = read_sumo_net(net_xml)
+        sim = NetSim(network, trips, vtypes=BENCH_VTYPES, dt_s=DT_S, record_every_s=RECORD_S)
+        res = sim.run(end_s)
         ours = convoy_trip_times(sim, [res])
-        trip_xml = work / "tripinfo.xml"
+        trip_xml, fcd_xml = work / "tripinfo.xml", work / "fcd.xml"
         run = run_sumo_net(
             cfg,
             end_s,
-            ["--tripinfo-output", str(trip_xml), "--tripinfo-output.write-unfinished", "true"],
+            [
+                "--tripinfo-output",
+                str(trip_xml),
+                "--tripinfo-output.write-unfinished",
+                "true",
+                "--fcd-output",
+                str(fcd_xml),
+                "--device.fcd.period",
+                repr(RECORD_S),
+            ],
         )
         theirs = sumo_trip_times(trip_xml, list(ours.vehicle_ids))
+        edges = EdgeTable.build(network, res.edge_ids)
+        junctions = {
+            "convoy": _convoy_junction(sim, res, edges),
+            "SUMO": _sumo_junction(fcd_xml, trip_xml, edges, sim),
+        }
     both = ours.finished() & theirs.finished()
     tt_c, tt_s = ours.travel_s(), theirs.travel_s()
     move = np.array([v.split(".")[0] for v in ours.vehicle_ids])
@@ -120,7 +166,43 @@ def compare(minor: str, headway_s: float, minutes: float) -> tuple[list[Movement
         "collisions_convoy": int(res.collisions),
         "collisions_sumo": int(run.collisions),
     }
-    return rows, counts
+    return rows, counts, junctions
+
+
+def _convoy_junction(sim: NetSim, res: NetResult, edges: EdgeTable) -> Junction:
+    fcd = res.fcd
+    stood = np.bincount(fcd["vehicle"][fcd["speed_mps"] <= 0.1].astype(np.int64), minlength=sim.n)
+    return _junction(trajectories(sim, res), edges, stood * RECORD_S)
+
+
+def _sumo_junction(fcd_xml: Path, trip_xml: Path, edges: EdgeTable, sim: NetSim) -> Junction:
+    row = {v: k for k, v in enumerate(sim.vehicle_ids)}
+    edge_at = {e: k for k, e in enumerate(edges.ids)}
+    veh, t, e, p = [], [], [], []
+    for ts in ET.parse(fcd_xml).getroot().iter("timestep"):
+        now = float(ts.get("time", "0"))
+        for v in ts.iter("vehicle"):
+            veh.append(row[v.get("id", "")])
+            t.append(now)
+            e.append(edge_at[v.get("lane", "").rsplit("_", 1)[0]])
+            p.append(float(v.get("pos", "0")))
+    tr = Trajectories(
+        vehicle=np.array(veh, dtype=np.int64),
+        time_s=np.array(t),
+        edge=np.array(e, dtype=np.int64),
+        pos_m=np.array(p),
+        length_m=sim.vehicle_length_m,
+        group=np.zeros(sim.n, dtype=np.int64),
+    )
+    stood = np.zeros(sim.n)
+    for ti in ET.parse(trip_xml).getroot().iter("tripinfo"):
+        stood[row[ti.get("id", "")]] = float(ti.get("waitingTime", "0"))
+    return _junction(tr, edges, stood)
+
+
+def _junction(tr: Trajectories, edges: EdgeTable, stood_s: np.ndarray) -> Junction:
+    _, _, pet = post_encroachment(node_crossings(tr, edges), edges)
+    return Junction(pet, float(stood_s.max(initial=0.0)), int((stood_s >= JAM_S).sum()))
 
 
 def main() -> None:
@@ -129,7 +211,7 @@ def main() -> None:
     ap.add_argument("--headway", type=float, default=40.0, help="s between trucks per movement")
     ap.add_argument("--minutes", type=float, default=20.0, help="minutes of departures")
     args = ap.parse_args()
-    rows, counts = compare(args.minor, args.headway, args.minutes)
+    rows, counts, junctions = compare(args.minor, args.headway, args.minutes)
     print(f"cross, minor arms {args.minor or '-'}, a truck every {args.headway:g} s per movement")
     print(f"{'move':>5} {'turn':>5} {'trips':>6} {'convoy s':>9} {'SUMO s':>8} {'diff':>7}")
     for r in rows:
@@ -146,6 +228,14 @@ def main() -> None:
         f"{counts['trips']}; collisions: convoy {counts['collisions_convoy']}, "
         f"SUMO {counts['collisions_sumo']}"
     )
+    print(f"conflicts in the node (PET <= {PET_WINDOW_S:g} s, records every {RECORD_S:g} s):")
+    for name, j in junctions.items():
+        low = f"min {j.pet_s.min():.2f} s" if j.pet_s.size else "none"
+        print(
+            f"  {name:>6}: {j.pet_s.size:4d} pairs, {low}, {int((j.pet_s < 1.0).sum())} under "
+            f"1 s, {int((j.pet_s <= 0.0).sum())} at once; longest stand {j.max_wait_s:.0f} s, "
+            f"{j.jammed} trips stood >= {JAM_S:g} s"
+        )
 
 
 def _turn(move: str) -> str:

@@ -1185,6 +1185,11 @@ class NetSim:
         first = round(t_s / self.dt_s)
         self._cap_ramps.append((row, first, steps, from_mps, rate_mps2, floor_mps))
 
+    @property
+    def vehicle_length_m(self) -> NDArray[np.float64]:
+        """(n,) each vehicle's body length [m], by row (``vehicle_ids``)."""
+        return self._vt[self.state["vtype"], nk.VT_LENGTH_M]
+
     def _ramp_table(self) -> np.ndarray:
         """The scheduled speed-cap ramps as the steps take them (``nk.RAMP_*`` rows)."""
         return np.array(self._cap_ramps, dtype=np.float64).reshape(-1, nk.RAMP_SIZE)
