@@ -211,6 +211,10 @@ def main() -> None:
     ap.add_argument("--headway", type=float, default=40.0, help="s between trucks per movement")
     ap.add_argument("--minutes", type=float, default=20.0, help="minutes of departures")
     args = ap.parse_args()
+    if not set(args.minor) <= set(ARMS):
+        ap.error(f"--minor {args.minor!r}: arms are {', '.join(ARMS)}")
+    if not (args.headway > 0.0 and args.minutes > 0.0):
+        ap.error(f"--headway {args.headway:g}, --minutes {args.minutes:g}: both must be > 0")
     rows, counts, junctions = compare(args.minor, args.headway, args.minutes)
     print(f"cross, minor arms {args.minor or '-'}, a truck every {args.headway:g} s per movement")
     print(f"{'move':>5} {'turn':>5} {'trips':>6} {'convoy s':>9} {'SUMO s':>8} {'diff':>7}")
