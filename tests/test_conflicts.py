@@ -116,6 +116,31 @@ def test_vehicles_of_different_instances_never_meet() -> None:
     assert np.allclose(pet, [-0.15, 1.05])
 
 
+def test_a_gap_in_the_records_is_no_passage() -> None:
+    """A sixth truck ends a leg 10 m before the node at 40 s (a site there), dwells, and
+    leaves from the node onto the east arm at 100 s: its records stop and start again on
+    adjacent edges, but it did not drive through the node (interpolating across the dwell
+    would put it there at ~44 s). It adds no passage; the others' are as before."""
+    _, edges = _cross()
+    tr = _records(edges)
+    at = {e: k for k, e in enumerate(edges.ids)}
+    before = np.arange(30.0, 41.0)
+    after = np.arange(100.0, 111.0)
+    f = len(PASSAGES)
+    tr = Trajectories(
+        vehicle=np.concatenate((tr.vehicle, np.full(22, f))),
+        time_s=np.concatenate((tr.time_s, before, after)),
+        edge=np.concatenate((tr.edge, np.full(11, at["wj"]), np.full(11, at["je"]))).astype(
+            np.int64
+        ),
+        pos_m=np.concatenate((tr.pos_m, EDGE_M - 10.0 - (40.0 - before), after - 100.0)),
+        length_m=np.full(f + 1, LENGTH_M),
+        group=np.zeros(f + 1, dtype=np.int64),
+    )
+    c = node_crossings(tr, edges)
+    assert c.vehicle.tolist() == [0, 2, 3, 1, 4]
+
+
 def test_bad_input_is_named() -> None:
     net, edges = _cross()
     tr = _records(edges)

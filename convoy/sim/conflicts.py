@@ -129,7 +129,8 @@ class Crossings:
 def node_crossings(tr: Trajectories, edges: EdgeTable) -> Crossings:
     """Every passage through a node that two consecutive records of a vehicle show: on one
     edge, then on the edge that starts where it ended. (A vehicle that drove over a whole
-    edge between two records shows no passage through that edge's nodes.)"""
+    edge between two records shows no passage through that edge's nodes; one that was off
+    the road between them, dwelling at a site, none at all.)"""
     n_rec = tr.vehicle.shape[0]
     for name in ("time_s", "edge", "pos_m"):
         if getattr(tr, name).shape[0] != n_rec:
@@ -140,9 +141,15 @@ def node_crossings(tr: Trajectories, edges: EdgeTable) -> Crossings:
         raise ConflictError(f"trajectories: edge index outside 0..{len(edges.ids) - 1}")
     order = np.lexsort((tr.time_s, tr.vehicle))
     veh, t, e, p = tr.vehicle[order], tr.time_s[order], tr.edge[order], tr.pos_m[order]
-    # distance driven since the previous record of the same vehicle: along the edge, or the
-    # rest of the old edge and the start of the new one (0 between vehicles)
+    # runs of records: a vehicle's, broken where it was off the road between two records
+    # (a dwell at a site: more than 1.5 record intervals, the commonest, passed)
     same = veh[1:] == veh[:-1]
+    dt = np.diff(t)
+    if (same & (dt > 0.0)).any():
+        same &= dt <= 1.5 * np.median(dt[same & (dt > 0.0)])
+    run = np.concatenate(([0], np.cumsum(~same)))
+    # distance driven since the previous record of the run: along the edge, or the rest of
+    # the old edge and the start of the new one (0 between runs)
     onto = same & (e[1:] != e[:-1])
     adjacent = onto & (edges.to_node[e[:-1]] == edges.from_node[e[1:]])
     to_end = edges.length_m[e[:-1]] - p[:-1]
@@ -158,7 +165,7 @@ def node_crossings(tr: Trajectories, edges: EdgeTable) -> Crossings:
     # at or beyond that, interpolated back from it
     s_rear = s_node + tr.length_m[veh[k]]
     r = np.minimum(np.searchsorted(s, s_rear, side="left"), n_rec - 1)
-    cleared = (veh[r] == veh[k]) & (s[r] >= s_rear)
+    cleared = (run[r] == run[k]) & (s[r] >= s_rear)
     r0 = np.maximum(r - 1, k)
     t_out = t[r0] + (t[r] - t[r0]) * _frac(s_rear - s[r0], s[r] - s[r0])
     t_out = np.where(cleared, t_out, np.nan)
