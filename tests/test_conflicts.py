@@ -141,6 +141,35 @@ def test_a_gap_in_the_records_is_no_passage() -> None:
     assert c.vehicle.tolist() == [0, 2, 3, 1, 4]
 
 
+def test_a_trip_that_ends_past_the_node_leaves_it_with_its_last_record() -> None:
+    """G comes from the west at 10 m/s, its front at the node at 49.5 s, and its trip ends
+    5 m past it (its last record, at 50 s): its rear never clears the node in the records,
+    so it counts as gone at 50 s. H comes from the south at 52 s: PET 2.0 s."""
+    _, edges = _cross()
+    at = {e: k for k, e in enumerate(edges.ids)}
+    t_g = np.arange(44.0, 51.0)
+    t_h = np.arange(46.0, 58.0)
+    tr = Trajectories(
+        vehicle=np.repeat([0, 1], [t_g.size, t_h.size]).astype(np.int64),
+        time_s=np.concatenate((t_g, t_h)),
+        edge=np.array(
+            [at["wj"] if t < 49.5 else at["je"] for t in t_g]
+            + [at["sj"] if t < 52.0 else at["jn"] for t in t_h],
+            dtype=np.int64,
+        ),
+        pos_m=np.array(
+            [EDGE_M - 10.0 * (49.5 - t) if t < 49.5 else 10.0 * (t - 49.5) for t in t_g]
+            + [EDGE_M - 8.0 * (52.0 - t) if t < 52.0 else 8.0 * (t - 52.0) for t in t_h]
+        ),
+        length_m=np.full(2, LENGTH_M),
+        group=np.zeros(2, dtype=np.int64),
+    )
+    c = node_crossings(tr, edges)
+    assert np.allclose(c.t_in_s, [49.5, 52.0]) and np.allclose(c.t_out_s, [50.0, 52.0 + 16.5 / 8])
+    first, second, pet = post_encroachment(c, edges)
+    assert (first.tolist(), second.tolist()) == ([0], [1]) and np.allclose(pet, [2.0])
+
+
 def test_bad_input_is_named() -> None:
     net, edges = _cross()
     tr = _records(edges)

@@ -114,7 +114,8 @@ class Crossings:
         node: (c,) node index.
         edge_in, edge_out: (c,) the edges it came by and left by.
         t_in_s: (c,) when its front reached the node [s].
-        t_out_s: (c,) when its rear left the node [s]; NaN where the records end first.
+        t_out_s: (c,) when its rear left the node [s]; where its records end first (its
+            trip ended just past the node, or the run did), the last record's time.
     """
 
     vehicle: NDArray[np.int64]
@@ -142,7 +143,7 @@ def node_crossings(tr: Trajectories, edges: EdgeTable) -> Crossings:
     order = np.lexsort((tr.time_s, tr.vehicle))
     veh, t, e, p = tr.vehicle[order], tr.time_s[order], tr.edge[order], tr.pos_m[order]
     # runs of records: a vehicle's, broken where it was off the road between two records
-    # (a dwell at a site: more than 1.5 record intervals, the commonest, passed)
+    # (a dwell at a site: more than 1.5 times the median record interval passed)
     same = veh[1:] == veh[:-1]
     dt = np.diff(t)
     if (same & (dt > 0.0)).any():
@@ -168,7 +169,8 @@ def node_crossings(tr: Trajectories, edges: EdgeTable) -> Crossings:
     cleared = (run[r] == run[k]) & (s[r] >= s_rear)
     r0 = np.maximum(r - 1, k)
     t_out = t[r0] + (t[r] - t[r0]) * _frac(s_rear - s[r0], s[r] - s[r0])
-    t_out = np.where(cleared, t_out, np.nan)
+    last = np.append(np.flatnonzero(~same), n_rec - 1)  # each run's last record
+    t_out = np.where(cleared, t_out, t[last[run[k]]])
     group = tr.group[veh[k]]
     node = edges.to_node[e[k]]
     srt = np.lexsort((t_in, node, group))
@@ -212,26 +214,28 @@ def post_encroachment(
         first, second: (m,) rows of ``c``: the passage that reached the node first and the
             one after it.
         pet_s: (m,) the second's arrival minus the first's departure [s]; <= 0: both in the
-            node at once. A first passage whose rear never left (NaN) counts as still there.
+            node at once.
     """
     if not window_s >= 0.0:
         raise ConflictError(f"window_s = {window_s}; allowed: >= 0")
     firsts, seconds, pets = [], [], []
     n = c.t_in_s.shape[0]
-    t_out = np.where(np.isnan(c.t_out_s), np.inf, c.t_out_s)
-    # a passage meets the next ones at its node until they arrive after its rear's departure
-    # plus the window: offset by offset, as long as any pair is still that close
+    t_out = c.t_out_s
+    # a passage meets the next ones at its node until one arrives later than its rear's
+    # departure plus the window (they are sorted by node and arrival, so the later ones do
+    # too): offset by offset, with the passages still meeting someone
+    a = np.arange(n)
     for step in range(1, n):
-        a = np.arange(n - step)
+        a = a[a + step < n]
         b = a + step
         near = (
             (c.group[a] == c.group[b])
             & (c.node[a] == c.node[b])
             & (c.t_in_s[b] <= t_out[a] + window_s)
         )
-        if not near.any():
-            break
         a, b = a[near], b[near]
+        if a.size == 0:
+            break
         hit = _in_conflict(edges.arm_rad, c.edge_in[a], c.edge_out[a], c.edge_in[b], c.edge_out[b])
         firsts.append(a[hit])
         seconds.append(b[hit])
@@ -253,7 +257,7 @@ def conflict_table(
 
     Columns: ``node``, ``t_s`` (the second vehicle's arrival), ``first_id``, ``first_from``,
     ``first_to``, ``second_id``, ``second_from``, ``second_to``, ``kind`` (``crossing`` or
-    ``merging``), ``pet_s`` (-inf where the first's rear never left the node).
+    ``merging``), ``pet_s``.
     """
     a, b, pet = post_encroachment(c, edges, window_s)
     ids, eids = np.array(vehicle_ids, dtype=object), np.array(edges.ids, dtype=object)
@@ -270,7 +274,7 @@ def conflict_table(
             "kind": pa.array(
                 np.where(c.edge_out[a] == c.edge_out[b], "merging", "crossing"), pa.string()
             ),
-            "pet_s": np.where(np.isfinite(pet), pet, -np.inf),
+            "pet_s": pet,
         }
     )
 
