@@ -15,8 +15,9 @@ driven (exact at constant speed; at 1 s records and 20 m/s within a few tenths o
 when the speed changes).
 
     crossings = node_crossings(trajectories, edges)
-    table = post_encroachment(crossings, edges)            # pairs with PET <= 5 s
-    table = junction_conflicts(sim, result)                # the same from a NetSim run
+    first, second, pet_s = post_encroachment(crossings, edges)   # pairs with PET <= 5 s
+    table = conflict_table(crossings, edges, vehicle_ids)        # the same as a table
+    table = junction_conflicts(sim, result)                      # from a NetSim run
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from convoy.road.network import RoadNetwork
     from convoy.sim.network import NetSim
 
-#: pairs reported up to this PET [s]: SSAM's default maximum PET (Gettman et al. 2008, 2.3)
+#: pairs reported up to this PET [s]: SSAM's default maximum PET (Gettman et al. 2008)
 PET_WINDOW_S = 5.0
 
 
