@@ -48,8 +48,10 @@ ARMS = {"w": (109.0, 39.0), "e": (109.02, 39.0), "s": (109.01, 38.99), "n": (109
 TURN = {("w", "e"): "s", ("e", "w"): "s", ("s", "n"): "s", ("n", "s"): "s"}
 
 
-def cross(minor: str) -> RoadNetwork:
-    nodes = [Node("j", 109.01, 39.0), *(Node(a, *xy) for a, xy in ARMS.items())]
+def cross(minor: str, arms: str = "wesn") -> RoadNetwork:
+    """Two-way roads of 1 km, 20 m/s, from each of ``arms`` to the node "j": primary, or
+    tertiary for the arms in ``minor`` (``arms`` without "n": a T)."""
+    nodes = [Node("j", 109.01, 39.0), *(Node(a, *ARMS[a]) for a in arms)]
     edges = [
         Edge(
             f"{a}{b}",
@@ -59,7 +61,7 @@ def cross(minor: str) -> RoadNetwork:
             speed_limit_mps=20.0,
             road_class=RoadClass.TERTIARY if x in minor else RoadClass.PRIMARY,
         )
-        for x in ARMS
+        for x in arms
         for a, b in ((x, "j"), ("j", x))
     ]
     return RoadNetwork.build(nodes, edges)

@@ -29,8 +29,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from junction_vs_sumo import cross
 
-from convoy.road.network import Edge, Node, RoadClass, RoadNetwork
 from convoy.road.sumo_net import read_sumo_net, write_sumo_net
 from convoy.sim.bench_network import (
     DT_S,
@@ -43,7 +43,6 @@ from convoy.sim.bench_network import (
 from convoy.sim.net_kernel import CRITICAL_GAP_S
 from convoy.sim.network import CAR, Leg, NetSim, Trip
 
-ARMS = {"w": (109.0, 39.0), "e": (109.02, 39.0), "s": (109.01, 38.99)}
 #: HCM 6th ed., Exhibit 20-11: a minor-street left turn across a two-lane main road [s]
 HCM_CRITICAL_S = 7.1
 HCM_FOLLOW_UP_S = 3.5
@@ -53,24 +52,6 @@ WARM_UP_S = 300.0
 TRAVEL_S = 50.0
 MIN_HEADWAY_S = 2.0
 MINOR_HEADWAY_S = 2.5
-
-
-def tee() -> RoadNetwork:
-    """The T: west-east primary, the south arm tertiary, 1 km arms, 20 m/s."""
-    nodes = [Node("j", 109.01, 39.0), *(Node(a, *xy) for a, xy in ARMS.items())]
-    edges = [
-        Edge(
-            f"{a}{b}",
-            a,
-            b,
-            1000.0,
-            speed_limit_mps=20.0,
-            road_class=RoadClass.TERTIARY if x == "s" else RoadClass.PRIMARY,
-        )
-        for x in ARMS
-        for a, b in ((x, "j"), ("j", x))
-    ]
-    return RoadNetwork.build(nodes, edges)
 
 
 def demand(flow_vph: float, end_s: float, seed: int) -> list[Trip]:
@@ -103,7 +84,7 @@ def measure(flow_vph: float, minutes: float, seed: int) -> dict[str, float]:
     trips = demand(flow_vph, end_s, seed)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        net_xml = write_sumo_net(tee(), work / "t.net.xml")
+        net_xml = write_sumo_net(cross("s", "wes"), work / "t.net.xml")
         rou_xml = write_routes(trips, (CAR,), work / "t.rou.xml")
         cfg = write_sumocfg(net_xml, rou_xml, work / "t.sumocfg")
         sim = NetSim(read_sumo_net(net_xml), trips, dt_s=DT_S, record_every_s=1.0e7)
