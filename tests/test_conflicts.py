@@ -205,3 +205,22 @@ def test_a_busy_cross_never_holds_two_conflicting_trucks_at_once() -> None:
     assert pet.min() >= 0.5, table.slice(0, 3).to_pylist()
     stood = np.bincount(res.fcd["vehicle"][res.fcd["speed_mps"] <= 0.1].astype(np.int64))
     assert stood.max(initial=0) <= 5
+
+
+def test_a_batch_measures_each_instance_alone() -> None:
+    """The busy cross for 3 minutes, alone and as a batch of two identical instances: the
+    batch has each of the single run's conflicts twice, once per instance (its vehicles
+    ``id#0`` and ``id#1``), and none between the instances, whose trucks pass the same node
+    at the same moments."""
+    net = _junction_net("wesn")
+    trips = _junction_script().demand(40.0, 3.0)
+    one = NetSim(net, trips, record_every_s=1.0)
+    alone = junction_conflicts(one, one.run(600.0))
+    two = NetSim(net, trips, record_every_s=1.0, instances=2)
+    batch = junction_conflicts(two, two.run(600.0))
+    assert alone.num_rows > 20 and batch.num_rows == 2 * alone.num_rows
+    for k in (0, 1):
+        mine = [i.endswith(f"#{k}") for i in batch.column("first_id").to_pylist()]
+        assert [i.endswith(f"#{k}") for i in batch.column("second_id").to_pylist()] == mine
+        pet = np.sort(batch.column("pet_s").to_numpy()[mine])
+        assert np.allclose(pet, np.sort(alone.column("pet_s").to_numpy()), atol=1e-9)
