@@ -19,6 +19,7 @@ road (HCM 6th ed., Exhibit 20-11). Printed too with convoy's critical gap (5 s) 
 
     python scripts/minor_capacity.py                    # conflicting flows 300-1500 veh/h
     python scripts/minor_capacity.py --flows 600,900 --minutes 30
+    python scripts/minor_capacity.py --plot docs/img/minor-capacity.png
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def main() -> None:
     ap.add_argument("--flows", default="300,600,900,1200,1500", help="main-road veh/h in all")
     ap.add_argument("--minutes", type=float, default=60.0, help="measured minutes")
     ap.add_argument("--seed", type=int, default=1, help="seed of the main-road headways")
+    ap.add_argument("--plot", type=Path, help="also draw the curves into this PNG")
     a = ap.parse_args()
     try:
         flows = [float(f) for f in a.flows.split(",")]
@@ -119,13 +121,52 @@ def main() -> None:
         f"{'main veh/h':>10} {'delivered c/S':>14} {'convoy':>7} {'SUMO':>6} "
         f"{'HCM t_c 7.1':>11} {'HCM t_c 5':>9}"
     )
+    rows = []
     for f in flows:
         m = measure(f, a.minutes, a.seed)
+        rows.append((f, m["convoy"], m["SUMO"]))
         print(
             f"{f:>10.0f} {m['convoy main']:>6.0f}/{m['SUMO main']:<7.0f} {m['convoy']:>7.0f} "
             f"{m['SUMO']:>6.0f} {hcm_capacity_vph(f, HCM_CRITICAL_S, HCM_FOLLOW_UP_S):>11.0f} "
             f"{hcm_capacity_vph(f, CRITICAL_GAP_S, HCM_FOLLOW_UP_S):>9.0f}"
         )
+    if a.plot:
+        plot(rows, a.plot)
+        print(f"wrote {a.plot}")
+
+
+def plot(rows: list[tuple[float, float, float]], path: Path) -> None:
+    """Capacity against the main road's flow: both engines' points, HCM's curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    flow, ours, theirs = (np.array(c) for c in zip(*rows, strict=True))
+    q = np.linspace(max(flow.min() * 0.8, 50.0), flow.max() * 1.05, 200)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    ax.plot(
+        q,
+        [hcm_capacity_vph(x, HCM_CRITICAL_S, HCM_FOLLOW_UP_S) for x in q],
+        "k-",
+        label=f"HCM, $t_c$ {HCM_CRITICAL_S:g} s, $t_f$ {HCM_FOLLOW_UP_S:g} s",
+    )
+    ax.plot(
+        q,
+        [hcm_capacity_vph(x, CRITICAL_GAP_S, HCM_FOLLOW_UP_S) for x in q],
+        "k--",
+        label=f"HCM, $t_c$ {CRITICAL_GAP_S:g} s (convoy's gap)",
+    )
+    ax.plot(flow, ours, "o-", color="tab:blue", label="convoy")
+    ax.plot(flow, theirs, "s-", color="tab:orange", label="SUMO (internal links)")
+    ax.set_xlabel("main-road flow, both ways [veh/h]")
+    ax.set_ylabel("minor left turns [veh/h]")
+    ax.set_title("Minor-road capacity at a T junction")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
