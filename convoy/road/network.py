@@ -331,10 +331,7 @@ class RoadNetwork:
         classes = list(RoadClass)
         es = [self.edges[e] for e in edge_ids]
         edge_from = np.array([row[e.from_node] for e in es], dtype=np.int32)
-        order = np.argsort(edge_from, kind="stable").astype(np.int32)
-        counts = np.bincount(edge_from, minlength=len(node_ids))
-        succ_ptr = np.zeros(len(node_ids) + 1, dtype=np.int32)
-        np.cumsum(counts, out=succ_ptr[1:])
+        succ_ptr, order = edges_by_node(edge_from, len(node_ids))
         return NetworkArrays(
             node_ids=node_ids,
             edge_ids=edge_ids,
@@ -353,6 +350,16 @@ class RoadNetwork:
                 [self.nodes[n].elevation_m for n in node_ids], dtype=np.float64
             ),
         )
+
+
+def edges_by_node(node_of_edge: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The edges grouped by a node of theirs (their start node: each node's outgoing edges;
+    their end node: its incoming ones) as CSR: node v's are ``edges[ptr[v]:ptr[v + 1]]``,
+    in edge order. Returns ``(ptr, edges)``, both int32."""
+    edges = np.argsort(node_of_edge, kind="stable").astype(np.int32)
+    ptr = np.zeros(n_nodes + 1, dtype=np.int32)
+    np.cumsum(np.bincount(node_of_edge, minlength=n_nodes), out=ptr[1:])
+    return ptr, edges
 
 
 def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:

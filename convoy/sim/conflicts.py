@@ -66,20 +66,21 @@ class EdgeTable:
 
     @staticmethod
     def build(network: RoadNetwork, edge_ids: tuple[str, ...]) -> EdgeTable:
-        """The table for ``edge_ids`` (an FCD's edge index) on ``network``."""
-        missing = [e for e in edge_ids if e not in network.edges]
+        """The table for ``edge_ids`` (an FCD's edge index) on ``network``, from its
+        ``to_arrays`` (the tables the engine runs on)."""
+        a = network.to_arrays()
+        row = {e: k for k, e in enumerate(a.edge_ids)}
+        missing = [e for e in edge_ids if e not in row]
         if missing:
             raise ConflictError(f"edges not in the network: {missing[:5]}")
-        node_ids = tuple(sorted(network.nodes))
-        at = {n: k for k, n in enumerate(node_ids)}
-        edges = [network.edges[e] for e in edge_ids]
+        k = np.array([row[e] for e in edge_ids], dtype=np.int64)
         return EdgeTable(
             ids=tuple(edge_ids),
-            from_node=np.array([at[e.from_node] for e in edges], dtype=np.int64),
-            to_node=np.array([at[e.to_node] for e in edges], dtype=np.int64),
-            length_m=np.array([e.length_m for e in edges], dtype=np.float64),
+            from_node=a.edge_from[k].astype(np.int64),
+            to_node=a.edge_to[k].astype(np.int64),
+            length_m=a.edge_length_m[k],
             arm_rad=edge_arms_rad(network, edge_ids),
-            node_ids=node_ids,
+            node_ids=a.node_ids,
         )
 
 

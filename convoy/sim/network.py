@@ -24,7 +24,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from convoy.road.network import JunctionType, RoadClass, RoadNetwork
+from convoy.road.network import JunctionType, RoadClass, RoadNetwork, edges_by_node
 from convoy.sim import net_kernel as nk
 from convoy.sim.manoeuvres import ManoeuvreManager, PlatoonRegistry, V2VLink
 from convoy.sim.scenario import ScenarioError
@@ -374,16 +374,6 @@ def junction_links(
     return links
 
 
-def _edges_by_node(node_of_edge: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The edges grouped by a node of theirs (their end node: each node's incoming edges;
-    their start node: its outgoing ones) as CSR: node v's are ``edges[ptr[v]:ptr[v + 1]]``,
-    in edge order. Both int32."""
-    edges = np.argsort(node_of_edge, kind="stable").astype(np.int32)
-    ptr = np.zeros(n_nodes + 1, dtype=np.int32)
-    np.cumsum(np.bincount(node_of_edge, minlength=n_nodes), out=ptr[1:])
-    return ptr, edges
-
-
 def _spread_rad(a: float, b: float) -> float:
     """The angle between two directions, 0 to pi."""
     d = abs(a - b) % (2.0 * math.pi)
@@ -586,8 +576,7 @@ class NetSim:
         n_nodes = len(a.node_ids)
         arms = junction_arms_rad(network, a.edge_ids)
         edge_rank = junction_ranks(network, a.edge_ids, arms)
-        pred_ptr, pred_edge = _edges_by_node(a.edge_to, n_nodes)
-        succ_ptr, succ_edge = _edges_by_node(a.edge_from, n_nodes)
+        pred_ptr, pred_edge = edges_by_node(a.edge_to, n_nodes)
         node_junction = np.array(
             [
                 nk.JT_SIGNAL
@@ -610,8 +599,8 @@ class NetSim:
             "node_junction": node_junction,
             "pred_ptr": pred_ptr,
             "pred_edge": pred_edge,
-            "succ_ptr": succ_ptr,
-            "succ_edge": succ_edge,
+            "succ_ptr": a.succ_ptr,
+            "succ_edge": a.succ_edge,
             "sig": _signal_rows(network, a.edge_ids),
         }
 
